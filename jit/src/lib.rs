@@ -1,0 +1,2 @@
+//! loopvm JIT tiers: the XLA back end (StableHLO through PJRT) and the
+//! Cranelift back end.

@@ -1,0 +1,81 @@
+//! Element types.
+
+use std::fmt;
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum DType {
+    /// `bool`: one byte, 0 or 1.
+    Bool = 0,
+    /// `i32`: 32-bit two's complement integer.
+    I32 = 1,
+    /// `i64`: 64-bit two's complement integer.
+    I64 = 2,
+    /// `f32`: IEEE-754 binary32.
+    F32 = 3,
+    /// `f64`: IEEE-754 binary64.
+    F64 = 4,
+}
+
+impl DType {
+    /// Every dtype, in tag order.
+    pub const ALL: [DType; 5] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64];
+
+    /// The name used in source, disassembly and error messages (`f32`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+
+    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`).
+    pub const fn stablehlo(self) -> &'static str {
+        match self {
+            DType::Bool => "i1",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+
+    /// Bytes per element.
+    pub const fn size_in_bytes(self) -> usize {
+        match self {
+            DType::Bool => 1,
+            DType::I32 | DType::F32 => 4,
+            DType::I64 | DType::F64 => 8,
+        }
+    }
+
+    /// `true` for `f32` and `f64`.
+    pub const fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+
+    /// `true` for `i32` and `i64`.
+    pub const fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::I64)
+    }
+
+    /// Parses a dtype name as written in source (`f32`).
+    pub fn parse(s: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The dtype with tag `t` (see the `repr(u8)` values), if any.
+    pub fn from_tag(t: u8) -> Option<DType> {
+        DType::ALL.get(t as usize).copied()
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,145 @@
+//! Operation identities shared by the interpreter kernels, the Cranelift
+//! lowering and the StableHLO emitter. Each op has one name (used in source,
+//! disassembly and errors) and one StableHLO spelling.
+
+use std::fmt;
+
+macro_rules! op_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $var:ident = $tag:literal, $str:literal, $hlo:literal;)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vmeta])* $var = $tag,)* }
+
+        impl $name {
+            /// Every variant, in tag order.
+            pub const ALL: &'static [$name] = &[$($name::$var,)*];
+            /// The op's name in source, disassembly and error messages.
+            pub const fn as_str(self) -> &'static str { match self { $($name::$var => $str,)* } }
+            /// The StableHLO op (or composite) this lowers to.
+            pub const fn stablehlo(self) -> &'static str { match self { $($name::$var => $hlo,)* } }
+            /// The op with serialised tag `t`, if any.
+            pub fn from_tag(t: u8) -> Option<$name> { Self::ALL.iter().copied().find(|v| *v as u8 == t) }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+op_enum! {
+    /// Elementwise unary operations.
+    UnaryOp {
+        /// `-x` (wrapping for integers).
+        Neg = 0, "neg", "stablehlo.negate";
+        /// `!x` on bools.
+        Not = 1, "not", "stablehlo.not";
+        /// `exp(x)`.
+        Exp = 2, "exp", "stablehlo.exponential";
+        /// `log(x)`.
+        Log = 3, "log", "stablehlo.log";
+        /// `sqrt(x)`.
+        Sqrt = 4, "sqrt", "stablehlo.sqrt";
+        /// `tanh(x)`.
+        Tanh = 5, "tanh", "stablehlo.tanh";
+        /// `1 / (1 + exp(-x))`.
+        Sigmoid = 6, "sigmoid", "stablehlo.logistic";
+        /// `max(x, 0)`.
+        Relu = 7, "relu", "stablehlo.maximum";
+        /// `|x|` (wrapping for the minimum integer).
+        Abs = 8, "abs", "stablehlo.abs";
+        /// `sin(x)`.
+        Sin = 9, "sin", "stablehlo.sine";
+        /// `cos(x)`.
+        Cos = 10, "cos", "stablehlo.cosine";
+    }
+}
+
+op_enum! {
+    /// Elementwise binary operations (NumPy broadcasting).
+    BinaryOp {
+        /// `a + b`, wrapping for integers.
+        Add = 0, "add", "stablehlo.add";
+        /// `a - b`, wrapping for integers.
+        Sub = 1, "sub", "stablehlo.subtract";
+        /// `a * b`, wrapping for integers.
+        Mul = 2, "mul", "stablehlo.multiply";
+        /// `a / b`; integers truncate toward zero, `x / 0 = -1`, `MIN / -1 = MIN`.
+        Div = 3, "div", "stablehlo.divide";
+        /// `a % b`; sign of the dividend, `x % 0 = x`, `MIN % -1 = 0`.
+        Rem = 4, "rem", "stablehlo.remainder";
+        /// `a ** b`; integers by repeated squaring, negative exponents give 0 (1 and -1 excepted).
+        Pow = 5, "pow", "stablehlo.power";
+        /// `maximum(a, b)`, NaN-propagating.
+        Max = 6, "maximum", "stablehlo.maximum";
+        /// `minimum(a, b)`, NaN-propagating.
+        Min = 7, "minimum", "stablehlo.minimum";
+        /// `a == b` (bool result).
+        Eq = 8, "eq", "EQ";
+        /// `a != b` (bool result).
+        Ne = 9, "ne", "NE";
+        /// `a < b` (bool result).
+        Lt = 10, "lt", "LT";
+        /// `a <= b` (bool result).
+        Le = 11, "le", "LE";
+        /// `a > b` (bool result).
+        Gt = 12, "gt", "GT";
+        /// `a >= b` (bool result).
+        Ge = 13, "ge", "GE";
+        /// `a && b` on bools.
+        And = 14, "and", "stablehlo.and";
+        /// `a || b` on bools.
+        Or = 15, "or", "stablehlo.or";
+    }
+}
+
+impl BinaryOp {
+    /// `true` for the comparisons, whose result is `bool`.
+    pub const fn is_compare(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
+    }
+    /// `true` for `and` / `or`, which take bools.
+    pub const fn is_logic(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or)
+    }
+}
+
+op_enum! {
+    /// Reductions, over all elements or along one axis.
+    ReduceOp {
+        /// Sum (bools count as `i32`).
+        Sum = 0, "sum", "stablehlo.add";
+        /// Arithmetic mean (integers and bools give `f32`).
+        Mean = 1, "mean", "stablehlo.add";
+        /// Maximum, NaN-propagating.
+        Max = 2, "max", "stablehlo.maximum";
+        /// Minimum, NaN-propagating.
+        Min = 3, "min", "stablehlo.minimum";
+        /// Index (`i32`) of the first maximum; NaN counts as the maximum.
+        Argmax = 4, "argmax", "argmax";
+    }
+}
+
+impl ReduceOp {
+    /// The result dtype of this reduction over elements of `d`.
+    pub fn result_dtype(self, d: crate::DType) -> crate::DType {
+        use crate::DType;
+        match self {
+            ReduceOp::Sum if d == DType::Bool => DType::I32,
+            ReduceOp::Mean if !d.is_float() => DType::F32,
+            ReduceOp::Argmax => DType::I32,
+            _ => d,
+        }
+    }
+}
+
+op_enum! {
+    /// How `x.at[i]` updates the selected element or row.
+    UpdateMode {
+        /// `x.at[i].set(v)`.
+        Set = 0, "set", "stablehlo.dynamic_update_slice";
+        /// `x.at[i].add(v)`.
+        Add = 1, "add", "stablehlo.dynamic_update_slice";
+    }
+}

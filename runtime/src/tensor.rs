@@ -1,0 +1,298 @@
+//! `Tensor`: a dtype, a static shape and a reference-counted, copy-on-write,
+//! contiguous row-major buffer.
+
+use crate::{DType, RuntimeError};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// A tensor shape. Up to rank 4 lives inline (no heap allocation).
+pub type Shape = SmallVec<[usize; 4]>;
+
+/// Reference-counted storage, one variant per dtype.
+#[derive(Clone, Debug)]
+pub enum Buffer {
+    /// `bool` elements.
+    Bool(Arc<Vec<bool>>),
+    /// `i32` elements.
+    I32(Arc<Vec<i32>>),
+    /// `i64` elements.
+    I64(Arc<Vec<i64>>),
+    /// `f32` elements.
+    F32(Arc<Vec<f32>>),
+    /// `f64` elements.
+    F64(Arc<Vec<f64>>),
+}
+
+impl Buffer {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Buffer::Bool(_) => DType::Bool,
+            Buffer::I32(_) => DType::I32,
+            Buffer::I64(_) => DType::I64,
+            Buffer::F32(_) => DType::F32,
+            Buffer::F64(_) => DType::F64,
+        }
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Buffer::Bool(v) => v.len(),
+            Buffer::I32(v) => v.len(),
+            Buffer::I64(v) => v.len(),
+            Buffer::F32(v) => v.len(),
+            Buffer::F64(v) => v.len(),
+        }
+    }
+    /// `true` when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rust types that are tensor elements.
+pub trait Element: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
+    /// The dtype of this element type.
+    const DTYPE: DType;
+    /// The additive identity.
+    const ZERO: Self;
+    /// Wraps a vector as a buffer.
+    fn wrap(v: Arc<Vec<Self>>) -> Buffer;
+    /// The elements, if `b` holds this type.
+    fn slice(b: &Buffer) -> Option<&[Self]>;
+    /// The storage, if `b` holds this type.
+    fn arc_mut(b: &mut Buffer) -> Option<&mut Arc<Vec<Self>>>;
+    /// Converts to `f64` (bools as 0 or 1).
+    fn to_f64(self) -> f64;
+    /// Converts to `i64` (floats saturate, NaN gives 0, bools 0 or 1).
+    fn to_i64(self) -> i64;
+}
+
+macro_rules! element {
+    ($t:ty, $d:ident, $zero:expr, |$x:ident| $f64:expr, |$y:ident| $i64:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$d;
+            const ZERO: Self = $zero;
+            fn wrap(v: Arc<Vec<Self>>) -> Buffer {
+                Buffer::$d(v)
+            }
+            fn slice(b: &Buffer) -> Option<&[Self]> {
+                match b {
+                    Buffer::$d(v) => Some(v.as_slice()),
+                    _ => None,
+                }
+            }
+            fn arc_mut(b: &mut Buffer) -> Option<&mut Arc<Vec<Self>>> {
+                match b {
+                    Buffer::$d(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn to_f64(self) -> f64 {
+                let $x = self;
+                $f64
+            }
+            fn to_i64(self) -> i64 {
+                let $y = self;
+                $i64
+            }
+        }
+    };
+}
+
+element!(bool, Bool, false, |x| if x { 1.0 } else { 0.0 }, |y| y as i64);
+element!(i32, I32, 0, |x| x as f64, |y| y as i64);
+element!(i64, I64, 0, |x| x as f64, |y| y);
+element!(f32, F32, 0.0, |x| x as f64, |y| y as i64);
+element!(f64, F64, 0.0, |x| x, |y| y as i64);
+
+/// Calls `$body` with `$T` bound to the Rust element type of dtype `$d`.
+#[macro_export]
+macro_rules! with_dtype {
+    ($d:expr, $T:ident => $body:expr) => {
+        match $d {
+            $crate::DType::Bool => {
+                type $T = bool;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+/// A tensor value. Cloning is cheap (the buffer is shared); writing goes
+/// through copy-on-write.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    shape: Shape,
+    buf: Buffer,
+}
+
+/// Number of elements of `shape`, or an error when it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Result<usize, RuntimeError> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| RuntimeError::new("shape", format!("element count of shape {shape:?} overflows")))
+}
+
+impl Tensor {
+    /// A tensor from a shape and its row-major elements.
+    pub fn from_vec<T: Element>(shape: &[usize], data: Vec<T>) -> Result<Tensor, RuntimeError> {
+        let n = checked_numel(shape)?;
+        if n != data.len() {
+            return Err(RuntimeError::new(
+                "tensor",
+                format!("shape {shape:?} needs {n} elements, got {}", data.len()),
+            ));
+        }
+        Ok(Tensor { shape: Shape::from_slice(shape), buf: T::wrap(Arc::new(data)) })
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: Element>(v: T) -> Tensor {
+        Tensor { shape: Shape::new(), buf: T::wrap(Arc::new(vec![v])) }
+    }
+
+    /// A tensor from a shape and a buffer whose length matches.
+    pub fn from_buffer(shape: &[usize], buf: Buffer) -> Result<Tensor, RuntimeError> {
+        let n = checked_numel(shape)?;
+        if n != buf.len() {
+            return Err(RuntimeError::new(
+                "tensor",
+                format!("shape {shape:?} needs {n} elements, got {}", buf.len()),
+            ));
+        }
+        Ok(Tensor { shape: Shape::from_slice(shape), buf })
+    }
+
+    /// A tensor of zeros (`false` for bools).
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, RuntimeError> {
+        let n = checked_numel(shape)?;
+        Ok(with_dtype!(dtype, T => Tensor {
+            shape: Shape::from_slice(shape),
+            buf: T::wrap(Arc::new(vec![<T as Element>::ZERO; n])),
+        }))
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.buf.dtype()
+    }
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// The rank (number of axes).
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.buf.len()
+    }
+    /// The size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype().size_in_bytes()
+    }
+    /// The buffer.
+    pub fn buffer(&self) -> &Buffer {
+        &self.buf
+    }
+    /// The elements, if the dtype is `T`.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        T::slice(&self.buf)
+    }
+    /// `true` when both tensors share one buffer.
+    pub fn shares_buffer(&self, other: &Tensor) -> bool {
+        fn ptr<T>(a: &Arc<Vec<T>>) -> *const () {
+            Arc::as_ptr(a) as *const ()
+        }
+        let p = |b: &Buffer| match b {
+            Buffer::Bool(a) => ptr(a),
+            Buffer::I32(a) => ptr(a),
+            Buffer::I64(a) => ptr(a),
+            Buffer::F32(a) => ptr(a),
+            Buffer::F64(a) => ptr(a),
+        };
+        p(&self.buf) == p(&other.buf)
+    }
+    /// The same data under another shape with the same element count.
+    pub fn with_shape(&self, shape: &[usize]) -> Result<Tensor, RuntimeError> {
+        Tensor::from_buffer(shape, self.buf.clone())
+    }
+    /// The single element of a one-element tensor as `i64` (floats saturate).
+    pub fn scalar_i64(&self) -> Option<i64> {
+        if self.numel() != 1 {
+            return None;
+        }
+        Some(with_dtype!(self.dtype(), T => <T as Element>::to_i64(T::slice(&self.buf)?[0])))
+    }
+    /// The single element of a one-element tensor as `f64`.
+    pub fn scalar_f64(&self) -> Option<f64> {
+        if self.numel() != 1 {
+            return None;
+        }
+        Some(with_dtype!(self.dtype(), T => <T as Element>::to_f64(T::slice(&self.buf)?[0])))
+    }
+    /// The single element of a one-element `bool` tensor.
+    pub fn scalar_bool(&self) -> Option<bool> {
+        match self.as_slice::<bool>() {
+            Some([b]) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+/// Prepares `out` to receive a result of type `T` and `shape`, reusing its
+/// buffer when `out` holds the only reference to a buffer of that dtype (so a
+/// shape-stable loop allocates nothing), and returns the elements to fill.
+/// The previous contents are unspecified.
+pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) -> &'a mut [T] {
+    let n: usize = shape.iter().product();
+    let reusable = match out {
+        Some(t) => T::arc_mut(&mut t.buf).is_some_and(|a| Arc::get_mut(a).is_some()),
+        None => false,
+    };
+    if !reusable {
+        *out = Some(Tensor { shape: Shape::from_slice(shape), buf: T::wrap(Arc::new(vec![T::ZERO; n])) });
+    }
+    let t = match out {
+        Some(t) => t,
+        None => unreachable!("out was filled above"),
+    };
+    if t.shape.as_slice() != shape {
+        t.shape.clear();
+        t.shape.extend_from_slice(shape);
+    }
+    let arc = match T::arc_mut(&mut t.buf) {
+        Some(a) => a,
+        None => unreachable!("dtype checked above"),
+    };
+    let v = match Arc::get_mut(arc) {
+        Some(v) => v,
+        None => unreachable!("uniqueness checked above"),
+    };
+    v.resize(n, T::ZERO);
+    v.as_mut_slice()
+}
+
+/// Writes a scalar into `out`, reusing its buffer when possible.
+pub fn set_scalar<T: Element>(out: &mut Option<Tensor>, v: T) {
+    out_buffer::<T>(out, &[])[0] = v;
+}
