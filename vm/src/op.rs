@@ -11,9 +11,6 @@
 //! `Fori`, `While` and `Scan`. Their block shapes are checked by hand in the
 //! verifier; see the doc line of each.
 
-use crate::operand::{Axis, BlockId, ConstId, Dims, FuncId, OptAxes, OptAxis, OptLen, Reg, RegList, Slices};
-use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
-
 /// Property flags of an opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpFlags(pub u8);

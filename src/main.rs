@@ -1,0 +1,194 @@
+//! The `loopvm` command line.
+
+use clap::{Parser, Subcommand};
+use loopvm::{Error, Program, RunConfig, Tier, Value};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Counts live and peak heap bytes for `--stats`.
+struct CountingAlloc;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which System shares.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` was allocated by `alloc` above with layout `l`.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+            let now = LIVE.fetch_add(new, Ordering::Relaxed) + new;
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[derive(Parser)]
+#[command(name = "loopvm", version, about = "Run tensor loop programs: interpreter, Cranelift JIT and XLA tiers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a program (`.lb` source or `.lbc` bytecode).
+    Run {
+        /// The program.
+        file: PathBuf,
+        /// auto, interp, jit or xla.
+        #[arg(long, default_value = "auto")]
+        tier: String,
+        /// An argument of `main`: `name=value` (a scalar or nested list) or `name=@file.npy`.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// Write the result as `.npy` (a tuple result: a folder of `0.npy`, `1.npy`, ...).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Print each op as it runs, and each loop iteration (to stderr).
+        #[arg(long)]
+        trace: bool,
+        /// Print ops executed, loop iterations, peak memory and time (to stderr).
+        #[arg(long)]
+        stats: bool,
+        /// Stop with an error after this many loop iterations.
+        #[arg(long)]
+        max_steps: Option<u64>,
+    },
+    /// Parse and type-check a program.
+    Check {
+        /// The `.lb` program.
+        file: PathBuf,
+    },
+    /// Compile a program to bytecode.
+    Compile {
+        /// The `.lb` program.
+        file: PathBuf,
+        /// The `.lbc` file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Print the bytecode of a program, loops as nested blocks.
+    Dis {
+        /// The `.lb` or `.lbc` program.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    // A safety net: should a bug panic, say so in one line, without a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned());
+        eprintln!("error: internal error (a loopvm bug, please report it): {}", msg.unwrap_or_default());
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(101),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.cmd {
+        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps } => {
+            let tier = Tier::parse(&tier)
+                .ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)"))))?;
+            if format != "text" && format != "json" {
+                return Err(Error::new(loopvm::ErrorKind::Argument(format!("unknown format `{format}` (text, json)"))));
+            }
+            let prog = Program::from_path(&file)?;
+            let main = prog.module().func(prog.main()?);
+            let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
+            let cfg = RunConfig { tier, trace, max_steps, capture_print: false };
+            let res = prog.run(&tensors, &cfg)?;
+            if let Some(path) = &out {
+                write_out(path, &res.value)?;
+            }
+            if format == "json" {
+                println!("{}", res.value.to_json());
+            } else if out.is_none() {
+                println!("{}", res.value);
+            }
+            if stats {
+                eprintln!("ops executed:     {}", res.ops);
+                eprintln!("loop iterations:  {}", res.loop_iterations);
+                for l in &res.loops {
+                    eprintln!(
+                        "  {} in `{}` (body b{}): tier {}, {} entries, {} iterations",
+                        l.kind, l.func, l.body.0, l.tier.as_str(), l.stats.entries, l.stats.iterations
+                    );
+                }
+                eprintln!("peak memory:      {} bytes (heap, whole process)", PEAK.load(Ordering::Relaxed));
+                eprintln!("time:             {:.3} ms", res.elapsed.as_secs_f64() * 1e3);
+            }
+            Ok(())
+        }
+        Cmd::Check { file } => {
+            Program::from_path(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Cmd::Compile { file, output } => {
+            let prog = Program::from_path(&file)?;
+            std::fs::write(&output, prog.to_bytecode()).map_err(|e| io_err(&output, e))?;
+            Ok(())
+        }
+        Cmd::Dis { file } => {
+            print!("{}", Program::from_path(&file)?.disassemble());
+            Ok(())
+        }
+    }
+}
+
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::new(loopvm::ErrorKind::Io(format!("{}: {e}", p.display())))
+}
+
+/// Writes a tensor to `path`, or a tuple's tensors to `path/0.npy`, `path/1.npy`, ...
+fn write_out(path: &Path, v: &Value) -> Result<(), Error> {
+    let npy_err = |e: loopvm_runtime::RuntimeError| Error::new(loopvm::ErrorKind::Io(format!("{}: {}", path.display(), e.message)));
+    match v {
+        Value::Tensor(t) => loopvm_runtime::npy::write_file(path, t).map_err(npy_err),
+        Value::Tuple(_) => {
+            std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
+            for (i, t) in v.leaves().into_iter().enumerate() {
+                let p = path.join(format!("{i}.npy"));
+                loopvm_runtime::npy::write_file(&p, t).map_err(|e| io_err(&p, std::io::Error::other(e.message)))?;
+            }
+            Ok(())
+        }
+    }
+}

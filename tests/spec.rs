@@ -1,0 +1,128 @@
+//! Spec programs: every `tests/spec/**/*.lb` file, stamped out into one test
+//! per file per tier.
+//!
+//! Header lines of a spec file:
+//! - `# expect: <value>`: the result as `loopvm run` prints it;
+//! - `# args: name=value ...`: arguments of `main` (values without spaces
+//!   inside brackets are split on ` name=`);
+//! - `# error: <text>` (repeatable) and `# at: LINE[:COL]`: a compile error
+//!   whose message contains each text, located there;
+//! - `# tiers: interp ...`: restrict the tiers (default: all built tiers).
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use loopvm::{Program, RunConfig, Tier};
+use std::path::{Path, PathBuf};
+
+/// The tiers every spec program runs on.
+const TIERS: &[Tier] = &[Tier::Interp];
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec");
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    files.sort();
+    let mut trials = Vec::new();
+    for f in files {
+        let name = f.strip_prefix(&root).unwrap_or(&f).with_extension("").display().to_string();
+        for &tier in TIERS {
+            let f = f.clone();
+            trials.push(Trial::test(format!("{name}::{}", tier.as_str()), move || run_spec(&f, tier)));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|x| x == "lb") {
+            out.push(p);
+        }
+    }
+}
+
+fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# {key}:");
+    src.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::trim).collect()
+}
+
+/// Splits `a=[1, 2] b=3` into `["a=[1, 2]", "b=3"]`.
+pub fn split_args(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut depth = 0i32;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => {}
+        }
+        if c == ' ' && depth == 0 {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
+    let tiers = header(&src, "tiers");
+    if let Some(t) = tiers.first() {
+        if !t.split_whitespace().any(|x| x == tier.as_str()) {
+            return Ok(());
+        }
+    }
+    let errors = header(&src, "error");
+    let file = path.display().to_string();
+    let compiled = Program::from_source(&src, &file);
+    if !errors.is_empty() {
+        let err = match compiled {
+            Ok(_) => return Err("expected a compile error, the program compiled".into()),
+            Err(e) => e.to_string(),
+        };
+        for want in &errors {
+            if !err.contains(want) {
+                return Err(format!("error message lacks `{want}`:\n{err}").into());
+            }
+        }
+        if let Some(at) = header(&src, "at").first() {
+            let loc = format!("{file}:{at}");
+            if !err.contains(&format!("{loc}:")) && !err.contains(&format!("{loc}\n")) {
+                return Err(format!("error is not located at {loc}:\n{err}").into());
+            }
+        }
+        if !err.contains('^') {
+            return Err(format!("error has no caret:\n{err}").into());
+        }
+        return Ok(());
+    }
+    let prog = compiled.map_err(|e| format!("compile error:\n{e}"))?;
+    let expect = header(&src, "expect");
+    let want = expect.first().ok_or("spec has no `# expect:` line")?;
+    let args = header(&src, "args").first().map(|a| split_args(a)).unwrap_or_default();
+    let main = prog.module().func(prog.main().map_err(|e| e.to_string())?);
+    let tensors = loopvm::parse_args(main, &prog.module().symbols, &args).map_err(|e| e.to_string())?;
+    let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
+    let got = prog.run(&tensors, &cfg).map_err(|e| e.to_string())?.value.to_string();
+    if got != *want {
+        return Err(format!("result differs\n  want: {want}\n  got:  {got}").into());
+    }
+    // The same program through bytecode: serialise, load, run.
+    let again = Program::from_bytecode(&prog.to_bytecode()).map_err(|e| e.to_string())?;
+    let got2 = again.run(&tensors, &cfg).map_err(|e| e.to_string())?.value.to_string();
+    if got2 != got {
+        return Err(format!("bytecode round trip differs: {got2}").into());
+    }
+    Ok(())
+}

@@ -1,0 +1,630 @@
+//! The eager interpreter: runs bytecode op by op, the reference semantics
+//! of every tier.
+//!
+//! A frame is one `Option<Tensor>` slot per register. Kernels write into
+//! their destination slot and reuse its buffer when they hold the only
+//! reference to it; loops swap each iteration's results into their carry
+//! registers, so the previous carry's buffers become the next iteration's
+//! output buffers and a shape-stable loop allocates nothing in steady state.
+//!
+//! The loop profiler counts entries and iterations per loop instruction
+//! (identified by its body block); the step counter and the fuel check sit on
+//! loop back edges only.
+
+use crate::error::ExecError;
+use crate::inst::Inst;
+use crate::module::{Dim, Func, Module, TensorType};
+use crate::operand::{BlockId, FuncId, Reg};
+use loopvm_runtime::{kernels, set_scalar, DType, RuntimeError, Tensor, UpdateMode};
+use std::io::Write;
+use std::time::Instant;
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Print each op as it runs (with its result's type and a value summary)
+    /// and each loop iteration, to the trace sink.
+    pub trace: bool,
+    /// Stop with an error after this many loop iterations in total (checked on back edges).
+    pub max_steps: Option<u64>,
+}
+
+/// Entry and iteration counts of one loop instruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// How many times the loop instruction ran.
+    pub entries: u64,
+    /// Iterations over all its entries.
+    pub iterations: u64,
+}
+
+/// The loop profiler's counts: one entry per (function, body block).
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// `loops[func][block]`: counts for the loop whose body is that block
+    /// (zero for blocks that are not loop bodies).
+    pub loops: Vec<Vec<LoopStats>>,
+}
+
+impl Profile {
+    /// Counts of the loop whose body is `body` in `func`.
+    pub fn get(&self, func: FuncId, body: BlockId) -> LoopStats {
+        self.loops.get(func.0 as usize).and_then(|f| f.get(body.0 as usize)).copied().unwrap_or_default()
+    }
+    /// Every loop that ran, as `(func, body block, stats)`.
+    pub fn entries(&self) -> Vec<(FuncId, BlockId, LoopStats)> {
+        let mut v = Vec::new();
+        for (f, blocks) in self.loops.iter().enumerate() {
+            for (b, s) in blocks.iter().enumerate() {
+                if s.entries > 0 {
+                    v.push((FuncId(f as u32), BlockId(b as u32), *s));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Counters of one interpreter over its lifetime.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Instructions executed (a loop instruction counts once; its body's ops count each time).
+    pub ops: u64,
+    /// Loop iterations, all loops together.
+    pub loop_iterations: u64,
+    /// Wall-clock time spent in `call`.
+    pub elapsed: std::time::Duration,
+}
+
+type Frame = Vec<Option<Tensor>>;
+
+/// The deepest chain of nested calls accepted at run time.
+pub const MAX_CALL_DEPTH: usize = 256;
+
+/// Runs the functions of one module.
+pub struct Interpreter<'m> {
+    m: &'m Module,
+    opts: RunOptions,
+    /// Bound values of the module's shape variables.
+    sym: Vec<Option<u64>>,
+    /// One reusable frame per function (functions do not recurse).
+    frames: Vec<Option<Frame>>,
+    /// Loop counts.
+    pub profile: Profile,
+    /// Op and iteration counts.
+    pub stats: Stats,
+    out: Box<dyn Write + 'm>,
+    trace_out: Box<dyn Write + 'm>,
+    depth: usize,
+    steps: u64,
+}
+
+#[cold]
+fn undefined(r: Reg) -> ExecError {
+    ExecError::Other(format!("register r{} read before it was written (unverified bytecode?)", r.0))
+}
+
+#[inline(always)]
+fn get(frame: &[Option<Tensor>], r: Reg) -> Result<&Tensor, ExecError> {
+    match frame.get(r.0 as usize) {
+        Some(Some(t)) => Ok(t),
+        _ => Err(undefined(r)),
+    }
+}
+
+#[inline(always)]
+fn slot(frame: &mut [Option<Tensor>], r: Reg) -> Result<&mut Option<Tensor>, ExecError> {
+    frame.get_mut(r.0 as usize).ok_or_else(|| undefined(r))
+}
+
+fn swap(frame: &mut [Option<Tensor>], a: Reg, b: Reg) -> Result<(), ExecError> {
+    let (a, b) = (a.0 as usize, b.0 as usize);
+    if a >= frame.len() || b >= frame.len() {
+        return Err(ExecError::Other("register out of range".into()));
+    }
+    frame.swap(a, b);
+    Ok(())
+}
+
+impl<'m> Interpreter<'m> {
+    /// An interpreter for `m`, which must have passed [`crate::verify`].
+    /// `print` goes to stdout and the trace to stderr until redirected.
+    pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
+        Interpreter {
+            m,
+            opts,
+            sym: vec![None; m.symbols.len()],
+            frames: vec![None; m.funcs.len()],
+            profile: Profile { loops: m.funcs.iter().map(|f| vec![LoopStats::default(); f.blocks.len()]).collect() },
+            stats: Stats::default(),
+            out: Box::new(std::io::stdout()),
+            trace_out: Box::new(std::io::stderr()),
+            depth: 0,
+            steps: 0,
+        }
+    }
+
+    /// Sends the output of `print` to `w`.
+    pub fn set_output(&mut self, w: Box<dyn Write + 'm>) {
+        self.out = w;
+    }
+
+    /// Sends the trace to `w`.
+    pub fn set_trace_output(&mut self, w: Box<dyn Write + 'm>) {
+        self.trace_out = w;
+    }
+
+    /// Calls function `f` with its flattened parameters and returns its
+    /// flattened results. Checks the arguments against the signature and
+    /// binds the function's shape variables from them.
+    pub fn call(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
+        let start = Instant::now();
+        let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;
+        self.bind_args(func, args)?;
+        let body = func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+        let mut frame = self.frames.get_mut(f.0 as usize).and_then(Option::take).unwrap_or_default();
+        frame.resize(func.num_regs(), None);
+        for (p, a) in body.params.iter().zip(args) {
+            *slot(&mut frame, *p)? = Some(a.clone());
+        }
+        let r = self.run_block(f, func, &mut frame, func.body);
+        let results = r.and_then(|()| body.results.iter().map(|r| get(&frame, *r).cloned()).collect::<Result<Vec<_>, _>>());
+        if let Some(s) = self.frames.get_mut(f.0 as usize) {
+            frame.iter_mut().for_each(|x| *x = None);
+            *s = Some(frame);
+        }
+        self.stats.elapsed += start.elapsed();
+        results
+    }
+
+    /// Checks `args` against `func`'s parameter types and binds shape variables.
+    fn bind_args(&mut self, func: &Func, args: &[Tensor]) -> Result<(), ExecError> {
+        self.sym.iter_mut().for_each(|s| *s = None);
+        let leaves: Vec<(&str, &TensorType)> =
+            func.params.iter().flat_map(|p| p.ty.leaves().into_iter().map(move |t| (p.name.as_str(), t))).collect();
+        if leaves.len() != args.len() {
+            return Err(ExecError::BadArgument(format!("`{}` takes {} tensors, got {}", func.name, leaves.len(), args.len())));
+        }
+        for ((name, ty), a) in leaves.into_iter().zip(args) {
+            let want = ty.display(&self.m.symbols);
+            let bad = || ExecError::BadArgument(format!("`{name}` must be {want}, got {}", a.type_string()));
+            if a.dtype() != ty.dtype || a.rank() != ty.rank() {
+                return Err(bad());
+            }
+            for (d, &n) in ty.dims.iter().zip(a.shape()) {
+                match *d {
+                    Dim::Fixed(k) if k != n as u64 => return Err(bad()),
+                    Dim::Var(v) => match self.sym.get_mut(v as usize) {
+                        Some(s @ None) => *s = Some(n as u64),
+                        Some(Some(k)) if *k == n as u64 => {}
+                        Some(Some(k)) => {
+                            let var = self.m.symbols.get(v as usize).map_or("?", |s| s.as_str());
+                            return Err(ExecError::BadArgument(format!(
+                                "`{name}` has {var} = {n}, but an earlier argument bound {var} = {k}"
+                            )));
+                        }
+                        None => return Err(ExecError::Other("shape variable out of range".into())),
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The concrete shape of a register type under the current binding.
+    fn resolve(&self, t: &TensorType) -> Result<Vec<usize>, ExecError> {
+        t.dims
+            .iter()
+            .map(|d| match *d {
+                Dim::Fixed(n) => Ok(n as usize),
+                Dim::Var(v) => self
+                    .sym
+                    .get(v as usize)
+                    .copied()
+                    .flatten()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| ExecError::Other("unbound shape variable".into())),
+            })
+            .collect()
+    }
+
+    #[cold]
+    fn kernel_err(&self, func: &Func, e: RuntimeError) -> ExecError {
+        ExecError::Runtime { func: func.name.clone(), error: e }
+    }
+
+    #[inline(always)]
+    fn back_edge(&mut self) -> Result<(), ExecError> {
+        self.steps += 1;
+        if let Some(max) = self.opts.max_steps {
+            if self.steps > max {
+                return Err(ExecError::Other(format!("step limit exceeded: more than {max} loop iterations (--max-steps)")));
+            }
+        }
+        Ok(())
+    }
+
+    fn trace_iter(&mut self, what: &str, i: u64) {
+        let pad = "  ".repeat(self.depth);
+        let _ = writeln!(self.trace_out, "{pad}-- {what} iteration {i}");
+    }
+
+    fn trace_inst(&mut self, func: &Func, inst: &Inst, frame: &[Option<Tensor>]) {
+        let pad = "  ".repeat(self.depth);
+        let mut defs = Vec::new();
+        inst.visit_defs(&mut |r| defs.push(r));
+        let vals: Vec<String> = defs
+            .iter()
+            .map(|r| format!("r{} = {}", r.0, frame.get(r.0 as usize).and_then(|t| t.as_ref()).map_or("-".into(), |t| t.summary(6))))
+            .collect();
+        let name = inst.opcode().info().name.to_lowercase();
+        let sub = match inst {
+            Inst::Unary { op, .. } => format!(" {op}"),
+            Inst::Binary { op, .. } => format!(" {op}"),
+            Inst::Reduce { op, .. } => format!(" {op}"),
+            Inst::Call { func: f, .. } => format!(" {}", self.m.funcs.get(f.0 as usize).map_or("?", |f| f.name.as_str())),
+            _ => String::new(),
+        };
+        let _ = writeln!(self.trace_out, "{pad}[{}] {name}{sub}: {}", func.name, vals.join(", "));
+    }
+
+    /// Runs the instructions of block `b` of `func` (`fid`) in `frame`.
+    fn run_block(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, b: BlockId) -> Result<(), ExecError> {
+        let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Other(format!("no block b{}", b.0)))?;
+        for inst in &block.code {
+            self.stats.ops += 1;
+            self.exec(fid, func, frame, inst)?;
+            if self.opts.trace {
+                self.trace_inst(func, inst, frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes one instruction: one arm per opcode.
+    #[inline(always)]
+    fn exec(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, inst: &'m Inst) -> Result<(), ExecError> {
+        macro_rules! kernel {
+            ($dst:expr, |$out:ident| $call:expr) => {{
+                let mut $out = slot(frame, $dst)?.take();
+                let r = $call;
+                *slot(frame, $dst)? = $out;
+                r.map_err(|e| self.kernel_err(func, e))
+            }};
+        }
+        match inst {
+            Inst::Const { dst, k } => {
+                let c = self.m.consts.get(k.0 as usize).ok_or_else(|| ExecError::Other(format!("no constant k{}", k.0)))?;
+                *slot(frame, *dst)? = Some(c.clone());
+                Ok(())
+            }
+            Inst::Move { dst, src } => {
+                let v = get(frame, *src)?.clone();
+                *slot(frame, *dst)? = Some(v);
+                Ok(())
+            }
+            Inst::Unary { op, dst, a } => kernel!(*dst, |out| kernels::unary(*op, get(frame, *a)?, &mut out)),
+            Inst::Binary { op, dst, a, b } => {
+                kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, get(frame, *b)?, &mut out))
+            }
+            Inst::Select { dst, c, a, b } => {
+                kernel!(*dst, |out| kernels::select(get(frame, *c)?, get(frame, *a)?, get(frame, *b)?, &mut out))
+            }
+            Inst::Cast { dst, a, to } => kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out)),
+            Inst::Iota { dst, dtype, n } => {
+                let n = usize::try_from(*n).map_err(|_| ExecError::Other("iota length too large".into()))?;
+                kernel!(*dst, |out| kernels::iota(*dtype, n, &mut out))
+            }
+            Inst::MatMul { dst, a, b } => kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out)),
+            Inst::Reduce { op, dst, a, axis } => {
+                kernel!(*dst, |out| kernels::reduce(*op, get(frame, *a)?, axis.0.map(|x| x as usize), &mut out))
+            }
+            Inst::Reshape { dst, a, shape } => {
+                let s = dims(&shape.0)?;
+                kernel!(*dst, |out| kernels::reshape(get(frame, *a)?, &s, &mut out))
+            }
+            Inst::Transpose { dst, a, perm } => {
+                let p: Option<Vec<usize>> = perm.0.as_ref().map(|p| p.iter().map(|&x| x as usize).collect());
+                kernel!(*dst, |out| kernels::transpose(get(frame, *a)?, p.as_deref(), &mut out))
+            }
+            Inst::Broadcast { dst, a, shape } => {
+                let s = dims(&shape.0)?;
+                kernel!(*dst, |out| kernels::broadcast_to(get(frame, *a)?, &s, &mut out))
+            }
+            Inst::Concat { dst, srcs, axis } => {
+                let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
+                let ts: Vec<&Tensor> = owned.iter().collect();
+                kernel!(*dst, |out| kernels::concat(&ts, axis.0 as usize, &mut out))
+            }
+            Inst::Stack { dst, srcs, axis } => {
+                let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
+                let ts: Vec<&Tensor> = owned.iter().collect();
+                kernel!(*dst, |out| kernels::stack(&ts, axis.0 as usize, &mut out))
+            }
+            Inst::Slice { dst, a, specs } => kernel!(*dst, |out| kernels::slice(get(frame, *a)?, &specs.0, &mut out)),
+            Inst::Index { dst, a, idx } => {
+                let ix = indices(frame, idx)?;
+                kernel!(*dst, |out| kernels::dynamic_index(get(frame, *a)?, &ix, &mut out))
+            }
+            Inst::Update { mode, dst, a, idx, v } => {
+                let ix = indices(frame, idx)?;
+                kernel!(*dst, |out| kernels::dynamic_update(get(frame, *a)?, &ix, get(frame, *v)?, *mode, &mut out))
+            }
+            Inst::ShapeOf { dst, a } => {
+                let s: Vec<i32> = get(frame, *a)?.shape().iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
+                let t = Tensor::from_vec(&[s.len()], s).map_err(|e| self.kernel_err(func, e))?;
+                *slot(frame, *dst)? = Some(t);
+                Ok(())
+            }
+            Inst::Print { srcs } => {
+                let parts = srcs.iter().map(|r| get(frame, *r).map(|t| t.to_string())).collect::<Result<Vec<_>, _>>()?;
+                let line = if parts.len() == 1 { parts.join("") } else { format!("({})", parts.join(", ")) };
+                let _ = writeln!(self.out, "{line}");
+                Ok(())
+            }
+            Inst::Call { dsts, func: callee, args } => self.exec_call(frame, dsts, *callee, args),
+            Inst::If { dsts, c, then_, else_ } => {
+                let cv = get(frame, *c)?
+                    .scalar_bool()
+                    .ok_or_else(|| ExecError::Other("if condition is not a bool scalar".into()))?;
+                let b = if cv { *then_ } else { *else_ };
+                self.depth += 1;
+                let r = self.run_block(fid, func, frame, b);
+                self.depth -= 1;
+                r?;
+                let blk = func.block(b);
+                for (d, r) in dsts.iter().zip(&blk.results) {
+                    let v = slot(frame, *r)?.take();
+                    *slot(frame, *d)? = v;
+                }
+                Ok(())
+            }
+            Inst::Fori { dsts, lo, hi, init, body, .. } => self.exec_fori(fid, func, frame, dsts, *lo, *hi, init, *body),
+            Inst::While { dsts, init, cond, body } => self.exec_while(fid, func, frame, dsts, init, *cond, *body),
+            Inst::Scan { dsts, init, xs, length, reverse, body, .. } => {
+                self.exec_scan(fid, func, frame, dsts, init, xs, length.0, *reverse, *body)
+            }
+        }
+    }
+
+    fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {
+        let cfunc: &'m Func = self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Other("no such function".into()))?;
+        if self.depth >= MAX_CALL_DEPTH {
+            return Err(ExecError::Other(format!("calls nested deeper than {MAX_CALL_DEPTH}")));
+        }
+        let body = cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+        let mut cf = self.frames.get_mut(callee.0 as usize).and_then(Option::take).unwrap_or_default();
+        cf.resize(cfunc.num_regs(), None);
+        for (p, a) in body.params.iter().zip(args) {
+            *slot(&mut cf, *p)? = Some(get(frame, *a)?.clone());
+        }
+        self.depth += 1;
+        let r = self.run_block(callee, cfunc, &mut cf, cfunc.body);
+        self.depth -= 1;
+        let r = r.and_then(|()| {
+            for (d, res) in dsts.iter().zip(&body.results) {
+                let v = slot(&mut cf, *res)?.take();
+                *slot(frame, *d)? = v;
+            }
+            Ok(())
+        });
+        if let Some(s) = self.frames.get_mut(callee.0 as usize) {
+            *s = Some(cf);
+        }
+        r
+    }
+
+    fn copy_in(frame: &mut Frame, params: &[Reg], init: &[Reg]) -> Result<(), ExecError> {
+        for (p, r) in params.iter().zip(init) {
+            let v = get(frame, *r)?.clone();
+            *slot(frame, *p)? = Some(v);
+        }
+        Ok(())
+    }
+
+    fn swap_results(frame: &mut Frame, params: &[Reg], results: &[Reg]) -> Result<(), ExecError> {
+        for (p, r) in params.iter().zip(results) {
+            swap(frame, *p, *r)?;
+        }
+        Ok(())
+    }
+
+    fn copy_out(frame: &mut Frame, dsts: &[Reg], params: &[Reg]) -> Result<(), ExecError> {
+        for (d, p) in dsts.iter().zip(params) {
+            let v = slot(frame, *p)?.take();
+            *slot(frame, *d)? = v;
+        }
+        Ok(())
+    }
+
+    fn count_loop(&mut self, fid: FuncId, body: BlockId, iterations: u64) {
+        self.stats.loop_iterations += iterations;
+        if let Some(s) = self.profile.loops.get_mut(fid.0 as usize).and_then(|f| f.get_mut(body.0 as usize)) {
+            s.entries += 1;
+            s.iterations += iterations;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_fori(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        dsts: &[Reg],
+        lo: Reg,
+        hi: Reg,
+        init: &[Reg],
+        body: BlockId,
+    ) -> Result<(), ExecError> {
+        let blk = func.block(body);
+        let (lo_t, hi_t) = (get(frame, lo)?, get(frame, hi)?);
+        let dtype = lo_t.dtype();
+        let bound = |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Other("fori_loop bound is not a scalar".into()));
+        let (lo_v, hi_v) = (bound(lo_t)?, bound(hi_t)?);
+        let Some((&ireg, carry)) = blk.params.split_first() else {
+            return Err(ExecError::Other("fori_loop body without a counter".into()));
+        };
+        Self::copy_in(frame, carry, init)?;
+        let mut i = lo_v;
+        let mut n = 0u64;
+        self.depth += 1;
+        let r = (|| {
+            while i < hi_v {
+                let s = slot(frame, ireg)?;
+                match dtype {
+                    DType::I64 => set_scalar(s, i),
+                    _ => set_scalar(s, i as i32),
+                }
+                if self.opts.trace {
+                    self.trace_iter("fori_loop", n);
+                }
+                self.run_block(fid, func, frame, body)?;
+                Self::swap_results(frame, carry, &blk.results)?;
+                self.back_edge()?;
+                i += 1;
+                n += 1;
+            }
+            Ok(())
+        })();
+        self.depth -= 1;
+        self.count_loop(fid, body, n);
+        r?;
+        Self::copy_out(frame, dsts, carry)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_while(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        dsts: &[Reg],
+        init: &[Reg],
+        cond: BlockId,
+        body: BlockId,
+    ) -> Result<(), ExecError> {
+        let (cb, bb) = (func.block(cond), func.block(body));
+        let Some(&creg) = cb.results.first() else {
+            return Err(ExecError::Other("while_loop condition without a result".into()));
+        };
+        Self::copy_in(frame, &bb.params, init)?;
+        let mut n = 0u64;
+        self.depth += 1;
+        let r = (|| {
+            loop {
+                Self::copy_in(frame, &cb.params, &bb.params)?;
+                self.run_block(fid, func, frame, cond)?;
+                let go = get(frame, creg)?
+                    .scalar_bool()
+                    .ok_or_else(|| ExecError::Other("while_loop condition is not a bool scalar".into()))?;
+                // Drop the condition's references to the carry so the body's
+                // output slots stay uniquely owned.
+                for p in &cb.params {
+                    *slot(frame, *p)? = None;
+                }
+                if !go {
+                    return Ok(());
+                }
+                if self.opts.trace {
+                    self.trace_iter("while_loop", n);
+                }
+                self.run_block(fid, func, frame, body)?;
+                Self::swap_results(frame, &bb.params, &bb.results)?;
+                self.back_edge()?;
+                n += 1;
+            }
+        })();
+        self.depth -= 1;
+        self.count_loop(fid, body, n);
+        r?;
+        Self::copy_out(frame, dsts, &bb.params)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_scan(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        dsts: &[Reg],
+        init: &[Reg],
+        xs: &[Reg],
+        length: Option<u64>,
+        reverse: bool,
+        body: BlockId,
+    ) -> Result<(), ExecError> {
+        let blk = func.block(body);
+        let nc = init.len();
+        let (cparams, xparams) = blk.params.split_at(nc.min(blk.params.len()));
+        let (cres, yres) = blk.results.split_at(nc.min(blk.results.len()));
+        let (cdst, ydst) = dsts.split_at(nc.min(dsts.len()));
+        // The trip count: the leading dim shared by every xs, and `length`.
+        let mut n: Option<usize> = length.map(|l| l as usize);
+        for x in xs {
+            let t = get(frame, *x)?;
+            let lead = *t.shape().first().ok_or_else(|| ExecError::Other(format!("scan over a scalar {}", t.type_string())))?;
+            match n {
+                None => n = Some(lead),
+                Some(k) if k != lead => {
+                    return Err(ExecError::Other(format!(
+                        "scan: xs have leading dimension {lead}, expected {k} (from length or the other xs)"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let n = n.ok_or_else(|| ExecError::Other("scan needs xs or a length".into()))?;
+        Self::copy_in(frame, cparams, init)?;
+        // ys are allocated once, from the body's y types, then written row by row.
+        for (d, y) in ydst.iter().zip(yres) {
+            let t = func.reg_types.get(y.0 as usize).ok_or_else(|| ExecError::Other("bad register".into()))?;
+            let mut shape = vec![n];
+            shape.extend(self.resolve(t)?);
+            let z = Tensor::zeros(t.dtype, &shape).map_err(|e| self.kernel_err(func, e))?;
+            *slot(frame, *d)? = Some(z);
+        }
+        self.depth += 1;
+        let mut done = 0u64;
+        let r = (|| {
+            for t in 0..n {
+                let idx = [if reverse { (n - 1 - t) as i64 } else { t as i64 }];
+                for (p, x) in xparams.iter().zip(xs) {
+                    let mut out = slot(frame, *p)?.take();
+                    let r = kernels::dynamic_index(get(frame, *x)?, &idx, &mut out);
+                    *slot(frame, *p)? = out;
+                    r.map_err(|e| self.kernel_err(func, e))?;
+                }
+                if self.opts.trace {
+                    self.trace_iter("scan", t as u64);
+                }
+                self.run_block(fid, func, frame, body)?;
+                for (d, y) in ydst.iter().zip(yres) {
+                    let mut ys = slot(frame, *d)?.take();
+                    let r = kernels::dynamic_update_in_place(&mut ys, &idx, get(frame, *y)?, UpdateMode::Set);
+                    *slot(frame, *d)? = ys;
+                    r.map_err(|e| self.kernel_err(func, e))?;
+                }
+                Self::swap_results(frame, cparams, cres)?;
+                self.back_edge()?;
+                done += 1;
+            }
+            Ok(())
+        })();
+        self.depth -= 1;
+        self.count_loop(fid, body, done);
+        r?;
+        Self::copy_out(frame, cdst, cparams)
+    }
+}
+
+fn dims(d: &[u64]) -> Result<Vec<usize>, ExecError> {
+    d.iter().map(|&x| usize::try_from(x).map_err(|_| ExecError::Other("dimension too large".into()))).collect()
+}
+
+fn indices(frame: &[Option<Tensor>], idx: &[Reg]) -> Result<smallvec::SmallVec<[i64; 4]>, ExecError> {
+    idx.iter()
+        .map(|r| get(frame, *r)?.scalar_i64().ok_or_else(|| ExecError::Other("dynamic index is not an integer scalar".into())))
+        .collect()
+}

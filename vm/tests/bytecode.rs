@@ -1,0 +1,253 @@
+//! Hand-built modules: the interpreter's loop machinery, the verifier's
+//! rules, the module format's rejection of malformed input, and zero heap
+//! allocations per iteration in steady state.
+
+use loopvm_runtime::{BinaryOp, DType, Tensor, UnaryOp};
+use loopvm_vm::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Counts allocations made by this thread while COUNTING is set.
+struct CountingAlloc;
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! { static ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) }; }
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) && ON.try_with(|c| c.get()).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `alloc` with layout `l`.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) && ON.try_with(|c| c.get()).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+#[global_allocator]
+static A: CountingAlloc = CountingAlloc;
+
+fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    ON.with(|c| c.set(true));
+    let before = ALLOCS.load(Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let r = f();
+    let n = ALLOCS.load(Ordering::SeqCst) - before;
+    ON.with(|c| c.set(false));
+    (r, n)
+}
+
+fn t(dtype: DType, dims: &[u64]) -> TensorType {
+    TensorType::fixed(dtype, dims)
+}
+
+/// `main(n: i32) -> f32[4]`: fori_loop(0, n, |i, acc| tanh(acc * 0.5 + 1.0), zeros).
+fn fori_module() -> Module {
+    let f32x4 = t(DType::F32, &[4]);
+    let regs = vec![
+        t(DType::I32, &[]), // r0 n (param)
+        t(DType::I32, &[]), // r1 lo
+        f32x4.clone(),      // r2 init
+        f32x4.clone(),      // r3 dst
+        t(DType::I32, &[]), // r4 i
+        f32x4.clone(),      // r5 acc
+        t(DType::F32, &[]), // r6 0.5
+        f32x4.clone(),      // r7 acc * 0.5
+        t(DType::F32, &[]), // r8 1.0
+        f32x4.clone(),      // r9 + 1
+        f32x4.clone(),      // r10 tanh
+    ];
+    let body = Block {
+        params: vec![Reg(4), Reg(5)],
+        code: vec![
+            Inst::Const { dst: Reg(6), k: ConstId(2) },
+            Inst::Binary { op: BinaryOp::Mul, dst: Reg(7), a: Reg(5), b: Reg(6) },
+            Inst::Const { dst: Reg(8), k: ConstId(3) },
+            Inst::Binary { op: BinaryOp::Add, dst: Reg(9), a: Reg(7), b: Reg(8) },
+            Inst::Unary { op: UnaryOp::Tanh, dst: Reg(10), a: Reg(9) },
+        ],
+        results: vec![Reg(10)],
+    };
+    let entry = Block {
+        params: vec![Reg(0)],
+        code: vec![
+            Inst::Const { dst: Reg(1), k: ConstId(0) },
+            Inst::Const { dst: Reg(2), k: ConstId(1) },
+            Inst::Fori { dsts: vec![Reg(3)], lo: Reg(1), hi: Reg(0), init: vec![Reg(2)], body: BlockId(1), unroll: 1 },
+        ],
+        results: vec![Reg(3)],
+    };
+    Module {
+        symbols: vec![],
+        consts: vec![
+            Tensor::scalar(0i32),
+            Tensor::zeros(DType::F32, &[4]).unwrap(),
+            Tensor::scalar(0.5f32),
+            Tensor::scalar(1.0f32),
+        ],
+        funcs: vec![Func {
+            name: "main".into(),
+            params: vec![Param { name: "n".into(), ty: TypeTree::Tensor(t(DType::I32, &[])) }],
+            result: TypeTree::Tensor(f32x4),
+            reg_types: regs,
+            blocks: vec![entry, body],
+            body: BlockId(0),
+        }],
+        main: Some(FuncId(0)),
+    }
+}
+
+fn run_fori(m: &Module, n: i32) -> Vec<f32> {
+    let mut it = Interpreter::new(m, RunOptions::default());
+    let out = it.call(FuncId(0), &[Tensor::scalar(n)]).unwrap();
+    out[0].as_slice::<f32>().unwrap().to_vec()
+}
+
+#[test]
+fn fori_runs_and_profiles() {
+    let m = fori_module();
+    verify(&m).unwrap();
+    let mut want = 0.0f32;
+    for _ in 0..7 {
+        want = (want * 0.5 + 1.0).tanh();
+    }
+    let mut it = Interpreter::new(&m, RunOptions::default());
+    let out = it.call(FuncId(0), &[Tensor::scalar(7i32)]).unwrap();
+    assert_eq!(out[0].as_slice::<f32>().unwrap(), &[want; 4]);
+    assert_eq!(it.profile.get(FuncId(0), BlockId(1)), LoopStats { entries: 1, iterations: 7 });
+    // 3 entry-block ops + 5 body ops per iteration.
+    assert_eq!(it.stats.ops, 3 + 5 * 7);
+}
+
+#[test]
+fn steady_state_loop_iterations_allocate_nothing() {
+    let m = fori_module();
+    // Warm up once so lazily initialised runtime state is not counted.
+    run_fori(&m, 3);
+    let (_, short) = count_allocs(|| run_fori(&m, 10));
+    let (_, long) = count_allocs(|| run_fori(&m, 10_000));
+    assert!(short > 0, "the run itself allocates its frame and result");
+    assert_eq!(short, long, "10 and 10000 iterations made different numbers of allocations");
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let m = fori_module();
+    let mut it = Interpreter::new(&m, RunOptions::default());
+    let e = it.call(FuncId(0), &[Tensor::scalar(1.0f32)]).unwrap_err();
+    assert!(e.to_string().contains("`n` must be i32, got f32"), "{e}");
+    let e = it.call(FuncId(0), &[]).unwrap_err();
+    assert!(e.to_string().contains("takes 1 tensors, got 0"), "{e}");
+}
+
+#[test]
+fn step_limit_stops_a_loop() {
+    let m = fori_module();
+    let mut it = Interpreter::new(&m, RunOptions { max_steps: Some(100), ..RunOptions::default() });
+    let e = it.call(FuncId(0), &[Tensor::scalar(1000i32)]).unwrap_err();
+    assert!(e.to_string().contains("step limit"), "{e}");
+}
+
+#[test]
+fn module_round_trips() {
+    let m = fori_module();
+    let bytes = m.to_bytes();
+    let back = Module::from_bytes(&bytes).unwrap();
+    assert_eq!(back.funcs, m.funcs);
+    assert_eq!(back.to_bytes(), bytes);
+    assert_eq!(run_fori(&back, 5), run_fori(&m, 5));
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    let bytes = fori_module().to_bytes();
+    for n in 0..bytes.len() {
+        assert!(Module::from_bytes(&bytes[..n]).is_err(), "truncated to {n} bytes was accepted");
+    }
+}
+
+#[test]
+fn flipped_bytes_never_panic_and_never_run_unverified() {
+    let bytes = fori_module().to_bytes();
+    let mut accepted = 0;
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            if let Ok(m) = Module::from_bytes(&b) {
+                if verify(&m).is_ok() {
+                    accepted += 1;
+                    // A verified module runs to a result or an error, never a panic.
+                    let mut it = Interpreter::new(&m, RunOptions { max_steps: Some(1000), ..RunOptions::default() });
+                    if let Some(main) = m.main {
+                        let _ = it.call(main, &[Tensor::scalar(3i32)]);
+                    }
+                }
+            }
+        }
+    }
+    // Some flips only change constants' values, which stay valid.
+    assert!(accepted < bytes.len() * 8);
+}
+
+#[test]
+fn bad_magic_and_version() {
+    let mut b = fori_module().to_bytes();
+    assert!(Module::from_bytes(b"hello world").unwrap_err().message.contains("magic"));
+    b[4] = 99;
+    assert!(Module::from_bytes(&b).unwrap_err().message.contains("version"));
+}
+
+#[test]
+fn verifier_rejects_broken_structure() {
+    let check = |edit: &dyn Fn(&mut Module), want: &str| {
+        let mut m = fori_module();
+        edit(&mut m);
+        let e = verify(&m).unwrap_err().to_string();
+        assert!(e.contains(want), "wanted `{want}`, got: {e}");
+    };
+    check(&|m| m.funcs[0].blocks[1].code.swap(0, 1), "used before it is defined");
+    check(&|m| m.funcs[0].blocks[1].results = vec![Reg(5)], "not defined by the block's own instructions");
+    check(&|m| m.funcs[0].blocks[1].results = vec![Reg(99)], "out of range");
+    check(&|m| m.funcs[0].blocks[0].code.push(Inst::Const { dst: Reg(6), k: ConstId(2) }), "defined twice");
+    check(&|m| m.funcs[0].blocks.push(Block::default()), "not owned");
+    check(&|m| m.funcs[0].blocks[0].code[0] = Inst::Const { dst: Reg(1), k: ConstId(9) }, "does not exist");
+    check(&|m| m.funcs[0].blocks[1].params.pop().map(|_| ()).unwrap_or(()), "fori_loop params and init");
+    check(
+        &|m| {
+            if let Inst::Fori { body, .. } = &mut m.funcs[0].blocks[0].code[2] {
+                *body = BlockId(0);
+            }
+        },
+        "owned twice",
+    );
+}
+
+#[test]
+fn disassembly_nests_loops_with_types() {
+    let d = disassemble(&fori_module());
+    assert!(d.contains("fn main(n: i32) -> f32[4]"), "{d}");
+    assert!(d.contains("r3: f32[4] = fori lo=r1 hi=r0 init=(r2) unroll=1"), "{d}");
+    assert!(d.contains("    body b1(r4: i32, r5: f32[4]):"), "{d}");
+    assert!(d.contains("      r10: f32[4] = unary tanh a=r9"), "{d}");
+}
+
+#[test]
+fn opcode_table_is_consistent() {
+    for op in Opcode::ALL {
+        let info = op.info();
+        assert_eq!(Opcode::from_u8(info.code), Some(*op));
+        assert!(!info.doc.is_empty(), "{} has no semantics line", info.name);
+        assert_eq!(info.flags.contains(OpFlags::XLA), info.no_xla.is_empty(), "{}: xla flag and reason disagree", info.name);
+    }
+}
