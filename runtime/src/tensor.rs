@@ -156,10 +156,7 @@ impl Tensor {
     pub fn from_vec<T: Element>(shape: &[usize], data: Vec<T>) -> Result<Tensor, RuntimeError> {
         let n = checked_numel(shape)?;
         if n != data.len() {
-            return Err(RuntimeError::new(
-                "tensor",
-                format!("shape {shape:?} needs {n} elements, got {}", data.len()),
-            ));
+            return Err(RuntimeError::new("tensor", format!("shape {shape:?} needs {n} elements, got {}", data.len())));
         }
         Ok(Tensor { shape: Shape::from_slice(shape), buf: T::wrap(Arc::new(data)) })
     }
@@ -173,10 +170,7 @@ impl Tensor {
     pub fn from_buffer(shape: &[usize], buf: Buffer) -> Result<Tensor, RuntimeError> {
         let n = checked_numel(shape)?;
         if n != buf.len() {
-            return Err(RuntimeError::new(
-                "tensor",
-                format!("shape {shape:?} needs {n} elements, got {}", buf.len()),
-            ));
+            return Err(RuntimeError::new("tensor", format!("shape {shape:?} needs {n} elements, got {}", buf.len())));
         }
         Ok(Tensor { shape: Shape::from_slice(shape), buf })
     }
@@ -249,6 +243,23 @@ impl Tensor {
             return None;
         }
         Some(with_dtype!(self.dtype(), T => <T as Element>::to_f64(T::slice(&self.buf)?[0])))
+    }
+    /// The elements for writing, if the dtype is `T`. When the buffer is
+    /// shared with another tensor it is copied first (copy-on-write), so the
+    /// other tensors never observe the write.
+    pub fn make_mut<T: Element>(&mut self) -> Option<&mut [T]> {
+        T::arc_mut(&mut self.buf).map(|a| Arc::make_mut(a).as_mut_slice())
+    }
+    /// `true` when this tensor holds the only reference to its buffer, so a
+    /// write through [`Tensor::make_mut`] does not copy.
+    pub fn is_unique(&mut self) -> bool {
+        match &mut self.buf {
+            Buffer::Bool(a) => Arc::get_mut(a).is_some(),
+            Buffer::I32(a) => Arc::get_mut(a).is_some(),
+            Buffer::I64(a) => Arc::get_mut(a).is_some(),
+            Buffer::F32(a) => Arc::get_mut(a).is_some(),
+            Buffer::F64(a) => Arc::get_mut(a).is_some(),
+        }
     }
     /// The single element of a one-element `bool` tensor.
     pub fn scalar_bool(&self) -> Option<bool> {

@@ -1,0 +1,555 @@
+//! Elementwise kernels: unary, binary (NumPy broadcasting), select, cast,
+//! iota and full.
+//!
+//! The dtype and the op are matched once per call; the loops are
+//! monomorphised per element type and op. Binary ops have three fast paths
+//! (equal shapes, which includes scalar ⊕ scalar; tensor ⊕ scalar; scalar ⊕
+//! tensor) before the general strided broadcast.
+
+use super::num::{max_nan, min_nan, Conv, Float, Num};
+use super::{broadcast_copy, broadcast_shapes, broadcast_strides, elems, for_each_row, PAR_THRESHOLD};
+use crate::{checked_numel, out_buffer, BinaryOp, DType, Element, RuntimeError, Tensor, UnaryOp};
+use rayon::prelude::*;
+
+/// Applies `f` to every element of `src`, writing `dst` (same length).
+#[inline]
+fn map_into<T: Copy + Send + Sync, U: Send>(src: &[T], dst: &mut [U], f: impl Fn(T) -> U + Send + Sync) {
+    if dst.len() > PAR_THRESHOLD {
+        dst.par_iter_mut().zip(src.par_iter()).with_min_len(4096).for_each(|(o, &x)| *o = f(x));
+    } else {
+        for (o, &x) in dst.iter_mut().zip(src) {
+            *o = f(x);
+        }
+    }
+}
+
+/// `out := f(a)` elementwise, `a` of element type `T`.
+#[inline]
+fn map1<T: Element, U: Element>(
+    op: &'static str,
+    a: &Tensor,
+    out: &mut Option<Tensor>,
+    f: impl Fn(T) -> U + Send + Sync,
+) -> Result<(), RuntimeError> {
+    let xa = elems::<T>(op, a)?;
+    let o = out_buffer::<U>(out, a.shape());
+    map_into(xa, o, f);
+    Ok(())
+}
+
+/// Applies the elementwise unary `op` to `a`.
+///
+/// `neg`, `abs` and `relu` take integers and floats (integers wrap:
+/// `abs(MIN) = MIN`); `not` takes bools; `exp`, `log`, `sqrt`, `tanh`,
+/// `sigmoid`, `sin` and `cos` take floats. The result has `a`'s dtype and
+/// shape.
+pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    match a.dtype() {
+        DType::Bool => match op {
+            UnaryOp::Not => map1::<bool, bool>(op.as_str(), a, out, |x| !x),
+            _ => Err(unary_type_error(op, a)),
+        },
+        DType::I32 => unary_int::<i32>(op, a, out),
+        DType::I64 => unary_int::<i64>(op, a, out),
+        DType::F32 => unary_float::<f32>(op, a, out),
+        DType::F64 => unary_float::<f64>(op, a, out),
+    }
+}
+
+#[cold]
+fn unary_type_error(op: UnaryOp, a: &Tensor) -> RuntimeError {
+    let want = match op {
+        UnaryOp::Not => "a bool operand",
+        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => "an integer or float operand",
+        _ => "a float operand",
+    };
+    RuntimeError::new(op.as_str(), format!("{} requires {want}, got {}", op.as_str(), a.type_string()))
+}
+
+fn unary_int<T: Num>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let name = op.as_str();
+    match op {
+        UnaryOp::Neg => map1::<T, T>(name, a, out, T::neg),
+        UnaryOp::Abs => map1::<T, T>(name, a, out, T::abs),
+        UnaryOp::Relu => map1::<T, T>(name, a, out, |x| max_nan(x, T::ZERO)),
+        _ => Err(unary_type_error(op, a)),
+    }
+}
+
+fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let name = op.as_str();
+    match op {
+        UnaryOp::Neg => map1::<T, T>(name, a, out, T::neg),
+        UnaryOp::Abs => map1::<T, T>(name, a, out, T::abs),
+        UnaryOp::Relu => map1::<T, T>(name, a, out, |x| max_nan(x, T::ZERO)),
+        UnaryOp::Exp => map1::<T, T>(name, a, out, T::exp),
+        UnaryOp::Log => map1::<T, T>(name, a, out, T::ln),
+        UnaryOp::Sqrt => map1::<T, T>(name, a, out, T::sqrt),
+        UnaryOp::Tanh => map1::<T, T>(name, a, out, T::tanh),
+        UnaryOp::Sigmoid => map1::<T, T>(name, a, out, T::sigmoid),
+        UnaryOp::Sin => map1::<T, T>(name, a, out, T::sin),
+        UnaryOp::Cos => map1::<T, T>(name, a, out, T::cos),
+        UnaryOp::Not => Err(unary_type_error(op, a)),
+    }
+}
+
+/// Applies the elementwise binary `op` to `a` and `b` with NumPy
+/// broadcasting.
+///
+/// Both operands must have the same dtype. Arithmetic (`add` … `pow`) takes
+/// integers and floats with XLA semantics (see [`BinaryOp`]); `maximum` and
+/// `minimum` also take bools; comparisons take any dtype and give `bool`;
+/// `and` / `or` take bools.
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if a.dtype() != b.dtype() {
+        return Err(binary_error(op.as_str(), "dtype mismatch in", a, b));
+    }
+    match a.dtype() {
+        DType::Bool => binary_bool(op, a, b, out),
+        DType::I32 => binary_num::<i32>(op, a, b, out),
+        DType::I64 => binary_num::<i64>(op, a, b, out),
+        DType::F32 => binary_num::<f32>(op, a, b, out),
+        DType::F64 => binary_num::<f64>(op, a, b, out),
+    }
+}
+
+/// `"{what} {op}, lhs: {a}, rhs: {b}"`.
+#[cold]
+fn binary_error(op: &'static str, what: &str, a: &Tensor, b: &Tensor) -> RuntimeError {
+    RuntimeError::new(op, format!("{what} {op}, lhs: {}, rhs: {}", a.type_string(), b.type_string()))
+}
+
+fn binary_num<T: Num>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let n = op.as_str();
+    match op {
+        BinaryOp::Add => zip2::<T, T>(n, a, b, out, T::add),
+        BinaryOp::Sub => zip2::<T, T>(n, a, b, out, T::sub),
+        BinaryOp::Mul => zip2::<T, T>(n, a, b, out, T::mul),
+        BinaryOp::Div => zip2::<T, T>(n, a, b, out, T::div),
+        BinaryOp::Rem => zip2::<T, T>(n, a, b, out, T::rem),
+        BinaryOp::Pow => zip2::<T, T>(n, a, b, out, T::pow),
+        BinaryOp::Max => zip2::<T, T>(n, a, b, out, max_nan::<T>),
+        BinaryOp::Min => zip2::<T, T>(n, a, b, out, min_nan::<T>),
+        BinaryOp::Eq => zip2::<T, bool>(n, a, b, out, |x, y| x == y),
+        BinaryOp::Ne => zip2::<T, bool>(n, a, b, out, |x, y| x != y),
+        BinaryOp::Lt => zip2::<T, bool>(n, a, b, out, |x, y| x < y),
+        BinaryOp::Le => zip2::<T, bool>(n, a, b, out, |x, y| x <= y),
+        BinaryOp::Gt => zip2::<T, bool>(n, a, b, out, |x, y| x > y),
+        BinaryOp::Ge => zip2::<T, bool>(n, a, b, out, |x, y| x >= y),
+        BinaryOp::And | BinaryOp::Or => Err(binary_error(n, "bool operands required in", a, b)),
+    }
+}
+
+#[allow(clippy::bool_comparison)]
+fn binary_bool(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let n = op.as_str();
+    match op {
+        BinaryOp::And | BinaryOp::Min => zip2::<bool, bool>(n, a, b, out, |x, y| x & y),
+        BinaryOp::Or | BinaryOp::Max => zip2::<bool, bool>(n, a, b, out, |x, y| x | y),
+        BinaryOp::Eq => zip2::<bool, bool>(n, a, b, out, |x, y| x == y),
+        BinaryOp::Ne => zip2::<bool, bool>(n, a, b, out, |x, y| x != y),
+        BinaryOp::Lt => zip2::<bool, bool>(n, a, b, out, |x, y| x < y),
+        BinaryOp::Le => zip2::<bool, bool>(n, a, b, out, |x, y| x <= y),
+        BinaryOp::Gt => zip2::<bool, bool>(n, a, b, out, |x, y| x > y),
+        BinaryOp::Ge => zip2::<bool, bool>(n, a, b, out, |x, y| x >= y),
+        _ => Err(binary_error(n, "numeric operands required in", a, b)),
+    }
+}
+
+/// `out := f(a, b)` elementwise with NumPy broadcasting.
+#[inline]
+fn zip2<T: Element, U: Element>(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    out: &mut Option<Tensor>,
+    f: impl Fn(T, T) -> U + Copy + Send + Sync,
+) -> Result<(), RuntimeError> {
+    let (xa, xb) = (elems::<T>(op, a)?, elems::<T>(op, b)?);
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa == sb {
+        let o = out_buffer::<U>(out, sa);
+        if o.len() > PAR_THRESHOLD {
+            o.par_iter_mut().zip(xa.par_iter().zip(xb.par_iter())).with_min_len(4096).for_each(|(o, (&x, &y))| {
+                *o = f(x, y);
+            });
+        } else {
+            for ((o, &x), &y) in o.iter_mut().zip(xa).zip(xb) {
+                *o = f(x, y);
+            }
+        }
+    } else if let ([y], true) = (xb, sb.len() <= sa.len()) {
+        let y = *y;
+        map_into(xa, out_buffer::<U>(out, sa), move |x| f(x, y));
+    } else if let ([x], true) = (xa, sa.len() <= sb.len()) {
+        let x = *x;
+        map_into(xb, out_buffer::<U>(out, sb), move |y| f(x, y));
+    } else {
+        let Some(shape) = broadcast_shapes(sa, sb) else {
+            return Err(RuntimeError::new(
+                op,
+                format!("shapes do not broadcast, lhs: {}, rhs: {}", a.type_string(), b.type_string()),
+            ));
+        };
+        let (ta, tb) = (broadcast_strides(sa, &shape), broadcast_strides(sb, &shape));
+        let o = out_buffer::<U>(out, &shape);
+        let inner = shape.last().copied().unwrap_or(1);
+        let (ia, ib) = (ta.last().copied().unwrap_or(0), tb.last().copied().unwrap_or(0));
+        for_each_row(&shape, [&ta, &tb], |d, [oa, ob]| {
+            let row = &mut o[d..d + inner];
+            let (oa, ob) = (oa as usize, ob as usize);
+            match (ia, ib) {
+                (1, 1) => {
+                    for ((o, &x), &y) in row.iter_mut().zip(&xa[oa..oa + inner]).zip(&xb[ob..ob + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let y = xb[ob];
+                    for (o, &x) in row.iter_mut().zip(&xa[oa..oa + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = xa[oa];
+                    for (o, &y) in row.iter_mut().zip(&xb[ob..ob + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                _ => {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = f(xa[oa + j * ia as usize], xb[ob + j * ib as usize]);
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `where(c, a, b)`: elementwise `c ? a : b` with three-way NumPy
+/// broadcasting. `c` must be `bool`; `a` and `b` share a dtype, which is the
+/// result's.
+pub fn select(c: &Tensor, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let types = || format!("cond: {}, lhs: {}, rhs: {}", c.type_string(), a.type_string(), b.type_string());
+    if c.dtype() != DType::Bool {
+        return Err(RuntimeError::new("select", format!("condition must be bool, {}", types())));
+    }
+    if a.dtype() != b.dtype() {
+        return Err(RuntimeError::new("select", format!("dtype mismatch in select, {}", types())));
+    }
+    let Some(shape) = broadcast_shapes(a.shape(), b.shape()).and_then(|s| broadcast_shapes(c.shape(), &s)) else {
+        return Err(RuntimeError::new("select", format!("shapes do not broadcast, {}", types())));
+    };
+    crate::with_dtype!(a.dtype(), T => select_typed::<T>(c, a, b, &shape, out))
+}
+
+fn select_typed<T: Element>(
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    shape: &[usize],
+    out: &mut Option<Tensor>,
+) -> Result<(), RuntimeError> {
+    let (xc, xa, xb) = (elems::<bool>("select", c)?, elems::<T>("select", a)?, elems::<T>("select", b)?);
+    if let [cond] = xc {
+        // One condition picks a whole operand.
+        let (src, src_t) = if *cond { (xa, a) } else { (xb, b) };
+        broadcast_copy(src, src_t.shape(), shape, out_buffer::<T>(out, shape));
+        return Ok(());
+    }
+    let o = out_buffer::<T>(out, shape);
+    if c.shape() == shape && a.shape() == shape && b.shape() == shape {
+        for (((o, &k), &x), &y) in o.iter_mut().zip(xc).zip(xa).zip(xb) {
+            *o = if k { x } else { y };
+        }
+        return Ok(());
+    }
+    let (tc, ta, tb) =
+        (broadcast_strides(c.shape(), shape), broadcast_strides(a.shape(), shape), broadcast_strides(b.shape(), shape));
+    let inner = shape.last().copied().unwrap_or(1);
+    let last = |s: &[isize]| s.last().copied().unwrap_or(0) as usize;
+    let (ic, ia, ib) = (last(&tc), last(&ta), last(&tb));
+    for_each_row(shape, [&tc, &ta, &tb], |d, [oc, oa, ob]| {
+        let (oc, oa, ob) = (oc as usize, oa as usize, ob as usize);
+        for (j, o) in o[d..d + inner].iter_mut().enumerate() {
+            *o = if xc[oc + j * ic] { xa[oa + j * ia] } else { xb[ob + j * ib] };
+        }
+    });
+    Ok(())
+}
+
+/// Converts `a` to dtype `to` (`astype`): floats saturate into integers with
+/// NaN giving 0, integers wrap into narrower integers, numbers become bools
+/// as `x != 0`, bools become 0 or 1. Casting to `a`'s own dtype shares its
+/// buffer.
+pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if a.dtype() == to {
+        *out = Some(a.clone());
+        return Ok(());
+    }
+    crate::with_dtype!(a.dtype(), S => crate::with_dtype!(to, D => map1::<S, D>("cast", a, out, Conv::<D>::conv)))
+}
+
+/// `[0, 1, …, n-1]` as a rank-1 tensor of `dtype` (an integer or float
+/// dtype; for `i32`, `n - 1` must fit).
+pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    fn fill<T: Num>(n: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+        for (i, o) in out_buffer::<T>(out, &[n]).iter_mut().enumerate() {
+            *o = T::from_usize(i);
+        }
+        Ok(())
+    }
+    match dtype {
+        DType::Bool => Err(RuntimeError::new("iota", format!("iota of bool[{n}] is not defined"))),
+        DType::I32 if n > i32::MAX as usize + 1 => {
+            Err(RuntimeError::new("iota", format!("iota of i32[{n}] overflows i32")))
+        }
+        DType::I32 => fill::<i32>(n, out),
+        DType::I64 => fill::<i64>(n, out),
+        DType::F32 => fill::<f32>(n, out),
+        DType::F64 => fill::<f64>(n, out),
+    }
+}
+
+/// A tensor of `dtype` and `shape` whose every element is `value` (a
+/// one-element tensor of any dtype, converted as by [`cast`]).
+pub fn full(dtype: DType, shape: &[usize], value: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    checked_numel(shape).map_err(|e| RuntimeError::new("full", e.message))?;
+    if value.numel() != 1 {
+        return Err(RuntimeError::new(
+            "full",
+            format!("fill value must have one element, got {}", value.type_string()),
+        ));
+    }
+    crate::with_dtype!(value.dtype(), S => {
+        let v: S = elems::<S>("full", value)?[0];
+        crate::with_dtype!(dtype, D => out_buffer::<D>(out, shape).fill(Conv::<D>::conv(v)))
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Element;
+
+    fn t<T: Element>(shape: &[usize], v: Vec<T>) -> Tensor {
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    fn bin(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, RuntimeError> {
+        let mut out = None;
+        binary(op, a, b, &mut out)?;
+        Ok(out.unwrap())
+    }
+
+    fn un(op: UnaryOp, a: &Tensor) -> Result<Tensor, RuntimeError> {
+        let mut out = None;
+        unary(op, a, &mut out)?;
+        Ok(out.unwrap())
+    }
+
+    #[test]
+    fn unary_ops() {
+        let a = t(&[4], vec![-2.0f32, 0.0, 1.5, f32::NAN]);
+        let r = un(UnaryOp::Relu, &a).unwrap();
+        let r = r.as_slice::<f32>().unwrap();
+        assert_eq!(&r[..3], &[0.0, 0.0, 1.5]);
+        assert!(r[3].is_nan());
+        let s = un(UnaryOp::Sigmoid, &Tensor::scalar(0.0f64)).unwrap();
+        assert_eq!(s.scalar_f64(), Some(0.5));
+        let e = un(UnaryOp::Exp, &t(&[2], vec![0.0f64, 1.0])).unwrap();
+        assert_eq!(e.as_slice::<f64>().unwrap(), &[1.0, std::f64::consts::E]);
+        let i = t(&[3], vec![i32::MIN, -3, 4]);
+        assert_eq!(un(UnaryOp::Abs, &i).unwrap().as_slice::<i32>().unwrap(), &[i32::MIN, 3, 4]);
+        assert_eq!(un(UnaryOp::Neg, &i).unwrap().as_slice::<i32>().unwrap(), &[i32::MIN, 3, -4]);
+        assert_eq!(un(UnaryOp::Relu, &i).unwrap().as_slice::<i32>().unwrap(), &[0, 0, 4]);
+        let b = t(&[2], vec![true, false]);
+        assert_eq!(un(UnaryOp::Not, &b).unwrap().as_slice::<bool>().unwrap(), &[false, true]);
+        assert_eq!(un(UnaryOp::Not, &i).unwrap_err().message, "not requires a bool operand, got i32[3]");
+        assert_eq!(un(UnaryOp::Exp, &i).unwrap_err().message, "exp requires a float operand, got i32[3]");
+        assert!(un(UnaryOp::Neg, &b).is_err());
+        assert_eq!(un(UnaryOp::Sqrt, &Tensor::scalar(9.0f32)).unwrap().shape(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn binary_same_shape_and_scalar() {
+        let a = t(&[3], vec![1i32, 2, 3]);
+        let b = t(&[3], vec![10i32, 20, 30]);
+        assert_eq!(bin(BinaryOp::Add, &a, &b).unwrap().as_slice::<i32>().unwrap(), &[11, 22, 33]);
+        assert_eq!(bin(BinaryOp::Sub, &a, &Tensor::scalar(1i32)).unwrap().as_slice::<i32>().unwrap(), &[0, 1, 2]);
+        assert_eq!(bin(BinaryOp::Sub, &Tensor::scalar(1i32), &a).unwrap().as_slice::<i32>().unwrap(), &[0, -1, -2]);
+        let s = bin(BinaryOp::Mul, &Tensor::scalar(6i64), &Tensor::scalar(7i64)).unwrap();
+        assert_eq!((s.shape(), s.scalar_i64()), (&[] as &[usize], Some(42)));
+        let w = bin(BinaryOp::Add, &Tensor::scalar(i32::MAX), &Tensor::scalar(1i32)).unwrap();
+        assert_eq!(w.scalar_i64(), Some(i32::MIN as i64));
+        // A [1, 1] scalar against a rank-1 tensor broadcasts to rank 2.
+        let one = t(&[1, 1], vec![5i32]);
+        let r = bin(BinaryOp::Add, &a, &one).unwrap();
+        assert_eq!((r.shape(), r.as_slice::<i32>().unwrap()), (&[1, 3][..], &[6, 7, 8][..]));
+    }
+
+    #[test]
+    fn binary_xla_int_division() {
+        let a = t(&[5], vec![7i32, -7, 5, i32::MIN, i32::MIN]);
+        let b = t(&[5], vec![-2i32, 2, 0, -1, 0]);
+        assert_eq!(bin(BinaryOp::Div, &a, &b).unwrap().as_slice::<i32>().unwrap(), &[-3, -3, -1, i32::MIN, -1]);
+        assert_eq!(bin(BinaryOp::Rem, &a, &b).unwrap().as_slice::<i32>().unwrap(), &[1, -1, 5, 0, i32::MIN]);
+        let a = t(&[2], vec![i64::MIN, 9]);
+        let b = t(&[2], vec![-1i64, 0]);
+        assert_eq!(bin(BinaryOp::Div, &a, &b).unwrap().as_slice::<i64>().unwrap(), &[i64::MIN, -1]);
+        assert_eq!(bin(BinaryOp::Rem, &a, &b).unwrap().as_slice::<i64>().unwrap(), &[0, 9]);
+        let p = bin(BinaryOp::Pow, &t(&[3], vec![2i32, -1, 3]), &t(&[3], vec![10i32, -3, -1])).unwrap();
+        assert_eq!(p.as_slice::<i32>().unwrap(), &[1024, -1, 0]);
+    }
+
+    #[test]
+    fn binary_float_nan_rules() {
+        let a = t(&[3], vec![1.0f32, f32::NAN, 3.0]);
+        let b = t(&[3], vec![f32::NAN, 2.0, 2.0]);
+        let m = bin(BinaryOp::Max, &a, &b).unwrap();
+        let m = m.as_slice::<f32>().unwrap();
+        assert!(m[0].is_nan() && m[1].is_nan() && m[2] == 3.0);
+        let m = bin(BinaryOp::Min, &a, &b).unwrap();
+        let m = m.as_slice::<f32>().unwrap();
+        assert!(m[0].is_nan() && m[1].is_nan() && m[2] == 2.0);
+        for (op, want) in [
+            (BinaryOp::Eq, [false, false, false]),
+            (BinaryOp::Ne, [true, true, true]),
+            (BinaryOp::Lt, [false, false, false]),
+            (BinaryOp::Ge, [false, false, true]),
+        ] {
+            assert_eq!(bin(op, &a, &b).unwrap().as_slice::<bool>().unwrap(), &want, "{op}");
+        }
+        let d = bin(BinaryOp::Div, &t(&[2], vec![1.0f64, -1.0]), &Tensor::scalar(0.0f64)).unwrap();
+        assert_eq!(d.as_slice::<f64>().unwrap(), &[f64::INFINITY, f64::NEG_INFINITY]);
+    }
+
+    #[test]
+    fn binary_general_broadcast() {
+        let a = t(&[2, 1], vec![1.0f32, 2.0]);
+        let b = t(&[3], vec![10.0f32, 20.0, 30.0]);
+        let r = bin(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(r.shape(), &[2, 3]);
+        assert_eq!(r.as_slice::<f32>().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        let r = bin(BinaryOp::Sub, &b, &a).unwrap();
+        assert_eq!(r.as_slice::<f32>().unwrap(), &[9.0, 19.0, 29.0, 8.0, 18.0, 28.0]);
+        // Both operands stretched along the inner axis in different ways.
+        let c = t(&[2, 3, 1], (0..6).collect::<Vec<i32>>());
+        let d = t(&[1, 4], vec![0i32, 100, 200, 300]);
+        let r = bin(BinaryOp::Add, &c, &d).unwrap();
+        assert_eq!(r.shape(), &[2, 3, 4]);
+        let want: Vec<i32> = (0..24).map(|i| (i / 4) + (i % 4) * 100).collect();
+        assert_eq!(r.as_slice::<i32>().unwrap(), &want[..]);
+        // Zero-size broadcast.
+        let z = bin(BinaryOp::Add, &t(&[0, 1], Vec::<f32>::new()), &b).unwrap();
+        assert_eq!((z.shape(), z.numel()), (&[0, 3][..], 0));
+        let e = bin(BinaryOp::Add, &t(&[3], vec![1.0f32; 3]), &t(&[4], vec![1.0f32; 4])).unwrap_err();
+        assert_eq!((e.op, e.message.as_str()), ("add", "shapes do not broadcast, lhs: f32[3], rhs: f32[4]"));
+    }
+
+    #[test]
+    fn binary_dtype_rules() {
+        let e = bin(BinaryOp::Add, &t(&[4], vec![0.0f32; 4]), &t(&[4], vec![0i32; 4])).unwrap_err();
+        assert_eq!(e.message, "dtype mismatch in add, lhs: f32[4], rhs: i32[4]");
+        let bt = t(&[2], vec![true, false]);
+        let bf = t(&[2], vec![true, true]);
+        assert_eq!(bin(BinaryOp::And, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[true, false]);
+        assert_eq!(bin(BinaryOp::Or, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[true, true]);
+        assert!(bin(BinaryOp::Add, &bt, &bf).is_err());
+        assert!(bin(BinaryOp::And, &Tensor::scalar(1i32), &Tensor::scalar(1i32)).is_err());
+        assert_eq!(bin(BinaryOp::Lt, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[false, true]);
+    }
+
+    #[test]
+    fn binary_reuses_unique_out_buffer() {
+        let a = t(&[4], vec![1.0f32, 2.0, 3.0, 4.0]);
+        let b = Tensor::scalar(1.0f32);
+        let mut out = None;
+        binary(BinaryOp::Add, &a, &b, &mut out).unwrap();
+        let p = out.as_ref().unwrap().as_slice::<f32>().unwrap().as_ptr();
+        for _ in 0..3 {
+            binary(BinaryOp::Mul, &a, &a, &mut out).unwrap();
+            assert_eq!(out.as_ref().unwrap().as_slice::<f32>().unwrap().as_ptr(), p);
+        }
+        assert_eq!(out.as_ref().unwrap().as_slice::<f32>().unwrap(), &[1.0, 4.0, 9.0, 16.0]);
+        // A shared out buffer is not written through.
+        let keep = out.clone().unwrap();
+        binary(BinaryOp::Add, &a, &a, &mut out).unwrap();
+        assert_eq!(keep.as_slice::<f32>().unwrap(), &[1.0, 4.0, 9.0, 16.0]);
+        assert!(!keep.shares_buffer(out.as_ref().unwrap()));
+        // Scalars too.
+        let mut s = None;
+        binary(BinaryOp::Add, &b, &b, &mut s).unwrap();
+        let p = s.as_ref().unwrap().as_slice::<f32>().unwrap().as_ptr();
+        binary(BinaryOp::Sub, &b, &b, &mut s).unwrap();
+        assert_eq!(s.as_ref().unwrap().as_slice::<f32>().unwrap().as_ptr(), p);
+    }
+
+    #[test]
+    fn large_binary_runs_parallel_and_correct() {
+        let n = PAR_THRESHOLD * 2 + 3;
+        let a = t(&[n], (0..n as i64).collect::<Vec<_>>());
+        let r = bin(BinaryOp::Mul, &a, &a).unwrap();
+        assert!(r.as_slice::<i64>().unwrap().iter().enumerate().all(|(i, &x)| x == (i * i) as i64));
+        let r = bin(BinaryOp::Add, &a, &Tensor::scalar(1i64)).unwrap();
+        assert_eq!(r.as_slice::<i64>().unwrap()[n - 1], n as i64);
+    }
+
+    #[test]
+    fn select_broadcasts() {
+        let c = t(&[2, 1], vec![true, false]);
+        let a = t(&[3], vec![1i32, 2, 3]);
+        let b = Tensor::scalar(0i32);
+        let mut out = None;
+        select(&c, &a, &b, &mut out).unwrap();
+        let r = out.unwrap();
+        assert_eq!((r.shape(), r.as_slice::<i32>().unwrap()), (&[2, 3][..], &[1, 2, 3, 0, 0, 0][..]));
+        let mut out = None;
+        select(&Tensor::scalar(false), &a, &b, &mut out).unwrap();
+        assert_eq!(out.unwrap().as_slice::<i32>().unwrap(), &[0, 0, 0]);
+        let mut out = None;
+        let c = t(&[3], vec![true, false, true]);
+        select(&c, &a, &t(&[3], vec![7i32, 8, 9]), &mut out).unwrap();
+        assert_eq!(out.unwrap().as_slice::<i32>().unwrap(), &[1, 8, 3]);
+        let mut out = None;
+        assert!(select(&a, &a, &a, &mut out).is_err());
+        assert!(select(&c, &a, &Tensor::scalar(0.0f32), &mut out).is_err());
+        assert!(select(&t(&[2], vec![true, true]), &a, &a, &mut out).is_err());
+    }
+
+    #[test]
+    fn casts() {
+        let f = t(&[5], vec![f32::NAN, 1e20, -1e20, -2.7, 0.0]);
+        let mut out = None;
+        cast(&f, DType::I32, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[0, i32::MAX, i32::MIN, -2, 0]);
+        cast(&f, DType::Bool, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<bool>().unwrap(), &[true, true, true, true, false]);
+        cast(&t(&[2], vec![true, false]), DType::F64, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<f64>().unwrap(), &[1.0, 0.0]);
+        cast(&t(&[1], vec![i64::MAX]), DType::I32, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[-1]);
+        cast(&f, DType::F32, &mut out).unwrap();
+        assert!(out.as_ref().unwrap().shares_buffer(&f));
+    }
+
+    #[test]
+    fn iota_and_full() {
+        let mut out = None;
+        iota(DType::I32, 4, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[0, 1, 2, 3]);
+        iota(DType::F64, 3, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<f64>().unwrap(), &[0.0, 1.0, 2.0]);
+        assert!(iota(DType::Bool, 3, &mut out).is_err());
+        assert!(iota(DType::I32, usize::MAX, &mut out).is_err());
+        full(DType::F32, &[2, 2], &Tensor::scalar(1i32), &mut out).unwrap();
+        let r = out.as_ref().unwrap();
+        assert_eq!((r.shape(), r.as_slice::<f32>().unwrap()), (&[2, 2][..], &[1.0f32; 4][..]));
+        full(DType::Bool, &[], &Tensor::scalar(2.5f64), &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().scalar_bool(), Some(true));
+        assert!(full(DType::F32, &[usize::MAX, 2], &Tensor::scalar(1i32), &mut out).is_err());
+        assert!(full(DType::F32, &[2], &t(&[2], vec![1i32, 2]), &mut out).is_err());
+    }
+}

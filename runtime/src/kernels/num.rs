@@ -1,0 +1,359 @@
+//! Scalar semantics of the elementwise ops, one impl per element type. These
+//! follow XLA: integers wrap, integer division by zero gives -1, remainder by
+//! zero gives the dividend, float max/min propagate NaN.
+
+use crate::Element;
+
+/// Numeric (non-bool) element types.
+pub(crate) trait Num: Element + PartialOrd {
+    /// `a + b` (wrapping).
+    fn add(a: Self, b: Self) -> Self;
+    /// `a - b` (wrapping).
+    fn sub(a: Self, b: Self) -> Self;
+    /// `a * b` (wrapping).
+    fn mul(a: Self, b: Self) -> Self;
+    /// `a / b` (XLA: truncating, `x / 0 = -1`, `MIN / -1 = MIN`).
+    fn div(a: Self, b: Self) -> Self;
+    /// `a % b` (XLA: sign of the dividend, `x % 0 = x`, `MIN % -1 = 0`).
+    fn rem(a: Self, b: Self) -> Self;
+    /// `a ** b`.
+    fn pow(a: Self, b: Self) -> Self;
+    /// `-a` (wrapping).
+    fn neg(a: Self) -> Self;
+    /// `|a|` (wrapping).
+    fn abs(a: Self) -> Self;
+    /// `n` converted (used by `iota`).
+    fn from_usize(n: usize) -> Self;
+}
+
+/// Float element types.
+pub(crate) trait Float: Num {
+    fn exp(a: Self) -> Self;
+    fn ln(a: Self) -> Self;
+    fn sqrt(a: Self) -> Self;
+    fn tanh(a: Self) -> Self;
+    fn sigmoid(a: Self) -> Self;
+    fn sin(a: Self) -> Self;
+    fn cos(a: Self) -> Self;
+}
+
+macro_rules! int_num {
+    ($t:ty) => {
+        impl Num for $t {
+            #[inline]
+            fn add(a: Self, b: Self) -> Self {
+                a.wrapping_add(b)
+            }
+            #[inline]
+            fn sub(a: Self, b: Self) -> Self {
+                a.wrapping_sub(b)
+            }
+            #[inline]
+            fn mul(a: Self, b: Self) -> Self {
+                a.wrapping_mul(b)
+            }
+            #[inline]
+            fn div(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    -1
+                } else {
+                    a.wrapping_div(b)
+                }
+            }
+            #[inline]
+            fn rem(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    a
+                } else {
+                    a.wrapping_rem(b)
+                }
+            }
+            #[inline]
+            fn pow(a: Self, b: Self) -> Self {
+                if b < 0 {
+                    return match a {
+                        1 => 1,
+                        -1 if b & 1 == 0 => 1,
+                        -1 => -1,
+                        _ => 0,
+                    };
+                }
+                let (mut base, mut e, mut acc): (Self, Self, Self) = (a, b, 1);
+                while e > 0 {
+                    if e & 1 == 1 {
+                        acc = acc.wrapping_mul(base);
+                    }
+                    e >>= 1;
+                    base = base.wrapping_mul(base);
+                }
+                acc
+            }
+            #[inline]
+            fn neg(a: Self) -> Self {
+                a.wrapping_neg()
+            }
+            #[inline]
+            fn abs(a: Self) -> Self {
+                a.wrapping_abs()
+            }
+            #[inline]
+            fn from_usize(n: usize) -> Self {
+                n as Self
+            }
+        }
+    };
+}
+
+int_num!(i32);
+int_num!(i64);
+
+macro_rules! float_num {
+    ($t:ty) => {
+        impl Num for $t {
+            #[inline]
+            fn add(a: Self, b: Self) -> Self {
+                a + b
+            }
+            #[inline]
+            fn sub(a: Self, b: Self) -> Self {
+                a - b
+            }
+            #[inline]
+            fn mul(a: Self, b: Self) -> Self {
+                a * b
+            }
+            #[inline]
+            fn div(a: Self, b: Self) -> Self {
+                a / b
+            }
+            #[inline]
+            fn rem(a: Self, b: Self) -> Self {
+                a % b
+            }
+            #[inline]
+            fn pow(a: Self, b: Self) -> Self {
+                a.powf(b)
+            }
+            #[inline]
+            fn neg(a: Self) -> Self {
+                -a
+            }
+            #[inline]
+            fn abs(a: Self) -> Self {
+                a.abs()
+            }
+            #[inline]
+            fn from_usize(n: usize) -> Self {
+                n as Self
+            }
+        }
+
+        impl Float for $t {
+            #[inline]
+            fn exp(a: Self) -> Self {
+                a.exp()
+            }
+            #[inline]
+            fn ln(a: Self) -> Self {
+                a.ln()
+            }
+            #[inline]
+            fn sqrt(a: Self) -> Self {
+                a.sqrt()
+            }
+            #[inline]
+            fn tanh(a: Self) -> Self {
+                a.tanh()
+            }
+            #[inline]
+            fn sigmoid(a: Self) -> Self {
+                1.0 / (1.0 + (-a).exp())
+            }
+            #[inline]
+            fn sin(a: Self) -> Self {
+                a.sin()
+            }
+            #[inline]
+            fn cos(a: Self) -> Self {
+                a.cos()
+            }
+        }
+    };
+}
+
+float_num!(f32);
+float_num!(f64);
+
+/// `maximum(a, b)`: NaN if either is NaN, else the larger (the first on ties).
+#[inline]
+#[allow(clippy::eq_op)]
+pub(crate) fn max_nan<T: PartialOrd + Copy>(a: T, b: T) -> T {
+    if a != a || (b == b && b <= a) {
+        a
+    } else {
+        b
+    }
+}
+
+/// `minimum(a, b)`: NaN if either is NaN, else the smaller (the first on ties).
+#[inline]
+#[allow(clippy::eq_op)]
+pub(crate) fn min_nan<T: PartialOrd + Copy>(a: T, b: T) -> T {
+    if a != a || (b == b && b >= a) {
+        a
+    } else {
+        b
+    }
+}
+
+/// `true` when `x` beats the current best `best` for argmax: larger, or NaN
+/// where the best is not (the first NaN is the maximum).
+#[inline]
+#[allow(clippy::eq_op)]
+pub(crate) fn argmax_better<T: PartialOrd + Copy>(x: T, best: T) -> bool {
+    x > best || (x != x && best == best)
+}
+
+/// The `+` of `x.at[i].add(v)`: wrapping for integers, `or` for bools
+/// (which the update kernels reject before adding).
+pub(crate) trait Accumulate: Element {
+    fn accumulate(a: Self, b: Self) -> Self;
+}
+
+macro_rules! accumulate_num {
+    ($($t:ty),*) => {
+        $(impl Accumulate for $t {
+            #[inline]
+            fn accumulate(a: Self, b: Self) -> Self {
+                <$t as Num>::add(a, b)
+            }
+        })*
+    };
+}
+
+accumulate_num!(i32, i64, f32, f64);
+
+impl Accumulate for bool {
+    #[inline]
+    fn accumulate(a: Self, b: Self) -> Self {
+        a | b
+    }
+}
+
+/// Elementwise conversion with `astype` semantics: numbers convert with Rust
+/// `as` (floats saturate into integers, NaN gives 0; integers wrap), numbers
+/// become bools as `x != 0`, bools become 0 or 1.
+pub(crate) trait Conv<U> {
+    fn conv(self) -> U;
+}
+
+macro_rules! conv_num {
+    ($($s:ty),*) => {
+        $(
+            impl Conv<i32> for $s { #[inline] fn conv(self) -> i32 { self as i32 } }
+            impl Conv<i64> for $s { #[inline] fn conv(self) -> i64 { self as i64 } }
+            impl Conv<f32> for $s { #[inline] fn conv(self) -> f32 { self as f32 } }
+            impl Conv<f64> for $s { #[inline] fn conv(self) -> f64 { self as f64 } }
+            impl Conv<bool> for $s {
+                #[inline]
+                #[allow(clippy::float_cmp)]
+                fn conv(self) -> bool { self != (0 as $s) }
+            }
+        )*
+    };
+}
+
+conv_num!(i32, i64, f32, f64);
+
+impl Conv<bool> for bool {
+    #[inline]
+    fn conv(self) -> bool {
+        self
+    }
+}
+impl Conv<i32> for bool {
+    #[inline]
+    fn conv(self) -> i32 {
+        self as i32
+    }
+}
+impl Conv<i64> for bool {
+    #[inline]
+    fn conv(self) -> i64 {
+        self as i64
+    }
+}
+impl Conv<f32> for bool {
+    #[inline]
+    fn conv(self) -> f32 {
+        u8::from(self) as f32
+    }
+}
+impl Conv<f64> for bool {
+    #[inline]
+    fn conv(self) -> f64 {
+        u8::from(self) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xla_integer_division() {
+        assert_eq!(<i32 as Num>::div(7, -2), -3);
+        assert_eq!(<i32 as Num>::div(-7, 2), -3);
+        assert_eq!(<i32 as Num>::div(5, 0), -1);
+        assert_eq!(<i32 as Num>::div(i32::MIN, -1), i32::MIN);
+        assert_eq!(<i64 as Num>::div(i64::MIN, -1), i64::MIN);
+        assert_eq!(<i32 as Num>::rem(-7, 2), -1);
+        assert_eq!(<i32 as Num>::rem(7, -2), 1);
+        assert_eq!(<i32 as Num>::rem(5, 0), 5);
+        assert_eq!(<i32 as Num>::rem(i32::MIN, -1), 0);
+        assert_eq!(<i64 as Num>::rem(i64::MIN, -1), 0);
+        assert_eq!(<f32 as Num>::rem(-7.5, 2.0), -1.5);
+    }
+
+    #[test]
+    fn integer_pow() {
+        assert_eq!(<i32 as Num>::pow(3, 4), 81);
+        assert_eq!(<i32 as Num>::pow(0, 0), 1);
+        assert_eq!(<i32 as Num>::pow(2, 31), i32::MIN);
+        assert_eq!(<i32 as Num>::pow(2, 32), 0);
+        assert_eq!(<i32 as Num>::pow(2, -1), 0);
+        assert_eq!(<i32 as Num>::pow(1, -5), 1);
+        assert_eq!(<i32 as Num>::pow(-1, -5), -1);
+        assert_eq!(<i32 as Num>::pow(-1, -4), 1);
+        assert_eq!(<i64 as Num>::pow(-3, 3), -27);
+        assert_eq!(<i64 as Num>::pow(0, -1), 0);
+    }
+
+    #[test]
+    fn nan_max_min_argmax() {
+        assert!(max_nan(f32::NAN, 1.0).is_nan());
+        assert!(max_nan(1.0, f32::NAN).is_nan());
+        assert!(min_nan(f64::NAN, 1.0).is_nan());
+        assert!(min_nan(1.0, f64::NAN).is_nan());
+        assert_eq!(max_nan(1.0f32, 2.0), 2.0);
+        assert_eq!(min_nan(1.0f32, 2.0), 1.0);
+        assert_eq!(max_nan(-3i32, 2), 2);
+        assert!(argmax_better(f32::NAN, 5.0));
+        assert!(!argmax_better(f32::NAN, f32::NAN));
+        assert!(!argmax_better(5.0, f32::NAN));
+        assert!(!argmax_better(5, 5));
+    }
+
+    #[test]
+    fn saturating_casts() {
+        assert_eq!(Conv::<i32>::conv(f32::NAN), 0);
+        assert_eq!(Conv::<i32>::conv(1e20f32), i32::MAX);
+        assert_eq!(Conv::<i32>::conv(-1e20f64), i32::MIN);
+        assert_eq!(Conv::<i32>::conv(-2.7f32), -2);
+        assert_eq!(Conv::<i32>::conv(i64::MAX), -1);
+        assert!(Conv::<bool>::conv(f32::NAN));
+        assert!(!Conv::<bool>::conv(-0.0f64));
+        assert!(Conv::<bool>::conv(-3i64));
+        assert_eq!(Conv::<f32>::conv(true), 1.0);
+    }
+}
