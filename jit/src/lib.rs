@@ -1,2 +1,4 @@
 //! loopvm JIT tiers: the XLA back end (StableHLO through PJRT) and the
 //! Cranelift back end.
+
+pub mod xla;

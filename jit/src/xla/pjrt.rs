@@ -1,0 +1,948 @@
+//! Safe wrappers over the PJRT C API: [`Plugin`], [`Client`], [`Executable`]
+//! and [`Buffer`].
+//!
+//! Ownership: a [`Plugin`] is loaded once per process and never unloaded
+//! (PJRT plugins start threads and register process-wide state, so
+//! `dlclose` is not safe; loading the same file again returns the same
+//! plugin and `PJRT_Plugin_Initialize` runs once). [`Executable`]s and
+//! [`Buffer`]s keep their [`Client`] alive, so every PJRT object is destroyed
+//! before the client that made it, and each wrapper destroys what it created
+//! in `Drop`.
+//!
+//! Threads: PJRT clients, loaded executables and buffers are documented as
+//! thread-safe (`xla/pjrt/pjrt_client.h`: "thread-safe" methods of
+//! `PjRtClient`, `PjRtLoadedExecutable`, `PjRtBuffer`; JAX calls them from
+//! many Python threads at once), so [`Client`], [`Executable`] and [`Buffer`]
+//! are `Send + Sync`.
+
+use std::collections::HashMap;
+use std::ffi::c_char;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::error::ErrorCode;
+use super::ffi::{self, *};
+use super::{Result, XlaError};
+
+// ------------------------------- Element types -------------------------------
+
+/// The element type of a PJRT buffer (`PJRT_Buffer_Type`), for the types
+/// loopvm can move between host and device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElementType {
+    /// `PRED`: a boolean, one byte (0 or 1) per element; `i1` in StableHLO.
+    Pred,
+    /// `S8`: `i8`.
+    S8,
+    /// `S16`: `i16`.
+    S16,
+    /// `S32`: `i32`.
+    S32,
+    /// `S64`: `i64`.
+    S64,
+    /// `U8`: `ui8`.
+    U8,
+    /// `U16`: `ui16`.
+    U16,
+    /// `U32`: `ui32`.
+    U32,
+    /// `U64`: `ui64`.
+    U64,
+    /// `F16`: IEEE binary16.
+    F16,
+    /// `F32`: IEEE binary32.
+    F32,
+    /// `F64`: IEEE binary64.
+    F64,
+    /// `BF16`: bfloat16.
+    BF16,
+    /// `C64`: complex of two `f32`.
+    C64,
+    /// `C128`: complex of two `f64`.
+    C128,
+}
+
+impl ElementType {
+    /// Every element type, in `PJRT_Buffer_Type` order.
+    pub const ALL: [ElementType; 15] = [
+        ElementType::Pred,
+        ElementType::S8,
+        ElementType::S16,
+        ElementType::S32,
+        ElementType::S64,
+        ElementType::U8,
+        ElementType::U16,
+        ElementType::U32,
+        ElementType::U64,
+        ElementType::F16,
+        ElementType::F32,
+        ElementType::F64,
+        ElementType::BF16,
+        ElementType::C64,
+        ElementType::C128,
+    ];
+
+    /// The `PJRT_Buffer_Type` value.
+    pub fn to_raw(self) -> i32 {
+        // PJRT_Buffer_Type_INVALID is 0, then the types in `ALL` order.
+        ElementType::ALL.iter().position(|&t| t == self).unwrap_or(0) as i32 + 1
+    }
+
+    /// The element type for a `PJRT_Buffer_Type` value, if it is one of these.
+    pub fn from_raw(raw: i32) -> Option<ElementType> {
+        usize::try_from(raw - 1).ok().and_then(|i| ElementType::ALL.get(i).copied())
+    }
+
+    /// Bytes per element on the host.
+    pub fn byte_size(self) -> usize {
+        match self {
+            ElementType::Pred | ElementType::S8 | ElementType::U8 => 1,
+            ElementType::S16 | ElementType::U16 | ElementType::F16 | ElementType::BF16 => 2,
+            ElementType::S32 | ElementType::U32 | ElementType::F32 => 4,
+            ElementType::S64 | ElementType::U64 | ElementType::F64 | ElementType::C64 => 8,
+            ElementType::C128 => 16,
+        }
+    }
+
+    /// The StableHLO / MLIR spelling of the type, as in `tensor<4xf32>`.
+    pub fn mlir_name(self) -> &'static str {
+        match self {
+            ElementType::Pred => "i1",
+            ElementType::S8 => "i8",
+            ElementType::S16 => "i16",
+            ElementType::S32 => "i32",
+            ElementType::S64 => "i64",
+            ElementType::U8 => "ui8",
+            ElementType::U16 => "ui16",
+            ElementType::U32 => "ui32",
+            ElementType::U64 => "ui64",
+            ElementType::F16 => "f16",
+            ElementType::F32 => "f32",
+            ElementType::F64 => "f64",
+            ElementType::BF16 => "bf16",
+            ElementType::C64 => "complex<f32>",
+            ElementType::C128 => "complex<f64>",
+        }
+    }
+}
+
+// ---------------------------------- Plugin -----------------------------------
+
+/// The PJRT C API version a plugin implements (`PJRT_Api.pjrt_api_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    /// `PJRT_API_MAJOR` the plugin was built with.
+    pub major: i32,
+    /// `PJRT_API_MINOR` the plugin was built with.
+    pub minor: i32,
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A loaded plugin: lives until the process exits.
+struct LoadedPlugin {
+    path: PathBuf,
+    api: NonNull<PJRT_Api>,
+    version: ApiVersion,
+    /// Kept so the mapping stays alive; never dropped (the `LoadedPlugin` is
+    /// leaked), i.e. the library is never unloaded.
+    _library: libloading::Library,
+}
+
+// SAFETY: `api` points to the plugin's immutable, process-lifetime function
+// table (PJRT never mutates it after `GetPjrtApi`), and the library handle is
+// only kept, never used; PJRT entry points may be called from any thread.
+unsafe impl Send for LoadedPlugin {}
+// SAFETY: as for `Send`: shared access only reads the immutable table.
+unsafe impl Sync for LoadedPlugin {}
+
+/// A PJRT plugin: a shared library exporting `GetPjrtApi`, loaded and
+/// initialised. Cheap to copy; loaded at most once per process and path.
+#[derive(Clone, Copy)]
+pub struct Plugin {
+    inner: &'static LoadedPlugin,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.inner.path).field("api_version", &self.inner.version).finish()
+    }
+}
+
+fn loaded_plugins() -> &'static Mutex<HashMap<PathBuf, &'static LoadedPlugin>> {
+    static PLUGINS: OnceLock<Mutex<HashMap<PathBuf, &'static LoadedPlugin>>> = OnceLock::new();
+    PLUGINS.get_or_init(Default::default)
+}
+
+impl Plugin {
+    /// Loads the plugin at `path` (once per process: later calls with the
+    /// same file return the same plugin), checks that its API is compatible
+    /// with the header this binding follows, and runs
+    /// `PJRT_Plugin_Initialize`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Plugin> {
+        let path = path.as_ref();
+        let unusable = |reason: String| XlaError::PluginLoad { path: path.to_path_buf(), reason };
+        let canonical = path.canonicalize().map_err(|e| unusable(format!("cannot open it ({e})")))?;
+        let mut plugins = loaded_plugins().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&inner) = plugins.get(&canonical) {
+            return Ok(Plugin { inner });
+        }
+
+        // SAFETY: loading a shared library runs its initialisers; the file is
+        // one the user or plugin discovery designated as a PJRT plugin, whose
+        // initialisers only set up its own state.
+        let library = unsafe { libloading::Library::new(&canonical) }
+            .map_err(|e| unusable(format!("cannot load it as a shared library ({e})")))?;
+        // SAFETY: `GetPjrtApi` has the C signature `const PJRT_Api*
+        // GetPjrtApi(void)` in every PJRT plugin, which `GetPjrtApiFn` declares.
+        let get_api = unsafe { library.get::<GetPjrtApiFn>(GET_PJRT_API_SYMBOL) }
+            .map_err(|e| unusable(format!("it exports no `GetPjrtApi` ({e})")))?;
+        // SAFETY: calling the plugin's exported entry point, which takes no
+        // arguments and returns a pointer to its static table (or null).
+        let api = NonNull::new(unsafe { get_api() }.cast_mut())
+            .ok_or_else(|| unusable("`GetPjrtApi` returned null".into()))?;
+        // SAFETY: `api` is non-null and points to the plugin's `PJRT_Api`;
+        // every version of the table starts with `struct_size`,
+        // `extension_start` and `pjrt_api_version`, which is all we read
+        // before checking `struct_size`.
+        let (table_size, version) = unsafe {
+            let v = ptr::addr_of!((*api.as_ptr()).pjrt_api_version).read();
+            (
+                ptr::addr_of!((*api.as_ptr()).struct_size).read(),
+                ApiVersion { major: v.major_version, minor: v.minor_version },
+            )
+        };
+        if version.major != ffi::HEADER_API_MAJOR {
+            return Err(unusable(format!(
+                "it implements PJRT C API {version}, loopvm speaks {}.{} (a different major \
+                 version is not compatible)",
+                ffi::HEADER_API_MAJOR,
+                ffi::HEADER_API_MINOR
+            )));
+        }
+        if table_size < PJRT_Api::STRUCT_SIZE {
+            return Err(unusable(format!(
+                "it implements PJRT C API {version}, too old: its function table has {table_size} \
+                 bytes, loopvm needs {} (written against API {}.{})",
+                PJRT_Api::STRUCT_SIZE,
+                ffi::HEADER_API_MAJOR,
+                ffi::HEADER_API_MINOR
+            )));
+        }
+
+        let inner: &'static LoadedPlugin =
+            Box::leak(Box::new(LoadedPlugin { path: canonical.clone(), api, version, _library: library }));
+        let plugin = Plugin { inner };
+        let mut args = PJRT_Plugin_Initialize_Args::new();
+        // SAFETY: `args` is a zeroed `PJRT_Plugin_Initialize_Args` with its
+        // `struct_size`; it holds no pointers.
+        unsafe { plugin.call("PJRT_Plugin_Initialize", plugin.api().PJRT_Plugin_Initialize, &mut args) }
+            .map_err(|e| unusable(format!("initialisation failed: {e}")))?;
+        plugins.insert(canonical, inner);
+        Ok(plugin)
+    }
+
+    /// The plugin file (canonical path).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The PJRT C API version the plugin implements.
+    pub fn api_version(&self) -> ApiVersion {
+        self.inner.version
+    }
+
+    /// The plugin's attributes (`PJRT_Plugin_Attributes`), e.g.
+    /// `xla_version`, `stablehlo_current_version` or
+    /// `stablehlo_minimum_version`, with values rendered as text (lists as
+    /// `a.b.c`, the way StableHLO versions are written).
+    pub fn attributes(&self) -> Result<Vec<(String, String)>> {
+        let mut args = PJRT_Plugin_Attributes_Args::new();
+        // SAFETY: `args` is a zeroed, sized `PJRT_Plugin_Attributes_Args`;
+        // the plugin fills the two out fields.
+        unsafe { self.call("PJRT_Plugin_Attributes", self.api().PJRT_Plugin_Attributes, &mut args)? };
+        let mut out = Vec::with_capacity(args.num_attributes);
+        for i in 0..args.num_attributes {
+            // SAFETY: the plugin returned an array of `num_attributes` named
+            // values that lives as long as the process.
+            let nv = unsafe { &*args.attributes.add(i) };
+            // SAFETY: `name` points to `name_size` bytes owned by the plugin.
+            let name = unsafe { string_from(nv.name, nv.name_size) };
+            // SAFETY: `type_` says which union member is set, and for strings
+            // and lists `value_size` is the number of elements at the pointer.
+            let value = unsafe {
+                match nv.type_ {
+                    NAMED_VALUE_STRING => string_from(nv.value.string_value, nv.value_size),
+                    NAMED_VALUE_INT64 => nv.value.int64_value.to_string(),
+                    NAMED_VALUE_INT64_LIST => {
+                        let p = nv.value.int64_array_value;
+                        let items: &[i64] = if p.is_null() || nv.value_size == 0 {
+                            &[]
+                        } else {
+                            std::slice::from_raw_parts(p, nv.value_size)
+                        };
+                        items.iter().map(i64::to_string).collect::<Vec<_>>().join(".")
+                    }
+                    NAMED_VALUE_FLOAT => nv.value.float_value.to_string(),
+                    NAMED_VALUE_BOOL => nv.value.bool_value.to_string(),
+                    other => format!("<value of unknown type {other}>"),
+                }
+            };
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    fn api(&self) -> &'static PJRT_Api {
+        // SAFETY: `api` is non-null, points to the plugin's table, which
+        // lives as long as the process (the library is never unloaded) and is
+        // never mutated; its `struct_size` was checked to cover every field of
+        // our (prefix) declaration.
+        unsafe { self.inner.api.as_ref() }
+    }
+
+    /// Calls the PJRT entry point `f` (named `op`) with `args` and turns a
+    /// returned `PJRT_Error` into an [`XlaError`] with the plugin's message
+    /// and code. A null entry is reported as `UNIMPLEMENTED`.
+    ///
+    /// # Safety
+    /// `f` must be the table entry whose argument type is `A`, and `args`
+    /// must satisfy that entry's contract: `struct_size` set, every input
+    /// pointer valid (and pointing to live data of the documented length) for
+    /// the duration of the call.
+    unsafe fn call<A>(&self, op: &'static str, f: ffi::Fn<A>, args: &mut A) -> Result<()> {
+        let f = f.ok_or(XlaError::Pjrt {
+            op,
+            code: ErrorCode::Unimplemented,
+            message: "the plugin does not implement this entry point".into(),
+        })?;
+        // SAFETY: the caller upholds the entry point's contract for `args`.
+        let err = unsafe { f(args) };
+        match NonNull::new(err) {
+            None => Ok(()),
+            Some(err) => Err(self.take_error(op, err)),
+        }
+    }
+
+    /// Reads the message and code of `err`, then destroys it.
+    fn take_error(&self, op: &'static str, err: NonNull<PJRT_Error>) -> XlaError {
+        let api = self.api();
+        let mut msg = PJRT_Error_Message_Args::new();
+        msg.error = err.as_ptr();
+        let message = match api.PJRT_Error_Message {
+            Some(f) => {
+                // SAFETY: `err` is a live error returned by the plugin; the
+                // message it returns lives as long as `err`, and is copied out
+                // before `err` is destroyed below.
+                unsafe {
+                    f(&mut msg);
+                    string_from(msg.message, msg.message_size)
+                }
+            }
+            None => "(the plugin gives no error messages)".into(),
+        };
+        let mut code_args = PJRT_Error_GetCode_Args::new();
+        code_args.error = err.as_ptr();
+        let code = match api.PJRT_Error_GetCode {
+            Some(f) => {
+                // SAFETY: `err` is a live error; GetCode only writes `code`.
+                let nested = unsafe { f(&mut code_args) };
+                if nested.is_null() {
+                    ErrorCode::from_raw(code_args.code)
+                } else {
+                    self.destroy_error(nested);
+                    ErrorCode::Unknown
+                }
+            }
+            None => ErrorCode::Unknown,
+        };
+        self.destroy_error(err.as_ptr());
+        XlaError::Pjrt { op, code, message }
+    }
+
+    fn destroy_error(&self, err: *mut PJRT_Error) {
+        if let Some(f) = self.api().PJRT_Error_Destroy {
+            let mut args = PJRT_Error_Destroy_Args::new();
+            args.error = err;
+            // SAFETY: `err` was returned by the plugin and is destroyed once.
+            unsafe { f(&mut args) };
+        }
+    }
+
+    /// Waits for `event` (if not null), then destroys it; returns the
+    /// event's error status.
+    fn await_and_destroy(&self, op: &'static str, event: *mut PJRT_Event) -> Result<()> {
+        if event.is_null() {
+            return Ok(());
+        }
+        let mut wait = PJRT_Event_Await_Args::new();
+        wait.event = event;
+        // SAFETY: `event` is a live event the plugin handed to us.
+        let status = unsafe { self.call(op, self.api().PJRT_Event_Await, &mut wait) };
+        let mut destroy = PJRT_Event_Destroy_Args::new();
+        destroy.event = event;
+        // SAFETY: `event` is live and destroyed exactly once, here.
+        let destroyed = unsafe { self.call("PJRT_Event_Destroy", self.api().PJRT_Event_Destroy, &mut destroy) };
+        status.and(destroyed)
+    }
+}
+
+/// Copies `len` bytes at `p` into a `String` (lossily; empty when null).
+///
+/// # Safety
+/// `p` must be null or point to `len` readable bytes.
+unsafe fn string_from(p: *const c_char, len: usize) -> String {
+    if p.is_null() || len == 0 {
+        return String::new();
+    }
+    // SAFETY: guaranteed by the caller.
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------- Client -----------------------------------
+
+struct ClientInner {
+    plugin: Plugin,
+    raw: NonNull<PJRT_Client>,
+    /// The first addressable device: where buffers are put and code runs.
+    device: NonNull<PJRT_Device>,
+    platform_name: String,
+}
+
+// SAFETY: a PJRT client is thread-safe (all `PjRtClient` methods may be called
+// concurrently, see the module docs); the device pointer is owned by the client
+// and immutable; `plugin` is `Send + Sync`.
+unsafe impl Send for ClientInner {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for ClientInner {}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        let mut args = PJRT_Client_Destroy_Args::new();
+        args.client = self.raw.as_ptr();
+        // SAFETY: the client is live and, since every buffer and executable
+        // holds an `Arc` of this, nothing made from it is still alive.
+        // Nothing can be done with an error while dropping; it is destroyed.
+        let _ = unsafe { self.plugin.call("PJRT_Client_Destroy", self.plugin.api().PJRT_Client_Destroy, &mut args) };
+    }
+}
+
+/// A PJRT client of one plugin; buffers live on, and programs run on, its
+/// first addressable device. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+/// A device of a client, for listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `PJRT_DeviceDescription_Id`.
+    pub id: i32,
+    /// `PJRT_DeviceDescription_Kind`, e.g. `cpu` or `NVIDIA H100 80GB HBM3`.
+    pub kind: String,
+    /// `PJRT_DeviceDescription_ToString`, e.g. `CpuDevice(id=0)`.
+    pub description: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("plugin", &self.inner.plugin)
+            .field("platform", &self.inner.platform_name)
+            .finish()
+    }
+}
+
+/// `CompileOptionsProto { executable_build_options: ExecutableBuildOptionsProto
+/// { device_ordinal: -1, num_replicas: 1, num_partitions: 1 } }`, serialised
+/// by hand. Field numbers from XLA's `xla/pjrt/proto/compile_options.proto`:
+/// `CompileOptionsProto.executable_build_options = 3` (a message: wire type
+/// 2, tag byte `3 << 3 | 2 = 0x1a`), `ExecutableBuildOptionsProto.
+/// device_ordinal = 1` (int64 varint: tag `0x08`, -1 as a ten-byte varint,
+/// "not set", as `CompileOptions().ToProto()` writes it), `num_replicas = 4`
+/// (tag `0x20`) and `num_partitions = 5` (tag `0x28`). An empty
+/// `CompileOptionsProto` (0 replicas) crashes the CPU plugin.
+const COMPILE_OPTIONS_PROTO: &[u8] = &[
+    0x1a, 15, // executable_build_options, 15 bytes:
+    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // device_ordinal = -1
+    0x20, 0x01, // num_replicas = 1
+    0x28, 0x01, // num_partitions = 1
+];
+
+impl Client {
+    /// Creates a client of `plugin` (`PJRT_Client_Create` with no options).
+    pub fn new(plugin: Plugin) -> Result<Client> {
+        let mut args = PJRT_Client_Create_Args::new();
+        // SAFETY: a zeroed, sized `PJRT_Client_Create_Args`: no options, no
+        // key-value callbacks (null), `client` is an out field.
+        unsafe { plugin.call("PJRT_Client_Create", plugin.api().PJRT_Client_Create, &mut args)? };
+        let raw = NonNull::new(args.client).ok_or(XlaError::Pjrt {
+            op: "PJRT_Client_Create",
+            code: ErrorCode::Internal,
+            message: "the plugin returned no client".into(),
+        })?;
+        // From here on, dropping `inner` destroys the client. The device is
+        // set below; a dangling placeholder is never dereferenced.
+        let mut inner = ClientInner { plugin, raw, device: NonNull::dangling(), platform_name: String::new() };
+        let devices = raw_devices(&inner)?;
+        inner.device = *devices.first().ok_or(XlaError::Pjrt {
+            op: "PJRT_Client_AddressableDevices",
+            code: ErrorCode::NotFound,
+            message: "the client has no addressable device".into(),
+        })?;
+        let mut name = PJRT_Client_PlatformName_Args::new();
+        name.client = raw.as_ptr();
+        // SAFETY: live client; the name it returns is owned by the client and
+        // copied out at once.
+        inner.platform_name = unsafe {
+            plugin.call("PJRT_Client_PlatformName", plugin.api().PJRT_Client_PlatformName, &mut name)?;
+            string_from(name.platform_name, name.platform_name_size)
+        };
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// The plugin this client belongs to.
+    pub fn plugin(&self) -> Plugin {
+        self.inner.plugin
+    }
+
+    /// The platform name, e.g. `cpu`, `cuda` or `tpu`.
+    pub fn platform_name(&self) -> &str {
+        &self.inner.platform_name
+    }
+
+    /// Platform-specific version text (e.g. the CUDA or libtpu version).
+    pub fn platform_version(&self) -> Result<String> {
+        let plugin = self.inner.plugin;
+        let mut args = PJRT_Client_PlatformVersion_Args::new();
+        args.client = self.inner.raw.as_ptr();
+        // SAFETY: live client; the text is owned by the client and copied out.
+        unsafe {
+            plugin.call("PJRT_Client_PlatformVersion", plugin.api().PJRT_Client_PlatformVersion, &mut args)?;
+            Ok(string_from(args.platform_version, args.platform_version_size))
+        }
+    }
+
+    /// The client's addressable devices.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>> {
+        let plugin = self.inner.plugin;
+        let api = plugin.api();
+        raw_devices(&self.inner)?
+            .into_iter()
+            .map(|device| {
+                let mut get = PJRT_Device_GetDescription_Args::new();
+                get.device = device.as_ptr();
+                // SAFETY: `device` is one of the live client's devices.
+                unsafe { plugin.call("PJRT_Device_GetDescription", api.PJRT_Device_GetDescription, &mut get)? };
+                let desc = get.device_description;
+                let mut id = PJRT_DeviceDescription_Id_Args::new();
+                id.device_description = desc;
+                // SAFETY: `desc` is the device's description, owned by the
+                // client.
+                unsafe { plugin.call("PJRT_DeviceDescription_Id", api.PJRT_DeviceDescription_Id, &mut id)? };
+                let mut kind = PJRT_DeviceDescription_Kind_Args::new();
+                kind.device_description = desc;
+                // SAFETY: as above; the kind text lives as long as the device
+                // and is copied out at once.
+                let kind = unsafe {
+                    plugin.call("PJRT_DeviceDescription_Kind", api.PJRT_DeviceDescription_Kind, &mut kind)?;
+                    string_from(kind.device_kind, kind.device_kind_size)
+                };
+                let mut text = PJRT_DeviceDescription_ToString_Args::new();
+                text.device_description = desc;
+                // SAFETY: as above.
+                let description = unsafe {
+                    plugin.call("PJRT_DeviceDescription_ToString", api.PJRT_DeviceDescription_ToString, &mut text)?;
+                    string_from(text.to_string, text.to_string_size)
+                };
+                Ok(DeviceInfo { id: id.id, kind, description })
+            })
+            .collect()
+    }
+
+    /// Compiles a StableHLO module given as MLIR text (format `"mlir"`, one
+    /// replica, one partition) for the client's first device. A syntax or
+    /// verification error is returned as [`XlaError::Pjrt`] with the
+    /// plugin's diagnostic.
+    pub fn compile(&self, mlir_text: &str) -> Result<Executable> {
+        self.compile_bytes(mlir_text.as_bytes())
+    }
+
+    /// [`Client::compile`] for a module given as MLIR bytecode or text bytes.
+    pub fn compile_bytes(&self, mlir: &[u8]) -> Result<Executable> {
+        let plugin = self.inner.plugin;
+        let api = plugin.api();
+        const FORMAT: &str = "mlir";
+        let mut program = PJRT_Program::new();
+        // `code` is declared `char*` but only read by `PJRT_Client_Compile`.
+        program.code = mlir.as_ptr().cast::<c_char>().cast_mut();
+        program.code_size = mlir.len();
+        program.format = FORMAT.as_ptr().cast();
+        program.format_size = FORMAT.len();
+        let mut args = PJRT_Client_Compile_Args::new();
+        args.client = self.inner.raw.as_ptr();
+        args.program = &program;
+        args.compile_options = COMPILE_OPTIONS_PROTO.as_ptr().cast();
+        args.compile_options_size = COMPILE_OPTIONS_PROTO.len();
+        // SAFETY: live client; `program` (and the code and format bytes it
+        // points to) and the options bytes outlive the call, which only reads
+        // them; `executable` is an out field.
+        unsafe { plugin.call("PJRT_Client_Compile", api.PJRT_Client_Compile, &mut args)? };
+        let raw = NonNull::new(args.executable).ok_or(XlaError::Pjrt {
+            op: "PJRT_Client_Compile",
+            code: ErrorCode::Internal,
+            message: "the plugin returned no executable".into(),
+        })?;
+        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0 };
+        exe.num_outputs = exe.query_num_outputs()?;
+        Ok(exe)
+    }
+
+    /// Copies a dense, row-major host array to the client's device.
+    /// `data` holds the elements in native byte order (`Pred`: one byte, 0 or
+    /// 1, per element) and its length must be the product of `dims` times
+    /// the element size.
+    pub fn buffer_from_host(&self, data: &[u8], dims: &[usize], ty: ElementType) -> Result<Buffer> {
+        let expected = dims
+            .iter()
+            .try_fold(ty.byte_size(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| XlaError::InvalidArgument(format!("shape {dims:?} is too large")))?;
+        if data.len() != expected {
+            return Err(XlaError::InvalidArgument(format!(
+                "a {} buffer of shape {dims:?} needs {expected} bytes, got {}",
+                ty.mlir_name(),
+                data.len()
+            )));
+        }
+        let dims_i64 = dims
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .map_err(|_| XlaError::InvalidArgument(format!("shape {dims:?} is too large")))?;
+        let plugin = self.inner.plugin;
+        let mut args = PJRT_Client_BufferFromHostBuffer_Args::new();
+        args.client = self.inner.raw.as_ptr();
+        args.data = data.as_ptr().cast();
+        args.type_ = ty.to_raw();
+        args.dims = dims_i64.as_ptr();
+        args.num_dims = dims_i64.len();
+        args.host_buffer_semantics = HOST_BUFFER_IMMUTABLE_ONLY_DURING_CALL;
+        args.device = self.inner.device.as_ptr();
+        // SAFETY: live client and device; `data` holds exactly the bytes the
+        // dense shape needs (checked above) and, with "immutable only during
+        // call" semantics, is only read during the call; `dims` outlives the
+        // call; null strides, memory and layout mean dense, default memory,
+        // default layout.
+        unsafe {
+            plugin.call("PJRT_Client_BufferFromHostBuffer", plugin.api().PJRT_Client_BufferFromHostBuffer, &mut args)?
+        };
+        // Wrap the buffer first so that it is destroyed on any error below.
+        let buffer = NonNull::new(args.buffer).map(|raw| Buffer { client: self.inner.clone(), raw });
+        plugin.await_and_destroy("PJRT_Event_Await", args.done_with_host_buffer)?;
+        buffer.ok_or(XlaError::Pjrt {
+            op: "PJRT_Client_BufferFromHostBuffer",
+            code: ErrorCode::Internal,
+            message: "the plugin returned no buffer".into(),
+        })
+    }
+}
+
+/// The addressable devices of a client.
+fn raw_devices(client: &ClientInner) -> Result<Vec<NonNull<PJRT_Device>>> {
+    let plugin = client.plugin;
+    let mut args = PJRT_Client_AddressableDevices_Args::new();
+    args.client = client.raw.as_ptr();
+    // SAFETY: live client; the returned array is owned by the client.
+    unsafe { plugin.call("PJRT_Client_AddressableDevices", plugin.api().PJRT_Client_AddressableDevices, &mut args)? };
+    if args.addressable_devices.is_null() || args.num_addressable_devices == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the plugin returned an array of `num_addressable_devices`
+    // device pointers that lives as long as the client.
+    let devices = unsafe { std::slice::from_raw_parts(args.addressable_devices, args.num_addressable_devices) };
+    Ok(devices.iter().filter_map(|&d| NonNull::new(d)).collect())
+}
+
+// -------------------------------- Executable ---------------------------------
+
+/// A compiled program, loaded on its client's device.
+pub struct Executable {
+    client: Arc<ClientInner>,
+    raw: NonNull<PJRT_LoadedExecutable>,
+    num_outputs: usize,
+}
+
+// SAFETY: `PjRtLoadedExecutable` is thread-safe (Execute may be called from
+// several threads at once); the client it keeps alive is `Send + Sync`.
+unsafe impl Send for Executable {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Executable {}
+
+impl std::fmt::Debug for Executable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executable").field("num_outputs", &self.num_outputs).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Executable {
+    fn drop(&mut self) {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_LoadedExecutable_Destroy_Args::new();
+        args.executable = self.raw.as_ptr();
+        // SAFETY: the executable is live and destroyed once; its client is
+        // kept alive by `self.client`. An error cannot be reported from drop.
+        let _ = unsafe {
+            plugin.call("PJRT_LoadedExecutable_Destroy", plugin.api().PJRT_LoadedExecutable_Destroy, &mut args)
+        };
+    }
+}
+
+impl Executable {
+    /// The number of results one execution returns (the results of `main`,
+    /// untupled).
+    pub fn num_outputs(&self) -> usize {
+        self.num_outputs
+    }
+
+    fn query_num_outputs(&self) -> Result<usize> {
+        let plugin = self.client.plugin;
+        let api = plugin.api();
+        let mut get = PJRT_LoadedExecutable_GetExecutable_Args::new();
+        get.loaded_executable = self.raw.as_ptr();
+        // SAFETY: live loaded executable; `executable` is an out field whose
+        // result we own and destroy below.
+        unsafe {
+            plugin.call("PJRT_LoadedExecutable_GetExecutable", api.PJRT_LoadedExecutable_GetExecutable, &mut get)?
+        };
+        let mut num = PJRT_Executable_NumOutputs_Args::new();
+        num.executable = get.executable;
+        // SAFETY: `get.executable` is the live executable just returned.
+        let status = unsafe { plugin.call("PJRT_Executable_NumOutputs", api.PJRT_Executable_NumOutputs, &mut num) };
+        let mut destroy = PJRT_Executable_Destroy_Args::new();
+        destroy.executable = get.executable;
+        // SAFETY: destroys the executable returned by GetExecutable, once.
+        unsafe { plugin.call("PJRT_Executable_Destroy", api.PJRT_Executable_Destroy, &mut destroy)? };
+        status.map(|()| num.num_outputs)
+    }
+
+    /// Runs the program on the client's device with `args` (which must be
+    /// buffers of the same client, in the order of `main`'s parameters), waits
+    /// for it to finish and returns its results. The arguments are never
+    /// donated: they stay valid and unchanged.
+    pub fn execute(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
+        if let Some(i) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
+            return Err(XlaError::InvalidArgument(format!("argument {i} is a buffer of another PJRT client")));
+        }
+        let plugin = self.client.plugin;
+        let arg_ptrs: Vec<*mut PJRT_Buffer> = args.iter().map(|b| b.raw.as_ptr()).collect();
+        let arg_lists: [*const *mut PJRT_Buffer; 1] = [arg_ptrs.as_ptr()];
+        let mut outputs: Vec<*mut PJRT_Buffer> = vec![ptr::null_mut(); self.num_outputs];
+        let output_lists: [*mut *mut PJRT_Buffer; 1] = [outputs.as_mut_ptr()];
+        let mut events: [*mut PJRT_Event; 1] = [ptr::null_mut()];
+        let non_donatable: Vec<i64> = (0..args.len() as i64).collect();
+        let mut options = PJRT_ExecuteOptions::new();
+        options.non_donatable_input_indices = non_donatable.as_ptr();
+        options.num_non_donatable_input_indices = non_donatable.len();
+
+        let mut exec = PJRT_LoadedExecutable_Execute_Args::new();
+        exec.executable = self.raw.as_ptr();
+        exec.options = &mut options;
+        exec.argument_lists = arg_lists.as_ptr();
+        exec.num_devices = 1;
+        exec.num_args = arg_ptrs.len();
+        exec.output_lists = output_lists.as_ptr();
+        exec.device_complete_events = events.as_mut_ptr();
+        // SAFETY: live executable; `options`, the one-device argument list (of
+        // `num_args` live buffers of this client) and the caller-allocated
+        // output list of `num_outputs` slots and event slot all outlive the
+        // call; null `execute_device` runs on the compile-time device.
+        unsafe { plugin.call("PJRT_LoadedExecutable_Execute", plugin.api().PJRT_LoadedExecutable_Execute, &mut exec)? };
+        // Own the results at once, so they are destroyed on any error below.
+        let results: Vec<Buffer> = outputs
+            .iter()
+            .filter_map(|&p| NonNull::new(p))
+            .map(|raw| Buffer { client: self.client.clone(), raw })
+            .collect();
+        plugin.await_and_destroy("PJRT_LoadedExecutable_Execute", events[0])?;
+        if results.len() != self.num_outputs {
+            return Err(XlaError::Pjrt {
+                op: "PJRT_LoadedExecutable_Execute",
+                code: ErrorCode::Internal,
+                message: format!("the plugin returned {} of {} results", results.len(), self.num_outputs),
+            });
+        }
+        Ok(results)
+    }
+}
+
+// ---------------------------------- Buffer -----------------------------------
+
+/// An array on a device.
+pub struct Buffer {
+    client: Arc<ClientInner>,
+    raw: NonNull<PJRT_Buffer>,
+}
+
+// SAFETY: `PjRtBuffer` is thread-safe (its methods may be called
+// concurrently); the client it keeps alive is `Send + Sync`.
+unsafe impl Send for Buffer {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Buffer {}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_Buffer_Destroy_Args::new();
+        args.buffer = self.raw.as_ptr();
+        // SAFETY: the buffer is live and destroyed once; its client is kept
+        // alive by `self.client`. An error cannot be reported from drop.
+        let _ = unsafe { plugin.call("PJRT_Buffer_Destroy", plugin.api().PJRT_Buffer_Destroy, &mut args) };
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("element_type", &self.element_type().ok())
+            .field("dims", &self.dims().ok())
+            .finish()
+    }
+}
+
+impl Buffer {
+    /// The element type.
+    pub fn element_type(&self) -> Result<ElementType> {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_Buffer_ElementType_Args::new();
+        args.buffer = self.raw.as_ptr();
+        // SAFETY: live buffer; `type_` is an out field.
+        unsafe { plugin.call("PJRT_Buffer_ElementType", plugin.api().PJRT_Buffer_ElementType, &mut args)? };
+        ElementType::from_raw(args.type_).ok_or_else(|| XlaError::Pjrt {
+            op: "PJRT_Buffer_ElementType",
+            code: ErrorCode::Unimplemented,
+            message: format!("element type {} is not supported by loopvm", args.type_),
+        })
+    }
+
+    /// The dimensions (row-major, outermost first); empty for a scalar.
+    pub fn dims(&self) -> Result<Vec<usize>> {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_Buffer_Dimensions_Args::new();
+        args.buffer = self.raw.as_ptr();
+        // SAFETY: live buffer; the returned array lives as long as the buffer
+        // and is copied out at once.
+        unsafe { plugin.call("PJRT_Buffer_Dimensions", plugin.api().PJRT_Buffer_Dimensions, &mut args)? };
+        if args.dims.is_null() || args.num_dims == 0 {
+            return Ok(Vec::new());
+        }
+        // SAFETY: `dims` points to `num_dims` integers owned by the buffer.
+        let dims = unsafe { std::slice::from_raw_parts(args.dims, args.num_dims) };
+        Ok(dims.iter().map(|&d| d.max(0) as usize).collect())
+    }
+
+    /// Bytes the buffer occupies on the device.
+    pub fn on_device_size_in_bytes(&self) -> Result<usize> {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_Buffer_OnDeviceSizeInBytes_Args::new();
+        args.buffer = self.raw.as_ptr();
+        // SAFETY: live buffer; the size is an out field.
+        unsafe {
+            plugin.call("PJRT_Buffer_OnDeviceSizeInBytes", plugin.api().PJRT_Buffer_OnDeviceSizeInBytes, &mut args)?
+        };
+        Ok(args.on_device_size_in_bytes)
+    }
+
+    /// Copies the buffer to the host: dense, row-major, native byte order, in
+    /// the layout [`Client::buffer_from_host`] takes.
+    pub fn to_host(&self) -> Result<Vec<u8>> {
+        let plugin = self.client.plugin;
+        let api = plugin.api();
+        let mut query = PJRT_Buffer_ToHostBuffer_Args::new();
+        query.src = self.raw.as_ptr();
+        // SAFETY: live buffer; a null `dst` asks only for the size needed.
+        unsafe { plugin.call("PJRT_Buffer_ToHostBuffer", api.PJRT_Buffer_ToHostBuffer, &mut query)? };
+        plugin.await_and_destroy("PJRT_Buffer_ToHostBuffer", query.event)?;
+        let mut host = vec![0u8; query.dst_size];
+        self.copy_to(&mut host)?;
+        Ok(host)
+    }
+
+    /// Copies the buffer into `dst`, which must be at least as large as the
+    /// buffer's host size (see [`Buffer::to_host`]).
+    pub fn copy_to(&self, dst: &mut [u8]) -> Result<()> {
+        let plugin = self.client.plugin;
+        let mut args = PJRT_Buffer_ToHostBuffer_Args::new();
+        args.src = self.raw.as_ptr();
+        args.dst = dst.as_mut_ptr().cast();
+        args.dst_size = dst.len();
+        // SAFETY: live buffer; `dst` is writable for `dst_size` bytes and
+        // stays borrowed until the copy's event has completed below (the
+        // plugin rejects a `dst_size` smaller than it needs).
+        unsafe { plugin.call("PJRT_Buffer_ToHostBuffer", plugin.api().PJRT_Buffer_ToHostBuffer, &mut args)? };
+        plugin.await_and_destroy("PJRT_Buffer_ToHostBuffer", args.event)
+    }
+}
+
+/// Compile-time check that the wrappers are `Send + Sync`.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Plugin>();
+    send_sync::<Client>();
+    send_sync::<Executable>();
+    send_sync::<Buffer>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_type_raw_values_follow_the_header() {
+        assert_eq!(ElementType::Pred.to_raw(), 1);
+        assert_eq!(ElementType::S32.to_raw(), 4);
+        assert_eq!(ElementType::S64.to_raw(), 5);
+        assert_eq!(ElementType::F32.to_raw(), 11);
+        assert_eq!(ElementType::F64.to_raw(), 12);
+        assert_eq!(ElementType::BF16.to_raw(), 13);
+        assert_eq!(ElementType::C128.to_raw(), 15);
+        for t in ElementType::ALL {
+            assert_eq!(ElementType::from_raw(t.to_raw()), Some(t));
+        }
+        assert_eq!(ElementType::from_raw(0), None);
+        assert_eq!(ElementType::from_raw(16), None);
+    }
+
+    #[test]
+    fn compile_options_proto_is_well_formed() {
+        // Outer: one length-delimited field 3 whose length covers the rest.
+        assert_eq!(COMPILE_OPTIONS_PROTO[0], 3 << 3 | 2);
+        assert_eq!(COMPILE_OPTIONS_PROTO[1] as usize, COMPILE_OPTIONS_PROTO.len() - 2);
+        let inner = &COMPILE_OPTIONS_PROTO[2..];
+        assert_eq!(inner[0], 1 << 3); // device_ordinal, varint
+        assert_eq!(&inner[11..], &[4 << 3, 1, 5 << 3, 1]);
+    }
+
+    #[test]
+    fn loading_a_missing_plugin_is_an_error() {
+        let err = Plugin::load("/nonexistent/pjrt_plugin.so").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("loopvm plugin install cpu"), "{text}");
+        assert!(text.contains("LOOPVM_PJRT_PLUGIN"), "{text}");
+    }
+
+    #[test]
+    fn loading_a_file_that_is_no_library_is_an_error() {
+        let path = std::env::temp_dir().join(format!("loopvm-not-a-plugin-{}.so", std::process::id()));
+        std::fs::write(&path, b"not an ELF file").unwrap();
+        let err = Plugin::load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(err, XlaError::PluginLoad { .. }), "{err}");
+    }
+}

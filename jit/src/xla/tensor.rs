@@ -1,0 +1,111 @@
+//! Moving loopvm [`Tensor`]s between the host and a PJRT device.
+
+use loopvm_runtime::{Buffer as HostBuffer, DType, Element, Tensor};
+
+use super::pjrt::{Buffer, Client, ElementType};
+use super::{Result, XlaError};
+
+impl From<DType> for ElementType {
+    fn from(d: DType) -> ElementType {
+        match d {
+            DType::Bool => ElementType::Pred,
+            DType::I32 => ElementType::S32,
+            DType::I64 => ElementType::S64,
+            DType::F32 => ElementType::F32,
+            DType::F64 => ElementType::F64,
+        }
+    }
+}
+
+impl ElementType {
+    /// The loopvm dtype of this element type, if loopvm has one.
+    pub fn dtype(self) -> Option<DType> {
+        match self {
+            ElementType::Pred => Some(DType::Bool),
+            ElementType::S32 => Some(DType::I32),
+            ElementType::S64 => Some(DType::I64),
+            ElementType::F32 => Some(DType::F32),
+            ElementType::F64 => Some(DType::F64),
+            _ => None,
+        }
+    }
+}
+
+/// Element types whose values are plain bytes: no padding, every byte
+/// initialised. `bool` is one byte, 0 or 1.
+trait Plain: Copy {}
+impl Plain for bool {}
+impl Plain for i32 {}
+impl Plain for i64 {}
+impl Plain for f32 {}
+impl Plain for f64 {}
+
+/// Element types for which every bit pattern is a valid value.
+trait AnyBits: Plain {}
+impl AnyBits for i32 {}
+impl AnyBits for i64 {}
+impl AnyBits for f32 {}
+impl AnyBits for f64 {}
+
+fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: `T: Plain` has no padding and all bytes initialised, so its
+    // slice's memory is `size_of_val(v)` readable, initialised bytes; `u8` has
+    // alignment 1, and the borrow keeps `v` alive and unmodified.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+fn bytes_of_mut<T: AnyBits>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `bytes_of`; in addition every bit pattern written through
+    // the byte view is a valid `T` (`T: AnyBits`), and the exclusive borrow
+    // prevents any other access meanwhile.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+impl Client {
+    /// Copies a tensor to the client's device.
+    pub fn buffer_from_tensor(&self, t: &Tensor) -> Result<Buffer> {
+        let bytes = match t.buffer() {
+            HostBuffer::Bool(v) => bytes_of(v.as_slice()),
+            HostBuffer::I32(v) => bytes_of(v.as_slice()),
+            HostBuffer::I64(v) => bytes_of(v.as_slice()),
+            HostBuffer::F32(v) => bytes_of(v.as_slice()),
+            HostBuffer::F64(v) => bytes_of(v.as_slice()),
+        };
+        self.buffer_from_host(bytes, t.shape(), t.dtype().into())
+    }
+}
+
+impl Buffer {
+    /// Copies the buffer to a new host tensor; an error for element types
+    /// loopvm has no dtype for.
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        let ty = self.element_type()?;
+        let dtype = ty
+            .dtype()
+            .ok_or_else(|| XlaError::InvalidArgument(format!("a {} buffer has no loopvm dtype", ty.mlir_name())))?;
+        let dims = self.dims()?;
+        let n = loopvm_runtime::checked_numel(&dims).map_err(|e| XlaError::InvalidArgument(e.to_string()))?;
+        let tensor = match dtype {
+            DType::Bool => {
+                let mut bytes = vec![0u8; n];
+                self.copy_to(&mut bytes)?;
+                Tensor::from_vec(&dims, bytes.into_iter().map(|b| b != 0).collect::<Vec<bool>>())
+            }
+            DType::I32 => self.read_as::<i32>(&dims, n)?,
+            DType::I64 => self.read_as::<i64>(&dims, n)?,
+            DType::F32 => self.read_as::<f32>(&dims, n)?,
+            DType::F64 => self.read_as::<f64>(&dims, n)?,
+        };
+        tensor.map_err(|e| XlaError::InvalidArgument(e.to_string()))
+    }
+
+    fn read_as<T: AnyBits + Element>(
+        &self,
+        dims: &[usize],
+        n: usize,
+    ) -> Result<std::result::Result<Tensor, loopvm_runtime::RuntimeError>> {
+        let mut v = vec![T::ZERO; n];
+        self.copy_to(bytes_of_mut(&mut v))?;
+        Ok(Tensor::from_vec(dims, v))
+    }
+}
