@@ -285,6 +285,20 @@ fn a_missing_plugin_is_a_clear_error() {
 }
 
 #[test]
+fn a_library_that_is_no_plugin_is_a_clear_error() {
+    let candidates = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6"];
+    let Some(libm) = candidates.iter().map(Path::new).find(|p| p.is_file()) else {
+        eprintln!("skipped: no libm found");
+        return;
+    };
+    let err = Plugin::load(libm).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, XlaError::PluginLoad { .. }), "{text}");
+    assert!(text.contains("GetPjrtApi"), "{text}");
+    assert!(text.contains("loopvm plugin install cpu"), "{text}");
+}
+
+#[test]
 fn platform_devices_and_version() {
     let client = client();
     assert_eq!(client.platform_name(), "cpu");
