@@ -11,6 +11,7 @@
 //! (identified by its body block); the step counter and the fuel check sit on
 //! loop back edges only.
 
+use crate::backend::{region_inputs, Backend, LoopSite};
 use crate::error::ExecError;
 use crate::inst::Inst;
 use crate::module::{Dim, Func, Module, TensorType};
@@ -97,6 +98,7 @@ pub struct Interpreter<'m> {
     trace_out: Box<dyn Write + 'm>,
     depth: usize,
     steps: u64,
+    backend: Option<&'m mut dyn Backend>,
 }
 
 #[cold]
@@ -141,12 +143,18 @@ impl<'m> Interpreter<'m> {
             trace_out: Box::new(std::io::stderr()),
             depth: 0,
             steps: 0,
+            backend: None,
         }
     }
 
     /// Sends the output of `print` to `w`.
     pub fn set_output(&mut self, w: Box<dyn Write + 'm>) {
         self.out = w;
+    }
+
+    /// Offers loops and calls to `b` before running them here.
+    pub fn set_backend(&mut self, b: &'m mut dyn Backend) {
+        self.backend = Some(b);
     }
 
     /// Sends the trace to `w`.
@@ -161,6 +169,12 @@ impl<'m> Interpreter<'m> {
         let start = Instant::now();
         let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;
         self.bind_args(func, args)?;
+        if let Some(b) = self.backend.as_mut() {
+            if let Some(r) = b.run_function(self.m, f, args) {
+                self.stats.elapsed += start.elapsed();
+                return r;
+            }
+        }
         let body = func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
         let mut frame = self.frames.get_mut(f.0 as usize).and_then(Option::take).unwrap_or_default();
         frame.resize(func.num_regs(), None);
@@ -380,12 +394,46 @@ impl<'m> Interpreter<'m> {
                 }
                 Ok(())
             }
+            Inst::Fori { dsts, body, .. } | Inst::While { dsts, body, .. } | Inst::Scan { dsts, body, .. }
+                if self.backend.is_some() && self.offer_loop(fid, func, frame, inst, dsts, *body)? =>
+            {
+                Ok(())
+            }
             Inst::Fori { dsts, lo, hi, init, body, .. } => self.exec_fori(fid, func, frame, dsts, *lo, *hi, init, *body),
             Inst::While { dsts, init, cond, body } => self.exec_while(fid, func, frame, dsts, init, *cond, *body),
             Inst::Scan { dsts, init, xs, length, reverse, body, .. } => {
                 self.exec_scan(fid, func, frame, dsts, init, xs, length.0, *reverse, *body)
             }
         }
+    }
+
+    /// Offers a loop to the back end; `Ok(true)` when it ran the loop and
+    /// wrote its results.
+    fn offer_loop(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        inst: &'m Inst,
+        dsts: &[Reg],
+        body: BlockId,
+    ) -> Result<bool, ExecError> {
+        let inputs = region_inputs(func, inst);
+        let vals = inputs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats: self.profile.get(fid, body) };
+        let Some(b) = self.backend.as_mut() else { return Ok(false) };
+        let Some(r) = b.run_loop(&site, &vals) else { return Ok(false) };
+        let outs = r?;
+        if outs.len() != dsts.len() {
+            return Err(ExecError::Other(format!("back end returned {} values for {} results", outs.len(), dsts.len())));
+        }
+        for (d, v) in dsts.iter().zip(outs) {
+            *slot(frame, *d)? = Some(v);
+        }
+        if let Some(s) = self.profile.loops.get_mut(fid.0 as usize).and_then(|f| f.get_mut(body.0 as usize)) {
+            s.entries += 1;
+        }
+        Ok(true)
     }
 
     fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {

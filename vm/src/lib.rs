@@ -7,6 +7,7 @@
 //! their blocks. A loop's whole state is its carry, so a back end can take
 //! over a running loop at any iteration boundary.
 
+pub mod backend;
 pub mod codec;
 mod dis;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod op;
 pub mod operand;
 mod verify;
 
+pub use backend::{region_inputs, Backend, LoopSite};
 pub use dis::disassemble;
 pub use error::{DecodeError, ExecError, VerifyError};
 pub use inst::{Inst, Opcode};

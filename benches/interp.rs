@@ -1,0 +1,57 @@
+//! Interpreter benchmarks: dispatch cost per op, small-tensor ops, and an
+//! RNN-cell scan. Workloads are `.lb` files under `benches/workloads/`.
+//! Throughput is reported in executed ops (or scan steps) per second.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use loopvm::{Program, RunConfig, Tensor};
+use std::hint::black_box;
+use std::path::Path;
+
+fn load(name: &str) -> Program {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads").join(name);
+    match Program::from_path(&p) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn run(p: &Program, args: &[Tensor]) -> u64 {
+    match p.run(args, &RunConfig::default()) {
+        Ok(o) => o.ops,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn execute_interp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("execute/interp");
+    g.sample_size(10);
+    for (name, file) in [("scalar_fori_1e6", "scalar_fori.lb"), ("small_tensor_f32x4_1e6", "small_tensor.lb")] {
+        let p = load(file);
+        let args = [Tensor::scalar(1_000_000i32)];
+        let ops = run(&p, &args);
+        g.throughput(Throughput::Elements(ops));
+        g.bench_function(name, |b| b.iter(|| run(&p, black_box(&args))));
+    }
+    let p = load("rnn_cell.lb");
+    let (h, t) = (128usize, 1000usize);
+    let w: Vec<f32> = (0..h * h).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect();
+    let xs: Vec<f32> = (0..t * h).map(|i| ((i * 104729 % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect();
+    let args = [
+        Tensor::from_vec(&[h, h], w).unwrap_or_else(|e| panic!("{e}")),
+        Tensor::from_vec(&[t, 1, h], xs).unwrap_or_else(|e| panic!("{e}")),
+    ];
+    g.throughput(Throughput::Elements(t as u64));
+    g.bench_function("rnn_cell_scan_h128_t1000", |b| b.iter(|| run(&p, black_box(&args))));
+    g.finish();
+}
+
+fn compile(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compile");
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads/rnn_cell.lb"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    g.bench_function("frontend_rnn_cell", |b| b.iter(|| Program::from_source(black_box(&src), "rnn_cell.lb").is_ok()));
+    g.finish();
+}
+
+criterion_group!(benches, execute_interp, compile);
+criterion_main!(benches);
