@@ -1,6 +1,7 @@
 //! The `loopvm` command line.
 
 use clap::{Parser, Subcommand};
+use loopvm_jit::xla::plugin;
 use loopvm::{Error, Program, RunConfig, Tier, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -96,6 +97,23 @@ enum Cmd {
         /// The `.lb` or `.lbc` program.
         file: PathBuf,
     },
+    /// Find and install XLA PJRT plugins.
+    Plugin {
+        #[command(subcommand)]
+        cmd: PluginCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Show the plugins found, their platform, API version and devices.
+    List,
+    /// Install a plugin wheel into loopvm's cache with pip.
+    Install {
+        /// cpu, cuda12, cuda13 or tpu.
+        #[arg(default_value = "cpu")]
+        kind: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,6 +187,37 @@ fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Dis { file } => {
             print!("{}", Program::from_path(&file)?.disassemble());
             Ok(())
+        }
+        Cmd::Plugin { cmd: PluginCmd::List } => {
+            plugin_list();
+            Ok(())
+        }
+        Cmd::Plugin { cmd: PluginCmd::Install { kind } } => {
+            let k: plugin::PluginKind =
+                kind.parse().map_err(|_| Error::new(loopvm::ErrorKind::Argument(format!("unknown plugin kind `{kind}` (cpu, cuda12, cuda13, tpu)"))))?;
+            let path = plugin::install(k).map_err(|e| Error::new(loopvm::ErrorKind::Tier(e.to_string())))?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
+
+fn plugin_list() {
+    let reports = plugin::list();
+    if reports.is_empty() {
+        println!("no PJRT plugin found.\n{}", plugin::how_to_get_a_plugin());
+    }
+    for r in reports {
+        let kind = r.found.kind.map_or("?", |k| k.name());
+        println!("{} ({kind}, from {})", r.found.path.display(), r.found.source);
+        match r.status {
+            plugin::PluginStatus::Ok(d) => {
+                println!("  platform {} {}, PJRT API {}", d.platform_name, d.platform_version, d.api_version);
+                let devs: Vec<String> = d.devices.iter().map(|x| x.description.clone()).collect();
+                println!("  {} device(s): {}", devs.len(), devs.join(", "));
+            }
+            plugin::PluginStatus::Broken(e) => println!("  broken: {e}"),
+            plugin::PluginStatus::Shadowed(p) => println!("  not loaded: {} is used for this kind", p.display()),
         }
     }
 }

@@ -29,12 +29,42 @@ pub struct LoopSite<'m> {
     pub stats: LoopStats,
 }
 
+/// How often (in iterations) a running loop is offered to [`Backend::resume_loop`].
+pub const RESUME_INTERVAL: u64 = 1024;
+
+/// The whole state of a running loop at an iteration boundary.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopState<'a> {
+    /// Iterations already run in this entry of the loop. For `fori_loop`
+    /// the next counter value is `lo + done`; for `scan` the next row is
+    /// `done` (from the end when reversed).
+    pub done: u64,
+    /// The current carry (for `fori_loop`, without the counter).
+    pub carry: &'a [&'a Tensor],
+    /// `scan` only: the `ys` written so far (rows not yet run are zero).
+    pub ys: &'a [&'a Tensor],
+}
+
 /// A back end that can run loop instructions and whole functions.
 pub trait Backend {
     /// Runs the loop at `site` with `inputs` (the values of
     /// [`region_inputs`]`(site.func, site.inst)`, in that order) and returns
     /// the values of its `dsts`, or `None` to let the interpreter run it.
     fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>>;
+
+    /// Takes over a loop the interpreter is running, at an iteration
+    /// boundary (on-stack replacement): `state` is the loop's whole state
+    /// there. Returns the values of the loop's `dsts` after running the
+    /// remaining iterations, or `None` to let the interpreter go on. Offered
+    /// every [`RESUME_INTERVAL`] iterations of a loop while a back end is set.
+    fn resume_loop(
+        &mut self,
+        _site: &LoopSite<'_>,
+        _inputs: &[&Tensor],
+        _state: &LoopState<'_>,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
+        None
+    }
 
     /// Runs function `f` on its flattened arguments and returns its
     /// flattened results, or `None` to let the interpreter run it.

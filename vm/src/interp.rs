@@ -11,7 +11,7 @@
 //! (identified by its body block); the step counter and the fuel check sit on
 //! loop back edges only.
 
-use crate::backend::{region_inputs, Backend, LoopSite};
+use crate::backend::{region_inputs, Backend, LoopSite, LoopState, RESUME_INTERVAL};
 use crate::error::ExecError;
 use crate::inst::Inst;
 use crate::module::{Dim, Func, Module, TensorType};
@@ -399,10 +399,10 @@ impl<'m> Interpreter<'m> {
             {
                 Ok(())
             }
-            Inst::Fori { dsts, lo, hi, init, body, .. } => self.exec_fori(fid, func, frame, dsts, *lo, *hi, init, *body),
-            Inst::While { dsts, init, cond, body } => self.exec_while(fid, func, frame, dsts, init, *cond, *body),
+            Inst::Fori { dsts, lo, hi, init, body, .. } => self.exec_fori(fid, func, frame, inst, dsts, *lo, *hi, init, *body),
+            Inst::While { dsts, init, cond, body } => self.exec_while(fid, func, frame, inst, dsts, init, *cond, *body),
             Inst::Scan { dsts, init, xs, length, reverse, body, .. } => {
-                self.exec_scan(fid, func, frame, dsts, init, xs, length.0, *reverse, *body)
+                self.exec_scan(fid, func, frame, inst, dsts, init, xs, length.0, *reverse, *body)
             }
         }
     }
@@ -434,6 +434,35 @@ impl<'m> Interpreter<'m> {
             s.entries += 1;
         }
         Ok(true)
+    }
+
+    /// Offers a running loop to the back end at an iteration boundary.
+    /// `Ok(Some(results))` when the back end finished it.
+    #[allow(clippy::too_many_arguments)]
+    fn offer_resume(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &Frame,
+        inst: &'m Inst,
+        body: BlockId,
+        done: u64,
+        carry: &[Reg],
+        ys: &[Reg],
+    ) -> Result<Option<Vec<Tensor>>, ExecError> {
+        let inputs = region_inputs(func, inst);
+        let vals = inputs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let cv = carry.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let yv = ys.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let mut stats = self.profile.get(fid, body);
+        stats.iterations += done;
+        let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats };
+        let state = LoopState { done, carry: &cv, ys: &yv };
+        let Some(b) = self.backend.as_mut() else { return Ok(None) };
+        match b.resume_loop(&site, &vals, &state) {
+            None => Ok(None),
+            Some(r) => r.map(Some),
+        }
     }
 
     fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {
@@ -500,6 +529,7 @@ impl<'m> Interpreter<'m> {
         fid: FuncId,
         func: &'m Func,
         frame: &mut Frame,
+        inst: &'m Inst,
         dsts: &[Reg],
         lo: Reg,
         hi: Reg,
@@ -533,13 +563,34 @@ impl<'m> Interpreter<'m> {
                 self.back_edge()?;
                 i += 1;
                 n += 1;
+                if self.backend.is_some() && n % RESUME_INTERVAL == 0 && i < hi_v {
+                    if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, carry, &[])? {
+                        return Ok(Some(res));
+                    }
+                }
             }
-            Ok(())
+            Ok(None)
         })();
         self.depth -= 1;
         self.count_loop(fid, body, n);
-        r?;
-        Self::copy_out(frame, dsts, carry)
+        Self::finish(frame, dsts, carry, r?)
+    }
+
+    /// Writes a loop's results: the back end's, when it finished the loop,
+    /// else the carry registers.
+    fn finish(frame: &mut Frame, dsts: &[Reg], carry: &[Reg], resumed: Option<Vec<Tensor>>) -> Result<(), ExecError> {
+        match resumed {
+            Some(vals) => {
+                if vals.len() != dsts.len() {
+                    return Err(ExecError::Other(format!("back end returned {} values for {} results", vals.len(), dsts.len())));
+                }
+                for (d, v) in dsts.iter().zip(vals) {
+                    *slot(frame, *d)? = Some(v);
+                }
+                Ok(())
+            }
+            None => Self::copy_out(frame, dsts, carry),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -548,6 +599,7 @@ impl<'m> Interpreter<'m> {
         fid: FuncId,
         func: &'m Func,
         frame: &mut Frame,
+        inst: &'m Inst,
         dsts: &[Reg],
         init: &[Reg],
         cond: BlockId,
@@ -560,34 +612,36 @@ impl<'m> Interpreter<'m> {
         Self::copy_in(frame, &bb.params, init)?;
         let mut n = 0u64;
         self.depth += 1;
-        let r = (|| {
-            loop {
-                Self::copy_in(frame, &cb.params, &bb.params)?;
-                self.run_block(fid, func, frame, cond)?;
-                let go = get(frame, creg)?
-                    .scalar_bool()
-                    .ok_or_else(|| ExecError::Other("while_loop condition is not a bool scalar".into()))?;
-                // Drop the condition's references to the carry so the body's
-                // output slots stay uniquely owned.
-                for p in &cb.params {
-                    *slot(frame, *p)? = None;
+        let r = (|| loop {
+            Self::copy_in(frame, &cb.params, &bb.params)?;
+            self.run_block(fid, func, frame, cond)?;
+            let go = get(frame, creg)?
+                .scalar_bool()
+                .ok_or_else(|| ExecError::Other("while_loop condition is not a bool scalar".into()))?;
+            // Drop the condition's references to the carry so the body's
+            // output slots stay uniquely owned.
+            for p in &cb.params {
+                *slot(frame, *p)? = None;
+            }
+            if !go {
+                return Ok(None);
+            }
+            if self.opts.trace {
+                self.trace_iter("while_loop", n);
+            }
+            self.run_block(fid, func, frame, body)?;
+            Self::swap_results(frame, &bb.params, &bb.results)?;
+            self.back_edge()?;
+            n += 1;
+            if self.backend.is_some() && n % RESUME_INTERVAL == 0 {
+                if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, &bb.params, &[])? {
+                    return Ok(Some(res));
                 }
-                if !go {
-                    return Ok(());
-                }
-                if self.opts.trace {
-                    self.trace_iter("while_loop", n);
-                }
-                self.run_block(fid, func, frame, body)?;
-                Self::swap_results(frame, &bb.params, &bb.results)?;
-                self.back_edge()?;
-                n += 1;
             }
         })();
         self.depth -= 1;
         self.count_loop(fid, body, n);
-        r?;
-        Self::copy_out(frame, dsts, &bb.params)
+        Self::finish(frame, dsts, &bb.params, r?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -596,6 +650,7 @@ impl<'m> Interpreter<'m> {
         fid: FuncId,
         func: &'m Func,
         frame: &mut Frame,
+        inst: &'m Inst,
         dsts: &[Reg],
         init: &[Reg],
         xs: &[Reg],
@@ -657,13 +712,20 @@ impl<'m> Interpreter<'m> {
                 Self::swap_results(frame, cparams, cres)?;
                 self.back_edge()?;
                 done += 1;
+                if self.backend.is_some() && done % RESUME_INTERVAL == 0 && t + 1 < n {
+                    if let Some(res) = self.offer_resume(fid, func, frame, inst, body, done, cparams, ydst)? {
+                        return Ok(Some(res));
+                    }
+                }
             }
-            Ok(())
+            Ok(None)
         })();
         self.depth -= 1;
         self.count_loop(fid, body, done);
-        r?;
-        Self::copy_out(frame, cdst, cparams)
+        match r? {
+            Some(vals) => Self::finish(frame, dsts, cparams, Some(vals)),
+            None => Self::copy_out(frame, cdst, cparams),
+        }
     }
 }
 

@@ -251,3 +251,47 @@ fn opcode_table_is_consistent() {
         assert_eq!(info.flags.contains(OpFlags::XLA), info.no_xla.is_empty(), "{}: xla flag and reason disagree", info.name);
     }
 }
+
+/// A back end that records what it is offered and takes over a running loop
+/// by returning its current carry (stopping it early), to test the seam.
+#[derive(Default)]
+struct Recorder {
+    entries: Vec<(FuncId, BlockId, usize)>,
+    resumes: Vec<u64>,
+    take_over: bool,
+}
+
+impl Backend for Recorder {
+    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+        self.entries.push((site.func_id, site.body, inputs.len()));
+        None
+    }
+    fn resume_loop(&mut self, _s: &LoopSite<'_>, _i: &[&Tensor], state: &LoopState<'_>) -> Option<Result<Vec<Tensor>, ExecError>> {
+        self.resumes.push(state.done);
+        self.take_over.then(|| Ok(state.carry.iter().map(|t| (*t).clone()).collect()))
+    }
+}
+
+#[test]
+fn backend_is_offered_loops_and_running_loops() {
+    let m = fori_module();
+    let mut rec = Recorder::default();
+    {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_backend(&mut rec);
+        let out = it.call(FuncId(0), &[Tensor::scalar(3000i32)]).unwrap();
+        assert_eq!(out[0].numel(), 4);
+    }
+    // Region inputs of the loop: lo, hi, init (the body's constants are its own).
+    assert_eq!(rec.entries, vec![(FuncId(0), BlockId(1), 3)]);
+    assert_eq!(rec.resumes, vec![RESUME_INTERVAL, 2 * RESUME_INTERVAL]);
+
+    // Taking over at the first offer: the result is the carry after 1024 iterations.
+    let mut rec = Recorder { take_over: true, ..Recorder::default() };
+    let got = {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_backend(&mut rec);
+        it.call(FuncId(0), &[Tensor::scalar(3000i32)]).unwrap()
+    };
+    assert_eq!(got[0].as_slice::<f32>().unwrap(), run_fori(&m, RESUME_INTERVAL as i32).as_slice());
+}
