@@ -26,4 +26,4 @@ mod tensor;
 pub use dtype::DType;
 pub use error::RuntimeError;
 pub use ops::{BinaryOp, ReduceOp, UnaryOp, UpdateMode};
-pub use tensor::{checked_numel, out_buffer, set_scalar, Buffer, Element, Shape, Tensor};
+pub use tensor::{checked_numel, out_buffer, set_scalar, Buffer, Element, Shape, Tensor, MAX_NUMEL};

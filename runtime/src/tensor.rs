@@ -143,11 +143,18 @@ pub struct Tensor {
     buf: Buffer,
 }
 
-/// Number of elements of `shape`, or an error when it overflows `usize`.
+/// The largest element count a tensor may have: its bytes must be
+/// addressable (at most `isize::MAX`) for every dtype, so allocating a
+/// buffer of any valid shape cannot fail with a capacity overflow.
+pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
+
+/// Number of elements of `shape`, or an error when it overflows `usize` or
+/// exceeds [`MAX_NUMEL`].
 pub fn checked_numel(shape: &[usize]) -> Result<usize, RuntimeError> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_NUMEL)
         .ok_or_else(|| RuntimeError::new("shape", format!("element count of shape {shape:?} overflows")))
 }
 
@@ -252,13 +259,16 @@ impl Tensor {
     }
     /// `true` when this tensor holds the only reference to its buffer, so a
     /// write through [`Tensor::make_mut`] does not copy.
-    pub fn is_unique(&mut self) -> bool {
-        match &mut self.buf {
-            Buffer::Bool(a) => Arc::get_mut(a).is_some(),
-            Buffer::I32(a) => Arc::get_mut(a).is_some(),
-            Buffer::I64(a) => Arc::get_mut(a).is_some(),
-            Buffer::F32(a) => Arc::get_mut(a).is_some(),
-            Buffer::F64(a) => Arc::get_mut(a).is_some(),
+    pub fn is_unique(&self) -> bool {
+        fn one<T>(a: &Arc<Vec<T>>) -> bool {
+            Arc::strong_count(a) == 1 && Arc::weak_count(a) == 0
+        }
+        match &self.buf {
+            Buffer::Bool(a) => one(a),
+            Buffer::I32(a) => one(a),
+            Buffer::I64(a) => one(a),
+            Buffer::F32(a) => one(a),
+            Buffer::F64(a) => one(a),
         }
     }
     /// The single element of a one-element `bool` tensor.
@@ -277,7 +287,10 @@ impl Tensor {
 pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) -> &'a mut [T] {
     let n: usize = shape.iter().product();
     let reusable = match out {
-        Some(t) => T::arc_mut(&mut t.buf).is_some_and(|a| Arc::get_mut(a).is_some()),
+        // Plain loads, not `Arc::get_mut` (a compare-and-swap): with one
+        // strong reference, held through `out`, and no weak ones, nobody else
+        // can gain a reference, so the `get_mut` below succeeds.
+        Some(t) => T::arc_mut(&mut t.buf).is_some_and(|a| Arc::strong_count(a) == 1 && Arc::weak_count(a) == 0),
         None => false,
     };
     if !reusable {

@@ -227,11 +227,11 @@ pub fn dynamic_update_in_place(
     };
     let (offset, slot) = locate(OP, t, idx)?;
     check_update(OP, t, &slot, v, mode)?;
-    let ty = t.type_string();
-    crate::with_dtype!(t.dtype(), T => {
+    let dtype = t.dtype();
+    crate::with_dtype!(dtype, T => {
         let n = slot.iter().product::<usize>();
         let Some(dst) = t.make_mut::<T>() else {
-            return Err(RuntimeError::new(OP, format!("internal error: unexpected target type {ty}")));
+            return Err(RuntimeError::new(OP, format!("internal error: target is not {dtype}")));
         };
         write_slot::<T>(OP, &mut dst[offset..offset + n], &slot, v, mode)?;
     });

@@ -7,10 +7,11 @@
 //! per iteration. Kernels return a [`RuntimeError`] naming the op and its
 //! operands for every bad input; none panics.
 //!
-//! Families live in their own files: [`elementwise`](self::unary) (unary,
-//! binary, select, cast, iota, full), reductions, shape ops (reshape,
-//! transpose, broadcast, concat, stack), indexing (static slices, dynamic
-//! index and update) and matmul.
+//! Families live in their own files: elementwise ([`unary`], [`binary`],
+//! [`select`], [`cast`], [`iota`], [`full`]), reductions ([`reduce`]), shape
+//! ops ([`reshape`], [`transpose`], [`broadcast_to`], [`concat`], [`stack`]),
+//! indexing ([`slice`], [`dynamic_index`], [`dynamic_update`],
+//! [`dynamic_update_in_place`]) and [`matmul`].
 //!
 //! [`out_buffer`]: crate::out_buffer
 
@@ -209,5 +210,122 @@ mod tests {
         assert_eq!(n, 1);
         for_each_row::<1>(&[2, 0], [&[0, 0]], |_, _| n += 1);
         assert_eq!(n, 1);
+    }
+}
+
+/// Every kernel on many small random operands: whatever the inputs, a
+/// kernel returns `Ok` or `Err`, never panics (debug builds check overflow).
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use crate::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn int(&mut self) -> i64 {
+            const EDGES: [i64; 9] = [0, 1, -1, 2, -2, 3, i64::MIN, i64::MAX, i32::MIN as i64];
+            EDGES[self.below(EDGES.len())]
+        }
+        fn shape(&mut self) -> Vec<usize> {
+            (0..self.below(4)).map(|_| self.below(4)).collect()
+        }
+        fn dtype(&mut self) -> DType {
+            DType::ALL[self.below(5)]
+        }
+        fn tensor(&mut self, dtype: DType, shape: &[usize]) -> Tensor {
+            let n: usize = shape.iter().product();
+            let vals: Vec<i64> = (0..n).map(|_| self.int()).collect();
+            let t = Tensor::from_vec(shape, vals).unwrap();
+            let mut out = None;
+            cast(&t, dtype, &mut out).unwrap();
+            let mut t = out.unwrap();
+            if dtype.is_float() && n > 0 && self.below(3) == 0 {
+                let mut nan = None;
+                full(dtype, shape, &Tensor::scalar(f64::NAN), &mut nan).unwrap();
+                t = nan.unwrap();
+            }
+            t
+        }
+        fn any(&mut self) -> Tensor {
+            let (d, s) = (self.dtype(), self.shape());
+            self.tensor(d, &s)
+        }
+    }
+
+    #[test]
+    fn kernels_never_panic() {
+        let mut r = Rng(0x5eed);
+        let mut out = None;
+        for _ in 0..4000 {
+            let a = r.any();
+            // A partner that often matches a's dtype and shape (or broadcasts).
+            let b = match r.below(3) {
+                0 => r.any(),
+                1 => r.tensor(a.dtype(), a.shape()),
+                _ => {
+                    let s: Vec<usize> =
+                        a.shape().iter().skip(r.below(a.rank() + 1)).map(|&d| d.min(r.below(2) + d % 2)).collect();
+                    r.tensor(a.dtype(), &s)
+                }
+            };
+            let c = if r.below(2) == 0 { r.tensor(DType::Bool, a.shape()) } else { r.any() };
+            let _ = unary(UnaryOp::ALL[r.below(UnaryOp::ALL.len())], &a, &mut out);
+            let _ = binary(BinaryOp::ALL[r.below(BinaryOp::ALL.len())], &a, &b, &mut out);
+            let _ = select(&c, &a, &b, &mut out);
+            let _ = cast(&a, r.dtype(), &mut out);
+            let _ = matmul(&a, &b, &mut out);
+            let axis = if r.below(3) == 0 { None } else { Some(r.below(4)) };
+            let _ = reduce(ReduceOp::ALL[r.below(ReduceOp::ALL.len())], &a, axis, &mut out);
+            let _ = reshape(&a, &r.shape(), &mut out);
+            let perm: Vec<usize> = (0..r.below(4)).map(|_| r.below(4)).collect();
+            let _ = transpose(&a, Some(&perm), &mut out);
+            let _ = transpose(&a, None, &mut out);
+            let _ = broadcast_to(&a, &r.shape(), &mut out);
+            let _ = concat(&[&a, &b], r.below(4), &mut out);
+            let _ = stack(&[&a, &b, &a], r.below(4), &mut out);
+            let specs: Vec<SliceSpec> = (0..r.below(4))
+                .map(|_| {
+                    let opt = |r: &mut Rng| if r.below(3) == 0 { None } else { Some(r.int()) };
+                    if r.below(3) == 0 {
+                        SliceSpec::Index(r.int())
+                    } else {
+                        SliceSpec::Range { start: opt(&mut r), stop: opt(&mut r), step: r.int() }
+                    }
+                })
+                .collect();
+            let _ = slice(&a, &specs, &mut out);
+            let idx: Vec<i64> = (0..r.below(4)).map(|_| r.int()).collect();
+            let _ = dynamic_index(&a, &idx, &mut out);
+            let mode = if r.below(2) == 0 { UpdateMode::Set } else { UpdateMode::Add };
+            let _ = dynamic_update(&a, &idx, &b, mode, &mut out);
+            let mut target = Some(a.clone());
+            let _ = dynamic_update_in_place(&mut target, &idx, &b, mode);
+            let _ = iota(r.dtype(), r.below(5), &mut out);
+            let _ = full(r.dtype(), &r.shape(), &b, &mut out);
+            let _ = a.to_string();
+            let _ = a.summary(r.below(4));
+            let _ = a.all_close(&b, 1e-6, 1e-6);
+            let _ = crate::npy::read(&crate::npy::write(&a).unwrap()).unwrap();
+        }
+        // Shapes whose element count overflows.
+        let huge = [usize::MAX / 2, 3];
+        assert!(broadcast_to(&Tensor::scalar(1i32), &huge, &mut out).is_err());
+        // Counts that fit usize but not an allocation are errors too.
+        assert!(broadcast_to(&Tensor::scalar(1i64), &[1 << 62], &mut out).is_err());
+        let m = Tensor::zeros(DType::F64, &[1 << 31, 0]).unwrap();
+        assert!(matmul(&m, &m.with_shape(&[0, 1 << 31]).unwrap(), &mut out).is_err());
+        assert!(reshape(&Tensor::scalar(1i32), &huge, &mut out).is_err());
+        assert!(full(DType::I32, &huge, &Tensor::scalar(1i32), &mut out).is_err());
+        let wide = Tensor::zeros(DType::F32, &[usize::MAX / 2, 0]).unwrap();
+        let tall = Tensor::zeros(DType::F32, &[0, 3]).unwrap();
+        assert!(matmul(&wide, &tall, &mut out).is_err());
+        assert!(binary(BinaryOp::Add, &wide.with_shape(&[usize::MAX / 2, 0, 1]).unwrap(), &tall, &mut out).is_ok());
     }
 }
