@@ -1,0 +1,122 @@
+//! The table of builtin functions: name, arity, named arguments, signature.
+
+use loopvm_runtime::{ReduceOp, UnaryOp};
+
+/// Which builtin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// `zeros(dtype, [dims])`
+    Zeros,
+    /// `ones(dtype, [dims])`
+    Ones,
+    /// `full(dtype, [dims], value)`
+    Full,
+    /// `iota(dtype, n)`
+    Iota,
+    /// `exp(x)` and the other elementwise functions.
+    Unary(UnaryOp),
+    /// `maximum(a, b)`
+    Maximum,
+    /// `minimum(a, b)`
+    Minimum,
+    /// `where(c, a, b)`
+    Where,
+    /// `sum(x, axis: k)` and the other reductions.
+    Reduce(ReduceOp),
+    /// `reshape(x, [dims])`
+    Reshape,
+    /// `transpose(x)`, `transpose(x, [perm])`
+    Transpose,
+    /// `broadcast(x, [dims])`
+    Broadcast,
+    /// `concat([a, b], axis: k)`
+    Concat,
+    /// `stack([a, b], axis: k)`
+    Stack,
+    /// `print(x)`
+    Print,
+    /// `shape(x)`
+    Shape,
+    /// `fori_loop(lo, hi, body, init)`
+    ForiLoop,
+    /// `while_loop(cond, body, init)`
+    WhileLoop,
+    /// `scan(body, init, xs)`
+    Scan,
+    /// `grad(f)` (not implemented yet).
+    Grad,
+    /// `value_and_grad(f)` (not implemented yet).
+    ValueAndGrad,
+}
+
+/// Static facts about a builtin.
+#[derive(Clone, Copy, Debug)]
+pub struct BuiltinInfo {
+    /// The name.
+    pub name: &'static str,
+    /// Which builtin.
+    pub builtin: Builtin,
+    /// Fewest positional arguments.
+    pub min_args: usize,
+    /// Most positional arguments.
+    pub max_args: usize,
+    /// Accepted named arguments.
+    pub named: &'static [&'static str],
+    /// The signature shown in arity errors.
+    pub signature: &'static str,
+}
+
+const fn b(
+    name: &'static str,
+    builtin: Builtin,
+    min_args: usize,
+    max_args: usize,
+    named: &'static [&'static str],
+    signature: &'static str,
+) -> BuiltinInfo {
+    BuiltinInfo { name, builtin, min_args, max_args, named, signature }
+}
+
+const AXIS: &[&str] = &["axis"];
+
+/// Every builtin.
+pub const BUILTINS: &[BuiltinInfo] = &[
+    b("zeros", Builtin::Zeros, 2, 2, &[], "zeros(dtype, [dims])"),
+    b("ones", Builtin::Ones, 2, 2, &[], "ones(dtype, [dims])"),
+    b("full", Builtin::Full, 3, 3, &[], "full(dtype, [dims], value)"),
+    b("iota", Builtin::Iota, 2, 2, &[], "iota(dtype, n)"),
+    b("exp", Builtin::Unary(UnaryOp::Exp), 1, 1, &[], "exp(x)"),
+    b("log", Builtin::Unary(UnaryOp::Log), 1, 1, &[], "log(x)"),
+    b("sqrt", Builtin::Unary(UnaryOp::Sqrt), 1, 1, &[], "sqrt(x)"),
+    b("tanh", Builtin::Unary(UnaryOp::Tanh), 1, 1, &[], "tanh(x)"),
+    b("sigmoid", Builtin::Unary(UnaryOp::Sigmoid), 1, 1, &[], "sigmoid(x)"),
+    b("relu", Builtin::Unary(UnaryOp::Relu), 1, 1, &[], "relu(x)"),
+    b("abs", Builtin::Unary(UnaryOp::Abs), 1, 1, &[], "abs(x)"),
+    b("sin", Builtin::Unary(UnaryOp::Sin), 1, 1, &[], "sin(x)"),
+    b("cos", Builtin::Unary(UnaryOp::Cos), 1, 1, &[], "cos(x)"),
+    b("maximum", Builtin::Maximum, 2, 2, &[], "maximum(a, b)"),
+    b("minimum", Builtin::Minimum, 2, 2, &[], "minimum(a, b)"),
+    b("where", Builtin::Where, 3, 3, &[], "where(cond, a, b)"),
+    b("sum", Builtin::Reduce(ReduceOp::Sum), 1, 1, AXIS, "sum(x, axis: k)"),
+    b("mean", Builtin::Reduce(ReduceOp::Mean), 1, 1, AXIS, "mean(x, axis: k)"),
+    b("max", Builtin::Reduce(ReduceOp::Max), 1, 1, AXIS, "max(x, axis: k)"),
+    b("min", Builtin::Reduce(ReduceOp::Min), 1, 1, AXIS, "min(x, axis: k)"),
+    b("argmax", Builtin::Reduce(ReduceOp::Argmax), 1, 1, AXIS, "argmax(x, axis: k)"),
+    b("reshape", Builtin::Reshape, 2, 2, &[], "reshape(x, [dims])"),
+    b("transpose", Builtin::Transpose, 1, 2, &[], "transpose(x, [perm])"),
+    b("broadcast", Builtin::Broadcast, 2, 2, &[], "broadcast(x, [dims])"),
+    b("concat", Builtin::Concat, 1, 1, AXIS, "concat([a, b, ...], axis: k)"),
+    b("stack", Builtin::Stack, 1, 1, AXIS, "stack([a, b, ...], axis: k)"),
+    b("print", Builtin::Print, 1, 1, &[], "print(x)"),
+    b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
+    b("fori_loop", Builtin::ForiLoop, 4, 4, &["unroll"], "fori_loop(lower, upper, |i, carry| new_carry, init)"),
+    b("while_loop", Builtin::WhileLoop, 3, 3, &[], "while_loop(|carry| keep_going, |carry| new_carry, init)"),
+    b("scan", Builtin::Scan, 2, 3, &["length", "reverse", "unroll"], "scan(|carry, x| (new_carry, y), init, xs)"),
+    b("grad", Builtin::Grad, 1, 1, &["argnums"], "grad(f, argnums: [i, ...])"),
+    b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
+];
+
+/// The builtin called `name`, if any.
+pub fn lookup(name: &str) -> Option<&'static BuiltinInfo> {
+    BUILTINS.iter().find(|b| b.name == name)
+}

@@ -1,0 +1,203 @@
+//! Semantic types: tensors with dims that are numbers or shape variables,
+//! tuples, NumPy broadcasting.
+
+use loopvm_runtime::DType;
+use std::fmt;
+
+/// One dimension: a known size, or a shape variable (symbolic in `main`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dim {
+    /// A number.
+    Known(u64),
+    /// A shape variable, by name.
+    Var(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Known(n) => write!(f, "{n}"),
+            Dim::Var(v) => f.write_str(v),
+        }
+    }
+}
+
+impl Dim {
+    /// The size, when known.
+    pub fn known(&self) -> Option<u64> {
+        match self {
+            Dim::Known(n) => Some(*n),
+            Dim::Var(_) => None,
+        }
+    }
+}
+
+/// The type of one tensor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorTy {
+    /// The element type.
+    pub dtype: DType,
+    /// The shape (empty for a scalar).
+    pub dims: Vec<Dim>,
+}
+
+impl TensorTy {
+    /// A scalar of `dtype`.
+    pub fn scalar(dtype: DType) -> TensorTy {
+        TensorTy { dtype, dims: Vec::new() }
+    }
+    /// A tensor with known dims.
+    pub fn known(dtype: DType, dims: &[u64]) -> TensorTy {
+        TensorTy { dtype, dims: dims.iter().map(|d| Dim::Known(*d)).collect() }
+    }
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+    /// `true` for rank 0.
+    pub fn is_scalar(&self) -> bool {
+        self.dims.is_empty()
+    }
+    /// The dims as numbers, when all are known.
+    pub fn known_dims(&self) -> Option<Vec<u64>> {
+        self.dims.iter().map(Dim::known).collect()
+    }
+    /// The same shape with another dtype.
+    pub fn with_dtype(&self, dtype: DType) -> TensorTy {
+        TensorTy { dtype, dims: self.dims.clone() }
+    }
+}
+
+impl fmt::Display for TensorTy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dtype.as_str())?;
+        if !self.dims.is_empty() {
+            f.write_str("[")?;
+            for (i, d) in self.dims.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{d}")?;
+            }
+            f.write_str("]")?;
+        }
+        Ok(())
+    }
+}
+
+/// The type of a value: a tensor or a (nested) tuple.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Type {
+    /// One tensor.
+    Tensor(TensorTy),
+    /// A tuple; `()` is the unit value (of `print`, for example).
+    Tuple(Vec<Type>),
+}
+
+impl Type {
+    /// The unit type `()`.
+    pub fn unit() -> Type {
+        Type::Tuple(Vec::new())
+    }
+    /// A scalar of `dtype`.
+    pub fn scalar(dtype: DType) -> Type {
+        Type::Tensor(TensorTy::scalar(dtype))
+    }
+    /// The tensor type, if this is one.
+    pub fn tensor(&self) -> Option<&TensorTy> {
+        match self {
+            Type::Tensor(t) => Some(t),
+            Type::Tuple(_) => None,
+        }
+    }
+    /// The tensor leaves, depth-first (the order registers use).
+    pub fn leaves(&self) -> Vec<&TensorTy> {
+        let mut out = Vec::new();
+        self.collect_leaves(&mut out);
+        out
+    }
+    fn collect_leaves<'a>(&'a self, out: &mut Vec<&'a TensorTy>) {
+        match self {
+            Type::Tensor(t) => out.push(t),
+            Type::Tuple(ts) => ts.iter().for_each(|t| t.collect_leaves(out)),
+        }
+    }
+    /// The number of tensor leaves.
+    pub fn num_leaves(&self) -> usize {
+        match self {
+            Type::Tensor(_) => 1,
+            Type::Tuple(ts) => ts.iter().map(Type::num_leaves).sum(),
+        }
+    }
+    /// Applies `f` to every leaf, keeping the tuple structure.
+    pub fn map_leaves(&self, f: &mut dyn FnMut(&TensorTy) -> TensorTy) -> Type {
+        match self {
+            Type::Tensor(t) => Type::Tensor(f(t)),
+            Type::Tuple(ts) => Type::Tuple(ts.iter().map(|t| t.map_leaves(f)).collect()),
+        }
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Tensor(t) => write!(f, "{t}"),
+            Type::Tuple(ts) => {
+                f.write_str("(")?;
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                if ts.len() == 1 {
+                    f.write_str(",")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// Two dims that do not broadcast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastConflict {
+    /// The left dim.
+    pub a: Dim,
+    /// The right dim.
+    pub b: Dim,
+}
+
+/// NumPy broadcasting of two shapes, aligned on the right.
+///
+/// Equal dims match; a known `1` stretches to the other dim; anything else is
+/// a conflict, including a shape variable against a different variable or a
+/// known size other than 1 (the sizes could differ at run time, so loopvm
+/// refuses them statically).
+pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, BroadcastConflict> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = (i + a.len()).checked_sub(n).and_then(|j| a.get(j));
+        let db = (i + b.len()).checked_sub(n).and_then(|j| b.get(j));
+        let d = match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(x), Some(y)) if x == y => x.clone(),
+            (Some(Dim::Known(1)), Some(y)) => y.clone(),
+            (Some(x), Some(Dim::Known(1))) => x.clone(),
+            (Some(x), Some(y)) => return Err(BroadcastConflict { a: x.clone(), b: y.clone() }),
+            (None, None) => Dim::Known(1),
+        };
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Whether `from` broadcasts to exactly `to` (NumPy `broadcast_to`).
+pub fn broadcasts_to(from: &[Dim], to: &[Dim]) -> bool {
+    if from.len() > to.len() {
+        return false;
+    }
+    let off = to.len() - from.len();
+    from.iter().enumerate().all(|(i, d)| to.get(i + off).is_some_and(|t| d == t || *d == Dim::Known(1)))
+}
