@@ -9,8 +9,8 @@
 //!
 //! Families live in their own files: elementwise ([`unary`], [`binary`],
 //! [`select`], [`cast`], [`iota`], [`full`]), reductions ([`reduce`]), shape
-//! ops ([`reshape`], [`transpose`], [`broadcast_to`], [`concat`], [`stack`]),
-//! indexing ([`slice`], [`dynamic_index`], [`dynamic_update`],
+//! ops ([`reshape`], [`transpose`], [`broadcast_to`], [`concat()`], [`stack`]),
+//! indexing ([`slice()`], [`dynamic_index`], [`dynamic_update`],
 //! [`dynamic_update_in_place`]) and [`matmul`].
 //!
 //! [`out_buffer`]: crate::out_buffer
@@ -54,7 +54,8 @@ fn internal_dtype(op: &'static str, t: &Tensor) -> RuntimeError {
 
 /// Row-major strides of a contiguous tensor of `shape`.
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Strides {
-    let mut s: Strides = SmallVec::from_elem(0, shape.len());
+    let mut s = Strides::new();
+    s.extend(std::iter::repeat_n(0, shape.len()));
     let mut acc = 1isize;
     for (st, &d) in s.iter_mut().zip(shape).rev() {
         *st = acc;
@@ -67,14 +68,14 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Strides {
 /// (NumPy rules: right-aligned, stretched axes and missing leading axes get
 /// stride 0). The caller has checked that `shape` broadcasts to `out`.
 pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Strides {
-    let own = contiguous_strides(shape);
-    let lead = out.len() - shape.len().min(out.len());
-    let mut s: Strides = SmallVec::from_elem(0, out.len());
-    for (i, st) in s.iter_mut().enumerate().skip(lead) {
-        let k = i - lead;
-        if shape.get(k) == out.get(i) {
-            *st = own.get(k).copied().unwrap_or(0);
+    let mut s = Strides::new();
+    s.extend(std::iter::repeat_n(0, out.len()));
+    let mut acc = 1isize;
+    for ((st, &o), &d) in s.iter_mut().rev().zip(out.iter().rev()).zip(shape.iter().rev()) {
+        if d == o {
+            *st = acc;
         }
+        acc = acc.wrapping_mul(d as isize);
     }
     s
 }
@@ -82,18 +83,14 @@ pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Strides {
 /// The NumPy broadcast of two shapes, or `None` when they do not broadcast
 /// or the result's element count overflows.
 pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
-    let rank = a.len().max(b.len());
-    let mut out: Shape = SmallVec::from_elem(0, rank);
-    for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
-        *o = if da == db || db == 1 {
-            da
-        } else if da == 1 {
-            db
-        } else {
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    let mut out = Shape::from_slice(long);
+    for (o, &d) in out.iter_mut().rev().zip(short.iter().rev()) {
+        if *o == 1 {
+            *o = d;
+        } else if d != *o && d != 1 {
             return None;
-        };
+        }
     }
     checked_numel(&out).ok()?;
     Some(out)
@@ -122,7 +119,8 @@ pub(crate) fn for_each_row<const N: usize>(
         f(0, [0; N]);
         return;
     };
-    let mut idx: SmallVec<[usize; 4]> = SmallVec::from_elem(0, outer.len());
+    let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
+    idx.extend(std::iter::repeat_n(0, outer.len()));
     let mut offs = [0isize; N];
     let mut dst = 0usize;
     loop {
