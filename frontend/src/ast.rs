@@ -184,11 +184,11 @@ pub enum IndexItem {
     /// `start:stop:step`, each part optional.
     Slice {
         /// Start.
-        start: Option<Expr>,
+        start: Option<Box<Expr>>,
         /// Stop.
-        stop: Option<Expr>,
+        stop: Option<Box<Expr>>,
         /// Step.
-        step: Option<Expr>,
+        step: Option<Box<Expr>>,
         /// The whole item.
         span: Span,
     },

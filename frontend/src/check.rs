@@ -245,7 +245,7 @@ fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
         (LitValue::Float(_), d) => {
             return Err(boxed(
                 Diagnostic::new(format!("cannot use float literal {} as {d}", lit_text(v)), span)
-                    .with_note(format!("use an integer literal, or convert the other operand with `as f32`")),
+                    .with_note("use an integer literal, or give the other operand a float dtype with `as`"),
             ))
         }
     };
@@ -1171,7 +1171,7 @@ impl<'a> Checker<'a> {
                     None => It::Dyn(self.index_value(cx, env, e)?),
                 },
                 IndexItem::Slice { start, stop, step, span } => {
-                    let part = |p: &Option<ast::Expr>| -> DResult<Option<i128>> {
+                    let part = |p: &Option<Box<ast::Expr>>| -> DResult<Option<i128>> {
                         match p {
                             None => Ok(None),
                             Some(e) => match int_lit(e) {
@@ -1605,7 +1605,7 @@ impl<'a> Checker<'a> {
                         xt.dims.iter().enumerate().filter(|(i, _)| *i != a as usize).map(|(_, d)| d.clone()).collect()
                     }
                 };
-                if op == ReduceOp::Argmax && xt.dims.iter().any(|d| *d == Dim::Known(0)) {
+                if op == ReduceOp::Argmax && xt.dims.contains(&Dim::Known(0)) {
                     return err(format!("`argmax` of an empty tensor {xt}"), xa.span);
                 }
                 Ok(mk(t::ExprKind::Reduce(op, Box::new(x), axis), tensor_ty(TensorTy { dtype, dims }), span))

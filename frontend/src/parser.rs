@@ -433,22 +433,22 @@ impl Parser {
         let mut items = Vec::new();
         while self.peek() != &Tok::RBracket {
             let start_span = self.span();
-            let start = if self.peek() == &Tok::Colon { None } else { Some(self.expr()?) };
+            let start = if self.peek() == &Tok::Colon { None } else { Some(Box::new(self.expr()?)) };
             if self.eat(&Tok::Colon) {
                 let ends = |t: &Tok| matches!(t, Tok::Comma | Tok::RBracket | Tok::Colon);
-                let stop = if ends(self.peek()) { None } else { Some(self.expr()?) };
+                let stop = if ends(self.peek()) { None } else { Some(Box::new(self.expr()?)) };
                 let step = if self.eat(&Tok::Colon) {
                     if matches!(self.peek(), Tok::Comma | Tok::RBracket) {
                         None
                     } else {
-                        Some(self.expr()?)
+                        Some(Box::new(self.expr()?))
                     }
                 } else {
                     None
                 };
                 items.push(IndexItem::Slice { start, stop, step, span: start_span.to(self.prev_span()) });
             } else if let Some(e) = start {
-                items.push(IndexItem::At(e));
+                items.push(IndexItem::At(*e));
             }
             if !self.eat(&Tok::Comma) {
                 break;
