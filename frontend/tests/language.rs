@@ -343,3 +343,114 @@ fn main(n: i64) -> i64 {
 }"#;
     assert_eq!(run_with(src, &[Tensor::scalar(5i64)]).0, "i64 10");
 }
+
+#[test]
+fn scan_variants() {
+    let src = r#"
+fn step(c: f32[H], x: f32[H]) -> (f32[H], f32[H]) { (c + x, c * 2.0) }
+fn main() -> (f32, (f32[3], f32[3, 2]), (f32[2], f32[3, 2]), f32) {
+    let xs = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]];
+    let (c, _) = scan(|c, x| (c + x, ()), 0.0, [1.0, 2.0, 3.0]);
+    let (t, ys) = scan(|(a, b), (x, y)| ((a + x, b + y[0]), (x, y)), (0.0, 0.0), ([1.0, 2.0, 3.0], xs));
+    let r = scan(step, zeros(f32, [2]), xs);
+    let (k, _) = scan(|c, _| (c + 1.0, ()), 0.0, length: 4, unroll: 3);
+    (c, ys, r, k + t.0_unused_free())
+}"#;
+    // `t.0` does not exist: projections are written with patterns.
+    assert!(loopvm_frontend::compile(src, "t.lb").is_err());
+    let src = src.replace("k + t.0_unused_free()", "k + { let (a, b) = t; a + b }");
+    assert_eq!(
+        run(&src),
+        "(f32 6.0, (f32[3] [1.0, 2.0, 3.0], f32[3, 2] [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), \
+         (f32[2] [9.0, 12.0], f32[3, 2] [[0.0, 0.0], [2.0, 4.0], [8.0, 12.0]]), f32 19.0)"
+    );
+}
+
+#[test]
+fn print_in_loops_and_unit_functions() {
+    let src = r#"
+fn show(x: i32) { print(x); }
+fn main() -> i32 {
+    let r = fori_loop(0, 3, |i, acc| { show(i); if i == 1 { print(acc); } acc + i }, 100);
+    r
+}"#;
+    let (r, printed) = run_with(src, &[]);
+    assert_eq!(r, "i32 103");
+    assert_eq!(printed, "i32 0\ni32 1\ni32 100\ni32 2\n");
+}
+
+#[test]
+fn captures_across_nested_loops_and_ifs() {
+    let src = r#"
+fn main(n: i32) -> f32[2] {
+    let w = [1.0, 2.0];
+    let bump = |v| v + w;
+    fori_loop(0, n, |i, acc| {
+        let inner = fori_loop(0, i, |j, a| if j % 2 == 0 { bump(a) } else { a }, acc);
+        maximum(inner, acc)
+    }, zeros(f32, [2]))
+}"#;
+    // i = 0: +0; i = 1: j = 0 bumps once; i = 2: j = 0 bumps; i = 3: j = 0, 2 bump.
+    assert_eq!(run_with(src, &[Tensor::scalar(4i32)]).0, "f32[2] [4.0, 8.0]");
+}
+
+#[test]
+fn function_aliases_and_fn_bodies() {
+    let src = r#"
+fn inc(i: i32, c: i32) -> i32 { c + 1 }
+fn main() -> (i32, i32) {
+    let g = inc;
+    (g(0, 41), fori_loop(0, 5, g, 0))
+}"#;
+    assert_eq!(run(src), "(i32 42, i32 5)");
+}
+
+#[test]
+fn literal_rule_examples() {
+    let src = r#"
+fn main(x: f32[4], n: i64, b: bool) -> (f32[4], i64, f32[4], f32[4], f64, i64) {
+    let a = x * 2 + 1;
+    let c = fori_loop(0, n, |i, acc| acc + i, 0i64);
+    let d = where(x > 1, x, 0);
+    let e = x.at[0].set(7);
+    let f = if b { 1 } else { 2.5f64 };
+    (a, c, d, e, f, -9223372036854775808i64 + n)
+}"#;
+    let x = f32s(&[4], &[0.0, 1.0, 2.0, 3.0]);
+    let (r, _) = run_with(src, &[x, Tensor::scalar(4i64), Tensor::scalar(true)]);
+    assert_eq!(
+        r,
+        "(f32[4] [1.0, 3.0, 5.0, 7.0], i64 6, f32[4] [0.0, 0.0, 2.0, 3.0], f32[4] [7.0, 1.0, 2.0, 3.0], f64 1.0, i64 -9223372036854775804)"
+    );
+}
+
+#[test]
+fn module_structure() {
+    let src = r#"
+fn main(xs: f32[5, 3]) -> (f32[3], i32, f32[5, 3]) {
+    let s = scan(|c, x| (c + x, x * 2.0), zeros(f32, [3]), xs);
+    let w = while_loop(|i| i < 10, |i| i + 3, 0);
+    let (c, ys) = s;
+    (c, w, ys)
+}"#;
+    let m = compile_ok(src);
+    assert_eq!(count(&m, |i| matches!(i, Inst::Scan { .. })), 1);
+    assert_eq!(count(&m, |i| matches!(i, Inst::While { .. })), 1);
+    assert_eq!(count(&m, |i| matches!(i, Inst::Fori { .. })), 0);
+    // Scalar constants are shared.
+    let n3 = m.consts.iter().filter(|c| c.to_string() == "i32 3").count();
+    assert_eq!(n3, 1);
+    // The module survives serialisation.
+    let back = loopvm_vm::Module::from_bytes(&m.to_bytes()).unwrap();
+    loopvm_vm::verify(&back).unwrap();
+}
+
+#[test]
+fn typed_ir_is_exposed() {
+    let p = loopvm_frontend::check_typed("fn main(x: f32[T]) -> f32[T] { let y = x * 2.0; y }", "t.lb").unwrap();
+    let main = &p.funcs[p.main.unwrap().0 as usize];
+    assert_eq!(main.result.to_string(), "f32[T]");
+    assert!(matches!(main.body.kind, loopvm_frontend::typed::ExprKind::Block(..)));
+    let ast = loopvm_frontend::parse("fn main() -> i32 { 1 }", "t.lb").unwrap();
+    assert_eq!(ast.fns[0].name.name, "main");
+}
