@@ -299,10 +299,13 @@ impl Parser {
 
     fn binary(&mut self, min: u8) -> DResult<Expr> {
         let mut lhs = self.cast()?;
+        // Each operator of a chain nests the tree one level deeper.
+        let saved = self.depth;
         while let Some((op, prec)) = binop(self.peek()) {
             if prec < min {
                 break;
             }
+            self.enter()?;
             let op_span = self.bump();
             let rhs = self.binary(prec + 1)?;
             if prec == 3 {
@@ -315,16 +318,20 @@ impl Parser {
             let span = lhs.span.to(rhs.span);
             lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span };
         }
+        self.depth = saved;
         Ok(lhs)
     }
 
     fn cast(&mut self) -> DResult<Expr> {
         let mut e = self.unary()?;
+        let saved = self.depth;
         while self.eat(&Tok::As) {
+            self.enter()?;
             let d = self.ident("a dtype after `as`")?;
             let span = e.span.to(d.span);
             e = Expr { kind: ExprKind::Cast(Box::new(e), d), span };
         }
+        self.depth = saved;
         Ok(e)
     }
 
@@ -369,7 +376,11 @@ impl Parser {
 
     fn postfix(&mut self) -> DResult<Expr> {
         let mut e = self.primary()?;
+        let saved = self.depth;
         loop {
+            if matches!(self.peek(), Tok::LParen | Tok::LBracket | Tok::Dot) {
+                self.enter()?;
+            }
             match self.peek() {
                 Tok::LParen => {
                     let open = self.bump();
@@ -402,7 +413,10 @@ impl Parser {
                     let span = e.span.to(self.prev_span());
                     e = Expr { kind: ExprKind::AtUpdate { base: Box::new(e), indices, method, args }, span };
                 }
-                _ => return Ok(e),
+                _ => {
+                    self.depth = saved;
+                    return Ok(e);
+                }
             }
         }
     }

@@ -232,3 +232,17 @@ fn notes_and_labels_render() {
     let r = e.render(src);
     assert!(r.contains("= convert one side with `as`"), "{r}");
 }
+
+#[test]
+fn long_chains_are_limited_not_crashing() {
+    for n in [300, 200_000] {
+        let src = format!("fn main() -> i32 {{ 1{} }}", " + 1".repeat(n));
+        assert!(compile_err(&src).0.contains("nested too deeply"));
+        let src = format!("fn main() -> i32 {{ [1]{} }}", "[0]".repeat(n));
+        assert!(compile_err(&src).0.contains("nested too deeply"));
+        let src = format!("fn main() -> i32 {{ 1{} }}", " as i32".repeat(n));
+        assert!(compile_err(&src).0.contains("nested too deeply"));
+    }
+    let src = format!("fn main() -> i32 {{ 1{} }}", " + 1".repeat(200));
+    assert!(loopvm_frontend::compile(&src, "t.lb").is_ok());
+}
