@@ -1,5 +1,5 @@
 //! The checker: name resolution, dtype and shape inference, lambda inlining
-//! and monomorphisation, from the [`ast`] to the [`typed`] IR.
+//! and monomorphisation, from the [`crate::ast`] to the [`crate::typed`] IR.
 //!
 //! Each `fn` is checked once per distinct binding of its shape variables
 //! (the types of its arguments at a call); `main` and functions that nothing
@@ -1849,7 +1849,13 @@ impl<'a> Checker<'a> {
                                 format!("`while_loop` condition must return a bool scalar, got {}", c.ty),
                                 tail_span(ca),
                             )
-                            .with_note("reduce a bool tensor with an index (`c[0]`) or a comparison of scalars"),
+                            .with_note(
+                                if c.ty.tensor().is_some_and(|t| t.dtype == DType::Bool) {
+                                    "select one element with an index (`c[0]`)"
+                                } else {
+                                    "compare it, e.g. `x > 0`, to get a bool"
+                                },
+                            ),
                         ))
                     }
                 }

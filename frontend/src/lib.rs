@@ -1,7 +1,7 @@
 //! loopvm's language frontend: `.lb` source to bytecode.
 //!
 //! The pipeline is [`lexer`] → [`parser`] (an [`ast`] with spans) →
-//! [`check`] (names, dtypes, shapes with shape variables, broadcasting, the
+//! [`check`](mod@check) (names, dtypes, shapes with shape variables, broadcasting, the
 //! scalar-literal rule, lambda inlining and monomorphisation, giving the
 //! [`typed`] IR) → [`lower`] (a [`loopvm_vm::Module`]). Every error is a
 //! [`CompileError`] whose diagnostics carry source spans and render with the
@@ -17,6 +17,8 @@
 //! assert_eq!(e.to_string(), "bad.lb:1:26: unknown name `y`");
 //! assert!(e.render(bad).contains("^"));
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod ast;
 pub mod builtins;

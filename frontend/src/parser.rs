@@ -1,4 +1,4 @@
-//! The parser: tokens to an [`ast::Program`], by recursive descent with
+//! The parser: tokens to an [`crate::ast::Program`], by recursive descent with
 //! precedence climbing for binary operators.
 //!
 //! Precedence, loosest first: `||`, `&&`, comparisons (not chainable),
