@@ -37,7 +37,8 @@ pub fn parse_arg_literal(text: &str, dtype: DType) -> Result<Tensor, Error> {
             _ => tok.parse().map_err(|_| Error::arg(format!("`{tok}` is not a number"))),
         }
     };
-    let int = |tok: &str| -> Result<i64, Error> { tok.parse().map_err(|_| Error::arg(format!("`{tok}` is not an integer"))) };
+    let int =
+        |tok: &str| -> Result<i64, Error> { tok.parse().map_err(|_| Error::arg(format!("`{tok}` is not an integer"))) };
     let t = match dtype {
         DType::Bool => Tensor::from_vec(
             &shape,
@@ -54,11 +55,15 @@ pub fn parse_arg_literal(text: &str, dtype: DType) -> Result<Tensor, Error> {
             &shape,
             leaves
                 .iter()
-                .map(|t| int(t).and_then(|v| i32::try_from(v).map_err(|_| Error::arg(format!("`{t}` does not fit in i32")))))
+                .map(|t| {
+                    int(t).and_then(|v| i32::try_from(v).map_err(|_| Error::arg(format!("`{t}` does not fit in i32"))))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         DType::I64 => Tensor::from_vec(&shape, leaves.iter().map(|t| int(t)).collect::<Result<Vec<_>, _>>()?),
-        DType::F32 => Tensor::from_vec(&shape, leaves.iter().map(|t| conv(t).map(|v| v as f32)).collect::<Result<Vec<_>, _>>()?),
+        DType::F32 => {
+            Tensor::from_vec(&shape, leaves.iter().map(|t| conv(t).map(|v| v as f32)).collect::<Result<Vec<_>, _>>()?)
+        }
         DType::F64 => Tensor::from_vec(&shape, leaves.iter().map(|t| conv(t)).collect::<Result<Vec<_>, _>>()?),
     };
     t.map_err(|e| Error::arg(e.to_string()))
@@ -75,7 +80,9 @@ fn flatten<'a>(l: &Lit<'a>, shape: &[usize], out: &mut Vec<&'a str>) -> Result<(
             out.push(t);
             Ok(())
         }
-        (Lit::List(items), Some((&n, rest))) if items.len() == n => items.iter().try_for_each(|i| flatten(i, rest, out)),
+        (Lit::List(items), Some((&n, rest))) if items.len() == n => {
+            items.iter().try_for_each(|i| flatten(i, rest, out))
+        }
         _ => Err("ragged list: every row must have the same length and depth".into()),
     }
 }
@@ -144,19 +151,28 @@ pub fn parse_args(func: &Func, symbols: &[String], args: &[String]) -> Result<Ve
     for (k, _) in &given {
         if !func.params.iter().any(|p| &p.name == k) {
             let names: Vec<&str> = func.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(Error::arg(format!("`{}` has no parameter `{k}` (parameters: {})", func.name, names.join(", "))));
+            return Err(Error::arg(format!(
+                "`{}` has no parameter `{k}` (parameters: {})",
+                func.name,
+                names.join(", ")
+            )));
         }
     }
     let mut out = Vec::new();
     for p in &func.params {
-        let (_, text) = given.iter().find(|(n, _)| n == &p.name).ok_or_else(|| {
-            Error::arg(format!("missing `--arg {}=...` ({})", p.name, p.ty.display(symbols)))
-        })?;
+        let (_, text) = given
+            .iter()
+            .find(|(n, _)| n == &p.name)
+            .ok_or_else(|| Error::arg(format!("missing `--arg {}=...` ({})", p.name, p.ty.display(symbols))))?;
         let TypeTree::Tensor(ty) = &p.ty else {
-            return Err(Error::arg(format!("`{}` is a tuple; tuple arguments are not supported on the command line", p.name)));
+            return Err(Error::arg(format!(
+                "`{}` is a tuple; tuple arguments are not supported on the command line",
+                p.name
+            )));
         };
         let t = if let Some(path) = text.strip_prefix('@') {
-            loopvm_runtime::npy::read_file(Path::new(path)).map_err(|e| Error::arg(format!("`{}`: {path}: {}", p.name, e.message)))?
+            loopvm_runtime::npy::read_file(Path::new(path))
+                .map_err(|e| Error::arg(format!("`{}`: {path}: {}", p.name, e.message)))?
         } else {
             parse_arg_literal(text, ty.dtype).map_err(|e| Error::arg(format!("`{}`: {}", p.name, strip(&e))))?
         };

@@ -1,8 +1,8 @@
 //! The `loopvm` command line.
 
 use clap::{Parser, Subcommand};
-use loopvm_jit::xla::plugin;
 use loopvm::{Error, Program, RunConfig, Tier, Value};
+use loopvm_jit::xla::plugin;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -119,7 +119,11 @@ enum PluginCmd {
 fn main() -> ExitCode {
     // A safety net: should a bug panic, say so in one line, without a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned());
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned());
         eprintln!("error: internal error (a loopvm bug, please report it): {}", msg.unwrap_or_default());
     }));
     let cli = match Cli::try_parse() {
@@ -142,8 +146,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
         Cmd::Run { file, tier, args, out, format, trace, stats, max_steps } => {
-            let tier = Tier::parse(&tier)
-                .ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)"))))?;
+            let tier = Tier::parse(&tier).ok_or_else(|| {
+                Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)")))
+            })?;
             if format != "text" && format != "json" {
                 return Err(Error::new(loopvm::ErrorKind::Argument(format!("unknown format `{format}` (text, json)"))));
             }
@@ -166,7 +171,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 for l in &res.loops {
                     eprintln!(
                         "  {} in `{}` (body b{}): tier {}, {} entries, {} iterations",
-                        l.kind, l.func, l.body.0, l.tier.as_str(), l.stats.entries, l.stats.iterations
+                        l.kind,
+                        l.func,
+                        l.body.0,
+                        l.tier.as_str(),
+                        l.stats.entries,
+                        l.stats.iterations
                     );
                 }
                 eprintln!("peak memory:      {} bytes (heap, whole process)", PEAK.load(Ordering::Relaxed));
@@ -193,8 +203,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Cmd::Plugin { cmd: PluginCmd::Install { kind } } => {
-            let k: plugin::PluginKind =
-                kind.parse().map_err(|_| Error::new(loopvm::ErrorKind::Argument(format!("unknown plugin kind `{kind}` (cpu, cuda12, cuda13, tpu)"))))?;
+            let k: plugin::PluginKind = kind.parse().map_err(|_| {
+                Error::new(loopvm::ErrorKind::Argument(format!(
+                    "unknown plugin kind `{kind}` (cpu, cuda12, cuda13, tpu)"
+                )))
+            })?;
             let path = plugin::install(k).map_err(|e| Error::new(loopvm::ErrorKind::Tier(e.to_string())))?;
             println!("{}", path.display());
             Ok(())
@@ -228,7 +241,9 @@ fn io_err(p: &Path, e: std::io::Error) -> Error {
 
 /// Writes a tensor to `path`, or a tuple's tensors to `path/0.npy`, `path/1.npy`, ...
 fn write_out(path: &Path, v: &Value) -> Result<(), Error> {
-    let npy_err = |e: loopvm_runtime::RuntimeError| Error::new(loopvm::ErrorKind::Io(format!("{}: {}", path.display(), e.message)));
+    let npy_err = |e: loopvm_runtime::RuntimeError| {
+        Error::new(loopvm::ErrorKind::Io(format!("{}: {}", path.display(), e.message)))
+    };
     match v {
         Value::Tensor(t) => loopvm_runtime::npy::write_file(path, t).map_err(npy_err),
         Value::Tuple(_) => {

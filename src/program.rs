@@ -99,7 +99,8 @@ impl Program {
     /// Compiles `.lb` source; `file` names it in diagnostics.
     pub fn from_source(src: &str, file: &str) -> Result<Program, Error> {
         let module = loopvm_frontend::compile(src, file).map_err(|e| Error::new(ErrorKind::Compile(e.render(src))))?;
-        loopvm_vm::verify(&module).map_err(|e| Error::new(ErrorKind::Bytecode(format!("internal compiler error: {e}"))))?;
+        loopvm_vm::verify(&module)
+            .map_err(|e| Error::new(ErrorKind::Bytecode(format!("internal compiler error: {e}"))))?;
         Ok(Program { module })
     }
 
@@ -116,7 +117,8 @@ impl Program {
         if bytes.starts_with(&loopvm_vm::module::MAGIC) {
             return Program::from_bytecode(&bytes);
         }
-        let src = String::from_utf8(bytes).map_err(|_| Error::io(format!("{} is neither UTF-8 source nor loopvm bytecode", path.display())))?;
+        let src = String::from_utf8(bytes)
+            .map_err(|_| Error::io(format!("{} is neither UTF-8 source nor loopvm bytecode", path.display())))?;
         Program::from_source(&src, &path.display().to_string())
     }
 

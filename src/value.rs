@@ -18,7 +18,9 @@ impl Value {
     pub fn from_leaves(ty: &TypeTree, leaves: &mut impl Iterator<Item = Tensor>) -> Option<Value> {
         Some(match ty {
             TypeTree::Tensor(_) => Value::Tensor(leaves.next()?),
-            TypeTree::Tuple(ts) => Value::Tuple(ts.iter().map(|t| Value::from_leaves(t, leaves)).collect::<Option<_>>()?),
+            TypeTree::Tuple(ts) => {
+                Value::Tuple(ts.iter().map(|t| Value::from_leaves(t, leaves)).collect::<Option<_>>()?)
+            }
         })
     }
 

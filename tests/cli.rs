@@ -62,7 +62,14 @@ fn json_writes_nan_and_inf_as_strings() {
 fn args_from_literals_and_npy_and_out_files() {
     let d = tmp("npy");
     let out = d.join("res");
-    let o = loopvm(&["run", &spec("ops/shape_vars.lb"), "--arg", "xs=[[1, 2], [3, 4], [5, 6]]", "--out", out.to_str().unwrap()]);
+    let o = loopvm(&[
+        "run",
+        &spec("ops/shape_vars.lb"),
+        "--arg",
+        "xs=[[1, 2], [3, 4], [5, 6]]",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let a = loopvm_runtime::npy::read_file(&out.join("0.npy")).unwrap();
     assert_eq!(a.as_slice::<f32>().unwrap(), &[9.0, 12.0]);
@@ -104,9 +111,8 @@ fn compile_then_run_bytecode() {
     let mut a = vec!["run", lbc.to_str().unwrap()];
     a.extend(args);
     let from_lbc = loopvm(&a);
-    let mut a = vec!["run", &spec("pytorch/while_linear.lb")];
     let s = spec("pytorch/while_linear.lb");
-    a[1] = &s;
+    let mut a = vec!["run", s.as_str()];
     a.extend(args);
     let from_src = loopvm(&a);
     assert!(from_lbc.status.success(), "{:?}", text(&from_lbc));

@@ -41,7 +41,8 @@ impl Dis<'_> {
 
     fn func(&mut self) {
         let f = self.f;
-        let params: Vec<String> = f.params.iter().map(|p| format!("{}: {}", p.name, p.ty.display(&self.m.symbols))).collect();
+        let params: Vec<String> =
+            f.params.iter().map(|p| format!("{}: {}", p.name, p.ty.display(&self.m.symbols))).collect();
         let _ = writeln!(
             self.out,
             "fn {}({}) -> {}    ; {} registers, {} blocks",
@@ -106,7 +107,9 @@ impl Dis<'_> {
 
     fn func_name(&self, inst: &Inst) -> String {
         match inst {
-            Inst::Call { func, .. } => self.m.funcs.get(func.0 as usize).map_or_else(|| format!("f{}", func.0), |f| f.name.clone()),
+            Inst::Call { func, .. } => {
+                self.m.funcs.get(func.0 as usize).map_or_else(|| format!("f{}", func.0), |f| f.name.clone())
+            }
             _ => String::new(),
         }
     }

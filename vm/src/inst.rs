@@ -5,7 +5,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::op::{OpFlags, OpInfo};
 #[allow(unused_imports)]
-use crate::operand::{Axis, BlockId, ConstId, Dims, FuncId, OptAxes, OptAxis, OptLen, Operand, Reg, RegList, Slices};
+use crate::operand::{Axis, BlockId, ConstId, Dims, FuncId, Operand, OptAxes, OptAxis, OptLen, Reg, RegList, Slices};
 #[allow(unused_imports)]
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 

@@ -175,14 +175,16 @@ impl<'m> Interpreter<'m> {
                 return r;
             }
         }
-        let body = func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+        let body =
+            func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
         let mut frame = self.frames.get_mut(f.0 as usize).and_then(Option::take).unwrap_or_default();
         frame.resize(func.num_regs(), None);
         for (p, a) in body.params.iter().zip(args) {
             *slot(&mut frame, *p)? = Some(a.clone());
         }
         let r = self.run_block(f, func, &mut frame, func.body);
-        let results = r.and_then(|()| body.results.iter().map(|r| get(&frame, *r).cloned()).collect::<Result<Vec<_>, _>>());
+        let results =
+            r.and_then(|()| body.results.iter().map(|r| get(&frame, *r).cloned()).collect::<Result<Vec<_>, _>>());
         if let Some(s) = self.frames.get_mut(f.0 as usize) {
             frame.iter_mut().for_each(|x| *x = None);
             *s = Some(frame);
@@ -197,7 +199,12 @@ impl<'m> Interpreter<'m> {
         let leaves: Vec<(&str, &TensorType)> =
             func.params.iter().flat_map(|p| p.ty.leaves().into_iter().map(move |t| (p.name.as_str(), t))).collect();
         if leaves.len() != args.len() {
-            return Err(ExecError::BadArgument(format!("`{}` takes {} tensors, got {}", func.name, leaves.len(), args.len())));
+            return Err(ExecError::BadArgument(format!(
+                "`{}` takes {} tensors, got {}",
+                func.name,
+                leaves.len(),
+                args.len()
+            )));
         }
         for ((name, ty), a) in leaves.into_iter().zip(args) {
             let want = ty.display(&self.m.symbols);
@@ -253,7 +260,9 @@ impl<'m> Interpreter<'m> {
         self.steps += 1;
         if let Some(max) = self.opts.max_steps {
             if self.steps > max {
-                return Err(ExecError::Other(format!("step limit exceeded: more than {max} loop iterations (--max-steps)")));
+                return Err(ExecError::Other(format!(
+                    "step limit exceeded: more than {max} loop iterations (--max-steps)"
+                )));
             }
         }
         Ok(())
@@ -270,14 +279,22 @@ impl<'m> Interpreter<'m> {
         inst.visit_defs(&mut |r| defs.push(r));
         let vals: Vec<String> = defs
             .iter()
-            .map(|r| format!("r{} = {}", r.0, frame.get(r.0 as usize).and_then(|t| t.as_ref()).map_or("-".into(), |t| t.summary(6))))
+            .map(|r| {
+                format!(
+                    "r{} = {}",
+                    r.0,
+                    frame.get(r.0 as usize).and_then(|t| t.as_ref()).map_or("-".into(), |t| t.summary(6))
+                )
+            })
             .collect();
         let name = inst.opcode().info().name.to_lowercase();
         let sub = match inst {
             Inst::Unary { op, .. } => format!(" {op}"),
             Inst::Binary { op, .. } => format!(" {op}"),
             Inst::Reduce { op, .. } => format!(" {op}"),
-            Inst::Call { func: f, .. } => format!(" {}", self.m.funcs.get(f.0 as usize).map_or("?", |f| f.name.as_str())),
+            Inst::Call { func: f, .. } => {
+                format!(" {}", self.m.funcs.get(f.0 as usize).map_or("?", |f| f.name.as_str()))
+            }
             _ => String::new(),
         };
         let _ = writeln!(self.trace_out, "{pad}[{}] {name}{sub}: {}", func.name, vals.join(", "));
@@ -309,7 +326,8 @@ impl<'m> Interpreter<'m> {
         }
         match inst {
             Inst::Const { dst, k } => {
-                let c = self.m.consts.get(k.0 as usize).ok_or_else(|| ExecError::Other(format!("no constant k{}", k.0)))?;
+                let c =
+                    self.m.consts.get(k.0 as usize).ok_or_else(|| ExecError::Other(format!("no constant k{}", k.0)))?;
                 *slot(frame, *dst)? = Some(c.clone());
                 Ok(())
             }
@@ -330,7 +348,9 @@ impl<'m> Interpreter<'m> {
                 let n = usize::try_from(*n).map_err(|_| ExecError::Other("iota length too large".into()))?;
                 kernel!(*dst, |out| kernels::iota(*dtype, n, &mut out))
             }
-            Inst::MatMul { dst, a, b } => kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out)),
+            Inst::MatMul { dst, a, b } => {
+                kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out))
+            }
             Inst::Reduce { op, dst, a, axis } => {
                 kernel!(*dst, |out| kernels::reduce(*op, get(frame, *a)?, axis.0.map(|x| x as usize), &mut out))
             }
@@ -366,13 +386,15 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::dynamic_update(get(frame, *a)?, &ix, get(frame, *v)?, *mode, &mut out))
             }
             Inst::ShapeOf { dst, a } => {
-                let s: Vec<i32> = get(frame, *a)?.shape().iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
+                let s: Vec<i32> =
+                    get(frame, *a)?.shape().iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
                 let t = Tensor::from_vec(&[s.len()], s).map_err(|e| self.kernel_err(func, e))?;
                 *slot(frame, *dst)? = Some(t);
                 Ok(())
             }
             Inst::Print { srcs } => {
-                let parts = srcs.iter().map(|r| get(frame, *r).map(|t| t.to_string())).collect::<Result<Vec<_>, _>>()?;
+                let parts =
+                    srcs.iter().map(|r| get(frame, *r).map(|t| t.to_string())).collect::<Result<Vec<_>, _>>()?;
                 let line = if parts.len() == 1 { parts.join("") } else { format!("({})", parts.join(", ")) };
                 let _ = writeln!(self.out, "{line}");
                 Ok(())
@@ -399,7 +421,9 @@ impl<'m> Interpreter<'m> {
             {
                 Ok(())
             }
-            Inst::Fori { dsts, lo, hi, init, body, .. } => self.exec_fori(fid, func, frame, inst, dsts, *lo, *hi, init, *body),
+            Inst::Fori { dsts, lo, hi, init, body, .. } => {
+                self.exec_fori(fid, func, frame, inst, dsts, *lo, *hi, init, *body)
+            }
             Inst::While { dsts, init, cond, body } => self.exec_while(fid, func, frame, inst, dsts, init, *cond, *body),
             Inst::Scan { dsts, init, xs, length, reverse, body, .. } => {
                 self.exec_scan(fid, func, frame, inst, dsts, init, xs, length.0, *reverse, *body)
@@ -425,7 +449,11 @@ impl<'m> Interpreter<'m> {
         let Some(r) = b.run_loop(&site, &vals) else { return Ok(false) };
         let outs = r?;
         if outs.len() != dsts.len() {
-            return Err(ExecError::Other(format!("back end returned {} values for {} results", outs.len(), dsts.len())));
+            return Err(ExecError::Other(format!(
+                "back end returned {} values for {} results",
+                outs.len(),
+                dsts.len()
+            )));
         }
         for (d, v) in dsts.iter().zip(outs) {
             *slot(frame, *d)? = Some(v);
@@ -466,11 +494,13 @@ impl<'m> Interpreter<'m> {
     }
 
     fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {
-        let cfunc: &'m Func = self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Other("no such function".into()))?;
+        let cfunc: &'m Func =
+            self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Other("no such function".into()))?;
         if self.depth >= MAX_CALL_DEPTH {
             return Err(ExecError::Other(format!("calls nested deeper than {MAX_CALL_DEPTH}")));
         }
-        let body = cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+        let body =
+            cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
         let mut cf = self.frames.get_mut(callee.0 as usize).and_then(Option::take).unwrap_or_default();
         cf.resize(cfunc.num_regs(), None);
         for (p, a) in body.params.iter().zip(args) {
@@ -539,7 +569,8 @@ impl<'m> Interpreter<'m> {
         let blk = func.block(body);
         let (lo_t, hi_t) = (get(frame, lo)?, get(frame, hi)?);
         let dtype = lo_t.dtype();
-        let bound = |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Other("fori_loop bound is not a scalar".into()));
+        let bound =
+            |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Other("fori_loop bound is not a scalar".into()));
         let (lo_v, hi_v) = (bound(lo_t)?, bound(hi_t)?);
         let Some((&ireg, carry)) = blk.params.split_first() else {
             return Err(ExecError::Other("fori_loop body without a counter".into()));
@@ -563,7 +594,7 @@ impl<'m> Interpreter<'m> {
                 self.back_edge()?;
                 i += 1;
                 n += 1;
-                if self.backend.is_some() && n % RESUME_INTERVAL == 0 && i < hi_v {
+                if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) && i < hi_v {
                     if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, carry, &[])? {
                         return Ok(Some(res));
                     }
@@ -582,7 +613,11 @@ impl<'m> Interpreter<'m> {
         match resumed {
             Some(vals) => {
                 if vals.len() != dsts.len() {
-                    return Err(ExecError::Other(format!("back end returned {} values for {} results", vals.len(), dsts.len())));
+                    return Err(ExecError::Other(format!(
+                        "back end returned {} values for {} results",
+                        vals.len(),
+                        dsts.len()
+                    )));
                 }
                 for (d, v) in dsts.iter().zip(vals) {
                     *slot(frame, *d)? = Some(v);
@@ -633,7 +668,7 @@ impl<'m> Interpreter<'m> {
             Self::swap_results(frame, &bb.params, &bb.results)?;
             self.back_edge()?;
             n += 1;
-            if self.backend.is_some() && n % RESUME_INTERVAL == 0 {
+            if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) {
                 if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, &bb.params, &[])? {
                     return Ok(Some(res));
                 }
@@ -667,7 +702,10 @@ impl<'m> Interpreter<'m> {
         let mut n: Option<usize> = length.map(|l| l as usize);
         for x in xs {
             let t = get(frame, *x)?;
-            let lead = *t.shape().first().ok_or_else(|| ExecError::Other(format!("scan over a scalar {}", t.type_string())))?;
+            let lead = *t
+                .shape()
+                .first()
+                .ok_or_else(|| ExecError::Other(format!("scan over a scalar {}", t.type_string())))?;
             match n {
                 None => n = Some(lead),
                 Some(k) if k != lead => {
@@ -712,7 +750,7 @@ impl<'m> Interpreter<'m> {
                 Self::swap_results(frame, cparams, cres)?;
                 self.back_edge()?;
                 done += 1;
-                if self.backend.is_some() && done % RESUME_INTERVAL == 0 && t + 1 < n {
+                if self.backend.is_some() && done.is_multiple_of(RESUME_INTERVAL) && t + 1 < n {
                     if let Some(res) = self.offer_resume(fid, func, frame, inst, body, done, cparams, ydst)? {
                         return Ok(Some(res));
                     }
@@ -735,6 +773,10 @@ fn dims(d: &[u64]) -> Result<Vec<usize>, ExecError> {
 
 fn indices(frame: &[Option<Tensor>], idx: &[Reg]) -> Result<smallvec::SmallVec<[i64; 4]>, ExecError> {
     idx.iter()
-        .map(|r| get(frame, *r)?.scalar_i64().ok_or_else(|| ExecError::Other("dynamic index is not an integer scalar".into())))
+        .map(|r| {
+            get(frame, *r)?
+                .scalar_i64()
+                .ok_or_else(|| ExecError::Other("dynamic index is not an integer scalar".into()))
+        })
         .collect()
 }

@@ -222,7 +222,8 @@ impl Module {
     /// Reads a serialised module. Structure only: run [`crate::verify`] before executing it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Module, DecodeError> {
         let mut r = Reader::new(bytes);
-        let magic = r.raw(4).map_err(|_| DecodeError { offset: 0, message: "file too short to be a loopvm module".into() })?;
+        let magic =
+            r.raw(4).map_err(|_| DecodeError { offset: 0, message: "file too short to be a loopvm module".into() })?;
         if magic != MAGIC {
             return Err(DecodeError { offset: 0, message: "not a loopvm module (bad magic number)".into() });
         }
@@ -265,7 +266,10 @@ impl Module {
         }
         let main = r.u32()?.checked_sub(1).map(FuncId);
         if r.remaining() != 0 {
-            return Err(DecodeError { offset: r.pos(), message: format!("{} trailing bytes after the module", r.remaining()) });
+            return Err(DecodeError {
+                offset: r.pos(),
+                message: format!("{} trailing bytes after the module", r.remaining()),
+            });
         }
         Ok(Module { symbols, consts, funcs, main })
     }
@@ -378,7 +382,9 @@ fn read_tensor(r: &mut Reader<'_>) -> Result<Tensor, DecodeError> {
     let mut shape = Vec::with_capacity(rank);
     for _ in 0..rank {
         let d = r.uleb()?;
-        shape.push(usize::try_from(d).map_err(|_| DecodeError { offset: r.pos(), message: "dimension too large".into() })?);
+        shape.push(
+            usize::try_from(d).map_err(|_| DecodeError { offset: r.pos(), message: "dimension too large".into() })?,
+        );
     }
     let bad = |m: String| DecodeError { offset: at, message: m };
     let n = loopvm_runtime::checked_numel(&shape).map_err(|e| bad(e.message))?;
@@ -386,8 +392,14 @@ fn read_tensor(r: &mut Reader<'_>) -> Result<Tensor, DecodeError> {
     let raw = r.raw(nbytes)?;
     let t = match dtype {
         DType::Bool => Tensor::from_vec(&shape, raw.iter().map(|b| *b != 0).collect::<Vec<bool>>()),
-        DType::I32 => Tensor::from_vec(&shape, raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        DType::F32 => Tensor::from_vec(&shape, raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::I32 => Tensor::from_vec(
+            &shape,
+            raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        ),
+        DType::F32 => Tensor::from_vec(
+            &shape,
+            raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        ),
         DType::I64 => Tensor::from_vec(
             &shape,
             raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),

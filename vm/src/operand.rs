@@ -317,8 +317,10 @@ macro_rules! enum_operand {
             }
             fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 let b = r.u8()?;
-                <$t>::from_tag(b)
-                    .ok_or_else(|| DecodeError { offset: r.pos() - 1, message: format!(concat!("invalid ", $what, " tag {}"), b) })
+                <$t>::from_tag(b).ok_or_else(|| DecodeError {
+                    offset: r.pos() - 1,
+                    message: format!(concat!("invalid ", $what, " tag {}"), b),
+                })
             }
             fn dis(&self, out: &mut String) {
                 out.push_str(self.as_str());

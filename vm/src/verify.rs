@@ -21,7 +21,10 @@ pub const MAX_NESTING: usize = 256;
 pub fn verify(m: &Module) -> Result<(), VerifyError> {
     if let Some(main) = m.main {
         if main.0 as usize >= m.funcs.len() {
-            return Err(VerifyError { func: "<module>".into(), message: format!("main is function {} of {}", main.0, m.funcs.len()) });
+            return Err(VerifyError {
+                func: "<module>".into(),
+                message: format!("main is function {} of {}", main.0, m.funcs.len()),
+            });
         }
     }
     for f in &m.funcs {
@@ -80,7 +83,10 @@ impl<'a> FuncVerifier<'a> {
     }
 
     fn ty(&self, r: Reg) -> Result<&'a crate::TensorType, String> {
-        self.f.reg_types.get(r.0 as usize).ok_or_else(|| format!("register r{} out of range ({} registers)", r.0, self.f.reg_types.len()))
+        self.f
+            .reg_types
+            .get(r.0 as usize)
+            .ok_or_else(|| format!("register r{} out of range ({} registers)", r.0, self.f.reg_types.len()))
     }
 
     fn dtype(&self, r: Reg) -> Result<DType, String> {
@@ -139,7 +145,10 @@ impl<'a> FuncVerifier<'a> {
         for (k, r) in blk.results.iter().enumerate() {
             self.use_reg(*r)?;
             if self.def_block[r.0 as usize] != Some(b.0) {
-                return Err(format!("result r{} of block b{} is not defined by the block's own instructions", r.0, b.0));
+                return Err(format!(
+                    "result r{} of block b{} is not defined by the block's own instructions",
+                    r.0, b.0
+                ));
             }
             if blk.results[..k].contains(r) {
                 return Err(format!("result r{} of block b{} appears twice", r.0, b.0));
@@ -253,10 +262,21 @@ impl<'a> FuncVerifier<'a> {
                 }
             }
             Inst::Call { dsts, func, args } => {
-                let callee = self.m.funcs.get(func.0 as usize).ok_or_else(|| format!("function f{} does not exist", func.0))?;
-                let body = callee.blocks.get(callee.body.0 as usize).ok_or_else(|| format!("function `{}` has no entry block", callee.name))?;
+                let callee =
+                    self.m.funcs.get(func.0 as usize).ok_or_else(|| format!("function f{} does not exist", func.0))?;
+                let body = callee
+                    .blocks
+                    .get(callee.body.0 as usize)
+                    .ok_or_else(|| format!("function `{}` has no entry block", callee.name))?;
                 if body.params.len() != args.len() || body.results.len() != dsts.len() {
-                    return Err(format!("call of `{}` with {} args and {} results, it takes {} and gives {}", callee.name, args.len(), dsts.len(), body.params.len(), body.results.len()));
+                    return Err(format!(
+                        "call of `{}` with {} args and {} results, it takes {} and gives {}",
+                        callee.name,
+                        args.len(),
+                        dsts.len(),
+                        body.params.len(),
+                        body.results.len()
+                    ));
                 }
             }
             Inst::Fori { unroll, .. } | Inst::Scan { unroll, .. } if *unroll == 0 => {
@@ -303,7 +323,10 @@ fn check_call_graph(m: &Module) -> Result<(), VerifyError> {
                         stack.push((g, 0));
                     }
                     Some(1) => {
-                        return Err(VerifyError { func: m.funcs[g].name.clone(), message: "recursive call cycle".into() });
+                        return Err(VerifyError {
+                            func: m.funcs[g].name.clone(),
+                            message: "recursive call cycle".into(),
+                        });
                     }
                     _ => {}
                 }

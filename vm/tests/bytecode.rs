@@ -248,7 +248,12 @@ fn opcode_table_is_consistent() {
         let info = op.info();
         assert_eq!(Opcode::from_u8(info.code), Some(*op));
         assert!(!info.doc.is_empty(), "{} has no semantics line", info.name);
-        assert_eq!(info.flags.contains(OpFlags::XLA), info.no_xla.is_empty(), "{}: xla flag and reason disagree", info.name);
+        assert_eq!(
+            info.flags.contains(OpFlags::XLA),
+            info.no_xla.is_empty(),
+            "{}: xla flag and reason disagree",
+            info.name
+        );
     }
 }
 
@@ -266,7 +271,12 @@ impl Backend for Recorder {
         self.entries.push((site.func_id, site.body, inputs.len()));
         None
     }
-    fn resume_loop(&mut self, _s: &LoopSite<'_>, _i: &[&Tensor], state: &LoopState<'_>) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn resume_loop(
+        &mut self,
+        _s: &LoopSite<'_>,
+        _i: &[&Tensor],
+        state: &LoopState<'_>,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         self.resumes.push(state.done);
         self.take_over.then(|| Ok(state.carry.iter().map(|t| (*t).clone()).collect()))
     }
