@@ -55,7 +55,7 @@ fn json_writes_nan_and_inf_as_strings() {
     let p = d.join("nan.lb");
     std::fs::write(&p, "fn main() -> f32[3] { [0.0, 1.0, -1.0] / 0.0 }").unwrap();
     let o = loopvm(&["run", p.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(text(&o).0.trim(), r#"{"data":["nan","inf","-inf"],"dtype":"f32","shape":[3]}"#);
+    assert_eq!(text(&o).0.trim(), r#"{"dtype":"f32","shape":[3],"data":["nan","inf","-inf"]}"#);
 }
 
 #[test]
