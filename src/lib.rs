@@ -13,6 +13,7 @@
 //! ```
 
 mod args;
+pub mod diff;
 mod error;
 mod program;
 mod value;

@@ -97,6 +97,17 @@ enum Cmd {
         /// The `.lb` or `.lbc` program.
         file: PathBuf,
     },
+    /// Run a program on every tier and compare every result with the interpreter's.
+    Diff {
+        /// The program.
+        file: PathBuf,
+        /// An argument of `main` (as for `run`).
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// The tiers to compare with the interpreter.
+        #[arg(long, value_delimiter = ',', default_value = "jit,xla")]
+        tiers: Vec<String>,
+    },
     /// Find and install XLA PJRT plugins.
     Plugin {
         #[command(subcommand)]
@@ -196,6 +207,33 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Cmd::Dis { file } => {
             print!("{}", Program::from_path(&file)?.disassemble());
+            Ok(())
+        }
+        Cmd::Diff { file, args, tiers } => {
+            let tiers = tiers
+                .iter()
+                .map(|t| Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`")))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let prog = Program::from_path(&file)?;
+            let main = prog.module().func(prog.main()?);
+            let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
+            let results = loopvm::diff::diff(&prog, &tensors, &tiers)?;
+            println!("{:<8} {:>12}  result", "tier", "time");
+            let mut bad = 0;
+            for r in &results {
+                let what = match (&r.outcome, &r.mismatch) {
+                    (Ok(v), None) if r.tier == Tier::Interp => format!("{v} (reference)"),
+                    (Ok(_), None) => "agrees".to_string(),
+                    (Ok(_), Some(m)) => format!("MISMATCH: {m}"),
+                    (Err(e), _) if !r.disagrees() => format!("not run: {}", e.to_string().trim_start_matches("error: ")),
+                    (Err(e), _) => format!("FAILED: {}", e.to_string().trim_start_matches("error: ")),
+                };
+                bad += usize::from(r.disagrees());
+                println!("{:<8} {:>9.3} ms  {what}", r.tier.as_str(), r.time.as_secs_f64() * 1e3);
+            }
+            if bad > 0 {
+                return Err(Error::new(loopvm::ErrorKind::Runtime(format!("{bad} tier(s) disagree with the interpreter"))));
+            }
             Ok(())
         }
         Cmd::Plugin { cmd: PluginCmd::List } => {
