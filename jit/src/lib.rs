@@ -1,4 +1,5 @@
 //! loopvm JIT tiers: the XLA back end (StableHLO through PJRT) and the
 //! Cranelift back end.
 
+pub mod hlo;
 pub mod xla;

@@ -24,6 +24,7 @@ pub(crate) mod ffi;
 pub mod pjrt;
 pub mod plugin;
 mod tensor;
+pub mod tier;
 
 pub use error::{ErrorCode, XlaError};
 pub use ffi::{HEADER_API_MAJOR, HEADER_API_MINOR, STRUCT_SIZES};

@@ -1,0 +1,139 @@
+//! The StableHLO emitter: lowers loopvm bytecode to a StableHLO module in
+//! MLIR text form, for the XLA tier.
+//!
+//! Two entry points share one code path: [`emit_function`] lowers a whole
+//! function (as `func.func public @main`), [`emit_loop`] lowers one loop
+//! instruction (a module whose `main` takes the loop's
+//! [`region_inputs`](loopvm_vm::region_inputs) and returns its results).
+//! Both are given concrete argument types; the emitter infers every other
+//! shape itself with the kernels' rules, so a shape error, a dtype error or an
+//! op that does not lower (the opcode table's `XLA` flag, e.g. `print`) is an
+//! [`EmitError`] naming the op and the reason, never a panic. The caller then
+//! runs that code in the interpreter instead.
+//!
+//! Rules the output follows:
+//! - every `fori_loop`, `while_loop` and `scan` becomes exactly one
+//!   `stablehlo.while` whose body is emitted once (rolled, never unrolled,
+//!   unless [`EmitOptions::unroll_all`] asks for the unrolled form for
+//!   comparison); values a body captures from outside enter the while as
+//!   loop-invariant operands, so the regions never capture implicitly;
+//! - `fori_loop` carries `(i, hi, carry..., invariants...)` with the
+//!   condition `i < hi`; `scan` carries a counter, its carry, the
+//!   preallocated `ys` (written with `dynamic_update_slice`), its `xs` (read
+//!   with `dynamic_slice`) and the invariants;
+//! - `if` becomes `stablehlo.if`; calls are inlined;
+//! - the interpreter's semantics are reproduced exactly for integers and
+//!   bools (see `docs/semantics.md`): integer `x / 0 = -1`, `x % 0 = x`,
+//!   `MIN / -1 = MIN` (with the divisor guarded, so that XLA's constant
+//!   folder never divides by zero), integer powers with negative exponents,
+//!   saturating float→int casts with NaN→0, dynamic indices that wrap a
+//!   negative index once and then clamp, NaN-propagating `maximum` /
+//!   `minimum` and reductions, and `argmax` returning the first maximum with
+//!   NaN as the maximum;
+//! - constants are exact: integers in decimal, floats as decimals only when
+//!   integral, otherwise as their bit patterns in hex.
+
+mod emit;
+mod shapes;
+
+use loopvm_runtime::{DType, Tensor};
+use loopvm_vm::{Inst, Module};
+use std::fmt;
+
+pub use loopvm_vm::FuncId;
+
+/// The concrete type of one value: its dtype and shape.
+pub type ValueType = (DType, Vec<usize>);
+
+/// Options of the emitter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmitOptions {
+    /// Unroll every `fori_loop` whose bounds are constants and every `scan`
+    /// fully instead of emitting a `stablehlo.while` (for comparison with the
+    /// rolled form only: the text grows with the trip count). Loops whose
+    /// trip count is not static stay rolled.
+    pub unroll_all: bool,
+}
+
+/// Why some code does not lower to StableHLO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmitError {
+    /// The op (mnemonic, with its sub-op where it has one, e.g. `binary div`).
+    pub op: String,
+    /// The reason.
+    pub message: String,
+}
+
+impl EmitError {
+    pub(crate) fn new(op: impl Into<String>, message: impl Into<String>) -> EmitError {
+        EmitError { op: op.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` does not lower to StableHLO: {}", self.op, self.message)
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+/// A lowered module: its text and facts about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lowered {
+    /// The StableHLO module in MLIR text form.
+    pub text: String,
+    /// The types of `main`'s parameters, in order.
+    pub params: Vec<ValueType>,
+    /// The types of `main`'s results, in order.
+    pub results: Vec<ValueType>,
+    /// How many `stablehlo.while` ops the module holds.
+    pub whiles: usize,
+}
+
+/// Lowers function `f` of `m` for arguments of the given types (its
+/// flattened parameters) to a module whose `main` takes those arguments and
+/// returns the function's flattened results.
+pub fn lower_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<Lowered, EmitError> {
+    emit::lower_function(m, f, args, opts)
+}
+
+/// Lowers the loop instruction `inst` (a `Fori`, `While` or `Scan` of
+/// function `f`) to a module whose `main` takes the loop's region inputs
+/// ([`loopvm_vm::region_inputs`], in that order, of the given types) and
+/// returns the values of the loop's `dsts`.
+pub fn lower_loop(
+    m: &Module,
+    f: FuncId,
+    inst: &Inst,
+    inputs: &[ValueType],
+    opts: &EmitOptions,
+) -> Result<Lowered, EmitError> {
+    emit::lower_loop(m, f, inst, inputs, opts)
+}
+
+/// [`lower_function`], the text only.
+pub fn emit_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<String, EmitError> {
+    lower_function(m, f, args, opts).map(|l| l.text)
+}
+
+/// [`lower_loop`], the text only.
+pub fn emit_loop(
+    m: &Module,
+    f: FuncId,
+    inst: &Inst,
+    inputs: &[ValueType],
+    opts: &EmitOptions,
+) -> Result<String, EmitError> {
+    lower_loop(m, f, inst, inputs, opts).map(|l| l.text)
+}
+
+/// The type of a tensor, as the emitter takes it.
+pub fn value_type(t: &Tensor) -> ValueType {
+    (t.dtype(), t.shape().to_vec())
+}
+
+/// The StableHLO tensor type of a value type, e.g. `tensor<2x3xf32>`.
+pub fn tensor_type(dtype: DType, shape: &[usize]) -> String {
+    emit::tensor_type(dtype, shape)
+}

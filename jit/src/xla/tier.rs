@@ -1,0 +1,337 @@
+//! The XLA tier's back end: runs whole functions and loop instructions as
+//! XLA executables through a PJRT [`Client`], and declines (so that the
+//! interpreter runs them) what does not lower to StableHLO.
+//!
+//! ```no_run
+//! use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+//! # fn run(m: &loopvm_vm::Module, args: &[loopvm_runtime::Tensor]) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut backend = XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops)?;
+//! let main = m.main.ok_or("no main")?;
+//! let mut it = loopvm_vm::Interpreter::new(m, loopvm_vm::RunOptions::default());
+//! it.set_backend(&mut backend);
+//! let results = it.call(main, args)?;
+//! # let _ = results; Ok(()) }
+//! ```
+//!
+//! Executables are cached by (function, region, argument dtypes and
+//! shapes); what failed to lower is remembered too, so a region is emitted
+//! at most once per argument types.
+
+use super::{plugin, Client, Executable, Plugin, XlaError};
+use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
+use hashbrown::HashMap;
+use loopvm_runtime::Tensor;
+use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Inst, LoopSite, Module};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What an [`XlaBackend`] takes over from the interpreter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XlaMode {
+    /// Whole functions called through `Interpreter::call` (usually `main`),
+    /// when everything in them lowers; nothing else.
+    Functions,
+    /// Each loop instruction whose region lowers; the rest runs in the
+    /// interpreter.
+    Loops,
+    /// Whole functions when they lower, else their loops (the default).
+    FunctionsAndLoops,
+}
+
+impl XlaMode {
+    fn functions(self) -> bool {
+        matches!(self, XlaMode::Functions | XlaMode::FunctionsAndLoops)
+    }
+    fn loops(self) -> bool {
+        matches!(self, XlaMode::Loops | XlaMode::FunctionsAndLoops)
+    }
+}
+
+/// The region a cached executable runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Region {
+    /// A whole function.
+    Function,
+    /// The loop instruction whose body is this block.
+    Loop(BlockId),
+}
+
+/// The cache key: function, region and argument types.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    func: FuncId,
+    region: Region,
+    args: Vec<ValueType>,
+}
+
+/// A cache entry: a compiled executable, or why the region did not lower
+/// (declined to the interpreter) or did not compile (an error).
+enum Entry {
+    Ready(Arc<Executable>),
+    Declined,
+    Failed(String),
+}
+
+/// Counters of one back end.
+#[derive(Clone, Debug, Default)]
+pub struct XlaStats {
+    /// Regions (functions and loops) compiled by XLA.
+    pub regions_compiled: u64,
+    /// Executions of compiled regions.
+    pub executions: u64,
+    /// Of those, whole functions.
+    pub functions_run: u64,
+    /// Of those, loops.
+    pub loops_run: u64,
+    /// Executions served by an executable compiled earlier.
+    pub cache_hits: u64,
+    /// Time spent emitting StableHLO.
+    pub emit_time: Duration,
+    /// Time spent in `PJRT_Client_Compile`.
+    pub compile_time: Duration,
+    /// Time spent executing, transfers to and from the device included.
+    pub execute_time: Duration,
+    /// Regions handed back to the interpreter, with the reason (one line per
+    /// region and argument types, the first time it is declined).
+    pub fallbacks: Vec<String>,
+}
+
+impl XlaStats {
+    /// A few lines for `--stats`.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "xla: {} regions compiled in {:.3} s (emit {:.3} s), {} executions ({} functions, {} loops, {} cache hits) in {:.3} s",
+            self.regions_compiled,
+            self.compile_time.as_secs_f64(),
+            self.emit_time.as_secs_f64(),
+            self.executions,
+            self.functions_run,
+            self.loops_run,
+            self.cache_hits,
+            self.execute_time.as_secs_f64()
+        );
+        for f in &self.fallbacks {
+            s.push_str("\nxla: fallback to the interpreter: ");
+            s.push_str(f);
+        }
+        s
+    }
+}
+
+/// A [`Backend`] that runs functions and loops on an XLA device.
+pub struct XlaBackend {
+    client: Client,
+    mode: XlaMode,
+    opts: EmitOptions,
+    hot_iterations: u64,
+    cache: HashMap<Key, Entry>,
+    corrupt_next: bool,
+    /// Counters, readable at any time.
+    pub stats: XlaStats,
+}
+
+impl std::fmt::Debug for XlaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XlaBackend")
+            .field("client", &self.client)
+            .field("mode", &self.mode)
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XlaBackend {
+    /// A back end running on `client`'s device.
+    pub fn new(client: Client, mode: XlaMode) -> XlaBackend {
+        XlaBackend {
+            client,
+            mode,
+            opts: EmitOptions::default(),
+            hot_iterations: 0,
+            cache: HashMap::new(),
+            corrupt_next: false,
+            stats: XlaStats::default(),
+        }
+    }
+
+    /// A back end on the CPU plugin ([`plugin::find_or_install_cpu`]: the
+    /// one `LOOPVM_PJRT_PLUGIN` names, else a found one, else installed).
+    pub fn with_cpu_plugin(mode: XlaMode) -> Result<XlaBackend, XlaError> {
+        let plugin = Plugin::load(plugin::find_or_install_cpu()?)?;
+        Ok(XlaBackend::new(Client::new(plugin)?, mode))
+    }
+
+    /// A back end on the plugin [`plugin::find`] picks (installs nothing).
+    pub fn with_found_plugin(mode: XlaMode) -> Result<XlaBackend, XlaError> {
+        let plugin = Plugin::load(plugin::find()?.path)?;
+        Ok(XlaBackend::new(Client::new(plugin)?, mode))
+    }
+
+    /// The client the back end runs on.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// What the back end takes over.
+    pub fn mode(&self) -> XlaMode {
+        self.mode
+    }
+
+    /// Sets the emitter's options (for experiments: unrolled loops).
+    pub fn set_emit_options(&mut self, opts: EmitOptions) {
+        self.opts = opts;
+    }
+
+    /// Loops are taken over only once the profiler has counted at least
+    /// this many iterations of them (0, the default: from their first entry).
+    pub fn set_hot_iterations(&mut self, n: u64) {
+        self.hot_iterations = n;
+    }
+
+    /// Test hook: the next module compiled gets a StableHLO syntax error, so
+    /// that a test can check that PJRT's error surfaces as an error.
+    pub fn corrupt_next_compile_for_test(&mut self) {
+        self.corrupt_next = true;
+    }
+
+    /// Drops every cached executable and remembered fallback.
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// The number of cached entries (executables and declined regions).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Compiles StableHLO text on the back end's client (counted in the stats).
+    pub fn compile_text(&mut self, text: &str) -> Result<Executable, XlaError> {
+        let t = Instant::now();
+        let r = if std::mem::take(&mut self.corrupt_next) {
+            let broken = text.replacen("func.func public @main", "func.func public @main %%% syntax error %%%", 1);
+            self.client.compile(&broken)
+        } else {
+            self.client.compile(text)
+        };
+        self.stats.compile_time += t.elapsed();
+        if r.is_ok() {
+            self.stats.regions_compiled += 1;
+        }
+        r
+    }
+
+    /// Runs `exe` on `args` and copies its results back.
+    fn execute(&mut self, exe: &Executable, args: &[&Tensor]) -> Result<Vec<Tensor>, ExecError> {
+        let t = Instant::now();
+        let r = (|| {
+            let bufs = args.iter().map(|a| self.client.buffer_from_tensor(a)).collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<_> = bufs.iter().collect();
+            let outs = exe.execute(&refs)?;
+            outs.iter().map(|b| b.to_tensor()).collect::<Result<Vec<_>, _>>()
+        })();
+        self.stats.execute_time += t.elapsed();
+        self.stats.executions += 1;
+        r.map_err(|e| ExecError::Other(format!("XLA execution failed: {e}")))
+    }
+
+    /// The entry for `key`, lowering with `lower` and compiling on a miss.
+    fn entry(
+        &mut self,
+        key: Key,
+        what: impl FnOnce() -> String,
+        lower: impl FnOnce(&EmitOptions) -> Result<Lowered, EmitError>,
+    ) -> Option<Result<Arc<Executable>, ExecError>> {
+        if let Some(e) = self.cache.get(&key) {
+            return match e {
+                Entry::Ready(x) => {
+                    self.stats.cache_hits += 1;
+                    Some(Ok(x.clone()))
+                }
+                Entry::Declined => None,
+                Entry::Failed(m) => Some(Err(ExecError::Other(m.clone()))),
+            };
+        }
+        let t = Instant::now();
+        let lowered = lower(&self.opts);
+        self.stats.emit_time += t.elapsed();
+        let lowered = match lowered {
+            Ok(l) => l,
+            Err(e) => {
+                self.stats.fallbacks.push(format!("{}: {e}", what()));
+                self.cache.insert(key, Entry::Declined);
+                return None;
+            }
+        };
+        match self.compile_text(&lowered.text) {
+            Ok(exe) => {
+                let exe = Arc::new(exe);
+                self.cache.insert(key, Entry::Ready(exe.clone()));
+                Some(Ok(exe))
+            }
+            Err(e) => {
+                let m = format!("XLA could not compile {}: {e}", what());
+                self.cache.insert(key, Entry::Failed(m.clone()));
+                Some(Err(ExecError::Other(m)))
+            }
+        }
+    }
+}
+
+fn types_of<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> Vec<ValueType> {
+    ts.into_iter().map(hlo::value_type).collect()
+}
+
+fn loop_kind(inst: &Inst) -> &'static str {
+    match inst {
+        Inst::Fori { .. } => "fori_loop",
+        Inst::While { .. } => "while_loop",
+        Inst::Scan { .. } => "scan",
+        _ => "region",
+    }
+}
+
+impl Backend for XlaBackend {
+    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+        if !self.mode.loops() || site.stats.iterations < self.hot_iterations {
+            return None;
+        }
+        let args = types_of(inputs.iter().copied());
+        let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone() };
+        let what = || format!("{} (body b{}) in `{}`", loop_kind(site.inst), site.body.0, site.func.name);
+        let exe = match self.entry(key, what, |o| hlo::lower_loop(site.module, site.func_id, site.inst, &args, o))? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let r = self.execute(&exe, inputs);
+        if r.is_ok() {
+            self.stats.loops_run += 1;
+        }
+        Some(r)
+    }
+
+    fn run_function(&mut self, m: &Module, f: FuncId, args: &[Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+        if !self.mode.functions() {
+            return None;
+        }
+        let types = types_of(args);
+        let key = Key { func: f, region: Region::Function, args: types.clone() };
+        let name = m.funcs.get(f.0 as usize).map_or("?", |x| x.name.as_str());
+        let what = || format!("function `{name}`");
+        let exe = match self.entry(key, what, |o| hlo::lower_function(m, f, &types, o))? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let refs: Vec<&Tensor> = args.iter().collect();
+        let r = self.execute(&exe, &refs);
+        if r.is_ok() {
+            self.stats.functions_run += 1;
+        }
+        Some(r)
+    }
+}
+
+/// The StableHLO module `--tier xla` would compile for function `f` of `m`
+/// called with `args` (what `loopvm emit` prints).
+pub fn emit_for(m: &Module, f: FuncId, args: &[Tensor], opts: &EmitOptions) -> Result<String, EmitError> {
+    hlo::emit_function(m, f, &types_of(args), opts)
+}
