@@ -2,4 +2,5 @@
 //! Cranelift back end.
 
 pub mod hlo;
+pub mod cranelift;
 pub mod xla;
