@@ -49,6 +49,32 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
     Ok(())
 }
 
+
+/// Rows of `a` at most this many take the row-by-row path: for a
+/// vector-matrix product (an RNN step) it beats packing `b` for a GEMM.
+const SMALL_M: usize = 4;
+
+/// `c := a @ b` one row of `c` at a time, as axpys along rows of `b` (the
+/// inner loop vectorises). For small `m`.
+fn small_m_matmul<T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T>>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+) {
+    for (i, crow) in c.chunks_exact_mut(n).enumerate().take(m) {
+        crow.fill(T::default());
+        for (kk, brow) in b.chunks_exact(n).enumerate().take(k) {
+            let aik = a[i * k + kk];
+            for (cj, bj) in crow.iter_mut().zip(brow) {
+                *cj = *cj + aik * *bj;
+            }
+        }
+    }
+}
+
 /// `c := a @ b` for row-major `a: m×k`, `b: k×n`, `c: m×n`.
 fn gemm_f32(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     if m == 0 || n == 0 {
@@ -56,6 +82,10 @@ fn gemm_f32(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
     if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
         c.fill(0.0);
+        return;
+    }
+    if m <= SMALL_M {
+        small_m_matmul(m, k, n, a, b, c);
         return;
     }
     // SAFETY: `a`, `b` and `c` are live slices of exactly m*k, k*n and m*n
@@ -91,6 +121,10 @@ fn gemm_f64(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
     }
     if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
         c.fill(0.0);
+        return;
+    }
+    if m <= SMALL_M {
+        small_m_matmul(m, k, n, a, b, c);
         return;
     }
     // SAFETY: as in `gemm_f32`: the slices hold exactly m*k, k*n and m*n
