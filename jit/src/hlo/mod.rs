@@ -95,7 +95,7 @@ pub struct Lowered {
 /// flattened parameters) to a module whose `main` takes those arguments and
 /// returns the function's flattened results.
 pub fn lower_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<Lowered, EmitError> {
-    emit::lower_function(m, f, args, opts)
+    on_big_stack(|| emit::lower_function(m, f, args, opts))
 }
 
 /// Lowers the loop instruction `inst` (a `Fori`, `While` or `Scan` of
@@ -109,9 +109,26 @@ pub fn lower_loop(
     inputs: &[ValueType],
     opts: &EmitOptions,
 ) -> Result<Lowered, EmitError> {
-    emit::lower_loop(m, f, inst, inputs, opts)
+    on_big_stack(|| emit::lower_loop(m, f, inst, inputs, opts))
 }
 
+/// Stack for the emitter's recursion over nested regions and calls (the
+/// verifier allows 256 levels of each; only the pages used are committed).
+const EMIT_STACK: usize = 512 << 20;
+
+/// Runs `f` on a thread with a stack deep enough for any nesting the
+/// verifier accepts (or here, when no thread can be started).
+fn on_big_stack<R: Send>(f: impl FnOnce() -> Result<R, EmitError> + Send) -> Result<R, EmitError> {
+    let cell = std::sync::Mutex::new(Some(f));
+    let run = || cell.lock().ok().and_then(|mut g| g.take()).map(|f| f());
+    std::thread::scope(|s| {
+        match std::thread::Builder::new().name("loopvm-emit".into()).stack_size(EMIT_STACK).spawn_scoped(s, run) {
+            Ok(h) => h.join().ok().flatten(),
+            Err(_) => run(),
+        }
+    })
+    .unwrap_or_else(|| Err(EmitError::new("emitter", "internal error: the emitter panicked")))
+}
 /// [`lower_function`], the text only.
 pub fn emit_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<String, EmitError> {
     lower_function(m, f, args, opts).map(|l| l.text)

@@ -17,11 +17,12 @@
 //! shapes); what failed to lower is remembered too, so a region is emitted
 //! at most once per argument types.
 
-use super::{plugin, Client, Executable, Plugin, XlaError};
+use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
 use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
 use loopvm_runtime::Tensor;
 use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Inst, LoopSite, Module};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,11 @@ pub struct XlaStats {
     pub loops_run: u64,
     /// Executions served by an executable compiled earlier.
     pub cache_hits: u64,
+    /// Arguments copied to the device.
+    pub uploads: u64,
+    /// Arguments already on the device (results or arguments of an earlier
+    /// execution, unchanged since), not copied again.
+    pub uploads_skipped: u64,
     /// Time spent emitting StableHLO.
     pub emit_time: Duration,
     /// Time spent in `PJRT_Client_Compile`.
@@ -100,7 +106,7 @@ impl XlaStats {
     /// A few lines for `--stats`.
     pub fn report(&self) -> String {
         let mut s = format!(
-            "xla: {} regions compiled in {:.3} s (emit {:.3} s), {} executions ({} functions, {} loops, {} cache hits) in {:.3} s",
+            "xla: {} regions compiled in {:.3} s (emit {:.3} s), {} executions ({} functions, {} loops, {} cache hits) in {:.3} s, {} uploads ({} skipped: already on the device)",
             self.regions_compiled,
             self.compile_time.as_secs_f64(),
             self.emit_time.as_secs_f64(),
@@ -108,7 +114,9 @@ impl XlaStats {
             self.functions_run,
             self.loops_run,
             self.cache_hits,
-            self.execute_time.as_secs_f64()
+            self.execute_time.as_secs_f64(),
+            self.uploads,
+            self.uploads_skipped
         );
         for f in &self.fallbacks {
             s.push_str("\nxla: fallback to the interpreter: ");
@@ -118,13 +126,25 @@ impl XlaStats {
     }
 }
 
+/// How many recent arguments and results an [`XlaBackend`] keeps on the
+/// device by default.
+pub const DEFAULT_RESIDENT: usize = 32;
+
 /// A [`Backend`] that runs functions and loops on an XLA device.
+///
+/// Recent arguments and results stay on the device: each is remembered with
+/// a host tensor sharing its buffer, and passing that same (unchanged:
+/// tensors are copy-on-write) tensor to a later execution reuses the device
+/// buffer instead of copying it again, so a loop's invariants (weights) and
+/// the results of one XLA region feeding the next are not re-uploaded.
 pub struct XlaBackend {
     client: Client,
     mode: XlaMode,
     opts: EmitOptions,
     hot_iterations: u64,
     cache: HashMap<Key, Entry>,
+    resident: VecDeque<(Tensor, Arc<Buffer>)>,
+    resident_limit: usize,
     corrupt_next: bool,
     /// Counters, readable at any time.
     pub stats: XlaStats,
@@ -149,6 +169,8 @@ impl XlaBackend {
             opts: EmitOptions::default(),
             hot_iterations: 0,
             cache: HashMap::new(),
+            resident: VecDeque::new(),
+            resident_limit: DEFAULT_RESIDENT,
             corrupt_next: false,
             stats: XlaStats::default(),
         }
@@ -194,9 +216,46 @@ impl XlaBackend {
         self.corrupt_next = true;
     }
 
-    /// Drops every cached executable and remembered fallback.
+    /// Drops every cached executable and remembered fallback, and every
+    /// device-resident value.
     pub fn clear_cache(&mut self) {
         self.cache.clear();
+        self.resident.clear();
+    }
+
+    /// Keeps at most `n` recent arguments and results on the device (0:
+    /// copy every argument for every execution).
+    pub fn set_resident_limit(&mut self, n: usize) {
+        self.resident_limit = n;
+        self.resident.truncate(n);
+    }
+
+    /// The device buffer of `t`: a resident one sharing `t`'s buffer, or a
+    /// fresh copy (then resident).
+    fn device_buffer(&mut self, t: &Tensor) -> Result<Arc<Buffer>, XlaError> {
+        let same = |h: &Tensor| h.shares_buffer(t) && h.shape() == t.shape() && h.dtype() == t.dtype();
+        if let Some(k) = self.resident.iter().position(|(h, _)| same(h)) {
+            self.stats.uploads_skipped += 1;
+            let e = self.resident.remove(k).map(|e| e.1.clone());
+            if let Some(b) = e {
+                self.remember(t.clone(), b.clone());
+                return Ok(b);
+            }
+        }
+        self.stats.uploads += 1;
+        let b = Arc::new(self.client.buffer_from_tensor(t)?);
+        self.remember(t.clone(), b.clone());
+        Ok(b)
+    }
+
+    fn remember(&mut self, t: Tensor, b: Arc<Buffer>) {
+        if self.resident_limit == 0 {
+            return;
+        }
+        while self.resident.len() >= self.resident_limit {
+            self.resident.pop_back();
+        }
+        self.resident.push_front((t, b));
     }
 
     /// The number of cached entries (executables and declined regions).
@@ -224,10 +283,16 @@ impl XlaBackend {
     fn execute(&mut self, exe: &Executable, args: &[&Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let t = Instant::now();
         let r = (|| {
-            let bufs = args.iter().map(|a| self.client.buffer_from_tensor(a)).collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<_> = bufs.iter().collect();
+            let bufs = args.iter().map(|a| self.device_buffer(a)).collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&Buffer> = bufs.iter().map(|b| &**b).collect();
             let outs = exe.execute(&refs)?;
-            outs.iter().map(|b| b.to_tensor()).collect::<Result<Vec<_>, _>>()
+            let mut res = Vec::with_capacity(outs.len());
+            for b in outs {
+                let t = b.to_tensor()?;
+                self.remember(t.clone(), Arc::new(b));
+                res.push(t);
+            }
+            Ok::<_, XlaError>(res)
         })();
         self.stats.execute_time += t.elapsed();
         self.stats.executions += 1;
