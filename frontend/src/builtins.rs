@@ -43,9 +43,9 @@ pub enum Builtin {
     WhileLoop,
     /// `scan(body, init, xs)`
     Scan,
-    /// `grad(f)` (not implemented yet).
+    /// `grad(f)`: called at once, `grad(f)(args)`.
     Grad,
-    /// `value_and_grad(f)` (not implemented yet).
+    /// `value_and_grad(f)`: called at once, `value_and_grad(f)(args)`.
     ValueAndGrad,
 }
 
@@ -110,8 +110,22 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("print", Builtin::Print, 1, 1, &[], "print(x)"),
     b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
     b("fori_loop", Builtin::ForiLoop, 4, 4, &["unroll"], "fori_loop(lower, upper, |i, carry| new_carry, init)"),
-    b("while_loop", Builtin::WhileLoop, 3, 3, &[], "while_loop(|carry| keep_going, |carry| new_carry, init)"),
-    b("scan", Builtin::Scan, 2, 3, &["length", "reverse", "unroll"], "scan(|carry, x| (new_carry, y), init, xs)"),
+    b(
+        "while_loop",
+        Builtin::WhileLoop,
+        3,
+        3,
+        &["max_iters"],
+        "while_loop(|carry| keep_going, |carry| new_carry, init, max_iters: k)",
+    ),
+    b(
+        "scan",
+        Builtin::Scan,
+        2,
+        3,
+        &["length", "reverse", "unroll", "checkpoint"],
+        "scan(|carry, x| (new_carry, y), init, xs)",
+    ),
     b("grad", Builtin::Grad, 1, 1, &["argnums"], "grad(f, argnums: [i, ...])"),
     b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
 ];

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ad;
 pub mod ast;
 pub mod builtins;
 pub mod check;

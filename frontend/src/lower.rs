@@ -407,7 +407,8 @@ impl<'p> FnLower<'p> {
                 });
                 Ok(dsts)
             }
-            K::While { init, cond, body } => {
+            K::While { init, cond, body, max_iters: Some(k) } => self.bounded_while(m, ty, init, cond, body, *k),
+            K::While { init, cond, body, max_iters: None } => {
                 let init_r = self.expr(m, init)?;
                 let cp = self.fresh_for(m, &init.ty);
                 let cond_id = self.lambda(m, cond, cp.clone(), &[cp])?;
@@ -417,7 +418,7 @@ impl<'p> FnLower<'p> {
                 self.emit(Inst::While { dsts: dsts.clone(), init: init_r, cond: cond_id, body: body_id });
                 Ok(dsts)
             }
-            K::Scan { init, xs, length, reverse, unroll, body } => {
+            K::Scan { init, xs, length, reverse, unroll, body, .. } => {
                 let init_r = self.expr(m, init)?;
                 let (xs_r, x_ty) = match xs {
                     Some(x) => {
@@ -448,6 +449,71 @@ impl<'p> FnLower<'p> {
                 Ok(dsts)
             }
         }
+    }
+
+    /// `while_loop(cond, body, init, max_iters: k)`: a while loop with a
+    /// counter in its carry; it stops when `cond` is false or after `k` iterations.
+    fn bounded_while(
+        &mut self,
+        m: &mut ModLower,
+        ty: &Type,
+        init: &t::Expr,
+        cond: &t::Lambda,
+        body: &t::Lambda,
+        k: u64,
+    ) -> DResult<Vec<Reg>> {
+        let span = init.span;
+        let cty = TensorTy::scalar(DType::I64);
+        let scalar = |v: i64| ConstData { dtype: DType::I64, shape: Vec::new(), values: ConstValues::Int(vec![v]) };
+        let zero_k = m.constant(&scalar(0), span)?;
+        let one_k = m.constant(&scalar(1), span)?;
+        let max_k = m.constant(&scalar(i64::try_from(k).unwrap_or(i64::MAX)), span)?;
+        let mut init_r = Vec::new();
+        let c0 = self.fresh(m, &cty);
+        self.emit(Inst::Const { dst: c0, k: zero_k });
+        init_r.push(c0);
+        init_r.extend(self.expr(m, init)?);
+        // cond: counter < k && cond(carry)
+        let ck = self.fresh(m, &cty);
+        let cp = self.fresh_for(m, &init.ty);
+        let mut params = vec![ck];
+        params.extend(cp.iter().copied());
+        self.open_block(params);
+        if let Some(p) = cond.params.first() {
+            self.bind(p, &cp);
+        }
+        let c = self.single(m, &cond.body)?;
+        let kmax = self.fresh(m, &cty);
+        self.emit(Inst::Const { dst: kmax, k: max_k });
+        let b = TensorTy::scalar(DType::Bool);
+        let lt = self.fresh(m, &b);
+        self.emit(Inst::Binary { op: loopvm_runtime::BinaryOp::Lt, dst: lt, a: ck, b: kmax });
+        let both = self.fresh(m, &b);
+        self.emit(Inst::Binary { op: loopvm_runtime::BinaryOp::And, dst: both, a: lt, b: c });
+        let cond_id = self.close(vec![both])?;
+        // body: (counter + 1, body(carry))
+        let bk = self.fresh(m, &cty);
+        let bp = self.fresh_for(m, &init.ty);
+        let mut params = vec![bk];
+        params.extend(bp.iter().copied());
+        self.open_block(params);
+        if let Some(p) = body.params.first() {
+            self.bind(p, &bp);
+        }
+        let mut results = Vec::new();
+        let one = self.fresh(m, &cty);
+        self.emit(Inst::Const { dst: one, k: one_k });
+        let next = self.fresh(m, &cty);
+        self.emit(Inst::Binary { op: loopvm_runtime::BinaryOp::Add, dst: next, a: bk, b: one });
+        results.push(next);
+        results.extend(self.expr(m, &body.body)?);
+        let body_id = self.close(results)?;
+        let kd = self.fresh(m, &cty);
+        let dsts = self.fresh_for(m, ty);
+        let mut all = vec![kd];
+        all.extend(dsts.iter().copied());
+        self.emit(Inst::While { dsts: all, init: init_r, cond: cond_id, body: body_id });
+        Ok(dsts)
     }
 
     /// Lowers a loop body into a new block with `params`; `groups` are the

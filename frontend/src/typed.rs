@@ -223,6 +223,8 @@ pub enum ExprKind {
         cond: Lambda,
         /// Param `carry`; returns the carry.
         body: Lambda,
+        /// `max_iters: K`: stop after at most K iterations (differentiable).
+        max_iters: Option<u64>,
     },
     /// `scan(body, init, xs)`; the value is `(carry, ys)`.
     Scan {
@@ -236,6 +238,8 @@ pub enum ExprKind {
         reverse: bool,
         /// Unroll factor (1: none).
         unroll: u32,
+        /// `checkpoint: true`: reverse mode keeps only the carries and recomputes the body.
+        checkpoint: bool,
         /// Params `(carry, x)`; returns `(carry, y)`.
         body: Lambda,
     },

@@ -64,13 +64,15 @@ fn seed_while_count() {
 }
 
 #[test]
-fn grad_is_a_clear_error_for_now_and_its_loss_compiles() {
-    let (msg, line, col) = compile_err(GRAD);
-    assert!(msg.contains("`grad` is not supported yet"), "{msg}");
-    assert_eq!((line, col), (9, 5));
-    let loss_only = GRAD.split("fn main").next().unwrap();
-    let m = compile_ok(loss_only);
-    assert_eq!(count(&m, |i| matches!(i, Inst::Scan { .. })), 1);
+fn grad_program_compiles_to_plain_loops() {
+    let m = compile_ok(GRAD);
+    // the forward scan and its backward (reverse) scan
+    assert_eq!(count(&m, |i| matches!(i, Inst::Scan { reverse: false, .. })), 2);
+    assert_eq!(count(&m, |i| matches!(i, Inst::Scan { reverse: true, .. })), 1);
+    let w = Tensor::from_vec(&[4, 4], vec![0.0f32; 16]).unwrap();
+    let xs = Tensor::from_vec(&[10, 4], vec![0.5f32; 40]).unwrap();
+    let (r, _) = run_with(GRAD, &[w, xs]);
+    assert!(r.starts_with("f32[4, 4] [["), "{r}");
 }
 
 #[test]
