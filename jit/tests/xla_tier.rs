@@ -1198,6 +1198,9 @@ fn rnn_scan_is_rolled() {
     let m = loopvm_frontend::compile(RNN, "rnn.lb").unwrap();
     let main = m.main.unwrap();
     check(&m, &rnn_args(7), "rnn");
+    let e = hlo::param_types(&m, main).unwrap_err();
+    assert!(e.message.contains("f32[N, 1, 128]"), "{e}");
+    assert_eq!(hlo::param_types(&collatz(), FuncId(0)).unwrap(), vec![(DType::I32, vec![])]);
     let t10 = emit_for(&m, main, &rnn_args(10), &EmitOptions::default()).unwrap();
     let t1k = emit_for(&m, main, &rnn_args(1000), &EmitOptions::default()).unwrap();
     assert_eq!(t10.matches("stablehlo.while").count(), 1);
@@ -1330,7 +1333,8 @@ fn call_overhead() {
         it.call(FuncId(0), std::slice::from_ref(&n)).unwrap();
     }
     eprintln!("[overhead] one call of a compiled function (0 iterations): {:?}", t.elapsed() / reps);
-    let exe = client().compile(&emit_for(&m, FuncId(0), std::slice::from_ref(&n), &EmitOptions::default()).unwrap()).unwrap();
+    let exe =
+        client().compile(&emit_for(&m, FuncId(0), std::slice::from_ref(&n), &EmitOptions::default()).unwrap()).unwrap();
     let nb = client().buffer_from_tensor(&n).unwrap();
     let t = Instant::now();
     for _ in 0..reps {

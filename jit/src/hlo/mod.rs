@@ -145,6 +145,39 @@ pub fn emit_loop(
     lower_loop(m, f, inst, inputs, opts).map(|l| l.text)
 }
 
+/// The concrete types of function `f`'s flattened parameters when none of
+/// them has a shape variable (so that `loopvm emit` can lower a `main`
+/// without arguments); an error naming the first parameter that has one.
+pub fn param_types(m: &Module, f: FuncId) -> Result<Vec<ValueType>, EmitError> {
+    let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("function", format!("no function f{}", f.0)))?;
+    let mut out = Vec::new();
+    for p in &func.params {
+        for t in p.ty.leaves() {
+            let dims = t
+                .dims
+                .iter()
+                .map(|d| match d {
+                    loopvm_vm::Dim::Fixed(n) => usize::try_from(*n).ok(),
+                    loopvm_vm::Dim::Var(_) => None,
+                })
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| {
+                    EmitError::new(
+                        "function",
+                        format!(
+                            "parameter `{}` of `{}` has type {}: give arguments to fix its shape",
+                            p.name,
+                            func.name,
+                            t.display(&m.symbols)
+                        ),
+                    )
+                })?;
+            out.push((t.dtype, dims));
+        }
+    }
+    Ok(out)
+}
+
 /// The type of a tensor, as the emitter takes it.
 pub fn value_type(t: &Tensor) -> ValueType {
     (t.dtype(), t.shape().to_vec())
