@@ -97,6 +97,18 @@ enum Cmd {
         /// The `.lb` or `.lbc` program.
         file: PathBuf,
     },
+    /// Print the StableHLO module `--tier xla` would compile for `main`
+    /// (like `jax.jit(f).lower(x).as_text()`).
+    Emit {
+        /// The program.
+        file: PathBuf,
+        /// An argument of `main` (as for `run`); needed when `main` has shape variables.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// Unroll every loop with a static trip count instead (for comparison only).
+        #[arg(long)]
+        unroll: bool,
+    },
     /// Run a program on every tier and compare every result with the interpreter's.
     Diff {
         /// The program.
@@ -190,6 +202,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                         l.stats.iterations
                     );
                 }
+                for n in &res.notes {
+                    eprintln!("{n}");
+                }
                 eprintln!("peak memory:      {} bytes (heap, whole process)", PEAK.load(Ordering::Relaxed));
                 eprintln!("time:             {:.3} ms", res.elapsed.as_secs_f64() * 1e3);
             }
@@ -207,6 +222,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Cmd::Dis { file } => {
             print!("{}", Program::from_path(&file)?.disassemble());
+            Ok(())
+        }
+        Cmd::Emit { file, args, unroll } => {
+            use loopvm_jit::hlo;
+            let prog = Program::from_path(&file)?;
+            let m = prog.module();
+            let f = prog.main()?;
+            let opts = hlo::EmitOptions { unroll_all: unroll };
+            let text = if args.is_empty() {
+                hlo::param_types(m, f).and_then(|types| hlo::emit_function(m, f, &types, &opts))
+            } else {
+                let tensors = loopvm::parse_args(m.func(f), &m.symbols, &args)?;
+                loopvm_jit::xla::tier::emit_for(m, f, &tensors, &opts)
+            };
+            let text = text.map_err(|e| Error::new(loopvm::ErrorKind::Tier(format!("cannot lower to StableHLO: {e}"))))?;
+            print!("{text}");
             Ok(())
         }
         Cmd::Diff { file, args, tiers } => {

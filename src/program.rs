@@ -3,8 +3,10 @@
 use crate::error::{Error, ErrorKind};
 use crate::value::Value;
 use loopvm_runtime::Tensor;
-use loopvm_vm::{BlockId, FuncId, Interpreter, LoopStats, Module, RunOptions};
+use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+use loopvm_vm::{Backend, BlockId, FuncId, Interpreter, LoopStats, Module, RunOptions};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Which tier runs a program.
@@ -86,29 +88,54 @@ pub struct RunOutput {
     pub elapsed: Duration,
     /// What `print` wrote, when captured.
     pub printed: String,
+    /// Back-end statistics and notes (what ran where, what fell back and why).
+    pub notes: Vec<String>,
 }
 
 /// A compiled, verified program. `Send + Sync`: one program can be run from
-/// many threads at once; each run has its own interpreter state.
-#[derive(Clone, Debug)]
+/// many threads at once; each run has its own interpreter state. The XLA
+/// back end (its PJRT client and executable cache) is shared by the runs of
+/// one program and serialises them while they hold it.
+#[derive(Debug)]
 pub struct Program {
     module: Module,
+    xla: Mutex<XlaSlot>,
+}
+
+/// The program's XLA back end, created on first use.
+#[derive(Debug, Default)]
+enum XlaSlot {
+    #[default]
+    Untried,
+    Ready(Box<XlaBackend>),
+    /// No plugin was found without installing one (for `auto`).
+    NotFound(String),
+}
+
+impl Clone for Program {
+    fn clone(&self) -> Program {
+        Program::new(self.module.clone())
+    }
 }
 
 impl Program {
+    fn new(module: Module) -> Program {
+        Program { module, xla: Mutex::new(XlaSlot::Untried) }
+    }
+
     /// Compiles `.lb` source; `file` names it in diagnostics.
     pub fn from_source(src: &str, file: &str) -> Result<Program, Error> {
         let module = loopvm_frontend::compile(src, file).map_err(|e| Error::new(ErrorKind::Compile(e.render(src))))?;
         loopvm_vm::verify(&module)
             .map_err(|e| Error::new(ErrorKind::Bytecode(format!("internal compiler error: {e}"))))?;
-        Ok(Program { module })
+        Ok(Program::new(module))
     }
 
     /// Loads a serialised module (`.lbc`), rejecting malformed bytecode.
     pub fn from_bytecode(bytes: &[u8]) -> Result<Program, Error> {
         let module = Module::from_bytes(bytes).map_err(|e| Error::new(ErrorKind::Bytecode(e.to_string())))?;
         loopvm_vm::verify(&module).map_err(|e| Error::new(ErrorKind::Bytecode(e.to_string())))?;
-        Ok(Program { module })
+        Ok(Program::new(module))
     }
 
     /// Loads a `.lb` or `.lbc` file (told apart by the bytecode magic number).
@@ -155,24 +182,76 @@ impl Program {
 
     fn call_id(&self, f: FuncId, args: &[Tensor], cfg: &RunConfig) -> Result<RunOutput, Error> {
         match cfg.tier {
-            Tier::Auto | Tier::Interp => {}
-            Tier::Jit => {
-                return Err(Error::new(ErrorKind::Tier(
-                    "the jit tier (Cranelift) is not built yet; use --tier interp or --tier auto".into(),
-                )))
-            }
-            Tier::Xla => {
-                return Err(Error::new(ErrorKind::Tier(
-                    "the xla tier (StableHLO through PJRT) is not built yet; use --tier interp or --tier auto".into(),
-                )))
+            Tier::Interp => self.interpret(f, args, cfg, None),
+            Tier::Jit => Err(Error::new(ErrorKind::Tier(
+                "the jit tier (Cranelift) is not built yet; use --tier interp, xla or auto".into(),
+            ))),
+            Tier::Xla | Tier::Auto => {
+                let forced = cfg.tier == Tier::Xla;
+                // A poisoned lock only means another run panicked; the cache is still usable.
+                let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(*slot, XlaSlot::Untried) || (forced && matches!(*slot, XlaSlot::NotFound(_))) {
+                    *slot = if forced {
+                        // Forced: install the CPU plugin on first use (after a one-line notice).
+                        let b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
+                            .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
+                            .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
+                        XlaSlot::Ready(Box::new(b))
+                    } else {
+                        match XlaBackend::with_found_plugin(XlaMode::Loops) {
+                            Ok(mut b) => {
+                                // auto: only loops that were hot in earlier entries go to XLA.
+                                b.set_hot_iterations(AUTO_HOT_ITERATIONS);
+                                XlaSlot::Ready(Box::new(b))
+                            }
+                            Err(e) => XlaSlot::NotFound(e.to_string()),
+                        }
+                    };
+                }
+                match &mut *slot {
+                    XlaSlot::Ready(b) => {
+                        let before = b.stats.fallbacks.len();
+                        let mut out = self.interpret(f, args, cfg, Some(&mut **b as &mut dyn Backend))?;
+                        out.notes.extend(b.stats.report().lines().map(str::to_string));
+                        if forced && b.stats.fallbacks.len() > before {
+                            for r in &b.stats.fallbacks[before..] {
+                                out.notes.push(format!("ran in the interpreter: {r}"));
+                            }
+                        }
+                        Ok(out)
+                    }
+                    XlaSlot::NotFound(why) => {
+                        let why = why.clone();
+                        drop(slot);
+                        let mut out = self.interpret(f, args, cfg, None)?;
+                        out.notes.push(format!("auto: no XLA plugin found ({why}); everything ran in the interpreter"));
+                        Ok(out)
+                    }
+                    XlaSlot::Untried => Err(Error::new(ErrorKind::Tier("xla back end not initialised".into()))),
+                }
             }
         }
+    }
+
+    /// Runs `f` in the interpreter, offering loops and the call to `backend`.
+    fn interpret(
+        &self,
+        f: FuncId,
+        args: &[Tensor],
+        cfg: &RunConfig,
+        backend: Option<&mut dyn Backend>,
+    ) -> Result<RunOutput, Error> {
         let opts = RunOptions { trace: cfg.trace, max_steps: cfg.max_steps };
         let mut printed = Vec::new();
+        // The tier a loop ran on when the back end took it.
+        let tier = if cfg.tier == Tier::Jit { Tier::Jit } else { Tier::Xla };
         let (results, profile, stats) = {
             let mut it = Interpreter::new(&self.module, opts);
             if cfg.capture_print {
                 it.set_output(Box::new(&mut printed));
+            }
+            if let Some(b) = backend {
+                it.set_backend(b);
             }
             let r = it.call(f, args);
             (r, it.profile.clone(), it.stats)
@@ -191,7 +270,7 @@ impl Program {
                 func: self.module.func(fid).name.clone(),
                 body,
                 kind: loop_kind(&self.module, fid, body),
-                tier: Tier::Interp,
+                tier: if stats.offloaded > 0 { tier } else { Tier::Interp },
                 stats,
             })
             .collect();
@@ -202,9 +281,14 @@ impl Program {
             loop_iterations: stats.loop_iterations,
             elapsed: stats.elapsed,
             printed: String::from_utf8_lossy(&printed).into_owned(),
+            notes: Vec::new(),
         })
     }
 }
+
+/// In `auto`, a loop goes to XLA once it has run this many iterations in
+/// the interpreter over its earlier entries.
+pub const AUTO_HOT_ITERATIONS: u64 = 1000;
 
 /// The kind of the loop instruction whose body is `body`.
 fn loop_kind(m: &Module, f: FuncId, body: BlockId) -> &'static str {

@@ -7,14 +7,16 @@
 //!   inside brackets are split on ` name=`);
 //! - `# error: <text>` (repeatable) and `# at: LINE[:COL]`: a compile error
 //!   whose message contains each text, located there;
-//! - `# tiers: interp ...`: restrict the tiers (default: all built tiers).
+//! - `# tiers: interp ...`: restrict the tiers (default: all built tiers);
+//! - `# fallback: why`: some region is expected to run in the interpreter on
+//!   the compiling tiers (e.g. it prints); without it a fallback fails.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use loopvm::{Program, RunConfig, Tier};
 use std::path::{Path, PathBuf};
 
 /// The tiers every spec program runs on.
-const TIERS: &[Tier] = &[Tier::Interp];
+const TIERS: &[Tier] = &[Tier::Interp, Tier::Xla];
 
 fn main() {
     let args = Arguments::from_args();
@@ -114,7 +116,14 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
     let main = prog.module().func(prog.main().map_err(|e| e.to_string())?);
     let tensors = loopvm::parse_args(main, &prog.module().symbols, &args).map_err(|e| e.to_string())?;
     let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
-    let got = prog.run(&tensors, &cfg).map_err(|e| e.to_string())?.value.to_string();
+    let out = prog.run(&tensors, &cfg).map_err(|e| e.to_string())?;
+    // On a compiling tier a region that falls back to the interpreter must be
+    // expected (`# fallback: why`), so that a silent fallback fails.
+    let fell_back: Vec<&String> = out.notes.iter().filter(|n| n.starts_with("ran in the interpreter")).collect();
+    if !fell_back.is_empty() && header(&src, "fallback").is_empty() {
+        return Err(format!("unexpected fallback on {}: {fell_back:?}", tier.as_str()).into());
+    }
+    let got = out.value.to_string();
     if got != *want {
         return Err(format!("result differs\n  want: {want}\n  got:  {got}").into());
     }

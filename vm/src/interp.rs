@@ -35,8 +35,10 @@ pub struct RunOptions {
 pub struct LoopStats {
     /// How many times the loop instruction ran.
     pub entries: u64,
-    /// Iterations over all its entries.
+    /// Iterations over all its entries, in the interpreter.
     pub iterations: u64,
+    /// Entries a back end ran (their iterations are the back end's).
+    pub offloaded: u64,
 }
 
 /// The loop profiler's counts: one entry per (function, body block).
@@ -460,6 +462,7 @@ impl<'m> Interpreter<'m> {
         }
         if let Some(s) = self.profile.loops.get_mut(fid.0 as usize).and_then(|f| f.get_mut(body.0 as usize)) {
             s.entries += 1;
+            s.offloaded += 1;
         }
         Ok(true)
     }

@@ -124,7 +124,7 @@ fn fori_runs_and_profiles() {
     let mut it = Interpreter::new(&m, RunOptions::default());
     let out = it.call(FuncId(0), &[Tensor::scalar(7i32)]).unwrap();
     assert_eq!(out[0].as_slice::<f32>().unwrap(), &[want; 4]);
-    assert_eq!(it.profile.get(FuncId(0), BlockId(1)), LoopStats { entries: 1, iterations: 7 });
+    assert_eq!(it.profile.get(FuncId(0), BlockId(1)), LoopStats { entries: 1, iterations: 7, offloaded: 0 });
     // 3 entry-block ops + 5 body ops per iteration.
     assert_eq!(it.stats.ops, 3 + 5 * 7);
 }
