@@ -157,11 +157,20 @@ enum ResSrc {
     Stack { primal: VarId, stacked: VarId },
     /// The i-th scanned input, passed again.
     Xs(usize),
+    /// Already stacked by the forward scan as one of its `ys`.
+    Ys(VarId),
 }
 
 enum ScopeKind {
     /// A scan body whose values the forward pass saves.
-    Residual { x_p: Vec<VarId>, n: Dim, entries: Vec<(VarId, ResSrc)>, map: HashMap<VarId, VarId> },
+    Residual {
+        x_p: Vec<VarId>,
+        /// Body results that are `ys`, and the stacked output of each.
+        ys: HashMap<VarId, VarId>,
+        n: Dim,
+        entries: Vec<(VarId, ResSrc)>,
+        map: HashMap<VarId, VarId>,
+    },
     /// A region whose values the backward pass recomputes.
     Recompute { map: HashMap<VarId, VarId> },
 }
@@ -1279,16 +1288,16 @@ impl<'a> Ad<'a> {
         enum Need {
             Have(VarId),
             Recompute,
-            Residual(Option<usize>, Dim),
+            Residual(Option<usize>, Option<VarId>, Dim),
         }
         let need = match self.scopes.get(i).map(|s| &s.kind) {
             Some(ScopeKind::Recompute { map }) => match map.get(&v) {
                 Some(x) => Need::Have(*x),
                 None => Need::Recompute,
             },
-            Some(ScopeKind::Residual { map, x_p, n, .. }) => match map.get(&v) {
+            Some(ScopeKind::Residual { map, x_p, ys, n, .. }) => match map.get(&v) {
                 Some(x) => Need::Have(*x),
-                None => Need::Residual(x_p.iter().position(|x| *x == v), n.clone()),
+                None => Need::Residual(x_p.iter().position(|x| *x == v), ys.get(&v).copied(), n.clone()),
             },
             None => return v,
         };
@@ -1301,11 +1310,12 @@ impl<'a> Ad<'a> {
                 }
                 x
             }
-            Need::Residual(xi, n) => {
+            Need::Residual(xi, yo, n) => {
                 let param = self.new_var(ty.clone());
-                let src = match xi {
-                    Some(k) => ResSrc::Xs(k),
-                    None => {
+                let src = match (xi, yo) {
+                    (Some(k), _) => ResSrc::Xs(k),
+                    (None, Some(y)) => ResSrc::Ys(y),
+                    (None, None) => {
                         let stacked_ty = ty.map_leaves(&mut |t| {
                             let mut dims = vec![n.clone()];
                             dims.extend(t.dims.iter().cloned());
@@ -1487,7 +1497,15 @@ impl<'a> Ad<'a> {
         let kind = if sc.checkpoint {
             ScopeKind::Recompute { map: HashMap::new() }
         } else {
-            ScopeKind::Residual { x_p: sc.x_p.clone(), n: sc.n.clone(), entries: Vec::new(), map: HashMap::new() }
+            let mut ys = HashMap::new();
+            for (r, o) in sc.body.results.iter().skip(nc).zip(&sc.ys_outs) {
+                if let Atom::Var(v) = r {
+                    if !sc.carry_p.contains(v) && !sc.x_p.contains(v) {
+                        ys.entry(*v).or_insert(*o);
+                    }
+                }
+            }
+            ScopeKind::Residual { x_p: sc.x_p.clone(), ys, n: sc.n.clone(), entries: Vec::new(), map: HashMap::new() }
         };
         self.scopes.push(Scope { defined, kind });
         self.buf.push(Vec::new());
@@ -1586,6 +1604,7 @@ impl<'a> Ad<'a> {
                         Some(x) => xs_src.push(x.clone()),
                         None => return internal("scan input", self.span),
                     },
+                    ResSrc::Ys(y) => xs_src.push(Atom::Var(y)),
                 }
             }
         }
@@ -2433,7 +2452,7 @@ impl<'a> Ad<'a> {
         }
         let mut dims = et.dims.clone();
         if let Some(Dim::Known(d)) = dims.get_mut(p) {
-            *d += (before.max(0) + after.max(0)) as u64;
+            *d = d.saturating_add(before.max(0).saturating_add(after.max(0)) as u64);
         }
         Ok(self.mk(K::Concat(parts, p as u32), TensorTy { dtype: et.dtype, dims }))
     }
