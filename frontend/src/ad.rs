@@ -2291,7 +2291,35 @@ impl<'a> Ad<'a> {
             Op::Slice(specs) => {
                 if on(0) {
                     let at = aty(self, 0);
-                    out_v.push((0, self.slice_vjp(ge, &at, specs)?));
+                    let lead: Vec<i64> = specs
+                        .iter()
+                        .map_while(|s| match s {
+                            StaticIndex::At(i) => Some(*i),
+                            StaticIndex::Range { .. } => None,
+                        })
+                        .collect();
+                    let rest_full = specs
+                        .iter()
+                        .skip(lead.len())
+                        .all(|s| matches!(s, StaticIndex::Range { start: None, stop: None, step: 1 }));
+                    if !lead.is_empty() && rest_full {
+                        // x[i, j] (static, leading): add g into zeros at that position.
+                        let z = match self.zeros(&at) {
+                            Ok(z) => z,
+                            Err(_) => {
+                                let x = self.pv(&arg(0));
+                                let f =
+                                    self.mk(K::Const(scalar_const(DType::Bool, 0.0)), TensorTy::scalar(DType::Bool));
+                                self.sel(f, x, c(self, 0.0))
+                            }
+                        };
+                        let idt = if lead.iter().all(|i| i32::try_from(*i).is_ok()) { DType::I32 } else { DType::I64 };
+                        let idx = lead.iter().map(|i| self.cst(idt, *i as f64)).collect();
+                        let e = K::Update { mode: UpdateMode::Add, base: Box::new(z), idx, value: Box::new(ge) };
+                        out_v.push((0, self.mk(e, at)));
+                    } else {
+                        out_v.push((0, self.slice_vjp(ge, &at, specs)?));
+                    }
                 }
             }
             Op::Index => {

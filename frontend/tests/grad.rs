@@ -639,3 +639,60 @@ fn while_error_points_at_the_loop() {
     let e = loopvm_frontend::compile(src, "t.lb").unwrap_err();
     assert!(e.render(src).contains("scan"), "{}", e.render(src));
 }
+
+// ---------------------------------------------------------------------------
+// Edge cases
+
+#[test]
+fn edge_cases() {
+    let cases: &[(&str, &str)] = &[
+        // second order
+        ("fn main() -> f32 { grad(|x| grad(|y| y * y * y)(x))(2.0) }", "f32 12.0"),
+        // constant and identity results; an unused argument
+        ("fn f(x: f32, y: f32) -> f32 { 1.0 }\nfn main() -> (f32, f32) { grad(f, argnums: [0, 1])(3.0, 4.0) }", "(f32 0.0, f32 0.0)"),
+        ("fn f(x: f32, y: f32) -> f32 { x }\nfn main() -> (f32, f32) { grad(f, argnums: [0, 1])(3.0, 4.0) }", "(f32 1.0, f32 0.0)"),
+        // an empty scan and an empty static fori
+        (
+            "fn f(x: f32[2]) -> f32 { let (c, ys) = scan(|c, x| (c * x, c), x, zeros(f32, [0, 2])); sum(c) + sum(ys) }\nfn main() -> f32[2] { grad(f)([1.0, 2.0]) }",
+            "f32[2] [1.0, 1.0]",
+        ),
+        ("fn f(x: f32) -> f32 { fori_loop(5, 2, |i, c| c * x, x) }\nfn main() -> f32 { grad(f)(3.0) }", "f32 1.0"),
+        // integer counters in a differentiated carry; () ys; nested tuples
+        (
+            "fn f(x: f32) -> f32 { let ((k, (a, b)), _) = scan(|(k, (a, b)), _| ((k + 1, (a * b, b + 1.0)), ()), (0, (x, x)), length: 3); a * (k as f32) }\nfn main() -> f32 { grad(f)(1.0) }",
+            "f32 51.0",
+        ),
+        // max_iters: 0 and a bound that is never reached
+        ("fn f(x: f32) -> f32 { while_loop(|v| v < 5.0, |v| v * 3.0, x, max_iters: 0) }\nfn main() -> f32 { grad(f)(1.0) }", "f32 1.0"),
+        ("fn f(x: f32) -> f32 { while_loop(|v| v < 5.0, |v| v * 3.0, x, max_iters: 1000) }\nfn main() -> f32 { grad(f)(1.0) }", "f32 9.0"),
+        // grad inside a scan body that is itself differentiated
+        (
+            "fn f(w: f32) -> f32 { let (c, _) = scan(|c, x| (c + grad(|v| v * v * w)(x), ()), 0.0, [1.0, 2.0]); c * w }\nfn main() -> f32 { grad(f)(3.0) }",
+            "f32 36.0",
+        ),
+        // a checkpointed scan inside a checkpointed scan
+        (
+            "fn f(x: f32) -> f32 { let (c, _) = scan(|c, _| { let (d, _) = scan(|d, _| (d * x, ()), c, length: 2, checkpoint: true); (d, ()) }, 1.0, length: 2, checkpoint: true); c }\nfn main() -> f32 { grad(f)(2.0) }",
+            "f32 32.0",
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(run(src), *want, "{src}");
+    }
+}
+
+#[test]
+fn symbolic_main_calls() {
+    let src = "
+fn loss(w: f32[3], xs: f32[T, 3]) -> f32 {
+    let (c, ys) = scan(|c, x| (c * w + x, sum(c)), zeros(f32, [3]), xs);
+    sum(c) + mean(ys) + sum(xs[0] * w)
+}
+fn main(w: f32[3], xs: f32[T, 3]) -> (f32[3], f32[T, 3]) { grad(loss, argnums: [0, 1])(w, xs) }";
+    let w = f32s(&[3], &[0.5, 1.0, -1.0]);
+    let xs = f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let (r, _) = run_with(src, &[w, xs]);
+    // c1 = x0, c2 = x0*w + x1; loss = sum(c2) + (sum(c0) + sum(c1))/2 + x0.w:
+    // d/dw = 2 x0, d/dx0 = 2 w + 1/2, d/dx1 = 1
+    assert_eq!(r, "(f32[3] [2.0, 4.0, 6.0], f32[2, 3] [[1.5, 2.5, -1.5], [1.0, 1.0, 1.0]])");
+}
