@@ -5,7 +5,7 @@
 //! `(value, grads)` with ordinary typed IR only, so every tier runs the
 //! result as plain bytecode. It works in four steps:
 //!
-//! 1. **Flattening** ([`Ad::conv`]): the body becomes a small A-normal form
+//! 1. **Flattening** (`Ad::conv`): the body becomes a small A-normal form
 //!    (a list of statements over tensor-valued leaf variables). Tuples,
 //!    blocks and `let` disappear; calls of `fn` items are inlined; a static
 //!    `fori_loop` becomes a `scan` over `iota`; a bounded
@@ -13,12 +13,12 @@
 //!    is `if still_running { body } else { carry }`. Loops that cannot be
 //!    differentiated (dynamic `fori_loop`, `while_loop` without `max_iters`)
 //!    are kept whole as *opaque* statements.
-//! 2. **Activity** ([`Ad::act_body`]): a float variable is active when it
+//! 2. **Activity** (`Ad::act_body`): a float variable is active when it
 //!    depends on a differentiated argument (loop carries by fixpoint).
 //!    Integers, booleans and anything computed from them get no gradient, as
 //!    in JAX; an opaque loop with an active input and a float output is the
 //!    compile error that asks for `max_iters` or static bounds.
-//! 3. **Backward pass** ([`Ad::backward`]): statements are visited in reverse
+//! 3. **Backward pass** (`Ad::backward`): statements are visited in reverse
 //!    and each emits the vector-Jacobian product of its primitive, adding
 //!    into per-variable adjoints. The backward pass of a `scan` is a reverse
 //!    `scan` whose carry holds the carry's cotangent and accumulators for the
@@ -26,13 +26,13 @@
 //!    residuals the forward scan saved plus the cotangents of `ys`. Which
 //!    residuals a loop saves is discovered while its backward body is built:
 //!    every primal value the backward code names is resolved through a stack
-//!    of scopes ([`Ad::use_primal`]); a value defined inside a scan body
+//!    of scopes (`Ad::use_primal`); a value defined inside a scan body
 //!    becomes a residual that the forward scan stacks as an extra `y`. In a
 //!    `scan(..., checkpoint: true)` and in `if` branches the values are
 //!    instead recomputed at the start of the backward body from the saved
 //!    carry (`checkpoint`) or the captured operands (`if`), keeping only
 //!    what the backward code needs.
-//! 4. **Forward pass** ([`Ad::emit_forward`]): the flattened primal program
+//! 4. **Forward pass** (`Ad::emit_forward`): the flattened primal program
 //!    is emitted again, each scan augmented with the residual outputs found
 //!    in step 3, followed by the backward statements.
 

@@ -3,7 +3,8 @@
 //! The pipeline is [`lexer`] → [`parser`] (an [`ast`] with spans) →
 //! [`check`](mod@check) (names, dtypes, shapes with shape variables, broadcasting, the
 //! scalar-literal rule, lambda inlining and monomorphisation, giving the
-//! [`typed`] IR) → [`lower`] (a [`loopvm_vm::Module`]). Every error is a
+//! [`typed`] IR; `grad` and `value_and_grad` are expanded there by the
+//! reverse-mode transform in [`ad`]) → [`lower`] (a [`loopvm_vm::Module`]). Every error is a
 //! [`CompileError`] whose diagnostics carry source spans and render with the
 //! line and a caret.
 //!

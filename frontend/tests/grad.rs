@@ -696,3 +696,30 @@ fn main(w: f32[3], xs: f32[T, 3]) -> (f32[3], f32[T, 3]) { grad(loss, argnums: [
     // d/dw = 2 x0, d/dx0 = 2 w + 1/2, d/dx1 = 1
     assert_eq!(r, "(f32[3] [2.0, 4.0, 6.0], f32[2, 3] [[1.5, 2.5, -1.5], [1.0, 1.0, 1.0]])");
 }
+
+#[test]
+fn no_panics_on_damaged_grad_programs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/spec/grad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        let src = std::fs::read_to_string(&f).unwrap();
+        let bytes = src.as_bytes();
+        let step = (bytes.len() / 60).max(1);
+        for cut in (0..bytes.len()).step_by(step) {
+            // truncated, and with one character removed
+            for variant in [&src[..cut.min(src.len())], &format!("{}{}", &src[..cut], &src[(cut + 1).min(src.len())..])]
+            {
+                if !variant.is_char_boundary(variant.len()) {
+                    continue;
+                }
+                let r = std::panic::catch_unwind(|| loopvm_frontend::compile(variant, "t.lb").map(|_| ()));
+                match r {
+                    Ok(Err(e)) => assert!(!e.message().contains("internal error"), "{e}\n{variant}"),
+                    Ok(Ok(())) => {}
+                    Err(_) => panic!("panic compiling {} damaged at {cut}", f.display()),
+                }
+            }
+        }
+    }
+}
