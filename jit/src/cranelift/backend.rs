@@ -55,6 +55,9 @@ pub struct LoopReport {
     pub compile_time: Duration,
     /// Why it was not compiled, one line per failed attempt.
     pub reasons: Vec<String>,
+    /// The optimised Cranelift IR and machine code of its last compilation,
+    /// when [`CraneliftBackend::keep_listings`] is on.
+    pub listing: Option<String>,
 }
 
 impl LoopReport {
@@ -71,6 +74,7 @@ impl LoopReport {
             native_iterations: 0,
             compile_time: Duration::ZERO,
             reasons: Vec::new(),
+            listing: None,
         }
     }
 
@@ -117,6 +121,7 @@ pub struct CraneliftBackend {
     module_key: usize,
     loops: HashMap<(FuncId, BlockId), LoopEntry>,
     fault: bool,
+    listings: bool,
 }
 
 /// The threshold [`CraneliftBackend::default`] uses.
@@ -140,7 +145,7 @@ fn loop_kind(inst: &Inst) -> &'static str {
 impl CraneliftBackend {
     /// A backend promoting loops after `threshold` iterations or entries.
     pub fn new(threshold: u64) -> CraneliftBackend {
-        CraneliftBackend { threshold, isa: None, module_key: 0, loops: HashMap::new(), fault: false }
+        CraneliftBackend { threshold, isa: None, module_key: 0, loops: HashMap::new(), fault: false, listings: false }
     }
 
     /// The promotion threshold.
@@ -199,6 +204,12 @@ impl CraneliftBackend {
         s
     }
 
+    /// Keeps, in each [`LoopReport::listing`], the optimised Cranelift IR
+    /// and the machine code of the loop's compilation (for `--dump-jit`).
+    pub fn keep_listings(&mut self, on: bool) {
+        self.listings = on;
+    }
+
     /// Makes every compilation emit an ill-typed instruction, so that the
     /// verifier rejects it (tests of the verifier-error path).
     #[doc(hidden)]
@@ -229,7 +240,7 @@ impl CraneliftBackend {
     /// The compiled code for this site and these inputs, compiling it on
     /// first use; `None` when the region does not compile.
     fn code_for(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Rc<Compiled>> {
-        let fault = self.fault;
+        let (fault, listing) = (self.fault, self.listings);
         if self.isa.is_none() {
             match native::host_isa() {
                 Ok(isa) => self.isa = Some(isa),
@@ -255,11 +266,14 @@ impl CraneliftBackend {
         let regs = ent.inputs.get_or_insert_with(|| region_inputs(site.func, site.inst).into()).clone();
         let sig: Vec<TType> = inputs.iter().map(|t| TType::of(t)).collect();
         let started = Instant::now();
-        let compiled = compile_site(&isa, site, &regs, &sig, fault);
+        let compiled = compile_site(&isa, site, &regs, &sig, fault, listing);
         let ent = self.entry(site);
         ent.report.compile_time += started.elapsed();
         let code = match compiled {
-            Ok(c) => Some(Rc::new(c)),
+            Ok(c) => {
+                ent.report.listing.clone_from(&c.code.listing);
+                Some(Rc::new(c))
+            }
             Err(why) => {
                 ent.report.reasons.push(why);
                 None
@@ -350,6 +364,7 @@ fn compile_site(
     regs: &[Reg],
     sig: &[TType],
     fault: bool,
+    listing: bool,
 ) -> Result<Compiled, String> {
     if regs.len() != sig.len() {
         return Err(format!("{} inputs offered for {} region inputs", sig.len(), regs.len()));
@@ -371,6 +386,7 @@ fn compile_site(
         inputs: sig,
         carry: &carry,
         fault,
+        listing,
     };
     let code = native::compile(isa, &region).map_err(|e| e.to_string())?;
     Ok(Compiled { code, init_pos })

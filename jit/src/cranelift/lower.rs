@@ -141,6 +141,8 @@ pub(crate) struct Region<'a> {
     pub carry: &'a [TType],
     /// Emit a deliberately ill-typed instruction (tests of the verifier path).
     pub fault: bool,
+    /// Keep a listing of the optimised IR and the machine code.
+    pub listing: bool,
 }
 
 /// The native signature of every region function.
@@ -400,6 +402,26 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    /// For `x % 2^k` compared with 0 (either way round): `(x, 2^k - 1)`, so
+    /// the test becomes `x & (2^k - 1)` against 0 (the remainder is zero
+    /// exactly when the low bits are, whatever the sign). Example: the
+    /// parity test `x % 2 == 0` becomes `x & 1 == 0`.
+    fn is_rem_pow2_test(&self, x: Value, y: Value) -> Option<(Value, i64)> {
+        let (rem, zero) = if self.const_int(y) == Some(0) { (x, y) } else { (y, x) };
+        if self.const_int(zero) != Some(0) {
+            return None;
+        }
+        let dfg = &self.b.func.dfg;
+        let ValueDef::Result(inst, _) = dfg.value_def(rem) else { return None };
+        match dfg.insts[inst] {
+            InstructionData::Binary { opcode: ir::Opcode::Srem, args: [a, d] } => {
+                let d = self.const_int(d)?;
+                (d > 0 && d & (d - 1) == 0).then_some((a, d - 1))
+            }
+            _ => None,
+        }
+    }
+
     fn load_ptr(&mut self, base: Value, k: usize) -> Value {
         let off = (k * self.ptr.bytes() as usize) as i32;
         self.b.ins().load(self.ptr, MemFlagsData::trusted(), base, off)
@@ -572,6 +594,14 @@ impl Lowerer<'_, '_> {
                 _ => return unsupported!("{op} of bool operands (the interpreter reports the error)"),
             },
             DType::I32 | DType::I64 => match op {
+                BinaryOp::Eq | BinaryOp::Ne if self.is_rem_pow2_test(x, y).is_some() => {
+                    let (v, mask) = self.is_rem_pow2_test(x, y).unwrap_or((x, 0));
+                    let m = self.iconst(ty, mask);
+                    let low = self.b.ins().band(v, m);
+                    let z = self.iconst(ty, 0);
+                    let cc = if op == BinaryOp::Eq { IntCC::Equal } else { IntCC::NotEqual };
+                    self.b.ins().icmp(cc, low, z)
+                }
                 BinaryOp::Add => self.b.ins().iadd(x, y),
                 BinaryOp::Sub => self.b.ins().isub(x, y),
                 BinaryOp::Mul => self.b.ins().imul(x, y),
@@ -1203,6 +1233,9 @@ impl Lowerer<'_, '_> {
             return unsupported!("if condition is {}, not bool", c.type_string());
         }
         let cv = self.scalar(c, "the if condition")?;
+        if is_cheap(func, then_) && is_cheap(func, else_) {
+            return self.lower_if_select(fid, func, env, cv, then_, else_);
+        }
         let (tb, eb, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.ins().brif(cv, tb, &[], eb, &[]);
         self.b.seal_block(tb);
@@ -1243,6 +1276,41 @@ impl Lowerer<'_, '_> {
                 Val::elems(dtype, shape, xs)
             })
             .collect())
+    }
+
+    /// If-conversion: both branches are cheap and pure (see [`is_cheap`]),
+    /// so both are computed and the results picked with `select` (a
+    /// conditional move): no branch to mispredict. Example: Collatz's
+    /// `if x % 2 == 0 { x / 2 } else { 3 * x + 1 }`.
+    fn lower_if_select(
+        &mut self,
+        fid: FuncId,
+        func: &Func,
+        env: &mut Env,
+        cv: Value,
+        then_: BlockId,
+        else_: BlockId,
+    ) -> Result<Vec<Val>, CompileError> {
+        let mut sides = Vec::with_capacity(2);
+        for bid in [then_, else_] {
+            self.lower_block(fid, func, env, bid)?;
+            let Some(block) = func.blocks.get(bid.0 as usize) else { return unsupported!("no block b{}", bid.0) };
+            sides.push(Self::vals(env, &block.results)?);
+        }
+        let (t, e) = (&sides[0], &sides[1]);
+        if t.len() != e.len() {
+            return unsupported!("if branches give different numbers of values");
+        }
+        let mut out = Vec::with_capacity(t.len());
+        for (x, y) in t.iter().zip(e) {
+            if x.dtype != y.dtype || x.shape != y.shape {
+                return unsupported!("if branches give {} and {}", x.type_string(), y.type_string());
+            }
+            let (xs, ys) = (self.elems(x, "if")?.to_vec(), self.elems(y, "if")?.to_vec());
+            let picked = xs.iter().zip(&ys).map(|(&a, &b)| self.b.ins().select(cv, a, b)).collect();
+            out.push(Val::elems(x.dtype, x.shape.clone(), picked));
+        }
+        Ok(out)
     }
 
     fn carry_vars(&mut self, init: &[Val]) -> Result<Vec<CarryVars>, CompileError> {
@@ -1390,14 +1458,13 @@ impl Lowerer<'_, '_> {
         self.b.def_var(ivar, first);
         let cv = self.carry_vars(&init_vals)?;
         let (slot, count) = self.loop_counter(fid, body);
-        let (header, bb, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let i = self.b.use_var(ivar);
-        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi_w);
+        // Rotated: a guard, then the body with the test at its end, so an
+        // iteration takes one branch.
+        let (bb, exit) = (self.b.create_block(), self.b.create_block());
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, first, hi_w);
         self.b.ins().brif(go, bb, &[], exit, &[]);
         self.b.switch_to_block(bb);
-        self.b.seal_block(bb);
+        let i = self.b.use_var(ivar);
         let counter = self.cast_scalar(wt, lo_v.dtype, i);
         env.set(ireg, Val::scalar(lo_v.dtype, counter));
         for (p, v) in cparams.iter().zip(self.read_vars(&cv)) {
@@ -1410,12 +1477,35 @@ impl Lowerer<'_, '_> {
         let next = self.b.ins().iadd(i, one);
         self.b.def_var(ivar, next);
         self.bump(count);
-        self.b.ins().jump(header, &[]);
-        self.b.seal_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, next, hi_w);
+        self.b.ins().brif(go, bb, &[], exit, &[]);
+        self.b.seal_block(bb);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
         self.flush_counter(slot, count);
         Ok(self.read_vars(&cv))
+    }
+
+    /// Lowers a `while_loop`'s condition block on the current carry.
+    fn while_test(
+        &mut self,
+        fid: FuncId,
+        func: &Func,
+        env: &mut Env,
+        cond: BlockId,
+        creg: Reg,
+        cv: &[CarryVars],
+    ) -> Result<Value, CompileError> {
+        let Some(cb) = func.blocks.get(cond.0 as usize) else { return unsupported!("no block b{}", cond.0) };
+        for (p, v) in cb.params.iter().zip(self.read_vars(cv)) {
+            env.set(*p, v);
+        }
+        self.lower_block(fid, func, env, cond)?;
+        let c = env.get(creg)?.clone();
+        if c.dtype != DType::Bool {
+            return unsupported!("while_loop condition is {}, not bool", c.type_string());
+        }
+        self.scalar(&c, "the while_loop condition")
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1436,21 +1526,12 @@ impl Lowerer<'_, '_> {
         let Some(&creg) = cb.results.first() else { return unsupported!("while_loop condition without a result") };
         let cv = self.carry_vars(&init_vals)?;
         let (slot, count) = self.loop_counter(fid, body);
-        let (header, body_b, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        for (p, v) in cb.params.iter().zip(self.read_vars(&cv)) {
-            env.set(*p, v);
-        }
-        self.lower_block(fid, func, env, cond)?;
-        let c = env.get(creg)?.clone();
-        if c.dtype != DType::Bool {
-            return unsupported!("while_loop condition is {}, not bool", c.type_string());
-        }
-        let go = self.scalar(&c, "the while_loop condition")?;
+        // Rotated: the condition is lowered twice, as a guard and at the end
+        // of the body, so an iteration takes one branch.
+        let (body_b, exit) = (self.b.create_block(), self.b.create_block());
+        let go = self.while_test(fid, func, env, cond, creg, &cv)?;
         self.b.ins().brif(go, body_b, &[], exit, &[]);
         self.b.switch_to_block(body_b);
-        self.b.seal_block(body_b);
         for (p, v) in bb.params.iter().zip(self.read_vars(&cv)) {
             env.set(*p, v);
         }
@@ -1458,8 +1539,9 @@ impl Lowerer<'_, '_> {
         let res = Self::vals(env, &bb.results)?;
         self.write_vars(&cv, &res)?;
         self.bump(count);
-        self.b.ins().jump(header, &[]);
-        self.b.seal_block(header);
+        let go = self.while_test(fid, func, env, cond, creg, &cv)?;
+        self.b.ins().brif(go, body_b, &[], exit, &[]);
+        self.b.seal_block(body_b);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
         self.flush_counter(slot, count);
@@ -1511,15 +1593,13 @@ impl Lowerer<'_, '_> {
             None => self.iconst(types::I64, 0),
         };
         self.b.def_var(tvar, t0);
-        let (header, bb, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let t = self.b.use_var(tvar);
+        // Rotated, as `fori_loop`.
+        let (bb, exit) = (self.b.create_block(), self.b.create_block());
         let nv = self.iconst(types::I64, n as i64);
-        let go = self.b.ins().icmp(IntCC::SignedLessThan, t, nv);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, t0, nv);
         self.b.ins().brif(go, bb, &[], exit, &[]);
         self.b.switch_to_block(bb);
-        self.b.seal_block(bb);
+        let t = self.b.use_var(tvar);
         let row = if reverse {
             let last = self.iconst(types::I64, n as i64 - 1);
             self.b.ins().isub(last, t)
@@ -1569,8 +1649,9 @@ impl Lowerer<'_, '_> {
         let next = self.b.ins().iadd(t, one);
         self.b.def_var(tvar, next);
         self.bump(count);
-        self.b.ins().jump(header, &[]);
-        self.b.seal_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, next, nv);
+        self.b.ins().brif(go, bb, &[], exit, &[]);
+        self.b.seal_block(bb);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
         self.flush_counter(slot, count);
@@ -1591,6 +1672,32 @@ impl Lowerer<'_, '_> {
         }
         Ok(out)
     }
+}
+
+/// The most instructions a branch may have to be if-converted.
+const MAX_CHEAP_BRANCH: usize = 12;
+
+/// `true` when block `b` of `func` is cheap enough to compute
+/// unconditionally: a few instructions, no loops, calls or `if`s, no
+/// function calls into Rust (transcendentals, `pow`, float `%`) and no
+/// division by a value that is not a constant. Everything this lowering
+/// emits is free of side effects and traps, so computing it is safe.
+fn is_cheap(func: &Func, b: BlockId) -> bool {
+    let Some(block) = func.blocks.get(b.0 as usize) else { return false };
+    let const_def =
+        |r: Reg| func.blocks.iter().flat_map(|b| &b.code).any(|i| matches!(i, Inst::Const { dst, .. } if *dst == r));
+    let dtype = |r: Reg| func.reg_types.get(r.0 as usize).map(|t| t.dtype);
+    block.code.len() <= MAX_CHEAP_BRANCH
+        && block.code.iter().all(|i| match i {
+            Inst::Const { .. } | Inst::Move { .. } | Inst::Select { .. } | Inst::Cast { .. } => true,
+            Inst::Unary { op, .. } => matches!(op, UnaryOp::Neg | UnaryOp::Not | UnaryOp::Abs | UnaryOp::Relu),
+            Inst::Binary { op: BinaryOp::Pow, .. } => false,
+            Inst::Binary { op: BinaryOp::Div | BinaryOp::Rem, a, b, .. } => {
+                dtype(*a).is_some_and(|d| d.is_int()) && const_def(*b)
+            }
+            Inst::Binary { .. } => true,
+            _ => false,
+        })
 }
 
 /// Verifies `func` with Cranelift's verifier; the error carries the printed function.

@@ -43,6 +43,8 @@ pub(crate) struct NativeLoop {
     pub outs: Vec<TType>,
     /// The loops whose iterations the code counts (index 0: the region's own).
     pub loops: Vec<(FuncId, BlockId)>,
+    /// The optimised Cranelift IR and the machine code, when asked for.
+    pub listing: Option<String>,
     /// Constants the code reads by address.
     _keep: Vec<Tensor>,
 }
@@ -103,7 +105,12 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     let mut fctx = FunctionBuilderContext::new();
     let Lowered { outs, loops, keep } = lower::lower_region(&mut ctx.func, &mut fctx, module.target_config(), cc, r)?;
     lower::verify(&ctx.func, module.isa())?;
+    ctx.set_disasm(r.listing);
     module.define_function(id, &mut ctx).map_err(|e| cg(&e))?;
+    let listing = r.listing.then(|| {
+        let asm = ctx.compiled_code().and_then(|c| c.vcode.clone()).unwrap_or_default();
+        format!("{}\n{asm}", ctx.func.display())
+    });
     module.finalize_definitions().map_err(|e| cg(&e))?;
     let code = module.get_finalized_function(id);
     if code.is_null() {
@@ -114,7 +121,16 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     // convention: four pointers and an `i64`, no results, which is `EntryFn`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
     let module = guard.0.take();
-    Ok(NativeLoop { module, entry, inputs: r.inputs.to_vec(), carry: r.carry.to_vec(), outs, loops, _keep: keep })
+    Ok(NativeLoop {
+        module,
+        entry,
+        inputs: r.inputs.to_vec(),
+        carry: r.carry.to_vec(),
+        outs,
+        loops,
+        listing,
+        _keep: keep,
+    })
 }
 
 fn data_ptr(t: &Tensor) -> *const u8 {
