@@ -127,6 +127,17 @@ fn rust_api_concurrent_calls_match_sequential_calls() {
 }
 
 #[test]
+fn rust_api_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<Program>();
+    both::<Tensor>();
+    both::<loopvm::RunOutput>();
+    both::<loopvm::Value>();
+    both::<loopvm::Error>();
+    both::<RunConfig>();
+}
+
+#[test]
 fn results_and_tensors_outlive_nothing_they_borrow() {
     // A cloned result tensor stays valid after the result and the program are freed.
     let src = CString::new(SOURCE).expect("source");
@@ -208,4 +219,21 @@ fn npy_in_and_out() {
         loopvm_tensor_free(back);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Rust example of docs/embedding.md, as written there (but for the path).
+#[test]
+fn docs_rust_example() -> Result<(), loopvm::Error> {
+    use loopvm::Tier;
+    use std::path::Path;
+    let prog = Program::from_path(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/embed/decay.lb")))?;
+    let xs = Tensor::from_vec(&[2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let decay = Tensor::scalar(0.5f32);
+    let cfg = RunConfig { tier: Tier::Auto, max_steps: Some(1_000_000), capture_print: true, ..Default::default() };
+    let out = prog.call("main", &[xs, decay], &cfg)?;
+    println!("{}", out.value);
+    let last = out.value.leaves()[0].as_slice::<f32>().unwrap();
+    assert_eq!(last, &[4.5, 6.0, 7.5]);
+    println!("{} ops, {} loop iterations in {:?}", out.ops, out.loop_iterations, out.elapsed);
+    Ok(())
 }
