@@ -12,15 +12,18 @@
 //! assert_eq!(out.value.to_string(), "i32[1] [10]");
 //! ```
 
+#![deny(missing_docs)]
+
 mod args;
 pub mod diff;
+pub mod embed;
 mod error;
 mod program;
 mod value;
 
 pub use args::{parse_arg_literal, parse_args};
 pub use error::{Error, ErrorKind};
-pub use loopvm_runtime::{DType, Tensor};
-pub use loopvm_vm::{LoopStats, Module};
-pub use program::{Program, RunConfig, RunOutput, Tier};
+pub use loopvm_runtime::{DType, Element, Tensor};
+pub use loopvm_vm::{BlockId, FuncId, LoopStats, Module};
+pub use program::{LoopReport, Program, RunConfig, RunOutput, Tier};
 pub use value::Value;

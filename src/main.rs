@@ -78,6 +78,12 @@ enum Cmd {
         /// Stop with an error after this many loop iterations.
         #[arg(long)]
         max_steps: Option<u64>,
+        /// The tensor memory a run may hold, in bytes (suffixes K, M, G).
+        #[arg(long, value_parser = parse_bytes)]
+        max_memory: Option<usize>,
+        /// Stop with an error after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
+        timeout: Option<std::time::Duration>,
     },
     /// Parse and type-check a program.
     Check {
@@ -168,7 +174,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
-        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps } => {
+        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps, max_memory, timeout } => {
             let tier = Tier::parse(&tier).ok_or_else(|| {
                 Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)")))
             })?;
@@ -178,7 +184,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
             let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
-            let cfg = RunConfig { tier, trace, max_steps, capture_print: false };
+            let cfg = RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {
                 write_out(path, &res.value)?;
@@ -302,6 +308,23 @@ fn plugin_list() {
             plugin::PluginStatus::Shadowed(p) => println!("  not loaded: {} is used for this kind", p.display()),
         }
     }
+}
+
+/// `1000`, `64K`, `16M`, `2G` (powers of 1024).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (num, mul) = match s.trim().char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<usize>().ok().and_then(|n| n.checked_mul(mul)).ok_or_else(|| format!("`{s}` is not a byte count"))
+}
+
+/// Seconds, possibly fractional (`2.5`), optionally with an `s` suffix.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim().trim_end_matches('s').parse::<f64>().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(t).map_err(|_| format!("`{s}` is not a valid duration"))
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {

@@ -54,6 +54,10 @@ pub struct RunConfig {
     pub trace: bool,
     /// Stop after this many loop iterations.
     pub max_steps: Option<u64>,
+    /// The tensor bytes a run may hold (checked before each allocating op).
+    pub max_memory: Option<usize>,
+    /// Stop after this much wall-clock time.
+    pub timeout: Option<Duration>,
     /// Collect the output of `print` into [`RunOutput::printed`] instead of stdout.
     pub capture_print: bool,
 }
@@ -241,7 +245,7 @@ impl Program {
         cfg: &RunConfig,
         backend: Option<&mut dyn Backend>,
     ) -> Result<RunOutput, Error> {
-        let opts = RunOptions { trace: cfg.trace, max_steps: cfg.max_steps };
+        let opts = RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
         let mut printed = Vec::new();
         // The tier a loop ran on when the back end took it.
         let tier = if cfg.tier == Tier::Jit { Tier::Jit } else { Tier::Xla };

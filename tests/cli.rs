@@ -230,3 +230,26 @@ fn diff_compares_tiers() {
     assert!(out.contains("interp") && out.contains("(reference)"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("xla") && l.ends_with("agrees")), "{out}");
 }
+
+#[test]
+fn limits_stop_runaway_programs_on_the_interpreter() {
+    let d = tmp("limits");
+    let forever = d.join("forever.lb");
+    std::fs::write(&forever, "fn main() -> i32 { while_loop(|x| x >= 0, |x| (x + 1) % 1000, 0) }\n").unwrap();
+    let f = forever.to_str().unwrap();
+    let err = assert_clean_failure(&loopvm(&["run", f, "--tier", "interp", "--max-steps", "5000"]));
+    assert!(err.contains("step limit exceeded"), "{err}");
+    let err = assert_clean_failure(&loopvm(&["run", f, "--tier", "interp", "--timeout", "0.3"]));
+    assert!(err.contains("time limit exceeded"), "{err}");
+    let big = d.join("big.lb");
+    std::fs::write(&big, "fn main() -> f32 { sum(zeros(f32, [100000, 100000])) }\n").unwrap();
+    let err = assert_clean_failure(&loopvm(&["run", big.to_str().unwrap(), "--tier", "interp", "--max-memory", "64M"]));
+    assert!(err.contains("memory limit exceeded: broadcast needs 40000000000 bytes"), "{err}");
+    let ys = d.join("ys.lb");
+    std::fs::write(&ys, "fn main() -> f32[1000000, 1000] { let (_, ys) = scan(|c, _| (c, zeros(f32, [1000])), 0, length: 1000000); ys }\n")
+        .unwrap();
+    let err = assert_clean_failure(&loopvm(&["run", ys.to_str().unwrap(), "--tier", "interp", "--max-memory", "1G"]));
+    assert!(err.contains("memory limit exceeded: scan ys"), "{err}");
+    let err = assert_clean_failure(&loopvm(&["run", f, "--max-memory", "lots"]));
+    assert!(err.contains("not a byte count"), "{err}");
+}

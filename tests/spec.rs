@@ -2,7 +2,9 @@
 //! per file per tier.
 //!
 //! Header lines of a spec file:
-//! - `# expect: <value>`: the result as `loopvm run` prints it;
+//! - `# expect: <value>`: the result as `loopvm run` prints it on the
+//!   interpreter; every other tier must agree with the interpreter within
+//!   the tolerance of `loopvm diff` (exact for integers and bools);
 //! - `# args: name=value ...`: arguments of `main` (values without spaces
 //!   inside brackets are split on ` name=`);
 //! - `# error: <text>` (repeatable) and `# at: LINE[:COL]`: a compile error
@@ -124,8 +126,23 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
         return Err(format!("unexpected fallback on {}: {fell_back:?}", tier.as_str()).into());
     }
     let got = out.value.to_string();
-    if got != *want {
-        return Err(format!("result differs\n  want: {want}\n  got:  {got}").into());
+    if tier == Tier::Interp {
+        if got != *want {
+            return Err(format!("result differs\n  want: {want}\n  got:  {got}").into());
+        }
+    } else {
+        // Other tiers are held to the interpreter's result (which must be the
+        // expected one) within the documented float tolerance (exact for
+        // integers and bools): `loopvm diff`'s comparison.
+        let reference = prog
+            .run(&tensors, &RunConfig { tier: Tier::Interp, capture_print: true, ..RunConfig::default() })
+            .map_err(|e| e.to_string())?;
+        if reference.value.to_string() != *want {
+            return Err(format!("interpreter result differs\n  want: {want}\n  got:  {}", reference.value).into());
+        }
+        if let Some(m) = loopvm::diff::compare(&reference.value, &out.value) {
+            return Err(format!("{} disagrees with the interpreter: {m}\n  interp: {want}\n  {}: {got}", tier.as_str(), tier.as_str()).into());
+        }
     }
     // The same program through bytecode: serialise, load, run.
     let again = Program::from_bytecode(&prog.to_bytecode()).map_err(|e| e.to_string())?;

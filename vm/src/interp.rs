@@ -28,6 +28,12 @@ pub struct RunOptions {
     pub trace: bool,
     /// Stop with an error after this many loop iterations in total (checked on back edges).
     pub max_steps: Option<u64>,
+    /// The tensor bytes a run may hold: an op whose result would take the
+    /// registers of the running function past it fails before it allocates.
+    pub max_memory: Option<usize>,
+    /// Stop with an error after this much wall-clock time (checked every
+    /// 1024 loop iterations and at every call).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Entry and iteration counts of one loop instruction.
@@ -100,6 +106,7 @@ pub struct Interpreter<'m> {
     trace_out: Box<dyn Write + 'm>,
     depth: usize,
     steps: u64,
+    deadline: Option<Instant>,
     backend: Option<&'m mut dyn Backend>,
 }
 
@@ -145,6 +152,7 @@ impl<'m> Interpreter<'m> {
             trace_out: Box::new(std::io::stderr()),
             depth: 0,
             steps: 0,
+            deadline: None,
             backend: None,
         }
     }
@@ -169,6 +177,7 @@ impl<'m> Interpreter<'m> {
     /// binds the function's shape variables from them.
     pub fn call(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let start = Instant::now();
+        self.deadline = self.opts.timeout.map(|t| start + t);
         let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;
         self.bind_args(func, args)?;
         if let Some(b) = self.backend.as_mut() {
@@ -267,7 +276,33 @@ impl<'m> Interpreter<'m> {
                 )));
             }
         }
+        if self.steps.is_multiple_of(1024) {
+            self.check_deadline()?;
+        }
         Ok(())
+    }
+
+    fn check_deadline(&self) -> Result<(), ExecError> {
+        match (self.deadline, self.opts.timeout) {
+            (Some(d), Some(t)) if Instant::now() > d => {
+                Err(ExecError::Other(format!("time limit exceeded: the run took more than {t:?} (--timeout)")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails when a new tensor of `bytes` would take the function's
+    /// registers past `--max-memory`, before it is allocated.
+    fn reserve(&self, frame: &[Option<Tensor>], op: &str, bytes: Option<usize>) -> Result<(), ExecError> {
+        let Some(max) = self.opts.max_memory else { return Ok(()) };
+        let held: usize = frame.iter().flatten().map(Tensor::nbytes).sum();
+        match bytes.and_then(|b| b.checked_add(held)) {
+            Some(total) if total <= max => Ok(()),
+            _ => Err(ExecError::Other(format!(
+                "memory limit exceeded: {op} needs {} bytes with {held} bytes held, the limit is {max} (--max-memory)",
+                bytes.map_or_else(|| "more than usize::MAX".to_string(), |b| b.to_string())
+            ))),
+        }
     }
 
     fn trace_iter(&mut self, what: &str, i: u64) {
@@ -348,9 +383,16 @@ impl<'m> Interpreter<'m> {
             Inst::Cast { dst, a, to } => kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out)),
             Inst::Iota { dst, dtype, n } => {
                 let n = usize::try_from(*n).map_err(|_| ExecError::Other("iota length too large".into()))?;
+                self.reserve(frame, "iota", n.checked_mul(dtype.size_in_bytes()))?;
                 kernel!(*dst, |out| kernels::iota(*dtype, n, &mut out))
             }
             Inst::MatMul { dst, a, b } => {
+                if self.opts.max_memory.is_some() {
+                    let (x, y) = (get(frame, *a)?, get(frame, *b)?);
+                    let rows = if x.rank() == 2 { x.shape()[0] } else { 1 };
+                    let cols = if y.rank() == 2 { y.shape()[1] } else { 1 };
+                    self.reserve(frame, "matmul", rows.checked_mul(cols).and_then(|n| n.checked_mul(x.dtype().size_in_bytes())))?;
+                }
                 kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out))
             }
             Inst::Reduce { op, dst, a, axis } => {
@@ -366,16 +408,26 @@ impl<'m> Interpreter<'m> {
             }
             Inst::Broadcast { dst, a, shape } => {
                 let s = dims(&shape.0)?;
+                if self.opts.max_memory.is_some() {
+                    let n = s.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+                    self.reserve(frame, "broadcast", n.and_then(|n| n.checked_mul(get(frame, *a).ok()?.dtype().size_in_bytes())))?;
+                }
                 kernel!(*dst, |out| kernels::broadcast_to(get(frame, *a)?, &s, &mut out))
             }
             Inst::Concat { dst, srcs, axis } => {
                 let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let ts: Vec<&Tensor> = owned.iter().collect();
+                if self.opts.max_memory.is_some() {
+                    self.reserve(frame, "concat", ts.iter().try_fold(0usize, |acc, t| acc.checked_add(t.nbytes())))?;
+                }
                 kernel!(*dst, |out| kernels::concat(&ts, axis.0 as usize, &mut out))
             }
             Inst::Stack { dst, srcs, axis } => {
                 let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let ts: Vec<&Tensor> = owned.iter().collect();
+                if self.opts.max_memory.is_some() {
+                    self.reserve(frame, "stack", ts.iter().try_fold(0usize, |acc, t| acc.checked_add(t.nbytes())))?;
+                }
                 kernel!(*dst, |out| kernels::stack(&ts, axis.0 as usize, &mut out))
             }
             Inst::Slice { dst, a, specs } => kernel!(*dst, |out| kernels::slice(get(frame, *a)?, &specs.0, &mut out)),
@@ -499,6 +551,7 @@ impl<'m> Interpreter<'m> {
     fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {
         let cfunc: &'m Func =
             self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Other("no such function".into()))?;
+        self.check_deadline()?;
         if self.depth >= MAX_CALL_DEPTH {
             return Err(ExecError::Other(format!("calls nested deeper than {MAX_CALL_DEPTH}")));
         }
@@ -726,6 +779,8 @@ impl<'m> Interpreter<'m> {
             let t = func.reg_types.get(y.0 as usize).ok_or_else(|| ExecError::Other("bad register".into()))?;
             let mut shape = vec![n];
             shape.extend(self.resolve(t)?);
+            let bytes = shape.iter().try_fold(t.dtype.size_in_bytes(), |acc, d| acc.checked_mul(*d));
+            self.reserve(frame, "scan ys", bytes)?;
             let z = Tensor::zeros(t.dtype, &shape).map_err(|e| self.kernel_err(func, e))?;
             *slot(frame, *d)? = Some(z);
         }
