@@ -184,7 +184,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
             let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
-            let cfg = RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false };
+            let cfg = RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false, jit_threshold: None };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {
                 write_out(path, &res.value)?;

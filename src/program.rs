@@ -3,8 +3,9 @@
 use crate::error::{Error, ErrorKind};
 use crate::value::Value;
 use loopvm_runtime::Tensor;
+use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
-use loopvm_vm::{Backend, BlockId, FuncId, Interpreter, LoopStats, Module, RunOptions};
+use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Module, RunOptions};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -60,6 +61,9 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Collect the output of `print` into [`RunOutput::printed`] instead of stdout.
     pub capture_print: bool,
+    /// Iterations (or entries) after which the `jit` and `auto` tiers
+    /// promote a loop to native code; `None` for the default (1000).
+    pub jit_threshold: Option<u64>,
 }
 
 /// One loop's counts in a run.
@@ -185,11 +189,23 @@ impl Program {
     }
 
     fn call_id(&self, f: FuncId, args: &[Tensor], cfg: &RunConfig) -> Result<RunOutput, Error> {
+        let threshold = cfg.jit_threshold.unwrap_or(loopvm_jit::cranelift::DEFAULT_THRESHOLD);
+        // Native code neither traces nor counts steps or time: under those
+        // options loops stay in the interpreter.
+        let native_ok = !cfg.trace && cfg.max_steps.is_none() && cfg.timeout.is_none() && cfg.max_memory.is_none();
         match cfg.tier {
             Tier::Interp => self.interpret(f, args, cfg, None),
-            Tier::Jit => Err(Error::new(ErrorKind::Tier(
-                "the jit tier (Cranelift) is not built yet; use --tier interp, xla or auto".into(),
-            ))),
+            Tier::Jit => {
+                if !native_ok {
+                    let mut out = self.interpret(f, args, cfg, None)?;
+                    out.notes.push("jit: --trace and the limits run every loop in the interpreter".into());
+                    return Ok(out);
+                }
+                let mut cl = CraneliftBackend::new(threshold);
+                let mut out = self.interpret(f, args, cfg, Some(&mut cl))?;
+                out.notes.extend(cl.stats_text().lines().map(str::to_string));
+                Ok(out)
+            }
             Tier::Xla | Tier::Auto => {
                 let forced = cfg.tier == Tier::Xla;
                 // A poisoned lock only means another run panicked; the cache is still usable.
@@ -212,27 +228,42 @@ impl Program {
                         }
                     };
                 }
-                match &mut *slot {
-                    XlaSlot::Ready(b) => {
-                        let before = b.stats.fallbacks.len();
-                        let mut out = self.interpret(f, args, cfg, Some(&mut **b as &mut dyn Backend))?;
-                        out.notes.extend(b.stats.report().lines().map(str::to_string));
-                        if forced && b.stats.fallbacks.len() > before {
-                            for r in &b.stats.fallbacks[before..] {
-                                out.notes.push(format!("ran in the interpreter: {r}"));
-                            }
-                        }
-                        Ok(out)
+                let xla = match &mut *slot {
+                    XlaSlot::Ready(b) => Some(&mut **b),
+                    _ => None,
+                };
+                if forced {
+                    let Some(b) = xla else {
+                        return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
+                    };
+                    let before = b.stats.fallbacks.len();
+                    let mut out = self.interpret(f, args, cfg, Some(&mut *b))?;
+                    out.notes.extend(b.stats.report().lines().map(str::to_string));
+                    for r in &b.stats.fallbacks[before..] {
+                        out.notes.push(format!("ran in the interpreter: {r}"));
                     }
-                    XlaSlot::NotFound(why) => {
-                        let why = why.clone();
-                        drop(slot);
-                        let mut out = self.interpret(f, args, cfg, None)?;
-                        out.notes.push(format!("auto: no XLA plugin found ({why}); everything ran in the interpreter"));
-                        Ok(out)
-                    }
-                    XlaSlot::Untried => Err(Error::new(ErrorKind::Tier("xla back end not initialised".into()))),
+                    return Ok(out);
                 }
+                // auto: hot tensor loops to XLA (when a plugin is present), hot
+                // scalar loops to Cranelift, the rest in the interpreter.
+                let has_xla = xla.is_some();
+                let mut cl = CraneliftBackend::new(threshold);
+                let mut out = if native_ok {
+                    let mut auto = AutoBackend { xla, cl: &mut cl };
+                    self.interpret(f, args, cfg, Some(&mut auto))?
+                } else {
+                    self.interpret(f, args, cfg, None)?
+                };
+                if let XlaSlot::Ready(b) = &*slot {
+                    out.notes.extend(b.stats.report().lines().map(str::to_string));
+                }
+                out.notes.extend(cl.stats_text().lines().map(str::to_string));
+                if !has_xla {
+                    if let XlaSlot::NotFound(why) = &*slot {
+                        out.notes.push(format!("auto: no XLA plugin found ({why})"));
+                    }
+                }
+                Ok(out)
             }
         }
     }
@@ -247,8 +278,13 @@ impl Program {
     ) -> Result<RunOutput, Error> {
         let opts = RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
         let mut printed = Vec::new();
-        // The tier a loop ran on when the back end took it.
-        let tier = if cfg.tier == Tier::Jit { Tier::Jit } else { Tier::Xla };
+        // The tier a loop ran on when a back end took it.
+        let tier = match cfg.tier {
+            Tier::Interp => Tier::Interp,
+            Tier::Jit => Tier::Jit,
+            Tier::Xla => Tier::Xla,
+            Tier::Auto => Tier::Auto,
+        };
         let (results, profile, stats) = {
             let mut it = Interpreter::new(&self.module, opts);
             if cfg.capture_print {
@@ -293,6 +329,39 @@ impl Program {
 /// In `auto`, a loop goes to XLA once it has run this many iterations in
 /// the interpreter over its earlier entries.
 pub const AUTO_HOT_ITERATIONS: u64 = 1000;
+
+/// A loop reads a tensor of more elements than this: `auto` offers it to
+/// XLA first (Cranelift keeps values of at most 16 elements in registers).
+pub const AUTO_TENSOR_ELEMENTS: usize = 16;
+
+/// The `auto` tier's back end: tensor-heavy loops to XLA, others (and any
+/// XLA declines) to Cranelift, which also takes over running loops.
+struct AutoBackend<'a> {
+    xla: Option<&'a mut XlaBackend>,
+    cl: &'a mut CraneliftBackend,
+}
+
+impl Backend for AutoBackend<'_> {
+    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+        if inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
+            if let Some(x) = self.xla.as_mut() {
+                if let Some(r) = x.run_loop(site, inputs) {
+                    return Some(r);
+                }
+            }
+        }
+        self.cl.run_loop(site, inputs)
+    }
+
+    fn resume_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        state: &LoopState<'_>,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
+        self.cl.resume_loop(site, inputs, state)
+    }
+}
 
 /// The kind of the loop instruction whose body is `body`.
 fn loop_kind(m: &Module, f: FuncId, body: BlockId) -> &'static str {

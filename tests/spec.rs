@@ -18,7 +18,7 @@ use loopvm::{Program, RunConfig, Tier};
 use std::path::{Path, PathBuf};
 
 /// The tiers every spec program runs on.
-const TIERS: &[Tier] = &[Tier::Interp, Tier::Xla];
+const TIERS: &[Tier] = &[Tier::Interp, Tier::Jit, Tier::Xla, Tier::Auto];
 
 fn main() {
     let args = Arguments::from_args();
@@ -117,7 +117,8 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
     let args = header(&src, "args").first().map(|a| split_args(a)).unwrap_or_default();
     let main = prog.module().func(prog.main().map_err(|e| e.to_string())?);
     let tensors = loopvm::parse_args(main, &prog.module().symbols, &args).map_err(|e| e.to_string())?;
-    let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
+    // Threshold 0: every eligible loop is promoted, so the spec programs exercise native code.
+    let cfg = RunConfig { tier, capture_print: true, jit_threshold: Some(0), ..RunConfig::default() };
     let out = prog.run(&tensors, &cfg).map_err(|e| e.to_string())?;
     // On a compiling tier a region that falls back to the interpreter must be
     // expected (`# fallback: why`), so that a silent fallback fails.

@@ -842,6 +842,7 @@ pub unsafe extern "C" fn loopvm_call(
             trace: o.trace != 0,
             max_steps: (o.max_steps != 0).then_some(o.max_steps),
             capture_print: o.capture_print != 0,
+            ..RunConfig::default()
         };
         let r = p.prog.call(name, &tensors, &cfg)?;
         let leaves = r.value.leaves().into_iter().map(|t| loopvm_tensor { t: t.clone() }).collect();

@@ -43,7 +43,8 @@ pub struct LoopStats {
     pub entries: u64,
     /// Iterations over all its entries, in the interpreter.
     pub iterations: u64,
-    /// Entries a back end ran (their iterations are the back end's).
+    /// Entries a back end ran or took over mid-flight (iterations it ran
+    /// are the back end's, not counted here).
     pub offloaded: u64,
 }
 
@@ -544,7 +545,13 @@ impl<'m> Interpreter<'m> {
         let Some(b) = self.backend.as_mut() else { return Ok(None) };
         match b.resume_loop(&site, &vals, &state) {
             None => Ok(None),
-            Some(r) => r.map(Some),
+            Some(r) => {
+                let vals = r?;
+                if let Some(s) = self.profile.loops.get_mut(fid.0 as usize).and_then(|f| f.get_mut(body.0 as usize)) {
+                    s.offloaded += 1;
+                }
+                Ok(Some(vals))
+            }
         }
     }
 

@@ -74,7 +74,7 @@ macro_rules! for_each_op {
             /// R[dst] := R[a] as to
             0x06 Cast { def dst: Reg, use a: Reg, attr to: DType } [XLA | JIT | ALLOC] "";
             /// R[dst] := [0, 1, ..., n-1] of dtype
-            0x07 Iota { def dst: Reg, attr dtype: DType, attr n: u64 } [XLA | ALLOC] "";
+            0x07 Iota { def dst: Reg, attr dtype: DType, attr n: u64 } [XLA | JIT | ALLOC] "";
             /// R[dst] := R[a] @ R[b] (rank-1/rank-2 rules)
             0x08 MatMul { def dst: Reg, use a: Reg, use b: Reg } [XLA | TRAP | ALLOC] "";
             /// R[dst] := op(R[a]) over all elements, or along axis
@@ -82,27 +82,27 @@ macro_rules! for_each_op {
             /// R[dst] := reshape(R[a], shape) (the buffer is shared)
             0x0a Reshape { def dst: Reg, use a: Reg, attr shape: Dims } [XLA | JIT | TRAP] "";
             /// R[dst] := transpose(R[a], perm) (reversed axes when perm is absent)
-            0x0b Transpose { def dst: Reg, use a: Reg, attr perm: OptAxes } [XLA | TRAP | ALLOC] "";
+            0x0b Transpose { def dst: Reg, use a: Reg, attr perm: OptAxes } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := broadcast(R[a], shape), NumPy rules
             0x0c Broadcast { def dst: Reg, use a: Reg, attr shape: Dims } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := concat(R[srcs...], axis)
-            0x0d Concat { def dst: Reg, use srcs: RegList, attr axis: Axis } [XLA | TRAP | ALLOC] "";
+            0x0d Concat { def dst: Reg, use srcs: RegList, attr axis: Axis } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := stack(R[srcs...], axis) (a new axis)
-            0x0e Stack { def dst: Reg, use srcs: RegList, attr axis: Axis } [XLA | TRAP | ALLOC] "";
+            0x0e Stack { def dst: Reg, use srcs: RegList, attr axis: Axis } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := R[a][specs] (static indices and slices)
-            0x0f Slice { def dst: Reg, use a: Reg, attr specs: Slices } [XLA | TRAP | ALLOC] "";
+            0x0f Slice { def dst: Reg, use a: Reg, attr specs: Slices } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := R[a][R[idx]...] (dynamic; negative wraps once, then clamped)
             0x10 Index { def dst: Reg, use a: Reg, use idx: RegList } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := R[a].at[R[idx]...].mode(R[v]) (clamped like Index)
             0x11 Update { attr mode: UpdateMode, def dst: Reg, use a: Reg, use idx: RegList, use v: Reg } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := shape(R[a]) as i32[rank]
-            0x12 ShapeOf { def dst: Reg, use a: Reg } [XLA | ALLOC] "";
+            0x12 ShapeOf { def dst: Reg, use a: Reg } [XLA | JIT | ALLOC] "";
             /// print(R[srcs...]) to the program's output
             0x13 Print { use srcs: RegList } [EFFECT] "prints on the host";
             /// R[dsts...] := funcs[func](R[args...])
-            0x14 Call { def dsts: RegList, attr func: FuncId, use args: RegList } [XLA | TRAP | ALLOC] "";
+            0x14 Call { def dsts: RegList, attr func: FuncId, use args: RegList } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dsts...] := if R[c] { then_ } else { else_ }; both blocks take no params and return dsts' types
-            0x15 If { def dsts: RegList, use c: Reg, attr then_: BlockId, attr else_: BlockId } [XLA | TRAP | REGION] "";
+            0x15 If { def dsts: RegList, use c: Reg, attr then_: BlockId, attr else_: BlockId } [XLA | JIT | TRAP | REGION] "";
             /// R[dsts...] := fori_loop(R[lo], R[hi], body, R[init...]); body params (i, carry...), results carry...
             0x16 Fori { def dsts: RegList, use lo: Reg, use hi: Reg, use init: RegList, attr body: BlockId, attr unroll: u32 } [XLA | JIT | TRAP | REGION] "";
             /// R[dsts...] := while_loop(cond, body, R[init...]); cond params carry..., result one bool; body params carry..., results carry...

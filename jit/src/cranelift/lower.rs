@@ -47,24 +47,10 @@ pub const MAX_ELEMS: usize = 16;
 /// How deeply calls are inlined into a region.
 const MAX_INLINE_DEPTH: usize = 8;
 
-/// Ops without the table's `JIT` flag that this lowering handles anyway
-/// (regions and calls are inlined; the shape ops are compile-time index
-/// arithmetic on small tensors).
-const LOWERED_WITHOUT_FLAG: &[Opcode] = &[
-    Opcode::If,
-    Opcode::Call,
-    Opcode::Slice,
-    Opcode::Iota,
-    Opcode::Transpose,
-    Opcode::Concat,
-    Opcode::Stack,
-    Opcode::ShapeOf,
-];
 
-/// `true` when the Cranelift tier lowers `op`: the opcode table's `JIT`
-/// flag, or [`LOWERED_WITHOUT_FLAG`].
+/// `true` when the Cranelift tier lowers `op`: the opcode table's `JIT` flag.
 pub(crate) fn jit_lowerable(op: Opcode) -> bool {
-    op.info().flags.contains(OpFlags::JIT) || LOWERED_WITHOUT_FLAG.contains(&op)
+    op.info().flags.contains(OpFlags::JIT)
 }
 
 /// A dtype and a static shape.
