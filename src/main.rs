@@ -184,7 +184,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
             let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
-            let cfg = RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false, jit_threshold: None };
+            let cfg =
+                RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false, jit_threshold: None };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {
                 write_out(path, &res.value)?;
@@ -242,14 +243,17 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let tensors = loopvm::parse_args(m.func(f), &m.symbols, &args)?;
                 loopvm_jit::xla::tier::emit_for(m, f, &tensors, &opts)
             };
-            let text = text.map_err(|e| Error::new(loopvm::ErrorKind::Tier(format!("cannot lower to StableHLO: {e}"))))?;
+            let text =
+                text.map_err(|e| Error::new(loopvm::ErrorKind::Tier(format!("cannot lower to StableHLO: {e}"))))?;
             print!("{text}");
             Ok(())
         }
         Cmd::Diff { file, args, tiers } => {
             let tiers = tiers
                 .iter()
-                .map(|t| Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`")))))
+                .map(|t| {
+                    Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`"))))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
@@ -262,14 +266,18 @@ fn run(cli: Cli) -> Result<(), Error> {
                     (Ok(v), None) if r.tier == Tier::Interp => format!("{v} (reference)"),
                     (Ok(_), None) => "agrees".to_string(),
                     (Ok(_), Some(m)) => format!("MISMATCH: {m}"),
-                    (Err(e), _) if !r.disagrees() => format!("not run: {}", e.to_string().trim_start_matches("error: ")),
+                    (Err(e), _) if !r.disagrees() => {
+                        format!("not run: {}", e.to_string().trim_start_matches("error: "))
+                    }
                     (Err(e), _) => format!("FAILED: {}", e.to_string().trim_start_matches("error: ")),
                 };
                 bad += usize::from(r.disagrees());
                 println!("{:<8} {:>9.3} ms  {what}", r.tier.as_str(), r.time.as_secs_f64() * 1e3);
             }
             if bad > 0 {
-                return Err(Error::new(loopvm::ErrorKind::Runtime(format!("{bad} tier(s) disagree with the interpreter"))));
+                return Err(Error::new(loopvm::ErrorKind::Runtime(format!(
+                    "{bad} tier(s) disagree with the interpreter"
+                ))));
             }
             Ok(())
         }
@@ -318,7 +326,11 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
         _ => (s, 1),
     };
-    num.trim().parse::<usize>().ok().and_then(|n| n.checked_mul(mul)).ok_or_else(|| format!("`{s}` is not a byte count"))
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("`{s}` is not a byte count"))
 }
 
 /// Seconds, possibly fractional (`2.5`), optionally with an `s` suffix.

@@ -2,9 +2,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::value::Value;
-use loopvm_runtime::Tensor;
 use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+use loopvm_runtime::Tensor;
 use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Module, RunOptions};
 use std::path::Path;
 use std::sync::Mutex;
@@ -276,7 +276,8 @@ impl Program {
         cfg: &RunConfig,
         backend: Option<&mut dyn Backend>,
     ) -> Result<RunOutput, Error> {
-        let opts = RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
+        let opts =
+            RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
         let mut printed = Vec::new();
         // The tier a loop ran on when a back end took it.
         let tier = match cfg.tier {

@@ -142,7 +142,12 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
             return Err(format!("interpreter result differs\n  want: {want}\n  got:  {}", reference.value).into());
         }
         if let Some(m) = loopvm::diff::compare(&reference.value, &out.value) {
-            return Err(format!("{} disagrees with the interpreter: {m}\n  interp: {want}\n  {}: {got}", tier.as_str(), tier.as_str()).into());
+            return Err(format!(
+                "{} disagrees with the interpreter: {m}\n  interp: {want}\n  {}: {got}",
+                tier.as_str(),
+                tier.as_str()
+            )
+            .into());
         }
     }
     // The same program through bytecode: serialise, load, run.

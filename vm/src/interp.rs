@@ -392,7 +392,11 @@ impl<'m> Interpreter<'m> {
                     let (x, y) = (get(frame, *a)?, get(frame, *b)?);
                     let rows = if x.rank() == 2 { x.shape()[0] } else { 1 };
                     let cols = if y.rank() == 2 { y.shape()[1] } else { 1 };
-                    self.reserve(frame, "matmul", rows.checked_mul(cols).and_then(|n| n.checked_mul(x.dtype().size_in_bytes())))?;
+                    self.reserve(
+                        frame,
+                        "matmul",
+                        rows.checked_mul(cols).and_then(|n| n.checked_mul(x.dtype().size_in_bytes())),
+                    )?;
                 }
                 kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out))
             }
@@ -411,7 +415,11 @@ impl<'m> Interpreter<'m> {
                 let s = dims(&shape.0)?;
                 if self.opts.max_memory.is_some() {
                     let n = s.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
-                    self.reserve(frame, "broadcast", n.and_then(|n| n.checked_mul(get(frame, *a).ok()?.dtype().size_in_bytes())))?;
+                    self.reserve(
+                        frame,
+                        "broadcast",
+                        n.and_then(|n| n.checked_mul(get(frame, *a).ok()?.dtype().size_in_bytes())),
+                    )?;
                 }
                 kernel!(*dst, |out| kernels::broadcast_to(get(frame, *a)?, &s, &mut out))
             }

@@ -47,7 +47,6 @@ pub const MAX_ELEMS: usize = 16;
 /// How deeply calls are inlined into a region.
 const MAX_INLINE_DEPTH: usize = 8;
 
-
 /// `true` when the Cranelift tier lowers `op`: the opcode table's `JIT` flag.
 pub(crate) fn jit_lowerable(op: Opcode) -> bool {
     op.info().flags.contains(OpFlags::JIT)

@@ -49,7 +49,6 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
     Ok(())
 }
 
-
 /// Rows of `a` at most this many take the row-by-row path: for a
 /// vector-matrix product (an RNN step) it beats packing `b` for a GEMM.
 const SMALL_M: usize = 4;
