@@ -280,12 +280,7 @@ impl Program {
             RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
         let mut printed = Vec::new();
         // The tier a loop ran on when a back end took it.
-        let tier = match cfg.tier {
-            Tier::Interp => Tier::Interp,
-            Tier::Jit => Tier::Jit,
-            Tier::Xla => Tier::Xla,
-            Tier::Auto => Tier::Auto,
-        };
+        let tier = cfg.tier;
         let (results, profile, stats) = {
             let mut it = Interpreter::new(&self.module, opts);
             if cfg.capture_print {
