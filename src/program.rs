@@ -206,63 +206,45 @@ impl Program {
                 out.notes.extend(cl.stats_text().lines().map(str::to_string));
                 Ok(out)
             }
-            Tier::Xla | Tier::Auto => {
-                let forced = cfg.tier == Tier::Xla;
+            Tier::Xla => {
                 // A poisoned lock only means another run panicked; the cache is still usable.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
-                if matches!(*slot, XlaSlot::Untried) || (forced && matches!(*slot, XlaSlot::NotFound(_))) {
-                    *slot = if forced {
-                        // Forced: install the CPU plugin on first use (after a one-line notice).
-                        let b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
-                            .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
-                            .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
-                        XlaSlot::Ready(Box::new(b))
-                    } else {
-                        match XlaBackend::with_found_plugin(XlaMode::Loops) {
-                            Ok(mut b) => {
-                                // auto: only loops that were hot in earlier entries go to XLA.
-                                b.set_hot_iterations(AUTO_HOT_ITERATIONS);
-                                XlaSlot::Ready(Box::new(b))
-                            }
-                            Err(e) => XlaSlot::NotFound(e.to_string()),
-                        }
-                    };
+                if !matches!(*slot, XlaSlot::Ready(_)) {
+                    // Forced: install the CPU plugin on first use (after a one-line notice).
+                    let b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
+                        .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
+                        .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
+                    *slot = XlaSlot::Ready(Box::new(b));
                 }
-                let xla = match &mut *slot {
-                    XlaSlot::Ready(b) => Some(&mut **b),
-                    _ => None,
+                let XlaSlot::Ready(b) = &mut *slot else {
+                    return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
-                if forced {
-                    let Some(b) = xla else {
-                        return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
-                    };
-                    let before = b.stats.fallbacks.len();
-                    let mut out = self.interpret(f, args, cfg, Some(&mut *b))?;
-                    out.notes.extend(b.stats.report().lines().map(str::to_string));
-                    for r in &b.stats.fallbacks[before..] {
-                        out.notes.push(format!("ran in the interpreter: {r}"));
-                    }
-                    return Ok(out);
+                let before = b.stats.fallbacks.len();
+                let mut out = self.interpret(f, args, cfg, Some(&mut **b))?;
+                out.notes.extend(b.stats.report().lines().map(str::to_string));
+                for r in &b.stats.fallbacks[before..] {
+                    out.notes.push(format!("ran in the interpreter: {r}"));
                 }
-                // auto: hot tensor loops to XLA (when a plugin is present), hot
-                // scalar loops to Cranelift, the rest in the interpreter.
-                let has_xla = xla.is_some();
+                Ok(out)
+            }
+            Tier::Auto => {
+                // auto: hot tensor loops to XLA (when a plugin is present; it is
+                // looked up the first time such a loop is hot), hot scalar loops
+                // to Cranelift, the rest in the interpreter.
+                let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
                 let mut cl = CraneliftBackend::new(threshold);
                 let mut out = if native_ok {
-                    let mut auto = AutoBackend { xla, cl: &mut cl };
+                    let mut auto = AutoBackend { xla: &mut slot, cl: &mut cl };
                     self.interpret(f, args, cfg, Some(&mut auto))?
                 } else {
                     self.interpret(f, args, cfg, None)?
                 };
-                if let XlaSlot::Ready(b) = &*slot {
-                    out.notes.extend(b.stats.report().lines().map(str::to_string));
+                match &*slot {
+                    XlaSlot::Ready(b) => out.notes.extend(b.stats.report().lines().map(str::to_string)),
+                    XlaSlot::NotFound(why) => out.notes.push(format!("auto: no XLA plugin found ({why})")),
+                    XlaSlot::Untried => {}
                 }
                 out.notes.extend(cl.stats_text().lines().map(str::to_string));
-                if !has_xla {
-                    if let XlaSlot::NotFound(why) = &*slot {
-                        out.notes.push(format!("auto: no XLA plugin found ({why})"));
-                    }
-                }
                 Ok(out)
             }
         }
@@ -330,20 +312,35 @@ pub const AUTO_HOT_ITERATIONS: u64 = 1000;
 /// XLA first (Cranelift keeps values of at most 16 elements in registers).
 pub const AUTO_TENSOR_ELEMENTS: usize = 16;
 
-/// The `auto` tier's back end: tensor-heavy loops to XLA, others (and any
-/// XLA declines) to Cranelift, which also takes over running loops.
+/// The `auto` tier's back end: hot tensor-heavy loops to XLA, others (and
+/// any XLA declines) to Cranelift, which also takes over running loops.
 struct AutoBackend<'a> {
-    xla: Option<&'a mut XlaBackend>,
+    xla: &'a mut XlaSlot,
     cl: &'a mut CraneliftBackend,
+}
+
+impl AutoBackend<'_> {
+    /// The XLA back end, found (never installed) the first time it is wanted.
+    fn xla(&mut self) -> Option<&mut XlaBackend> {
+        if matches!(self.xla, XlaSlot::Untried) {
+            *self.xla = match XlaBackend::with_found_plugin(XlaMode::Loops) {
+                Ok(b) => XlaSlot::Ready(Box::new(b)),
+                Err(e) => XlaSlot::NotFound(e.to_string()),
+            };
+        }
+        match self.xla {
+            XlaSlot::Ready(b) => Some(&mut **b),
+            _ => None,
+        }
+    }
 }
 
 impl Backend for AutoBackend<'_> {
     fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
-        if inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
-            if let Some(x) = self.xla.as_mut() {
-                if let Some(r) = x.run_loop(site, inputs) {
-                    return Some(r);
-                }
+        let hot = site.stats.iterations >= AUTO_HOT_ITERATIONS;
+        if hot && inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
+            if let Some(r) = self.xla().and_then(|x| x.run_loop(site, inputs)) {
+                return Some(r);
             }
         }
         self.cl.run_loop(site, inputs)
