@@ -199,14 +199,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 eprintln!("ops executed:     {}", res.ops);
                 eprintln!("loop iterations:  {}", res.loop_iterations);
                 for l in &res.loops {
+                    let by = if l.stats.offloaded > 0 {
+                        format!(" ({} run by the {} back end)", l.stats.offloaded, l.tier.as_str())
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "  {} in `{}` (body b{}): tier {}, {} entries, {} iterations",
-                        l.kind,
-                        l.func,
-                        l.body.0,
-                        l.tier.as_str(),
-                        l.stats.entries,
-                        l.stats.iterations
+                        "  {} in `{}` (body b{}): {} entries{by}, {} iterations in the interpreter",
+                        l.kind, l.func, l.body.0, l.stats.entries, l.stats.iterations
                     );
                 }
                 for n in &res.notes {
