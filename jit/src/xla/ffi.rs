@@ -16,8 +16,10 @@
 //!
 //! A plugin built against a newer header accepts these structs (it reads only
 //! the fields covered by `struct_size`). The function table [`PJRT_Api`] is
-//! declared up to the last entry used here (`PJRT_Buffer_ToHostBuffer`); a
-//! plugin whose table is shorter is rejected when it is loaded.
+//! declared up to `PJRT_Buffer_ToHostBuffer`, the last entry loopvm needs; a
+//! plugin whose table is shorter is rejected when it is loaded. The next six
+//! entries ([`PJRT_Api_BufferTail`]) are optional: they serve a fast path for
+//! reading buffers on the CPU, used when the table reaches them.
 //!
 //! Names follow the header exactly so that a reader can check them against it.
 
@@ -456,6 +458,46 @@ pub(crate) struct PJRT_Buffer_ToHostBuffer_Args {
     pub event: *mut PJRT_Event,
 }
 
+#[repr(C)]
+pub(crate) struct PJRT_Buffer_IsOnCpu_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub buffer: *mut PJRT_Buffer,
+    pub is_on_cpu: bool,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Buffer_ReadyEvent_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub buffer: *mut PJRT_Buffer,
+    /// Owned by the caller, who destroys it.
+    pub event: *mut PJRT_Event,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Buffer_IncreaseExternalReferenceCount_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub buffer: *mut PJRT_Buffer,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Buffer_DecreaseExternalReferenceCount_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub buffer: *mut PJRT_Buffer,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub buffer: *mut PJRT_Buffer,
+    /// Valid while the buffer's external reference count is above zero.
+    pub device_memory_ptr: *mut c_void,
+}
+
 pjrt_structs! {
     PJRT_Api_Version => minor_version,
     PJRT_Error_Destroy_Args => error,
@@ -489,6 +531,11 @@ pjrt_structs! {
     PJRT_Buffer_Dimensions_Args => num_dims,
     PJRT_Buffer_OnDeviceSizeInBytes_Args => on_device_size_in_bytes,
     PJRT_Buffer_ToHostBuffer_Args => event,
+    PJRT_Buffer_IsOnCpu_Args => is_on_cpu,
+    PJRT_Buffer_ReadyEvent_Args => event,
+    PJRT_Buffer_IncreaseExternalReferenceCount_Args => buffer,
+    PJRT_Buffer_DecreaseExternalReferenceCount_Args => buffer,
+    PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args => device_memory_ptr,
     PJRT_Api => PJRT_Buffer_ToHostBuffer,
 }
 
@@ -594,6 +641,30 @@ pub(crate) struct PJRT_Api {
     pub PJRT_Buffer_ToHostBuffer: Fn<PJRT_Buffer_ToHostBuffer_Args>,
 }
 
+/// The six `PJRT_Api` entries that follow `PJRT_Buffer_ToHostBuffer` (entries
+/// 71 to 76), used only for the CPU fast path of reading a buffer (see
+/// `Buffer::copy_to`). Declared apart from [`PJRT_Api`] because they are
+/// optional: the table's prefix up to `PJRT_Buffer_ToHostBuffer` is all a
+/// plugin must have, and this part is read (at [`API_TAIL_OFFSET`]) only
+/// when the plugin's `struct_size` reaches [`API_TAIL_END`].
+#[repr(C)]
+pub(crate) struct PJRT_Api_BufferTail {
+    pub PJRT_Buffer_IsOnCpu: Fn<PJRT_Buffer_IsOnCpu_Args>,
+    pub PJRT_Buffer_ReadyEvent: Fn<PJRT_Buffer_ReadyEvent_Args>,
+    pub PJRT_Buffer_UnsafePointer: Unused,
+    pub PJRT_Buffer_IncreaseExternalReferenceCount: Fn<PJRT_Buffer_IncreaseExternalReferenceCount_Args>,
+    pub PJRT_Buffer_DecreaseExternalReferenceCount: Fn<PJRT_Buffer_DecreaseExternalReferenceCount_Args>,
+    pub PJRT_Buffer_OpaqueDeviceMemoryDataPointer: Fn<PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args>,
+}
+
+/// `offsetof(PJRT_Api, PJRT_Buffer_IsOnCpu)`: the table entries are all
+/// pointers, so the tail starts right after [`PJRT_Api`] (checked in the
+/// tests against the header).
+pub(crate) const API_TAIL_OFFSET: usize = std::mem::size_of::<PJRT_Api>();
+/// `PJRT_STRUCT_SIZE(PJRT_Api, PJRT_Buffer_OpaqueDeviceMemoryDataPointer)`:
+/// the `struct_size` a plugin's table needs for [`PJRT_Api_BufferTail`].
+pub(crate) const API_TAIL_END: usize = API_TAIL_OFFSET + std::mem::size_of::<PJRT_Api_BufferTail>();
+
 /// `const PJRT_Api* GetPjrtApi(void)`, the one symbol a plugin exports.
 pub(crate) type GetPjrtApiFn = unsafe extern "C" fn() -> *const PJRT_Api;
 
@@ -641,6 +712,11 @@ mod tests {
         ("PJRT_Buffer_Dimensions_Args", 40, 40),
         ("PJRT_Buffer_OnDeviceSizeInBytes_Args", 32, 32),
         ("PJRT_Buffer_ToHostBuffer_Args", 56, 56),
+        ("PJRT_Buffer_IsOnCpu_Args", 25, 32),
+        ("PJRT_Buffer_ReadyEvent_Args", 32, 32),
+        ("PJRT_Buffer_IncreaseExternalReferenceCount_Args", 24, 24),
+        ("PJRT_Buffer_DecreaseExternalReferenceCount_Args", 24, 24),
+        ("PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args", 32, 32),
     ];
 
     #[cfg(target_pointer_width = "64")]
@@ -696,7 +772,12 @@ mod tests {
             PJRT_Buffer_ElementType_Args,
             PJRT_Buffer_Dimensions_Args,
             PJRT_Buffer_OnDeviceSizeInBytes_Args,
-            PJRT_Buffer_ToHostBuffer_Args
+            PJRT_Buffer_ToHostBuffer_Args,
+            PJRT_Buffer_IsOnCpu_Args,
+            PJRT_Buffer_ReadyEvent_Args,
+            PJRT_Buffer_IncreaseExternalReferenceCount_Args,
+            PJRT_Buffer_DecreaseExternalReferenceCount_Args,
+            PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args
         );
     }
 
@@ -718,5 +799,23 @@ mod tests {
         assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_ToHostBuffer), 600);
         assert_eq!(PJRT_Api::STRUCT_SIZE, 608);
         assert_eq!(size_of::<PJRT_Api>(), 608);
+    }
+
+    /// `offsetof(PJRT_Api, f)` from gcc at API 0.81 for the optional tail:
+    /// `PJRT_Buffer_IsOnCpu` 608, `PJRT_Buffer_ReadyEvent` 616,
+    /// `PJRT_Buffer_UnsafePointer` 624, `..._IncreaseExternalReferenceCount`
+    /// 632, `..._DecreaseExternalReferenceCount` 640,
+    /// `PJRT_Buffer_OpaqueDeviceMemoryDataPointer` 648.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn api_tail_offsets_match_header_0_81() {
+        let at = |o: usize| API_TAIL_OFFSET + o;
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_IsOnCpu)), 608);
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_ReadyEvent)), 616);
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_UnsafePointer)), 624);
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_IncreaseExternalReferenceCount)), 632);
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_DecreaseExternalReferenceCount)), 640);
+        assert_eq!(at(offset_of!(PJRT_Api_BufferTail, PJRT_Buffer_OpaqueDeviceMemoryDataPointer)), 648);
+        assert_eq!(API_TAIL_END, 656);
     }
 }
