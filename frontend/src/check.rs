@@ -238,7 +238,9 @@ fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
         },
         (LitValue::Int(i), _) => ConstValues::Float(vec![i as f64]),
         (LitValue::Float(f), DType::F32) => {
-            if f.is_finite() && f.abs() > f64::from(f32::MAX) {
+            // Out of range only if it rounds to infinity: `3.4028235e38` (the
+            // shortest spelling of f32::MAX) is above f32::MAX as an f64.
+            if f.is_finite() && (f as f32).is_infinite() {
                 return err(format!("float literal {} is out of range for f32", lit_text(v)), span);
             }
             ConstValues::Float(vec![f])

@@ -2,7 +2,7 @@
 //! rendering with the source line and carets.
 
 mod common;
-use common::compile_err;
+use common::{compile_err, run};
 
 /// Asserts the error of `src` contains every part of `parts` and is at `at`.
 fn check(src: &str, parts: &[&str], at: (usize, usize)) {
@@ -122,6 +122,14 @@ fn dtype_mismatch_and_the_literal_rule() {
     check("fn main() -> i64 { 99999999999999999999999i64 }", &["too large"], (1, 20));
     check("fn main() -> f32 { 1e39 }", &["out of range for f32"], (1, 20));
     check("fn main() -> f64 { 1e400 }", &["out of range"], (1, 20));
+    // Found by the differential fuzzer: the shortest spelling of f32::MAX is
+    // above f32::MAX as an f64, yet rounds to it; only what rounds to
+    // infinity is out of range.
+    assert_eq!(
+        run("fn main() -> (f32, f32) { (3.4028235e38, -3.4028235e38f32) }"),
+        "(f32 3.4028235e38, f32 -3.4028235e38)"
+    );
+    check("fn main() -> f32 { 3.4028236e38 }", &["out of range for f32"], (1, 20));
     check("fn main(b: bool) -> bool { b + b }", &["not defined on bool"], (1, 28));
     check("fn main(b: i32) -> bool { b && true }", &["`&&` needs bool operands"], (1, 27));
 }
