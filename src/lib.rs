@@ -18,6 +18,7 @@ mod args;
 pub mod diff;
 pub mod embed;
 mod error;
+pub mod fuzz;
 mod program;
 mod value;
 

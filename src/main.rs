@@ -126,6 +126,22 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "jit,xla")]
         tiers: Vec<String>,
     },
+    /// Generate random well-typed programs, run each on every tier and
+    /// compare; shrink and write each mismatch.
+    Fuzz {
+        /// The batch seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How many programs.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// The tiers compared with the interpreter.
+        #[arg(long, value_delimiter = ',', default_value = "jit,xla")]
+        tiers: Vec<String>,
+        /// Where reproducers are written.
+        #[arg(long, default_value = "fuzz-findings")]
+        out: PathBuf,
+    },
     /// Find and install XLA PJRT plugins.
     Plugin {
         #[command(subcommand)]
@@ -277,6 +293,25 @@ fn run(cli: Cli) -> Result<(), Error> {
             if bad > 0 {
                 return Err(Error::new(loopvm::ErrorKind::Runtime(format!(
                     "{bad} tier(s) disagree with the interpreter"
+                ))));
+            }
+            Ok(())
+        }
+        Cmd::Fuzz { seed, count, tiers, out } => {
+            let tiers = tiers
+                .iter()
+                .map(|t| {
+                    Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`"))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = loopvm::fuzz::FuzzOptions { seed, count, tiers, out: Some(out), ..Default::default() };
+            let report = loopvm::fuzz::run(&opts, &mut std::io::stderr())?;
+            print!("{}", report.summary());
+            if !report.findings.is_empty() || report.generator_errors > 0 {
+                return Err(Error::new(loopvm::ErrorKind::Runtime(format!(
+                    "{} mismatch(es), {} generator error(s)",
+                    report.findings.len(),
+                    report.generator_errors
                 ))));
             }
             Ok(())
