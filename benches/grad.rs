@@ -143,8 +143,7 @@ impl Cell {
         }
     }
     fn program(self) -> Program {
-        Program::from_source(self.src(), &format!("grad_{}.lb", self.name()))
-            .unwrap_or_else(|e| fail(self.name(), e))
+        Program::from_source(self.src(), &format!("grad_{}.lb", self.name())).unwrap_or_else(|e| fail(self.name(), e))
     }
 }
 
@@ -161,10 +160,17 @@ fn check(p: &Program, args: &[Tensor], tier: Tier, what: &str) {
     let i = leaves(p, "main", args, Tier::Interp);
     assert_eq!(a.len(), b.len());
     for (k, ((x, y), z)) in a.iter().zip(&b).zip(&i).enumerate() {
-        let (x, y, z) = (x.as_slice::<f32>().unwrap_or_default(), y.as_slice::<f32>().unwrap_or_default(), z.as_slice::<f32>().unwrap_or_default());
+        let (x, y, z) = (
+            x.as_slice::<f32>().unwrap_or_default(),
+            y.as_slice::<f32>().unwrap_or_default(),
+            z.as_slice::<f32>().unwrap_or_default(),
+        );
         for ((p, q), r) in x.iter().zip(y).zip(z) {
             let tol = 1e-3 + 1e-3 * r.abs();
-            assert!((p - q).abs() <= tol && (p - r).abs() <= tol, "{what}: leaf {k}: main {p}, main_ck {q}, interp {r}");
+            assert!(
+                (p - q).abs() <= tol && (p - r).abs() <= tol,
+                "{what}: leaf {k}: main {p}, main_ck {q}, interp {r}"
+            );
         }
     }
 }
