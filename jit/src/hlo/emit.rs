@@ -2,6 +2,7 @@
 //! loop instruction), with a register → (SSA value, dtype, concrete shape)
 //! map, writing StableHLO text.
 
+use super::policy::{LoopUnroll, UnrollOptions};
 use super::shapes::{broadcast, broadcasts_to, numel, python_range};
 use super::{EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
@@ -269,20 +270,43 @@ fn free_regs(func: &Func, blocks: &[BlockId]) -> Vec<Reg> {
     out
 }
 
+#[path = "unroll.rs"]
+mod unroll;
+use unroll::{while_env, ForiCtx, ScanCtx};
+
+/// Binds `regs` to `vals` in `env`, pairwise.
+fn bind_params(env: &mut Env, regs: &[Reg], vals: &[Val]) {
+    for (r, v) in regs.iter().zip(vals) {
+        env.insert(*r, v.clone());
+    }
+}
+
 /// The emitter's state.
 struct Emitter<'m> {
     m: &'m Module,
     opts: EmitOptions,
+    unroll: UnrollOptions,
     out: String,
     indent: usize,
     next: usize,
     depth: usize,
     whiles: usize,
+    unrolls: Vec<LoopUnroll>,
 }
 
 impl<'m> Emitter<'m> {
-    fn new(m: &'m Module, opts: &EmitOptions) -> Emitter<'m> {
-        Emitter { m, opts: *opts, out: String::new(), indent: 2, next: 0, depth: 0, whiles: 0 }
+    fn new(m: &'m Module, opts: &EmitOptions, unroll: &UnrollOptions) -> Emitter<'m> {
+        Emitter {
+            m,
+            opts: *opts,
+            unroll: *unroll,
+            out: String::new(),
+            indent: 2,
+            next: 0,
+            depth: 0,
+            whiles: 0,
+            unrolls: Vec::new(),
+        }
     }
 
     fn fresh(&mut self) -> String {
@@ -1543,36 +1567,16 @@ impl<'m> Emitter<'m> {
             }
         }
 
-        let mut all = vec![lo_s.clone(), hi_s.clone()];
-        all.extend_from_slice(init);
-        all.extend(cap_vals.iter().cloned());
-        let mut inv = vec![false, true];
-        inv.extend(init.iter().map(|_| false));
-        inv.extend(cap_vals.iter().map(|_| true));
-        let (names, vals) = self.iter_vals(&all, &inv);
-        let nc = init.len();
-        let (cond_text, cond) = self.region(|e| Ok(e.cmp("LT", &vals[0], &vals[1])))?;
-        let (body_text, next) = self.region(|e| {
-            let mut benv = Env::new();
-            for (r, v) in cap_regs.iter().zip(&vals[2 + nc..]) {
-                benv.insert(*r, v.clone());
-            }
-            let i = e.convert(&vals[0], idt);
-            benv.insert(ireg, i);
-            for (p, v) in carry.iter().zip(&vals[2..2 + nc]) {
-                benv.insert(*p, v.clone());
-            }
-            e.block(func, body, &mut benv)?;
-            let res = Self::results(func, body, &benv, what)?;
-            let one = e.splat(cdt, &[], Lit::I(1));
-            let i1 = e.bin("add", &vals[0], &one);
-            let mut next = vec![i1, vals[1].clone()];
-            next.extend(res);
-            next.extend(vals[2 + nc..].iter().cloned());
-            Ok(next)
-        })?;
-        let outs = self.write_while(what, &all, &names, &cond_text, &cond, &body_text, &next)?;
-        Ok(outs[2..2 + nc].to_vec())
+        let source = match inst {
+            Inst::Fori { unroll, .. } => *unroll,
+            _ => 1,
+        };
+        let trip = match (lo_s.konst, hi_s.konst) {
+            (Some(l), Some(h)) => Some(u64::try_from((i128::from(h) - i128::from(l)).max(0)).unwrap_or(u64::MAX)),
+            _ => None,
+        };
+        let ctx = ForiCtx { func, body, ireg, carry, cap_regs: &cap_regs, cap_vals: &cap_vals, idt, cdt };
+        self.fori_partial(&ctx, source, trip, &lo_s, &hi_s, init)
     }
 
     fn while_(
@@ -1595,33 +1599,28 @@ impl<'m> Emitter<'m> {
         let mut all = init.to_vec();
         all.extend(cap_vals.iter().cloned());
         let inv: Vec<bool> = (0..all.len()).map(|k| k >= nc).collect();
-        let (names, vals) = self.iter_vals(&all, &inv);
-        let region_env = |params: &[Reg]| {
-            let mut benv = Env::new();
-            for (r, v) in cap_regs.iter().zip(&vals[nc..]) {
-                benv.insert(*r, v.clone());
-            }
-            for (p, v) in params.iter().zip(&vals[..nc]) {
-                benv.insert(*p, v.clone());
-            }
-            benv
-        };
-        let (cond_text, cond) = self.region(|e| {
-            let mut cenv = region_env(&cb.params);
-            e.block(func, cond_b, &mut cenv)?;
-            let rs = Self::results(func, cond_b, &cenv, what)?;
-            let c = rs.first().ok_or_else(|| EmitError::new(what, "while_loop condition without a result"))?;
-            if c.dtype != DType::Bool || c.numel() != 1 {
-                return Err(EmitError::new(what, format!("while_loop condition is not a bool scalar, got {}", c.ty())));
-            }
-            Ok(e.reshape(c, &[]))
+        let k = self.pick_unroll("while_loop", func, &[cond_b, body], 1, None, |e| {
+            let benv = while_env(&cap_regs, &cap_vals, &bb.params, init);
+            e.copy(func, body, benv, init, nc, what)
         })?;
+        // A loop without carry has nothing to unroll.
+        let k = if nc == 0 { 1 } else { k };
+        let (names, vals) = self.iter_vals(&all, &inv);
+        let (cond_text, cond) = self.region(|e| e.while_cond(func, cond_b, &cap_regs, &vals[nc..], &vals[..nc]))?;
         let (body_text, next) = self.region(|e| {
-            let mut benv = region_env(&bb.params);
-            e.block(func, body, &mut benv)?;
-            let mut next = Self::results(func, body, &benv, what)?;
-            next.extend(vals[nc..].iter().cloned());
-            Ok(next)
+            let inv = &vals[nc..];
+            let first = while_env(&cap_regs, inv, &bb.params, &vals[..nc]);
+            let mut cur = e.copy(func, body, first, &vals[..nc], nc, what)?;
+            for _ in 1..k {
+                // The condition is checked before every further copy; once it
+                // fails, the carry passes through the remaining copies.
+                let c = e.while_cond(func, cond_b, &cap_regs, inv, &cur)?;
+                let env = while_env(&cap_regs, inv, &bb.params, &cur);
+                let (text, res) = e.region(|e| e.copy(func, body, env, &cur, nc, what))?;
+                cur = e.write_if(&c, &text, &res, &cur);
+            }
+            cur.extend(inv.iter().cloned());
+            Ok(cur)
         })?;
         let outs = self.write_while(what, &all, &names, &cond_text, &cond, &body_text, &next)?;
         Ok(outs[..nc].to_vec())
@@ -1751,97 +1750,25 @@ impl<'m> Emitter<'m> {
         }
 
         let ct = if n > i32::MAX as usize { DType::I64 } else { DType::I32 };
-        // Carry: (t, carry..., ys..., xs..., invariants...). The ys' types
-        // come from the body, so their names are fixed first and their
-        // initial zeros emitted after the body's text is built.
-        let t0 = self.splat(ct, &[], Lit::I(0));
-        let t_name = self.fresh_named("iterArg");
-        let c_names: Vec<String> = init.iter().map(|_| self.fresh_named("iterArg")).collect();
-        let y_names: Vec<String> = (0..ny).map(|_| self.fresh_named("iterArg")).collect();
-        let x_names: Vec<String> = xs.iter().map(|_| self.fresh_named("iterArg")).collect();
-        let i_names: Vec<String> = cap_vals.iter().map(|_| self.fresh_named("iterArg")).collect();
-        let like = |name: &String, v: &Val, keep: bool| Val {
-            name: name.clone(),
-            dtype: v.dtype,
-            shape: v.shape.clone(),
-            konst: if keep { v.konst } else { None },
+        let source = match inst {
+            Inst::Scan { unroll, .. } => *unroll,
+            _ => 1,
         };
-        let t_val = like(&t_name, &t0, false);
-        let c_vals: Vec<Val> = c_names.iter().zip(init).map(|(nm, v)| like(nm, v, false)).collect();
-        let x_vals: Vec<Val> = x_names.iter().zip(xs).map(|(nm, v)| like(nm, v, true)).collect();
-        let i_vals: Vec<Val> = i_names.iter().zip(&cap_vals).map(|(nm, v)| like(nm, v, true)).collect();
-        let (cond_text, cond) = self.region(|e| {
-            let nv = e.splat(ct, &[], Lit::I(n as i64));
-            Ok(e.cmp("LT", &t_val, &nv))
-        })?;
-        let (body_text, (next, y_vals)) = self.region(|e| {
-            let pos = if reverse {
-                let last = e.splat(ct, &[], Lit::I(n as i64 - 1));
-                e.bin("subtract", &last, &t_val)
-            } else {
-                t_val.clone()
-            };
-            let mut benv = Env::new();
-            for (r, v) in cap_regs.iter().zip(&i_vals) {
-                benv.insert(*r, v.clone());
-            }
-            for (p, v) in cparams.iter().zip(&c_vals) {
-                benv.insert(*p, v.clone());
-            }
-            for (p, x) in xparams.iter().zip(&x_vals) {
-                let mut starts = vec![pos.clone()];
-                for _ in 1..x.shape.len() {
-                    let z = e.splat(ct, &[], Lit::I(0));
-                    starts.push(z);
-                }
-                let mut sizes = vec![1];
-                sizes.extend_from_slice(&x.shape[1..]);
-                let s = e.dynamic_slice(x, &starts, &sizes);
-                let xv = e.reshape(&s, &x.shape[1..]);
-                benv.insert(*p, xv);
-            }
-            e.block(func, body, &mut benv)?;
-            let res = Self::results(func, body, &benv, what)?;
-            let (c, y) = res.split_at(nc);
-            let y_vals: Vec<Val> = y_names
-                .iter()
-                .zip(y)
-                .map(|(nm, v)| Val { name: nm.clone(), dtype: v.dtype, shape: ys_shape(v), konst: None })
-                .collect();
-            let mut next = Vec::new();
-            let one = e.splat(ct, &[], Lit::I(1));
-            next.push(e.bin("add", &t_val, &one));
-            next.extend(c.iter().cloned());
-            for (ys, v) in y_vals.iter().zip(y) {
-                let mut one_shape = vec![1];
-                one_shape.extend_from_slice(&v.shape);
-                let row = e.reshape(v, &one_shape);
-                let mut starts = vec![pos.clone()];
-                for _ in 0..v.shape.len() {
-                    let z = e.splat(ct, &[], Lit::I(0));
-                    starts.push(z);
-                }
-                next.push(e.dynamic_update_slice(ys, &row, &starts));
-            }
-            next.extend(x_vals.iter().cloned());
-            next.extend(i_vals.iter().cloned());
-            Ok((next, y_vals))
-        })?;
-        let mut all = vec![t0];
-        all.extend(init.iter().cloned());
-        for y in &y_vals {
-            let z = self.zero(y.dtype, &y.shape);
-            all.push(z);
-        }
-        all.extend(xs.iter().cloned());
-        all.extend(cap_vals.iter().cloned());
-        let mut names = vec![t_name];
-        names.extend(c_names);
-        names.extend(y_names);
-        names.extend(x_names);
-        names.extend(i_names);
-        let outs = self.write_while(what, &all, &names, &cond_text, &cond, &body_text, &next)?;
-        Ok(outs[1..1 + nc + ny].to_vec())
+        let ctx = ScanCtx {
+            func,
+            body,
+            cparams,
+            xparams,
+            cap_regs: &cap_regs,
+            cap_vals: &cap_vals,
+            xs,
+            n,
+            reverse,
+            nc,
+            ny,
+            ct,
+        };
+        self.scan_partial(&ctx, source, init)
     }
 }
 
@@ -1894,10 +1821,17 @@ fn finish(e: Emitter<'_>, name: &str, params: Vec<Val>, results: Vec<Val>) -> Lo
         params: params.iter().map(Val::vt).collect(),
         results: results.iter().map(Val::vt).collect(),
         whiles: e.whiles,
+        unrolls: e.unrolls,
     }
 }
 
-pub(crate) fn lower_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<Lowered> {
+pub(crate) fn lower_function(
+    m: &Module,
+    f: FuncId,
+    args: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+) -> Result<Lowered> {
     let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("function", format!("no function f{}", f.0)))?;
     let body =
         func.blocks.get(func.body.0 as usize).ok_or_else(|| EmitError::new("function", "missing entry block"))?;
@@ -1909,7 +1843,7 @@ pub(crate) fn lower_function(m: &Module, f: FuncId, args: &[ValueType], opts: &E
     }
     let params = params_of(args);
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
-    let mut e = Emitter::new(m, opts);
+    let mut e = Emitter::new(m, opts, unroll);
     e.block(func, func.body, &mut env)?;
     let results = Emitter::results(func, func.body, &env, "function")?;
     Ok(finish(e, &format!("loopvm_{}", func.name), params, results))
@@ -1921,6 +1855,7 @@ pub(crate) fn lower_loop(
     inst: &Inst,
     inputs: &[ValueType],
     opts: &EmitOptions,
+    unroll: &UnrollOptions,
 ) -> Result<Lowered> {
     let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("loop", format!("no function f{}", f.0)))?;
     if !matches!(inst, Inst::Fori { .. } | Inst::While { .. } | Inst::Scan { .. }) {
@@ -1935,7 +1870,7 @@ pub(crate) fn lower_loop(
     }
     let params = params_of(inputs);
     let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
-    let mut e = Emitter::new(m, opts);
+    let mut e = Emitter::new(m, opts, unroll);
     e.inst(func, inst, &mut env)?;
     let mut dsts = Vec::new();
     inst.visit_defs(&mut |r| dsts.push(r));

@@ -12,10 +12,15 @@
 //! runs that code in the interpreter instead.
 //!
 //! Rules the output follows:
-//! - every `fori_loop`, `while_loop` and `scan` becomes exactly one
-//!   `stablehlo.while` whose body is emitted once (rolled, never unrolled,
-//!   unless [`EmitOptions::unroll_all`] asks for the unrolled form for
-//!   comparison); values a body captures from outside enter the while as
+//! - every `fori_loop`, `while_loop` and `scan` becomes one rolled
+//!   `stablehlo.while` whose body is emitted once, or, partially unrolled by
+//!   `k` ([`UnrollOptions`], see [`policy`]), a `stablehlo.while` whose body
+//!   holds `k` copies plus, where the trip count may not be a multiple of
+//!   `k`, a rolled remainder `stablehlo.while` (body once): the body is
+//!   emitted `k + 1` times at most, whatever the trip count (never fully
+//!   unrolled, unless [`EmitOptions::unroll_all`] asks for that form for
+//!   comparison); a comment `// loopvm: <loop> unroll <k> (...)` precedes
+//!   each loop; values a body captures from outside enter the while as
 //!   loop-invariant operands, so the regions never capture implicitly;
 //! - `fori_loop` carries `(i, hi, carry..., invariants...)` with the
 //!   condition `i < hi`; `scan` carries a counter, its carry, the
@@ -34,7 +39,10 @@
 //!   integral, otherwise as their bit patterns in hex.
 
 mod emit;
+pub mod policy;
 mod shapes;
+
+pub use policy::{LoopUnroll, Platform, UnrollOptions, UnrollWhy};
 
 use loopvm_runtime::{DType, Tensor};
 use loopvm_vm::{Inst, Module};
@@ -89,19 +97,44 @@ pub struct Lowered {
     pub results: Vec<ValueType>,
     /// How many `stablehlo.while` ops the module holds.
     pub whiles: usize,
+    /// The unroll factor chosen for each loop, in the order emitted.
+    pub unrolls: Vec<LoopUnroll>,
+}
+
+impl Lowered {
+    /// One line naming each loop's unroll factor (for `--stats`), e.g.
+    /// `scan unroll 16 (gpu policy, body 12 ops, 1000 iterations)`; empty
+    /// without loops.
+    pub fn unroll_summary(&self) -> String {
+        self.unrolls.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Lowers function `f` of `m` for arguments of the given types (its
 /// flattened parameters) to a module whose `main` takes those arguments and
-/// returns the function's flattened results.
+/// returns the function's flattened results. Loops are unrolled as the
+/// CPU's policy says (the program's own `unroll:`), or as `LOOPVM_UNROLL`
+/// says ([`UnrollOptions::with_env`]).
 pub fn lower_function(m: &Module, f: FuncId, args: &[ValueType], opts: &EmitOptions) -> Result<Lowered, EmitError> {
-    on_big_stack(|| emit::lower_function(m, f, args, opts))
+    lower_function_with(m, f, args, opts, &UnrollOptions::default().with_env())
+}
+
+/// [`lower_function`] with the given unroll options.
+pub fn lower_function_with(
+    m: &Module,
+    f: FuncId,
+    args: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+) -> Result<Lowered, EmitError> {
+    on_big_stack(|| emit::lower_function(m, f, args, opts, unroll))
 }
 
 /// Lowers the loop instruction `inst` (a `Fori`, `While` or `Scan` of
 /// function `f`) to a module whose `main` takes the loop's region inputs
 /// ([`loopvm_vm::region_inputs`], in that order, of the given types) and
-/// returns the values of the loop's `dsts`.
+/// returns the values of the loop's `dsts` (unrolled as for
+/// [`lower_function`]).
 pub fn lower_loop(
     m: &Module,
     f: FuncId,
@@ -109,7 +142,19 @@ pub fn lower_loop(
     inputs: &[ValueType],
     opts: &EmitOptions,
 ) -> Result<Lowered, EmitError> {
-    on_big_stack(|| emit::lower_loop(m, f, inst, inputs, opts))
+    lower_loop_with(m, f, inst, inputs, opts, &UnrollOptions::default().with_env())
+}
+
+/// [`lower_loop`] with the given unroll options.
+pub fn lower_loop_with(
+    m: &Module,
+    f: FuncId,
+    inst: &Inst,
+    inputs: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+) -> Result<Lowered, EmitError> {
+    on_big_stack(|| emit::lower_loop(m, f, inst, inputs, opts, unroll))
 }
 
 /// Stack for the emitter's recursion over nested regions and calls (the

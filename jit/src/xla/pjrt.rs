@@ -196,6 +196,8 @@ impl Plugin {
         if let Some(&inner) = plugins.get(&canonical) {
             return Ok(Plugin { inner });
         }
+        // XLA_FLAGS for the plugin's platform plus LOOPVM_XLA_FLAGS (issue 8).
+        crate::hlo::policy::prepare_xla_flags(&canonical);
 
         // SAFETY: loading a shared library runs its initialisers; the file is
         // one the user or plugin discovery designated as a PJRT plugin, whose

@@ -100,6 +100,9 @@ pub struct XlaStats {
     /// Regions handed back to the interpreter, with the reason (one line per
     /// region and argument types, the first time it is declined).
     pub fallbacks: Vec<String>,
+    /// The unroll factor of each loop of each compiled region (one line per
+    /// region with loops).
+    pub unrolls: Vec<String>,
 }
 
 impl XlaStats {
@@ -122,6 +125,10 @@ impl XlaStats {
             s.push_str("\nxla: fallback to the interpreter: ");
             s.push_str(f);
         }
+        for u in &self.unrolls {
+            s.push_str("\nxla: unroll: ");
+            s.push_str(u);
+        }
         s
     }
 }
@@ -141,6 +148,7 @@ pub struct XlaBackend {
     client: Client,
     mode: XlaMode,
     opts: EmitOptions,
+    unroll: hlo::UnrollOptions,
     hot_iterations: u64,
     cache: HashMap<Key, Entry>,
     resident: VecDeque<(Tensor, Arc<Buffer>)>,
@@ -164,6 +172,7 @@ impl XlaBackend {
     /// A back end running on `client`'s device.
     pub fn new(client: Client, mode: XlaMode) -> XlaBackend {
         XlaBackend {
+            unroll: hlo::UnrollOptions::for_platform(client.platform_name()),
             client,
             mode,
             opts: EmitOptions::default(),
@@ -202,6 +211,12 @@ impl XlaBackend {
     /// Sets the emitter's options (for experiments: unrolled loops).
     pub fn set_emit_options(&mut self, opts: EmitOptions) {
         self.opts = opts;
+    }
+
+    /// Sets how loops are unrolled (default: the policy of the client's
+    /// platform, [`hlo::UnrollOptions::for_platform`]).
+    pub fn set_unroll(&mut self, unroll: hlo::UnrollOptions) {
+        self.unroll = unroll;
     }
 
     /// Loops are taken over only once the profiler has counted at least
@@ -303,7 +318,7 @@ impl XlaBackend {
     fn entry(
         &mut self,
         key: Key,
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
         lower: impl FnOnce(&EmitOptions) -> Result<Lowered, EmitError>,
     ) -> Option<Result<Arc<Executable>, ExecError>> {
         if let Some(e) = self.cache.get(&key) {
@@ -320,6 +335,10 @@ impl XlaBackend {
         let lowered = lower(&self.opts);
         self.stats.emit_time += t.elapsed();
         let lowered = match lowered {
+            Ok(l) if !l.unrolls.is_empty() => {
+                self.stats.unrolls.push(format!("{}: {}", what(), l.unroll_summary()));
+                l
+            }
             Ok(l) => l,
             Err(e) => {
                 self.stats.fallbacks.push(format!("{}: {e}", what()));
@@ -363,7 +382,10 @@ impl Backend for XlaBackend {
         let args = types_of(inputs.iter().copied());
         let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone() };
         let what = || format!("{} (body b{}) in `{}`", loop_kind(site.inst), site.body.0, site.func.name);
-        let exe = match self.entry(key, what, |o| hlo::lower_loop(site.module, site.func_id, site.inst, &args, o))? {
+        let u = self.unroll;
+        let exe = match self
+            .entry(key, what, |o| hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, o, &u))?
+        {
             Ok(x) => x,
             Err(e) => return Some(Err(e)),
         };
@@ -382,7 +404,8 @@ impl Backend for XlaBackend {
         let key = Key { func: f, region: Region::Function, args: types.clone() };
         let name = m.funcs.get(f.0 as usize).map_or("?", |x| x.name.as_str());
         let what = || format!("function `{name}`");
-        let exe = match self.entry(key, what, |o| hlo::lower_function(m, f, &types, o))? {
+        let u = self.unroll;
+        let exe = match self.entry(key, what, |o| hlo::lower_function_with(m, f, &types, o, &u))? {
             Ok(x) => x,
             Err(e) => return Some(Err(e)),
         };
