@@ -91,6 +91,10 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("grad/captures_and_calls", &[]),
+    // Fuzz regressions without loops.
+    ("regress/f32_max_literal", &[]),
+    ("regress/int_pow_large_exponent", &[]),
+    ("regress/int_pow_large_exponent_i32", &[]),
     (
         "grad/checkpoint",
         &[

@@ -807,16 +807,30 @@ impl<'m> Emitter<'m> {
         }
     }
 
-    /// Integer `**`: `stablehlo.power` for exponents >= 0; for negative
-    /// exponents 0, except `1 ** n = 1` and `(-1) ** n = ±1`.
+    /// Integer `a ** b` exactly as the kernel computes it: repeated squaring
+    /// over every bit of the exponent, wrapping (XLA's own `power` reads only
+    /// the exponent's low bits, so `2 ** 64` would be 1); a negative exponent
+    /// gives 0, except `1 ** b = 1` and `(-1) ** b = ±1`.
     fn int_pow(&mut self, a: &Val, b: &Val) -> Val {
         let d = a.dtype;
+        let bits = 8 * d.size_in_bytes();
         let zero = self.splat(d, &a.shape, Lit::I(0));
         let one = self.splat(d, &a.shape, Lit::I(1));
         let m1 = self.splat(d, &a.shape, Lit::I(-1));
         let neg = self.cmp("LT", b, &zero);
-        let safe_b = self.select(&neg, &zero, b);
-        let p = self.bin("power", a, &safe_b);
+        let mut e = self.select(&neg, &zero, b);
+        let mut base = a.clone();
+        let mut p = one.clone();
+        for k in 0..bits {
+            let bit = self.bin("and", &e, &one);
+            let set = self.cmp("NE", &bit, &zero);
+            let times = self.bin("multiply", &p, &base);
+            p = self.select(&set, &times, &p);
+            if k + 1 < bits {
+                base = self.bin("multiply", &base, &base);
+                e = self.bin("shift_right_logical", &e, &one);
+            }
+        }
         let odd_bits = self.bin("and", b, &one);
         let odd = self.cmp("NE", &odd_bits, &zero);
         let a1 = self.cmp("EQ", a, &one);
