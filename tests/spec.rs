@@ -15,7 +15,10 @@
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use loopvm::{Program, RunConfig, Tier};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[path = "support/spec_files.rs"]
+mod spec_files;
+use spec_files::{collect, header, split_args};
 
 /// The tiers every spec program runs on.
 const TIERS: &[Tier] = &[Tier::Interp, Tier::Jit, Tier::Xla, Tier::Auto];
@@ -35,48 +38,6 @@ fn main() {
         }
     }
     libtest_mimic::run(&args, trials).exit();
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "lb") {
-            out.push(p);
-        }
-    }
-}
-
-fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("# {key}:");
-    src.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::trim).collect()
-}
-
-/// Splits `a=[1, 2] b=3` into `["a=[1, 2]", "b=3"]`.
-pub fn split_args(s: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut depth = 0i32;
-    let mut cur = String::new();
-    for c in s.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            _ => {}
-        }
-        if c == ' ' && depth == 0 {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {

@@ -9,6 +9,9 @@ use loopvm_vm::{
     TypeTree,
 };
 use std::path::{Path, PathBuf};
+#[path = "../../tests/support/spec_files.rs"]
+mod spec_files;
+use spec_files::{collect, header};
 
 // ---- running and comparing --------------------------------------------------
 
@@ -224,23 +227,6 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
 
 fn spec_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/spec")
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "lb") {
-            out.push(p);
-        }
-    }
-}
-
-fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("# {key}:");
-    src.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::trim).collect()
 }
 
 /// Splits `a=[1, 2] b=3` into `("a", "[1, 2]"), ("b", "3")`.

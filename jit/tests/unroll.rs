@@ -11,9 +11,12 @@ use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
 use loopvm_jit::xla::{plugin, Client, Plugin};
 use loopvm_runtime::{DType, Tensor};
 use loopvm_vm::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
+#[path = "../../tests/support/spec_files.rs"]
+mod spec_files;
+use spec_files::{collect, header, split_args};
 
 const FACTORS: [u32; 5] = [2, 3, 4, 8, 32];
 
@@ -252,48 +255,6 @@ fn scan_trip_counts() {
 }
 
 // ------------------------------------------------------------ spec programs
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "lb") {
-            out.push(p);
-        }
-    }
-}
-
-fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("# {key}:");
-    src.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::trim).collect()
-}
-
-/// Splits `a=[1, 2] b=3` into `["a=[1, 2]", "b=3"]`.
-fn split_args(s: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut depth = 0i32;
-    let mut cur = String::new();
-    for c in s.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            _ => {}
-        }
-        if c == ' ' && depth == 0 {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
 
 /// Parses a nested list of numbers or bools (`[[1.0, 2.0], [3.0, 4.0]]`, `7`).
 fn parse_value(s: &str, dtype: DType) -> Tensor {
