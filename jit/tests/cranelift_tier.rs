@@ -9,8 +9,11 @@ use loopvm_vm::{
     TypeTree,
 };
 use std::path::{Path, PathBuf};
+#[path = "../../tests/support/arg_literal.rs"]
+mod arg_literal;
 #[path = "../../tests/support/spec_files.rs"]
 mod spec_files;
+use arg_literal::parse_value;
 use spec_files::{collect, header};
 
 // ---- running and comparing --------------------------------------------------
@@ -253,46 +256,6 @@ fn split_args(s: &str) -> Vec<(String, String)> {
 
 /// Parses a nested list literal (`[[1.0, 2.0], [3.0, 4.0]]` or `27`) into a
 /// tensor of `dtype`.
-fn parse_value(s: &str, dtype: DType) -> Tensor {
-    fn go(s: &[u8], i: &mut usize, depth: usize, shape: &mut Vec<usize>, vals: &mut Vec<f64>) {
-        while s[*i] == b' ' {
-            *i += 1;
-        }
-        if s[*i] == b'[' {
-            *i += 1;
-            let mut n = 0;
-            loop {
-                while s[*i] == b' ' || s[*i] == b',' {
-                    *i += 1;
-                }
-                if s[*i] == b']' {
-                    *i += 1;
-                    break;
-                }
-                go(s, i, depth + 1, shape, vals);
-                n += 1;
-            }
-            if shape.len() <= depth {
-                shape.resize(depth + 1, 0);
-            }
-            shape[depth] = n;
-        } else {
-            let start = *i;
-            while *i < s.len() && !matches!(s[*i], b',' | b']' | b' ') {
-                *i += 1;
-            }
-            let txt = std::str::from_utf8(&s[start..*i]).unwrap();
-            vals.push(txt.trim_end_matches("i64").trim_end_matches("f64").parse().unwrap());
-        }
-    }
-    let (mut shape, mut vals) = (Vec::new(), Vec::new());
-    go(s.as_bytes(), &mut 0, 0, &mut shape, &mut vals);
-    let t = Tensor::from_vec(&shape, vals).unwrap();
-    let mut out = None;
-    loopvm_runtime::kernels::cast(&t, dtype, &mut out).unwrap();
-    out.unwrap()
-}
-
 fn spec_args(m: &Module, src: &str) -> Vec<Tensor> {
     let Some(line) = header(src, "args").first().copied() else { return Vec::new() };
     let main = &m.funcs[m.main.unwrap().0 as usize];

@@ -74,80 +74,53 @@ fn small_m_matmul<T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<
     }
 }
 
-/// `c := a @ b` for row-major `a: m×k`, `b: k×n`, `c: m×n`.
-fn gemm_f32(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
-        c.fill(0.0);
-        return;
-    }
-    if m <= SMALL_M {
-        small_m_matmul(m, k, n, a, b, c);
-        return;
-    }
-    // SAFETY: `a`, `b` and `c` are live slices of exactly m*k, k*n and m*n
-    // elements (checked above), read and written with row-major strides
-    // (row stride = row length, column stride 1) that stay inside them; `c`
-    // is a unique borrow so it aliases neither input, and its strides do not
-    // make elements alias. Every dimension is at most a slice length, so it
-    // fits `isize`. With beta = 0, `c` need not be initialised.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+/// Defines `$name`: `c := a @ b` for row-major `a: m×k`, `b: k×n`, `c: m×n`
+/// of `$t`, through `matrixmultiply::$gemm` (row-by-row for small `m`).
+macro_rules! gemm {
+    ($name:ident, $t:ty, $gemm:ident) => {
+        fn $name(m: usize, k: usize, n: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
+            if m == 0 || n == 0 {
+                return;
+            }
+            if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
+                c.fill(0.0);
+                return;
+            }
+            if m <= SMALL_M {
+                small_m_matmul(m, k, n, a, b, c);
+                return;
+            }
+            // SAFETY: `a`, `b` and `c` are live slices of exactly m*k, k*n and
+            // m*n elements (checked above), read and written with row-major
+            // strides (row stride = row length, column stride 1) that stay
+            // inside them; `c` is a unique borrow so it aliases neither input,
+            // and its strides do not make elements alias. Every dimension is at
+            // most a slice length, so it fits `isize`. With beta = 0, `c` need
+            // not be initialised.
+            unsafe {
+                matrixmultiply::$gemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    };
 }
 
-/// `c := a @ b` for row-major `a: m×k`, `b: k×n`, `c: m×n`.
-fn gemm_f64(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
-        c.fill(0.0);
-        return;
-    }
-    if m <= SMALL_M {
-        small_m_matmul(m, k, n, a, b, c);
-        return;
-    }
-    // SAFETY: as in `gemm_f32`: the slices hold exactly m*k, k*n and m*n
-    // elements, the row-major strides stay inside them, `c` is uniquely
-    // borrowed and does not alias the inputs, and beta = 0.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
+gemm!(gemm_f32, f32, sgemm);
+gemm!(gemm_f64, f64, dgemm);
 
 /// Wrapping integer `c := a @ b` (row-major), in i-k-j order so the inner
 /// loop runs along rows of `b` and `c`.
