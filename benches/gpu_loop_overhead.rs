@@ -19,7 +19,9 @@
 //! `cargo bench --bench gpu_loop_overhead [-- FILTER]`: criterion groups
 //! `gpu_loop_overhead/small/k{1,8,32}` and `gpu_loop_overhead/rnn/{k1,
 //! policy_k*}` (throughput in iterations), then one summary line per case
-//! with µs per iteration (best of 5 runs). JAX's figures for the same loops
+//! with µs per iteration (best of 5 runs); `unrolled_compile/fori_loop/N{320,
+//! 1000000}` times XLA's compile of a loop unrolled by 32 at two trip counts.
+//! JAX's figures for the same loops
 //! come from `benches/peers` (see `docs/performance.md`).
 
 use criterion::{Criterion, Throughput};
@@ -144,6 +146,23 @@ fn main() {
         for case in &cases {
             g.throughput(Throughput::Elements(case.iterations as u64));
             g.bench_function(&case.name, |b| b.iter(|| case.run()));
+        }
+        g.finish();
+    }
+    {
+        // Compile time of a loop unrolled by 32 does not grow with the trip
+        // count: the module of N = 10^6 is the module of N = 320.
+        let mut g = crit.benchmark_group("unrolled_compile");
+        g.sample_size(10);
+        for n in [320u64, 1_000_000] {
+            let src = format!("fn main() -> i32 {{ fori_loop(0, {n}, |i, a| a * 3 + i, 1, unroll: 32) }}");
+            let m = loopvm_frontend::compile(&src, "unrolled_compile.lb").unwrap_or_else(|e| fail("compile", e));
+            let f = m.main.unwrap_or_else(|| fail("main", "none"));
+            let l = hlo::lower_function_with(&m, f, &[], &EmitOptions::default(), &UnrollOptions::forced(32))
+                .unwrap_or_else(|e| fail("lower", e));
+            g.bench_function(format!("fori_loop/N{n}"), |b| {
+                b.iter(|| c.compile(&l.text).unwrap_or_else(|e| fail("XLA compile", e)))
+            });
         }
         g.finish();
     }

@@ -63,10 +63,6 @@ pub struct FuzzOptions {
     pub timeout: Duration,
     /// Stop after this many findings (0: never).
     pub max_findings: usize,
-    /// Steer the generator clear of known, reported tier mismatches (today:
-    /// integer `**` with an exponent of 64 or more on xla, whose power uses
-    /// the exponent's low 6 bits). `false` to check whether they are fixed.
-    pub avoid_known: bool,
 }
 
 impl Default for FuzzOptions {
@@ -82,7 +78,6 @@ impl Default for FuzzOptions {
             max_steps: 1_000_000,
             timeout: Duration::from_secs(20),
             max_findings: 0,
-            avoid_known: true,
         }
     }
 }
@@ -212,7 +207,7 @@ pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error>
     let limits = Limits { max_steps: opts.max_steps, timeout: opts.timeout };
     for k in 0..opts.count {
         let pseed = program_seed(opts.seed, k);
-        let g = generate_with(pseed, opts.size, opts.avoid_known);
+        let g = generate(pseed, opts.size);
         report.programs += 1;
         let prog = match Program::from_source(&g.source, "fuzz.lb") {
             Ok(p) => p,
@@ -934,13 +929,6 @@ fn simplest(ty: &Ty) -> Ex {
 }
 
 impl Ex {
-    fn ty_dims(&self) -> Vec<usize> {
-        match &self.ty {
-            Ty::T(t) => t.dims.clone(),
-            Ty::Tup(_) => Vec::new(),
-        }
-    }
-
     fn render(&self, out: &mut String, ind: usize) {
         match &self.k {
             K::Lit { text, .. } => out.push_str(text),
@@ -1417,14 +1405,9 @@ fn val_arg(v: Val, dt: Dt) -> String {
 // The generator
 
 /// Generates the program with seed `seed`; `size` is its rough number of
-/// expression nodes. Known tier mismatches are avoided (see
-/// [`FuzzOptions::avoid_known`]).
+/// expression nodes. Nothing is steered around: every construct the
+/// generator knows is generated with every operand it can pick.
 pub fn generate(seed: u64, size: usize) -> Generated {
-    generate_with(seed, size, true)
-}
-
-/// [`generate`], choosing whether to avoid known tier mismatches.
-pub fn generate_with(seed: u64, size: usize, avoid_known: bool) -> Generated {
     let mut g = Gen {
         rng: Rng::new(seed),
         env: Vec::new(),
@@ -1433,7 +1416,6 @@ pub fn generate_with(seed: u64, size: usize, avoid_known: bool) -> Generated {
         next: 0,
         loop_depth: 0,
         fn_depth: 0,
-        avoid_known,
     };
     let prog = g.program();
     Generated { source: prog.render(), args: prog.arg_texts(), prog }
@@ -1454,8 +1436,6 @@ struct Gen {
     next: usize,
     loop_depth: u32,
     fn_depth: u32,
-    /// Steer clear of known, reported tier mismatches ([`FuzzOptions::avoid_known`]).
-    avoid_known: bool,
 }
 
 /// Deepest loop nesting generated.
@@ -1723,19 +1703,15 @@ impl Gen {
         if op == "**" && tt.dt.is_float() && exact {
             return None;
         }
+        // Float `%` is exact but jumps at every multiple of the divisor: an
+        // operand one ulp apart (a transcendental function, a reordered sum)
+        // moves the result by up to the divisor, so its operands are exact.
+        let exact = exact || (op == "%" && tt.dt.is_float());
         let a = self.expr(tt, d, exact);
         let b = if self.rng.chance(20) && !matches!(a.k, K::Lit { .. }) {
             self.weak(tt.dt)?
         } else {
             self.expr_bc(tt.dt, &tt.dims, d, exact)
-        };
-        let b = if op == "**" && !tt.dt.is_float() && !is_weak(&b) && self.avoid_known {
-            // Known xla mismatch: XLA's integer power looks at the exponent's
-            // low 6 bits only (x ** 64 is 1 there). Keep exponents below 64.
-            let t = Tt { dt: tt.dt, dims: b.ty_dims() };
-            bin("%", b, lit(format!("64{}", tt.dt.name()), Tt::scalar(tt.dt)), &t)
-        } else {
-            b
         };
         let weak_b = is_weak(&b);
         let (a, b) = if !weak_b && op != "**" && self.rng.chance(30) { (b, a) } else { (a, b) };

@@ -13,7 +13,6 @@ use loopvm_runtime::{DType, Tensor};
 use loopvm_vm::*;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Instant;
 #[path = "../../tests/support/arg_literal.rs"]
 mod arg_literal;
 #[path = "../../tests/support/spec_files.rs"]
@@ -399,25 +398,14 @@ fn gpu_policy_is_visible_and_exact() {
 
 // ------------------------------------------------------------- compile time
 
-/// Best of three compiles of `text`, in seconds.
-fn compile_time(text: &str) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            client().compile(text).unwrap();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min)
-}
-
-/// With `unroll: 32`, compiling a loop of 10^6 iterations takes at most
-/// twice as long as one of 320 (ten blocks of the same 32 copies; XLA
-/// treats loops of one or two trips specially): the body is emitted 33 times at most, never N times. At N = 10
-/// the factor is clamped to the trip count (10 copies, one trip, which XLA
-/// inlines), so that figure is printed, and its module checked to be no
-/// larger, but the ratio against it measures 10 against 32 copies, not N.
+/// With `unroll: 32`, the module of a loop of 10^6 iterations is the module
+/// of one of 320 (ten blocks of the same 32 copies), so what XLA compiles
+/// does not grow with N: the body is emitted 33 times at most, never N
+/// times. At N = 10 the factor is clamped to the trip count (10 copies, one
+/// trip), and that module is no larger. (Compile times are benchmarks, not
+/// test assertions: `docs/performance.md`.)
 #[test]
-fn unrolled_compile_time_is_flat() {
+fn unrolled_module_is_flat() {
     let fori = |n: u64| format!("fn main() -> i32 {{ fori_loop(0, {n}, |i, a| a * 3 + i, 1, unroll: 32) }}");
     let scan = |n: u64, reverse: bool| {
         format!(
@@ -444,19 +432,6 @@ fn unrolled_compile_time_is_flat() {
         assert!(lbig.unrolls.iter().all(|u| u.unroll == 32), "{what}: {:?}", lbig.unrolls);
         assert_eq!(l64.text.lines().count(), lbig.text.lines().count(), "{what}: text grows with N");
         assert!(l10.text.lines().count() <= lbig.text.lines().count(), "{what}");
-        // Warm up, then best of three.
-        compile_time(&l10.text);
-        let (t10, t64, tbig) = (compile_time(&l10.text), compile_time(&l64.text), compile_time(&lbig.text));
-        eprintln!(
-            "[unroll] compile of {what} with unroll: 32: N = 10 {:.1} ms (10 copies), N = 320 {:.1} ms, N = 10^6 {:.1} ms",
-            t10 * 1e3,
-            t64 * 1e3,
-            tbig * 1e3
-        );
-        assert!(
-            tbig <= 2.0 * t64 + 0.005,
-            "{what}: compile time grows with N: {t64:.4} s at N = 320, {tbig:.4} s at N = 10^6"
-        );
     }
     // And it runs (10^6 iterations of the fori_loop, a small scan).
     let m = compile("fn main() -> i32 { fori_loop(0, 1000000, |i, a| a * 3 + i, 1, unroll: 32) }");

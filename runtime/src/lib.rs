@@ -18,6 +18,7 @@
 mod display;
 mod dtype;
 mod error;
+pub mod fpmode;
 pub mod kernels;
 pub mod npy;
 mod ops;

@@ -33,7 +33,9 @@ pub fn parse_value(s: &str, dtype: DType) -> Tensor {
                 go(p, shape, depth + 1, vals);
             }
         } else {
-            vals.push(s.trim_end_matches(|c: char| c.is_ascii_alphabetic() && c != 'e').to_string());
+            // A dtype suffix (`1.5f32`) goes; `inf` and `NaN` stay.
+            let v = ["f32", "f64", "i32", "i64"].iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
+            vals.push(v.to_string());
         }
     }
     let mut shape = vec![];

@@ -176,7 +176,14 @@ impl<'m> Interpreter<'m> {
     /// Calls function `f` with its flattened parameters and returns its
     /// flattened results. Checks the arguments against the signature and
     /// binds the function's shape variables from them.
+    ///
+    /// The call runs with subnormal floats flushed to zero, as XLA runs
+    /// (see [`loopvm_runtime::fpmode`]); native code it enters inherits the mode.
     pub fn call(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
+        loopvm_runtime::fpmode::flush_subnormals(|| self.call_in_mode(f, args))
+    }
+
+    fn call_in_mode(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let start = Instant::now();
         self.deadline = self.opts.timeout.map(|t| start + t);
         let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;

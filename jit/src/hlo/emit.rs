@@ -292,6 +292,8 @@ struct Emitter<'m> {
     depth: usize,
     whiles: usize,
     unrolls: Vec<LoopUnroll>,
+    /// Names of values computed from constants only: XLA may fold them.
+    folds: hashbrown::HashSet<String>,
 }
 
 impl<'m> Emitter<'m> {
@@ -306,6 +308,7 @@ impl<'m> Emitter<'m> {
             depth: 0,
             whiles: 0,
             unrolls: Vec::new(),
+            folds: hashbrown::HashSet::new(),
         }
     }
 
@@ -366,6 +369,7 @@ impl<'m> Emitter<'m> {
             format!("stablehlo.constant dense<{}> : {}", lit_text(dtype, v), tensor_type(dtype, shape)),
         );
         r.konst = konst;
+        self.folds.insert(r.name.clone());
         r
     }
 
@@ -389,17 +393,45 @@ impl<'m> Emitter<'m> {
         if t.numel() == 1 && t.dtype().is_int() {
             v.konst = t.scalar_i64();
         }
+        self.folds.insert(v.name.clone());
         v
+    }
+
+    /// `true` when XLA can compute `v` at compile time (it is built from
+    /// constants only).
+    fn is_folded(&self, v: &Val) -> bool {
+        self.folds.contains(&v.name)
+    }
+
+    /// Marks `r` as computed from constants when all of `from` are.
+    fn fold_from(&mut self, r: Val, from: &[&Val]) -> Val {
+        if from.iter().all(|v| self.is_folded(v)) {
+            self.folds.insert(r.name.clone());
+        }
+        r
+    }
+
+    /// A float divisor XLA must not see as a constant: its simplifier turns
+    /// `x / c` into `x * (1 / c)`, which is not correctly rounded (`10 / 3`
+    /// is one ulp off) and is wrong where `1 / c` is subnormal and flushed
+    /// (`inf / -3.4e38` gives NaN). The interpreter divides.
+    fn opaque_divisor(&mut self, b: &Val) -> Val {
+        if !b.dtype.is_float() || !self.is_folded(b) {
+            return b.clone();
+        }
+        self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()))
     }
 
     /// A same-type elementwise op.
     fn un(&mut self, name: &str, a: &Val) -> Val {
-        self.op(a.dtype, &a.shape, format!("stablehlo.{name} {} : {}", a.name, a.ty()))
+        let r = self.op(a.dtype, &a.shape, format!("stablehlo.{name} {} : {}", a.name, a.ty()));
+        self.fold_from(r, &[a])
     }
 
     /// A same-type elementwise binary op; `a` and `b` have one type.
     fn bin(&mut self, name: &str, a: &Val, b: &Val) -> Val {
-        self.op(a.dtype, &a.shape, format!("stablehlo.{name} {}, {} : {}", a.name, b.name, a.ty()))
+        let r = self.op(a.dtype, &a.shape, format!("stablehlo.{name} {}, {} : {}", a.name, b.name, a.ty()));
+        self.fold_from(r, &[a, b])
     }
 
     fn cmp(&mut self, dir: &str, a: &Val, b: &Val) -> Val {
@@ -431,7 +463,12 @@ impl<'m> Emitter<'m> {
         if a.dtype == to {
             return a.clone();
         }
-        self.op(to, &a.shape, format!("stablehlo.convert {} : ({}) -> {}", a.name, a.ty(), tensor_type(to, &a.shape)))
+        let r = self.op(
+            to,
+            &a.shape,
+            format!("stablehlo.convert {} : ({}) -> {}", a.name, a.ty(), tensor_type(to, &a.shape)),
+        );
+        self.fold_from(r, &[a])
     }
 
     fn reshape(&mut self, a: &Val, shape: &[usize]) -> Val {
@@ -446,7 +483,7 @@ impl<'m> Emitter<'m> {
         if numel(shape) == Some(1) {
             r.konst = a.konst;
         }
-        r
+        self.fold_from(r, &[a])
     }
 
     /// `a` broadcast to `shape` (NumPy rules; the caller checked them).
@@ -457,7 +494,7 @@ impl<'m> Emitter<'m> {
         let lead = shape.len() - a.shape.len();
         let dims: Vec<usize> = (lead..shape.len()).collect();
         // Stretched axes (1 → n) are expressed by broadcast_in_dim directly.
-        self.op(
+        let r = self.op(
             a.dtype,
             shape,
             format!(
@@ -467,7 +504,8 @@ impl<'m> Emitter<'m> {
                 a.ty(),
                 tensor_type(a.dtype, shape)
             ),
-        )
+        );
+        self.fold_from(r, &[a])
     }
 
     /// A scalar (one-element) integer or bool value as a rank-0 index of `to`.
@@ -590,6 +628,12 @@ impl<'m> Emitter<'m> {
     /// keeps the known constant value.
     fn iter_vals(&mut self, init: &[Val], invariant: &[bool]) -> (Vec<String>, Vec<Val>) {
         let names: Vec<String> = init.iter().map(|_| self.fresh_named("iterArg")).collect();
+        for (k, (n, v)) in names.iter().zip(init).enumerate() {
+            // XLA sinks constant loop invariants into the loop body.
+            if invariant.get(k).copied().unwrap_or(false) && self.is_folded(v) {
+                self.folds.insert(n.clone());
+            }
+        }
         let vals = names
             .iter()
             .zip(init)
@@ -762,7 +806,10 @@ impl<'m> Emitter<'m> {
             BinaryOp::Sub => self.bin("subtract", &x, &y),
             BinaryOp::Mul => self.bin("multiply", &x, &y),
             BinaryOp::Div | BinaryOp::Rem if d.is_int() => self.int_div_rem(op == BinaryOp::Div, &x, &y),
-            BinaryOp::Div => self.bin("divide", &x, &y),
+            BinaryOp::Div => {
+                let y = self.opaque_divisor(&y);
+                self.bin("divide", &x, &y)
+            }
             BinaryOp::Rem => self.bin("remainder", &x, &y),
             BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
             BinaryOp::Pow => self.bin("power", &x, &y),
@@ -1019,6 +1066,7 @@ impl<'m> Emitter<'m> {
                     return Ok(s);
                 }
                 let n = self.splat(target, &out_shape, Lit::F(len as f64));
+                let n = self.opaque_divisor(&n);
                 Ok(self.bin("divide", &s, &n))
             }
             ReduceOp::Max | ReduceOp::Min => {

@@ -440,6 +440,12 @@ impl Emitter<'_> {
         let c_vals: Vec<Val> = c_names.iter().zip(init).map(|(nm, v)| like(nm, v, false)).collect();
         let x_vals: Vec<Val> = x_names.iter().zip(ctx.xs).map(|(nm, v)| like(nm, v, true)).collect();
         let i_vals: Vec<Val> = i_names.iter().zip(ctx.cap_vals).map(|(nm, v)| like(nm, v, true)).collect();
+        // XLA sinks constant loop invariants into the loop body.
+        for (nm, v) in x_names.iter().zip(ctx.xs).chain(i_names.iter().zip(ctx.cap_vals)) {
+            if self.is_folded(v) {
+                self.folds.insert(nm.clone());
+            }
+        }
         let mut names = vec![t_name];
         names.extend(c_names);
         let first_y = names.len();

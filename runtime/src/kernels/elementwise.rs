@@ -11,11 +11,22 @@ use super::{broadcast_copy, broadcast_shapes, broadcast_strides, elems, for_each
 use crate::{checked_numel, out_buffer, BinaryOp, DType, Element, RuntimeError, Tensor, UnaryOp};
 use rayon::prelude::*;
 
+/// Elements per task when a kernel runs on the rayon pool.
+const PAR_CHUNK: usize = 4096;
+
 /// Applies `f` to every element of `src`, writing `dst` (same length).
 #[inline]
 fn map_into<T: Copy + Send + Sync, U: Send>(src: &[T], dst: &mut [U], f: impl Fn(T) -> U + Send + Sync) {
     if dst.len() > PAR_THRESHOLD {
-        dst.par_iter_mut().zip(src.par_iter()).with_min_len(4096).for_each(|(o, &x)| *o = f(x));
+        // The workers compute in the caller's floating-point mode.
+        let mode = crate::fpmode::current();
+        dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(o, s)| {
+            crate::fpmode::with_mode(mode, || {
+                for (o, &x) in o.iter_mut().zip(s) {
+                    *o = f(x);
+                }
+            })
+        });
     } else {
         for (o, &x) in dst.iter_mut().zip(src) {
             *o = f(x);
@@ -170,9 +181,16 @@ fn zip2<T: Element, U: Element>(
     if sa == sb {
         let o = out_buffer::<U>(out, sa);
         if o.len() > PAR_THRESHOLD {
-            o.par_iter_mut().zip(xa.par_iter().zip(xb.par_iter())).with_min_len(4096).for_each(|(o, (&x, &y))| {
-                *o = f(x, y);
-            });
+            let mode = crate::fpmode::current();
+            o.par_chunks_mut(PAR_CHUNK).zip(xa.par_chunks(PAR_CHUNK).zip(xb.par_chunks(PAR_CHUNK))).for_each(
+                |(o, (xa, xb))| {
+                    crate::fpmode::with_mode(mode, || {
+                        for ((o, &x), &y) in o.iter_mut().zip(xa).zip(xb) {
+                            *o = f(x, y);
+                        }
+                    })
+                },
+            );
         } else {
             for ((o, &x), &y) in o.iter_mut().zip(xa).zip(xb) {
                 *o = f(x, y);
