@@ -102,8 +102,9 @@ fn compile_rnn(client: &Client, n: usize, unroll: bool) -> (Executable, CompileT
     let m = loopvm_frontend::compile(RNN_SRC, "rnn_cell.lb").unwrap_or_else(|e| fail("frontend", e.render(RNN_SRC)));
     let main = m.main.unwrap_or_else(|| fail("rnn_cell.lb", "no main"));
     let t1 = Instant::now();
-    let lowered = hlo::lower_function(&m, main, &rnn_types(n), &EmitOptions { unroll_all: unroll })
-        .unwrap_or_else(|e| fail("emit", e));
+    let lowered =
+        hlo::lower_function(&m, main, &rnn_types(n), &EmitOptions { unroll_all: unroll, ..Default::default() })
+            .unwrap_or_else(|e| fail("emit", e));
     let t2 = Instant::now();
     let exe = client.compile(&lowered.text).unwrap_or_else(|e| fail("PJRT compile", e));
     let t3 = Instant::now();

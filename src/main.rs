@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let m = prog.module();
             let f = prog.main()?;
-            let opts = hlo::EmitOptions { unroll_all: unroll };
+            let opts = hlo::EmitOptions { unroll_all: unroll, ..Default::default() };
             let text = if args.is_empty() {
                 hlo::param_types(m, f).and_then(|types| hlo::emit_function(m, f, &types, &opts))
             } else {

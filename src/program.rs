@@ -5,7 +5,9 @@ use crate::value::Value;
 use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
 use loopvm_runtime::Tensor;
-use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Module, RunOptions};
+use loopvm_vm::{
+    Backend, BlockId, ExecError, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Meter, Module, RunOptions,
+};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -190,15 +192,15 @@ impl Program {
 
     fn call_id(&self, f: FuncId, args: &[Tensor], cfg: &RunConfig) -> Result<RunOutput, Error> {
         let threshold = cfg.jit_threshold.unwrap_or(loopvm_jit::cranelift::DEFAULT_THRESHOLD);
-        // Native code neither traces nor counts steps or time: under those
-        // options loops stay in the interpreter.
-        let native_ok = !cfg.trace && cfg.max_steps.is_none() && cfg.timeout.is_none() && cfg.max_memory.is_none();
+        // Native code does not trace: under `--trace` loops stay in the
+        // interpreter. The limits are counted on every tier (`loopvm_vm::Meter`).
+        let native_ok = !cfg.trace;
         match cfg.tier {
             Tier::Interp => self.interpret(f, args, cfg, None),
             Tier::Jit => {
                 if !native_ok {
                     let mut out = self.interpret(f, args, cfg, None)?;
-                    out.notes.push("jit: --trace and the limits run every loop in the interpreter".into());
+                    out.notes.push("jit: --trace runs every loop in the interpreter".into());
                     return Ok(out);
                 }
                 let mut cl = CraneliftBackend::new(threshold);
@@ -336,14 +338,19 @@ impl AutoBackend<'_> {
 }
 
 impl Backend for AutoBackend<'_> {
-    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn run_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         let hot = site.stats.iterations >= AUTO_HOT_ITERATIONS;
         if hot && inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
-            if let Some(r) = self.xla().and_then(|x| x.run_loop(site, inputs)) {
+            if let Some(r) = self.xla().and_then(|x| x.run_loop(site, inputs, meter)) {
                 return Some(r);
             }
         }
-        self.cl.run_loop(site, inputs)
+        self.cl.run_loop(site, inputs, meter)
     }
 
     fn resume_loop(
@@ -351,8 +358,9 @@ impl Backend for AutoBackend<'_> {
         site: &LoopSite<'_>,
         inputs: &[&Tensor],
         state: &LoopState<'_>,
+        meter: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
-        self.cl.resume_loop(site, inputs, state)
+        self.cl.resume_loop(site, inputs, state, meter)
     }
 }
 

@@ -907,3 +907,47 @@ fn small_tensor_programs_agree() {
         assert_eq!(summary(&be), *expect, "{src}\n{}", be.stats_text());
     }
 }
+
+// ---- limits in native code ------------------------------------------------------
+
+/// Runs `m` with `opts` and the Cranelift backend promoting at `threshold`.
+fn jit_with(
+    m: &Module,
+    args: &[Tensor],
+    threshold: u64,
+    opts: RunOptions,
+) -> (Result<Vec<Tensor>, String>, CraneliftBackend) {
+    let mut be = CraneliftBackend::new(threshold);
+    let r = {
+        let mut it = Interpreter::new(m, opts);
+        it.set_backend(&mut be);
+        it.call(FuncId(0), args).map_err(|e| e.to_string())
+    };
+    (r, be)
+}
+
+#[test]
+fn native_code_counts_steps_and_stops_a_runaway_loop() {
+    // The LCG, promoted mid-flight: the interpreter's 1024 iterations and the
+    // native ones add up to the limit, exactly.
+    let m = lcg_module();
+    let n = 300_000i64;
+    let steps = |max: u64| RunOptions { max_steps: Some(max), ..RunOptions::default() };
+    let (ok, be) = jit_with(&m, &[Tensor::scalar(n)], 1000, steps(n as u64));
+    assert_eq!(ok.unwrap()[0].scalar_i64(), Some(lcg_rust(n)));
+    assert_eq!(be.report(FuncId(0), BlockId(1)).unwrap().tier, LoopTier::Cranelift);
+    let (e, be) = jit_with(&m, &[Tensor::scalar(n)], 1000, steps(n as u64 - 1));
+    assert!(e.unwrap_err().contains("more than 299999 loop iterations"));
+    assert_eq!(be.report(FuncId(0), BlockId(1)).unwrap().tier, LoopTier::Cranelift, "{}", be.stats_text());
+
+    // A while_loop that never ends, compiled on entry: native code stops it.
+    let src = "fn main(n: i32) -> i32 { while_loop(|i| i >= 0, |i| i + n - n, 0) }";
+    let m = loopvm_frontend::compile(src, "forever.lb").unwrap();
+    let (e, be) = jit_with(&m, &[Tensor::scalar(1i32)], 0, steps(10_000_000));
+    assert!(e.unwrap_err().contains("more than 10000000 loop iterations"));
+    assert!(be.promoted().len() == 1, "{}", be.stats_text());
+    let t = RunOptions { timeout: Some(std::time::Duration::from_millis(200)), ..RunOptions::default() };
+    let (e, be) = jit_with(&m, &[Tensor::scalar(1i32)], 0, t);
+    assert!(e.unwrap_err().contains("time limit exceeded"));
+    assert!(be.promoted().len() == 1, "{}", be.stats_text());
+}

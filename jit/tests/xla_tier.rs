@@ -758,11 +758,11 @@ fn rolled_not_unrolled() {
     let l = hlo::emit_loop(&m, FuncId(0), &inst, &inputs, &opts).unwrap();
     assert_eq!(l.matches("stablehlo.while").count(), 1);
     // Unrolled for comparison: no while, and it grows with the trip count.
-    let u = hlo::emit_function(&m, FuncId(0), &[], &EmitOptions { unroll_all: true }).unwrap();
+    let u = hlo::emit_function(&m, FuncId(0), &[], &EmitOptions { unroll_all: true, ..Default::default() }).unwrap();
     assert_eq!(u.matches("stablehlo.while").count(), 0);
     assert!(u.matches("stablehlo.tanh").count() == 10, "{u}");
     let mut b = XlaBackend::new(client(), XlaMode::Functions);
-    b.set_emit_options(EmitOptions { unroll_all: true });
+    b.set_emit_options(EmitOptions { unroll_all: true, ..Default::default() });
     let exe = b.compile_text(&u).unwrap();
     assert_eq!(exe.num_outputs(), 1);
     // Compile time stays flat in the trip count (one executable each).
@@ -858,7 +858,13 @@ fn scans_forward_reverse_length_only() {
         for length_only in [false, true] {
             let m = scan_module(reverse, length_only);
             check(&m, &args, &format!("scan reverse={reverse} length_only={length_only}"));
-            let u = hlo::emit_function(&m, FuncId(0), &hlo_types(&args), &EmitOptions { unroll_all: true }).unwrap();
+            let u = hlo::emit_function(
+                &m,
+                FuncId(0),
+                &hlo_types(&args),
+                &EmitOptions { unroll_all: true, ..Default::default() },
+            )
+            .unwrap();
             assert_eq!(u.matches("stablehlo.while").count(), 0);
             let mut b = XlaBackend::new(client(), XlaMode::Functions);
             let exe = b.compile_text(&u).unwrap();
@@ -1169,7 +1175,7 @@ fn rnn_timings() {
     }
     for n in [10usize, 100, 1000] {
         let args = rnn_args(n);
-        let text = emit_for(&m, main, &args, &EmitOptions { unroll_all: true }).unwrap();
+        let text = emit_for(&m, main, &args, &EmitOptions { unroll_all: true, ..Default::default() }).unwrap();
         let mut b = XlaBackend::new(client(), XlaMode::Functions);
         let t = Instant::now();
         b.compile_text(&text).unwrap();
@@ -1258,4 +1264,58 @@ fn call_overhead() {
         exe.execute(&[&nb]).unwrap();
     }
     eprintln!("[overhead] bare PJRT execute of the same: {:?}", t.elapsed() / reps);
+}
+
+// ------------------------------------------------------------------ limits
+
+/// Runs `main` with `opts` and a back end in `mode`.
+fn limited(m: &Module, args: &[Tensor], mode: XlaMode, opts: RunOptions) -> (Result<Vec<Tensor>, String>, XlaBackend) {
+    let mut b = XlaBackend::new(client(), mode);
+    let r = {
+        let mut it = Interpreter::new(m, opts);
+        it.set_backend(&mut b);
+        it.call(m.main.expect("main"), args).map_err(|e| e.to_string())
+    };
+    (r, b)
+}
+
+#[test]
+fn metered_executables_count_steps_and_stop_runaway_loops() {
+    let steps = |n: u64| RunOptions { max_steps: Some(n), ..RunOptions::default() };
+    // Nested loops and an `if` holding a loop: 20 outer iterations, 10 inner
+    // ones in the even ones, 120 steps in all (a fori_loop, a while_loop and
+    // a scan each).
+    let srcs = [
+        "fn main() -> i32 { fori_loop(0, 20, |i, a| if i % 2 == 0 { fori_loop(0, 10, |j, b| b + j, a) } else { a + 1 }, 0) }",
+        "fn main() -> i32 { let (i, a) = while_loop(|(i, a)| i < 20, |(i, a)| (i + 1, if i % 2 == 0 { while_loop(|b| b % 100 < 10, |b| b + 1, a * 100) / 100 } else { a + 1 }), (0, 0)); a }",
+        "fn main() -> i32 { let (c, ys) = scan(|c, x| (if x % 2 == 0 { let (d, zs) = scan(|d, y| (d + 1, y), c, zeros(i32, [10])); d } else { c + 1 }, c), 0, iota(i32, 20)); c + sum(ys) - sum(ys) }",
+    ];
+    for src in srcs {
+        let m = loopvm_frontend::compile(src, "metered.lb").unwrap();
+        let want = interp(&m, &[]).unwrap();
+        for mode in [XlaMode::FunctionsAndLoops, XlaMode::Loops] {
+            let (ok, b) = limited(&m, &[], mode, steps(120));
+            assert_same(&want, &ok.unwrap(), src);
+            assert_eq!(b.stats.executions, 1, "{src}: {}", b.stats.report());
+            let (e, b) = limited(&m, &[], mode, steps(119));
+            assert!(e.unwrap_err().contains("more than 119 loop iterations"), "{src}");
+            assert_eq!(b.stats.executions, 1, "{src}: ran on XLA: {}", b.stats.report());
+        }
+    }
+    // A metered module takes the fuel and returns what is left.
+    let m = loopvm_frontend::compile(srcs[0], "metered.lb").unwrap();
+    let o = EmitOptions { metered: true, ..EmitOptions::default() };
+    let l = hlo::lower_function(&m, m.main.unwrap(), &[], &o).unwrap();
+    assert_eq!(l.params, vec![(DType::I64, vec![])]);
+    assert_eq!(l.results.last(), Some(&(DType::I64, vec![])));
+
+    // A while_loop that never ends stops on XLA, by steps and by the clock.
+    let m = loopvm_frontend::compile("fn main() -> i32 { while_loop(|i| i >= 0, |i| i + 1 - 1, 0) }", "f.lb").unwrap();
+    let (e, b) = limited(&m, &[], XlaMode::FunctionsAndLoops, steps(1 << 30));
+    assert!(e.unwrap_err().contains("step limit exceeded"));
+    assert_eq!(b.stats.executions, 1);
+    let t = RunOptions { timeout: Some(std::time::Duration::from_millis(200)), ..RunOptions::default() };
+    let (e, b) = limited(&m, &[], XlaMode::FunctionsAndLoops, t);
+    assert!(e.unwrap_err().contains("time limit exceeded"));
+    assert!(b.stats.executions >= 1, "{}", b.stats.report());
 }

@@ -8,6 +8,7 @@
 use crate::error::ExecError;
 use crate::inst::Inst;
 use crate::interp::LoopStats;
+use crate::meter::Meter;
 use crate::module::{Func, Module};
 use crate::operand::{BlockId, FuncId, Reg};
 use loopvm_runtime::Tensor;
@@ -50,25 +51,43 @@ pub trait Backend {
     /// Runs the loop at `site` with `inputs` (the values of
     /// [`region_inputs`]`(site.func, site.inst)`, in that order) and returns
     /// the values of its `dsts`, or `None` to let the interpreter run it.
-    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>>;
+    ///
+    /// A back end that runs the loop books every iteration it runs (nested
+    /// loops included) on `meter` and fails as the interpreter would when a
+    /// limit is passed ([`Meter::counts`] says whether it must count).
+    fn run_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>>;
 
     /// Takes over a loop the interpreter is running, at an iteration
     /// boundary (on-stack replacement): `state` is the loop's whole state
     /// there. Returns the values of the loop's `dsts` after running the
     /// remaining iterations, or `None` to let the interpreter go on. Offered
-    /// every [`RESUME_INTERVAL`] iterations of a loop while a back end is set.
+    /// every [`RESUME_INTERVAL`] iterations of a loop while a back end is set;
+    /// `meter` as for [`Backend::run_loop`].
     fn resume_loop(
         &mut self,
         _site: &LoopSite<'_>,
         _inputs: &[&Tensor],
         _state: &LoopState<'_>,
+        _meter: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         None
     }
 
     /// Runs function `f` on its flattened arguments and returns its
-    /// flattened results, or `None` to let the interpreter run it.
-    fn run_function(&mut self, _m: &Module, _f: FuncId, _args: &[Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    /// flattened results, or `None` to let the interpreter run it; `meter`
+    /// as for [`Backend::run_loop`].
+    fn run_function(
+        &mut self,
+        _m: &Module,
+        _f: FuncId,
+        _args: &[Tensor],
+        _meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         None
     }
 }

@@ -14,6 +14,7 @@
 use crate::backend::{region_inputs, Backend, LoopSite, LoopState, RESUME_INTERVAL};
 use crate::error::ExecError;
 use crate::inst::Inst;
+use crate::meter::Meter;
 use crate::module::{Dim, Func, Module, TensorType};
 use crate::operand::{BlockId, FuncId, Reg};
 use loopvm_runtime::{kernels, set_scalar, DType, RuntimeError, Tensor, UpdateMode};
@@ -26,7 +27,8 @@ pub struct RunOptions {
     /// Print each op as it runs (with its result's type and a value summary)
     /// and each loop iteration, to the trace sink.
     pub trace: bool,
-    /// Stop with an error after this many loop iterations in total (checked on back edges).
+    /// Stop with an error after this many loop iterations in total (checked
+    /// on back edges, and by back ends in the loops they run).
     pub max_steps: Option<u64>,
     /// The tensor bytes a run may hold: an op whose result would take the
     /// registers of the running function past it fails before it allocates.
@@ -106,8 +108,7 @@ pub struct Interpreter<'m> {
     out: Box<dyn Write + 'm>,
     trace_out: Box<dyn Write + 'm>,
     depth: usize,
-    steps: u64,
-    deadline: Option<Instant>,
+    meter: Meter,
     backend: Option<&'m mut dyn Backend>,
 }
 
@@ -144,7 +145,7 @@ impl<'m> Interpreter<'m> {
     pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
         Interpreter {
             m,
-            opts,
+            opts: opts.clone(),
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
             profile: Profile { loops: m.funcs.iter().map(|f| vec![LoopStats::default(); f.blocks.len()]).collect() },
@@ -152,8 +153,7 @@ impl<'m> Interpreter<'m> {
             out: Box::new(std::io::stdout()),
             trace_out: Box::new(std::io::stderr()),
             depth: 0,
-            steps: 0,
-            deadline: None,
+            meter: Meter::new(opts.max_steps, opts.max_memory, opts.timeout),
             backend: None,
         }
     }
@@ -185,11 +185,12 @@ impl<'m> Interpreter<'m> {
 
     fn call_in_mode(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let start = Instant::now();
-        self.deadline = self.opts.timeout.map(|t| start + t);
+        self.meter.start();
         let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;
         self.bind_args(func, args)?;
         if let Some(b) = self.backend.as_mut() {
-            if let Some(r) = b.run_function(self.m, f, args) {
+            self.meter.held = args.iter().map(Tensor::nbytes).sum();
+            if let Some(r) = b.run_function(self.m, f, args, &mut self.meter) {
                 self.stats.elapsed += start.elapsed();
                 return r;
             }
@@ -276,40 +277,31 @@ impl<'m> Interpreter<'m> {
 
     #[inline(always)]
     fn back_edge(&mut self) -> Result<(), ExecError> {
-        self.steps += 1;
-        if let Some(max) = self.opts.max_steps {
-            if self.steps > max {
-                return Err(ExecError::Other(format!(
-                    "step limit exceeded: more than {max} loop iterations (--max-steps)"
-                )));
-            }
-        }
-        if self.steps.is_multiple_of(1024) {
+        self.meter.charge(1)?;
+        if self.meter.steps().is_multiple_of(1024) {
             self.check_deadline()?;
         }
         Ok(())
     }
 
     fn check_deadline(&self) -> Result<(), ExecError> {
-        match (self.deadline, self.opts.timeout) {
-            (Some(d), Some(t)) if Instant::now() > d => {
-                Err(ExecError::Other(format!("time limit exceeded: the run took more than {t:?} (--timeout)")))
-            }
-            _ => Ok(()),
-        }
+        self.meter.check_deadline()
     }
 
     /// Fails when a new tensor of `bytes` would take the function's
     /// registers past `--max-memory`, before it is allocated.
     fn reserve(&self, frame: &[Option<Tensor>], op: &str, bytes: Option<usize>) -> Result<(), ExecError> {
-        let Some(max) = self.opts.max_memory else { return Ok(()) };
-        let held: usize = frame.iter().flatten().map(Tensor::nbytes).sum();
-        match bytes.and_then(|b| b.checked_add(held)) {
-            Some(total) if total <= max => Ok(()),
-            _ => Err(ExecError::Other(format!(
-                "memory limit exceeded: {op} needs {} bytes with {held} bytes held, the limit is {max} (--max-memory)",
-                bytes.map_or_else(|| "more than usize::MAX".to_string(), |b| b.to_string())
-            ))),
+        if self.opts.max_memory.is_none() {
+            return Ok(());
+        }
+        self.meter.reserve(op, held_bytes(frame), bytes)
+    }
+
+    /// Before a back end runs a region: the bytes this frame holds, for
+    /// `--max-memory`.
+    fn note_held(&mut self, frame: &[Option<Tensor>]) {
+        if self.opts.max_memory.is_some() {
+            self.meter.held = held_bytes(frame);
         }
     }
 
@@ -515,8 +507,9 @@ impl<'m> Interpreter<'m> {
         let inputs = region_inputs(func, inst);
         let vals = inputs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
         let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats: self.profile.get(fid, body) };
+        self.note_held(frame);
         let Some(b) = self.backend.as_mut() else { return Ok(false) };
-        let Some(r) = b.run_loop(&site, &vals) else { return Ok(false) };
+        let Some(r) = b.run_loop(&site, &vals, &mut self.meter) else { return Ok(false) };
         let outs = r?;
         if outs.len() != dsts.len() {
             return Err(ExecError::Other(format!(
@@ -557,8 +550,9 @@ impl<'m> Interpreter<'m> {
         stats.iterations += done;
         let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats };
         let state = LoopState { done, carry: &cv, ys: &yv };
+        self.note_held(frame);
         let Some(b) = self.backend.as_mut() else { return Ok(None) };
-        match b.resume_loop(&site, &vals, &state) {
+        match b.resume_loop(&site, &vals, &state, &mut self.meter) {
             None => Ok(None),
             Some(r) => {
                 let vals = r?;
@@ -845,6 +839,10 @@ impl<'m> Interpreter<'m> {
             None => Self::copy_out(frame, cdst, cparams),
         }
     }
+}
+
+fn held_bytes(frame: &[Option<Tensor>]) -> usize {
+    frame.iter().flatten().map(Tensor::nbytes).sum()
 }
 
 fn dims(d: &[u64]) -> Result<Vec<usize>, ExecError> {

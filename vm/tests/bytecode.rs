@@ -267,7 +267,12 @@ struct Recorder {
 }
 
 impl Backend for Recorder {
-    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn run_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        _m: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         self.entries.push((site.func_id, site.body, inputs.len()));
         None
     }
@@ -276,6 +281,7 @@ impl Backend for Recorder {
         _s: &LoopSite<'_>,
         _i: &[&Tensor],
         state: &LoopState<'_>,
+        _m: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         self.resumes.push(state.done);
         self.take_over.then(|| Ok(state.carry.iter().map(|t| (*t).clone()).collect()))

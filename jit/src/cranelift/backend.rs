@@ -1,13 +1,14 @@
 //! [`CraneliftBackend`]: promotion policy, the cache of compiled loops and
 //! the per-loop reports behind `--stats`.
 
+use super::libcalls::{NativeMeter, STOP_STEPS};
 use super::lower::{Region, TType};
 use super::native::{self, NativeLoop};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use hashbrown::HashMap;
 use loopvm_runtime::Tensor;
 use loopvm_vm::{
-    region_inputs, Backend, BlockId, ExecError, FuncId, Inst, LoopSite, LoopState, LoopStats, Module, Reg,
+    region_inputs, Backend, BlockId, ExecError, FuncId, Inst, LoopSite, LoopState, LoopStats, Meter, Module, Reg,
 };
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -95,8 +96,9 @@ struct Compiled {
 struct LoopEntry {
     report: LoopReport,
     inputs: Option<Rc<[Reg]>>,
-    /// Per input type signature: the code, or `None` when it failed to compile.
-    variants: Vec<(Vec<TType>, Option<Rc<Compiled>>)>,
+    /// Per input type signature and metering: the code, or `None` when it
+    /// failed to compile.
+    variants: Vec<(Vec<TType>, bool, Option<Rc<Compiled>>)>,
 }
 
 /// The Cranelift tier as a [`Backend`]: compiles hot loops and runs them
@@ -113,8 +115,11 @@ struct LoopEntry {
 /// [`LoopReport`].
 ///
 /// One backend serves one module: offered a loop of another module, it
-/// forgets what it compiled. Native code does not count `--max-steps` and
-/// does not trace: leave the backend out of such runs.
+/// forgets what it compiled. Under `--max-steps` or `--timeout` loops are
+/// compiled *metered* (they count their iterations and look at the clock,
+/// see `lower`), under `--max-memory` the results are checked before they
+/// are allocated; native code does not trace: leave the backend out of
+/// traced runs.
 pub struct CraneliftBackend {
     threshold: u64,
     isa: Option<OwnedTargetIsa>,
@@ -239,7 +244,7 @@ impl CraneliftBackend {
 
     /// The compiled code for this site and these inputs, compiling it on
     /// first use; `None` when the region does not compile.
-    fn code_for(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Rc<Compiled>> {
+    fn code_for(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor], metered: bool) -> Option<Rc<Compiled>> {
         let (fault, listing) = (self.fault, self.listings);
         if self.isa.is_none() {
             match native::host_isa() {
@@ -256,17 +261,15 @@ impl CraneliftBackend {
         }
         let isa = self.isa.clone()?;
         let ent = self.entry(site);
-        if let Some((_, code)) = ent
-            .variants
-            .iter()
-            .find(|(sig, _)| sig.len() == inputs.len() && sig.iter().zip(inputs).all(|(t, x)| t.matches(x)))
-        {
+        if let Some((_, _, code)) = ent.variants.iter().find(|(sig, m, _)| {
+            *m == metered && sig.len() == inputs.len() && sig.iter().zip(inputs).all(|(t, x)| t.matches(x))
+        }) {
             return code.clone();
         }
         let regs = ent.inputs.get_or_insert_with(|| region_inputs(site.func, site.inst).into()).clone();
         let sig: Vec<TType> = inputs.iter().map(|t| TType::of(t)).collect();
         let started = Instant::now();
-        let compiled = compile_site(&isa, site, &regs, &sig, fault, listing);
+        let compiled = compile_site(&isa, site, &regs, &sig, fault, listing, metered);
         let ent = self.entry(site);
         ent.report.compile_time += started.elapsed();
         let code = match compiled {
@@ -279,12 +282,13 @@ impl CraneliftBackend {
                 None
             }
         };
-        ent.variants.push((sig, code.clone()));
+        ent.variants.push((sig, metered, code.clone()));
         code
     }
 
     /// Runs `code` and books its iterations; `None` when the call was
     /// refused (a type mismatch, which `code_for` rules out).
+    #[allow(clippy::too_many_arguments)]
     fn execute(
         &mut self,
         site: &LoopSite<'_>,
@@ -293,8 +297,18 @@ impl CraneliftBackend {
         carry: &[&Tensor],
         start: u64,
         ys: &[&Tensor],
+        meter: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         let nc = code.code.carry.len();
+        if meter.max_memory().is_some() {
+            // The results are allocated here (a running scan's ys are copied).
+            let bytes = code.code.outs.iter().try_fold(0usize, |acc, t| {
+                t.shape.iter().try_fold(t.dtype.size_in_bytes(), |a, d| a.checked_mul(*d))?.checked_add(acc)
+            });
+            if let Err(e) = meter.reserve("a native loop's results", meter.held, bytes) {
+                return Some(Err(e));
+            }
+        }
         let mut outs = Vec::with_capacity(code.code.outs.len());
         for (k, t) in code.code.outs.iter().enumerate() {
             let y = if k >= nc { ys.get(k - nc) } else { None };
@@ -307,10 +321,24 @@ impl CraneliftBackend {
             }
         }
         let mut counters = vec![0u64; code.code.loops.len()];
-        if let Err(why) = code.code.run(inputs, carry, &mut outs, &mut counters, start) {
+        let mut nm = NativeMeter::new(meter.steps_left(), meter.deadline());
+        if let Err(why) = code.code.run(inputs, carry, &mut outs, &mut counters, start, &mut nm) {
             self.entry(site).report.reasons.push(format!("native call refused: {why}"));
             return None;
         }
+        let verdict = if !code.code.metered {
+            // Unmetered code runs only when nothing counts steps; keep the
+            // total right all the same.
+            meter.charge(counters.iter().sum())
+        } else if nm.stop == STOP_STEPS {
+            // The budget is spent and one more iteration ran.
+            meter.charge(nm.budget.saturating_add(1)).and(Err(meter.step_error()))
+        } else if nm.stop != 0 {
+            let _ = meter.charge(nm.granted);
+            Err(meter.timeout_error())
+        } else {
+            meter.charge(nm.used())
+        };
         let own = (site.func_id, site.body);
         for (&(f, b), &n) in code.code.loops.iter().zip(&counters) {
             if let Some(e) = self.loops.get_mut(&(f, b)) {
@@ -339,7 +367,7 @@ impl CraneliftBackend {
             r.promoted_at = Some(promoted_at);
             r.osr = start > 0;
         }
-        Some(Ok(outs))
+        Some(verdict.map(|()| outs))
     }
 }
 
@@ -365,6 +393,7 @@ fn compile_site(
     sig: &[TType],
     fault: bool,
     listing: bool,
+    metered: bool,
 ) -> Result<Compiled, String> {
     if regs.len() != sig.len() {
         return Err(format!("{} inputs offered for {} region inputs", sig.len(), regs.len()));
@@ -387,21 +416,27 @@ fn compile_site(
         carry: &carry,
         fault,
         listing,
+        metered,
     };
     let code = native::compile(isa, &region).map_err(|e| e.to_string())?;
     Ok(Compiled { code, init_pos })
 }
 
 impl Backend for CraneliftBackend {
-    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn run_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         self.sync_module(site.module);
         if !self.hot(&site.stats) {
             self.entry(site);
             return None;
         }
-        let code = self.code_for(site, inputs)?;
+        let code = self.code_for(site, inputs, meter.counts())?;
         let carry: Vec<&Tensor> = code.init_pos.iter().filter_map(|&k| inputs.get(k).copied()).collect();
-        self.execute(site, &code, inputs, &carry, 0, &[])
+        self.execute(site, &code, inputs, &carry, 0, &[], meter)
     }
 
     fn resume_loop(
@@ -409,12 +444,13 @@ impl Backend for CraneliftBackend {
         site: &LoopSite<'_>,
         inputs: &[&Tensor],
         state: &LoopState<'_>,
+        meter: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         self.sync_module(site.module);
         if !self.hot(&site.stats) {
             return None;
         }
-        let code = self.code_for(site, inputs)?;
-        self.execute(site, &code, inputs, state.carry, state.done, state.ys)
+        let code = self.code_for(site, inputs, meter.counts())?;
+        self.execute(site, &code, inputs, state.carry, state.done, state.ys, meter)
     }
 }

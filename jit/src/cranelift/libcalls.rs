@@ -7,6 +7,8 @@
 //! neither panic nor unwind; the lowering calls them by address.
 
 use loopvm_runtime::{BinaryOp, DType, UnaryOp};
+use loopvm_vm::Meter;
+use std::time::Instant;
 
 macro_rules! float_unary {
     ($($name:ident: $t:ty => |$x:ident| $e:expr;)*) => {
@@ -74,6 +76,68 @@ macro_rules! int_pow {
 int_pow!(pow_i32, i32);
 int_pow!(pow_i64, i64);
 
+/// What metered native code counts against (`lower`'s module docs): the
+/// fuel it may spend (offset 0, read and written by the code) and what the
+/// host needs to grant more.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct NativeMeter {
+    /// Iterations the code may still run; written back on a normal return.
+    pub fuel: i64,
+    /// Iterations granted so far (the first grant included).
+    pub granted: u64,
+    /// Iterations allowed to this call before the step limit fails the run.
+    pub budget: u64,
+    /// When the run's time is up.
+    pub deadline: Option<Instant>,
+    /// Why the code stopped early: [`STOP_STEPS`], [`STOP_TIME`] or 0.
+    pub stop: u8,
+}
+
+/// The code ran out of steps (`budget` spent and one more iteration begun).
+pub(crate) const STOP_STEPS: u8 = 1;
+/// The deadline passed.
+pub(crate) const STOP_TIME: u8 = 2;
+
+impl NativeMeter {
+    /// A meter allowing `budget` iterations until `deadline`.
+    pub fn new(budget: u64, deadline: Option<Instant>) -> NativeMeter {
+        let first = budget.min(Meter::CHUNK);
+        NativeMeter { fuel: first as i64, granted: first, budget, deadline, stop: 0 }
+    }
+
+    /// Iterations the code ran (after a normal return).
+    pub fn used(&self) -> u64 {
+        self.granted.saturating_sub(u64::try_from(self.fuel).unwrap_or(0))
+    }
+}
+
+/// Called by metered code when its fuel is spent: grants up to
+/// [`Meter::CHUNK`] more iterations, or returns 0 (and says why in `stop`)
+/// when the budget is spent or the deadline has passed.
+extern "C" fn refuel(m: *mut NativeMeter) -> i64 {
+    // SAFETY: metered code passes on the pointer `NativeLoop::run` gave it,
+    // to a `NativeMeter` that the host holds mutably borrowed (and touches
+    // not at all) for the duration of the call; null is checked.
+    let Some(m) = (unsafe { m.as_mut() }) else { return 0 };
+    if m.granted >= m.budget {
+        m.stop = STOP_STEPS;
+        return 0;
+    }
+    if m.deadline.is_some_and(|d| Instant::now() > d) {
+        m.stop = STOP_TIME;
+        return 0;
+    }
+    let g = (m.budget - m.granted).min(Meter::CHUNK);
+    m.granted += g;
+    g as i64
+}
+
+/// The address of [`refuel`].
+pub(crate) fn refuel_addr() -> usize {
+    refuel as extern "C" fn(*mut NativeMeter) -> i64 as usize
+}
+
 /// The address of the function computing unary `op` on one `dtype`
 /// element, for the ops lowered as calls.
 pub(crate) fn unary(op: UnaryOp, dtype: DType) -> Option<usize> {
@@ -119,6 +183,20 @@ pub(crate) fn binary(op: BinaryOp, dtype: DType) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuel_grants_up_to_the_budget_then_stops() {
+        let mut m = NativeMeter::new(Meter::CHUNK + 5, None);
+        assert_eq!(m.fuel as u64, Meter::CHUNK);
+        assert_eq!(refuel(&mut m), 5);
+        assert_eq!(refuel(&mut m), 0);
+        assert_eq!(m.stop, STOP_STEPS);
+        let past = Instant::now().checked_sub(std::time::Duration::from_millis(1));
+        let mut m = NativeMeter::new(u64::MAX, past);
+        assert_eq!(refuel(&mut m), 0);
+        assert_eq!(m.stop, STOP_TIME);
+        assert_eq!(refuel(std::ptr::null_mut()), 0);
+    }
 
     #[test]
     fn int_pow_matches_xla() {

@@ -5,7 +5,8 @@
 //! it calls, inlined. It becomes one function
 //!
 //! ```text
-//! fn(ins: *const *const u8, carry: *const *const u8, outs: *const *mut u8, counters: *mut u64, start: i64)
+//! fn(ins: *const *const u8, carry: *const *const u8, outs: *const *mut u8, counters: *mut u64, start: i64,
+//!    meter: *mut NativeMeter)
 //! ```
 //!
 //! - `ins[k]` points at the elements of region input `k`
@@ -19,7 +20,13 @@
 //! - `outs[k]` receives the loop's results: the final carry, then `scan`'s
 //!   `ys`, which are written one row per iteration;
 //! - `counters[j]` is incremented by the iterations run by the region's
-//!   `j`-th loop ([`Lowered::loops`]; 0 is the region's own loop).
+//!   `j`-th loop ([`Lowered::loops`]; 0 is the region's own loop);
+//! - `meter` is read only by *metered* code (compiled under `--max-steps` or
+//!   `--timeout`): it holds the iterations the code may run (`fuel`, at
+//!   offset 0). Every iteration of every loop takes one; when none is left
+//!   the code calls `libcalls::refuel`, which grants more or stops the run
+//!   (the step limit is reached, or the deadline has passed), and the code
+//!   then returns at once. On a normal return it writes the fuel left.
 //!
 //! Every value is a static-shape tensor of at most [`MAX_ELEMS`] elements,
 //! one Cranelift value per element; elementwise ops, broadcasting, shape ops,
@@ -128,6 +135,8 @@ pub(crate) struct Region<'a> {
     pub fault: bool,
     /// Keep a listing of the optimised IR and the machine code.
     pub listing: bool,
+    /// Count iterations against the `meter` argument (see the module docs).
+    pub metered: bool,
 }
 
 /// The native signature of every region function.
@@ -137,6 +146,7 @@ pub(crate) fn signature(ptr: Type, call_conv: CallConv) -> ir::Signature {
         sig.params.push(AbiParam::new(ptr));
     }
     sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(ptr));
     sig
 }
 
@@ -157,8 +167,25 @@ pub(crate) fn lower_region(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let (ins, carry, outs, counters, start) = (p[0], p[1], p[2], p[3], p[4]);
-    let mut lw = Lowerer { m: r.module, b, ptr, call_conv, counters, loops: Vec::new(), keep: Vec::new(), depth: 0 };
+    let (ins, carry, outs, counters, start, meter_ptr) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+    let mut lw = Lowerer {
+        m: r.module,
+        b,
+        ptr,
+        call_conv,
+        counters,
+        loops: Vec::new(),
+        keep: Vec::new(),
+        depth: 0,
+        meter: None,
+        abort: None,
+    };
+    if r.metered {
+        let fuel = lw.b.declare_var(types::I64);
+        let f = lw.b.ins().load(types::I64, MemFlagsData::trusted(), meter_ptr, 0);
+        lw.b.def_var(fuel, f);
+        lw.meter = Some((meter_ptr, fuel));
+    }
     let mut env = Env::new(f.num_regs());
     for (k, (reg, ty)) in r.input_regs.iter().zip(r.inputs).enumerate() {
         let p = lw.load_ptr(ins, k);
@@ -195,7 +222,17 @@ pub(crate) fn lower_region(
         let c = lw.iconst(types::I64, 1);
         lw.b.ins().iadd(a, c);
     }
+    if let Some((mp, fuel)) = lw.meter {
+        let f = lw.b.use_var(fuel);
+        lw.b.ins().store(MemFlagsData::trusted(), f, mp, 0);
+    }
     lw.b.ins().return_(&[]);
+    if let Some(abort) = lw.abort {
+        // Stopped by the meter: the results are not written; the host
+        // reports the limit.
+        lw.b.switch_to_block(abort);
+        lw.b.ins().return_(&[]);
+    }
     lw.b.seal_all_blocks();
     let Lowerer { b, loops, keep, .. } = lw;
     b.finalize(cfg);
@@ -278,6 +315,10 @@ struct Lowerer<'a, 'f> {
     loops: Vec<(FuncId, BlockId)>,
     keep: Vec<Tensor>,
     depth: usize,
+    /// Metered code: the meter pointer and the fuel variable.
+    meter: Option<(Value, Variable)>,
+    /// The block that returns when the meter stops the run.
+    abort: Option<ir::Block>,
 }
 
 fn numel(shape: &[usize]) -> Option<usize> {
@@ -1383,6 +1424,42 @@ impl Lowerer<'_, '_> {
         let one = self.iconst(types::I64, 1);
         let n = self.b.ins().iadd(n, one);
         self.b.def_var(var, n);
+        self.tick();
+    }
+
+    /// Metered code: one iteration's fuel; when none is left, asks
+    /// `libcalls::refuel` for more and returns at once when refused. The
+    /// code after it continues in a new block.
+    fn tick(&mut self) {
+        let Some((mp, fuel)) = self.meter else { return };
+        let f = self.b.use_var(fuel);
+        let f1 = self.b.ins().iadd_imm_s(f, -1);
+        self.b.def_var(fuel, f1);
+        let empty = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, f1, 0);
+        let (slow, refill, cont) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(slow);
+        self.b.set_cold_block(refill);
+        self.b.ins().brif(empty, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let g = self.call(libcalls::refuel_addr(), &[self.ptr], types::I64, &[mp]);
+        let stop = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, g, 1);
+        let abort = match self.abort {
+            Some(b) => b,
+            None => {
+                let b = self.b.create_block();
+                self.abort = Some(b);
+                b
+            }
+        };
+        self.b.ins().brif(stop, abort, &[], refill, &[]);
+        self.b.switch_to_block(refill);
+        self.b.seal_block(refill);
+        let g1 = self.b.ins().iadd_imm_s(g, -1);
+        self.b.def_var(fuel, g1);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
+        self.b.seal_block(cont);
     }
 
     /// Adds the counter to `counters[slot]` (in the exit block).

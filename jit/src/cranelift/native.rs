@@ -3,6 +3,7 @@
 //! call into it, behind [`NativeLoop::run`], which checks every argument
 //! against the types the code was compiled for.
 
+use super::libcalls::NativeMeter;
 use super::lower::{self, Lowered, Region, TType};
 use super::CompileError;
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -15,7 +16,8 @@ use loopvm_vm::{BlockId, FuncId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The machine signature of a region function (see [`lower`]).
-type EntryFn = unsafe extern "C" fn(*const *const u8, *const *const u8, *const *mut u8, *mut u64, i64);
+type EntryFn =
+    unsafe extern "C" fn(*const *const u8, *const *const u8, *const *mut u8, *mut u64, i64, *mut NativeMeter);
 
 /// The host ISA, with the flags every region is compiled with.
 pub(crate) fn host_isa() -> Result<OwnedTargetIsa, CompileError> {
@@ -43,6 +45,8 @@ pub(crate) struct NativeLoop {
     pub outs: Vec<TType>,
     /// The loops whose iterations the code counts (index 0: the region's own).
     pub loops: Vec<(FuncId, BlockId)>,
+    /// The code counts iterations against its meter.
+    pub metered: bool,
     /// The optimised Cranelift IR and the machine code, when asked for.
     pub listing: Option<String>,
     /// Constants the code reads by address.
@@ -118,7 +122,8 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     }
     // SAFETY: `code` is the finalized entry of a function whose Cranelift
     // signature is `lower::signature` with the host's default calling
-    // convention: four pointers and an `i64`, no results, which is `EntryFn`.
+    // convention: four pointers, an `i64` and a pointer, no results, which
+    // is `EntryFn`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
     let module = guard.0.take();
     Ok(NativeLoop {
@@ -128,6 +133,7 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
         carry: r.carry.to_vec(),
         outs,
         loops,
+        metered: r.metered,
         listing,
         _keep: keep,
     })
@@ -153,6 +159,9 @@ impl NativeLoop {
     /// receive the results and must have the types of [`NativeLoop::outs`]
     /// (their buffers are made unique first); `counters[j]` is incremented by
     /// the iterations of loop `j`. Every type is checked before the call.
+    /// Metered code counts against `meter` and may stop early (then
+    /// `meter.stop` says why and `outs` are not written); other code leaves
+    /// it alone.
     pub(crate) fn run(
         &self,
         inputs: &[&Tensor],
@@ -160,6 +169,7 @@ impl NativeLoop {
         outs: &mut [Tensor],
         counters: &mut [u64],
         start: u64,
+        meter: &mut NativeMeter,
     ) -> Result<(), String> {
         fn check<'a>(what: &str, want: &[TType], got: impl ExactSizeIterator<Item = &'a Tensor>) -> Result<(), String> {
             if want.len() != got.len() {
@@ -189,10 +199,14 @@ impl NativeLoop {
         // of the types `self.outs`, which were all checked above; the result
         // buffers are unique (`make_mut`) and distinct from the inputs, so the
         // writes alias nothing that is read. It adds to `counters[0..loops]`,
-        // whose length was checked. It neither traps nor unwinds (integer
-        // division is guarded; the functions it calls are total `extern "C"`
-        // Rust functions), and every pointer array outlives the call.
-        unsafe { (self.entry)(ins.as_ptr(), cin.as_ptr(), outp.as_ptr(), counters.as_mut_ptr(), start) };
+        // whose length was checked, and reads and writes `meter` (a live,
+        // exclusive borrow) only through `fuel` and `libcalls::refuel`. It
+        // neither traps nor unwinds (integer division is guarded; the
+        // functions it calls are total `extern "C"` Rust functions), and every
+        // pointer array outlives the call.
+        unsafe {
+            (self.entry)(ins.as_ptr(), cin.as_ptr(), outp.as_ptr(), counters.as_mut_ptr(), start, meter as *mut _)
+        };
         Ok(())
     }
 }

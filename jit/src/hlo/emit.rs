@@ -294,6 +294,10 @@ struct Emitter<'m> {
     unrolls: Vec<LoopUnroll>,
     /// Names of values computed from constants only: XLA may fold them.
     folds: hashbrown::HashSet<String>,
+    /// Metered modules: the iterations left at this point of the emission.
+    fuel: Option<Val>,
+    /// Bytes of the largest value emitted so far.
+    peak: usize,
 }
 
 impl<'m> Emitter<'m> {
@@ -309,6 +313,8 @@ impl<'m> Emitter<'m> {
             whiles: 0,
             unrolls: Vec::new(),
             folds: hashbrown::HashSet::new(),
+            fuel: None,
+            peak: 0,
         }
     }
 
@@ -334,6 +340,8 @@ impl<'m> Emitter<'m> {
 
     /// Emits `%n = <rhs>` and returns `%n` with the given type.
     fn op(&mut self, dtype: DType, shape: &[usize], rhs: String) -> Val {
+        let bytes = shape.iter().fold(dtype.size_in_bytes(), |a, &d| a.saturating_mul(d));
+        self.peak = self.peak.max(bytes);
         let name = self.fresh();
         self.line(&format!("{name} = {rhs}"));
         Val { name, dtype, shape: shape.to_vec(), konst: None }
@@ -409,6 +417,44 @@ impl<'m> Emitter<'m> {
             self.folds.insert(r.name.clone());
         }
         r
+    }
+
+    // ------------------------------------------------------------- metering
+
+    /// Metered: the initial and loop-side fuel of a loop about to be
+    /// emitted (its state gets one more `tensor<i64>`).
+    pub(super) fn fuel_state(&mut self) -> Option<(Val, String, Val)> {
+        let init = self.fuel.clone()?;
+        let name = self.fresh_named("fuel");
+        let v = Val { name: name.clone(), dtype: DType::I64, shape: vec![], konst: None };
+        Some((init, name, v))
+    }
+
+    /// A metered loop's condition: `c` and fuel left.
+    pub(super) fn fuel_cond(&mut self, c: Val, fs: &Option<(Val, String, Val)>) -> Val {
+        let Some((_, _, f)) = fs else { return c };
+        let z = self.splat(DType::I64, &[], Lit::I(0));
+        let pos = self.cmp("GT", f, &z);
+        self.bin("and", &c, &pos)
+    }
+
+    /// The end of a metered iteration: one fuel taken.
+    pub(super) fn fuel_step(&mut self) -> Result<Val> {
+        let f = self.fuel.clone().ok_or_else(|| EmitError::new("loop", "no fuel in a metered loop"))?;
+        let one = self.splat(DType::I64, &[], Lit::I(1));
+        Ok(self.bin("subtract", &f, &one))
+    }
+
+    /// After a metered loop: its fuel, or -1 when it ran out of fuel while
+    /// its condition `still` held (it wanted one more iteration). Becomes
+    /// the current fuel.
+    pub(super) fn fuel_settle(&mut self, f: &Val, still: &Val) {
+        let z = self.splat(DType::I64, &[], Lit::I(0));
+        let empty = self.cmp("EQ", f, &z);
+        let stop = self.bin("and", &empty, still);
+        let m1 = self.splat(DType::I64, &[], Lit::I(-1));
+        let r = self.select(&stop, &m1, f);
+        self.fuel = Some(r);
     }
 
     /// A float divisor XLA must not see as a constant: its simplifier turns
@@ -1524,14 +1570,21 @@ impl<'m> Emitter<'m> {
             return Err(EmitError::new("if", format!("if condition is not a bool scalar, got {}", c.ty())));
         }
         let c = self.reshape(c, &[]);
+        // Metered: each branch returns the fuel left after it, last.
+        let fuel0 = self.fuel.clone();
         let mut branch = |e: &mut Self, b: BlockId| {
             e.region(|e| {
+                e.fuel.clone_from(&fuel0);
                 e.block(func, b, env)?;
-                Self::results(func, b, env, "if")
+                let mut r = Self::results(func, b, env, "if")?;
+                r.extend(e.fuel.clone());
+                Ok(r)
             })
         };
         let (t_text, t_res) = branch(self, then_)?;
         let (e_text, e_res) = branch(self, else_)?;
+        self.fuel = fuel0;
+        let ndsts = ndsts + usize::from(self.fuel.is_some());
         if t_res.len() != ndsts || e_res.len() != ndsts {
             return Err(EmitError::new(op_name(inst), "branches return the wrong number of values"));
         }
@@ -1563,7 +1616,7 @@ impl<'m> Emitter<'m> {
         self.indent -= 1;
         let res_ty = if ndsts == 1 { types.clone() } else { format!("({types})") };
         self.line(&format!("}}) : (tensor<i1>) -> {res_ty}"));
-        Ok(t_res
+        let mut out: Vec<Val> = t_res
             .iter()
             .enumerate()
             .map(|(k, v)| Val {
@@ -1572,7 +1625,11 @@ impl<'m> Emitter<'m> {
                 shape: v.shape.clone(),
                 konst: None,
             })
-            .collect())
+            .collect();
+        if self.fuel.is_some() {
+            self.fuel = out.pop();
+        }
+        Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1605,7 +1662,7 @@ impl<'m> Emitter<'m> {
         let lo_s = self.scalar_index(what, lo, cdt)?;
         let hi_s = self.scalar_index(what, hi, cdt)?;
 
-        if self.opts.unroll_all {
+        if self.opts.unroll_all && self.fuel.is_none() {
             if let (Some(l), Some(h)) = (lo_s.konst, hi_s.konst) {
                 if (h as i128 - l as i128) <= MAX_UNROLL as i128 {
                     let mut cur = init.to_vec();
@@ -1667,9 +1724,24 @@ impl<'m> Emitter<'m> {
         })?;
         // A loop without carry has nothing to unroll.
         let k = if nc == 0 { 1 } else { k };
-        let (names, vals) = self.iter_vals(&all, &inv);
-        let (cond_text, cond) = self.region(|e| e.while_cond(func, cond_b, &cap_regs, &vals[nc..], &vals[..nc]))?;
+        let (mut names, vals) = self.iter_vals(&all, &inv);
+        let fs = self.fuel_state();
+        if fs.is_some() && unroll::holds_loop(self.m, func, &[cond_b], 0) {
+            // Its iterations could not be counted: the condition cannot
+            // update the loop's state.
+            return Err(EmitError::new(what, "a loop inside a while_loop condition cannot be metered"));
+        }
+        let (cond_text, cond) = self.region(|e| {
+            let saved = e.fuel.take();
+            let c = e.while_cond(func, cond_b, &cap_regs, &vals[nc..], &vals[..nc]);
+            e.fuel = saved;
+            Ok(e.fuel_cond(c?, &fs))
+        })?;
+        let fuel0 = self.fuel.clone();
         let (body_text, next) = self.region(|e| {
+            if let Some((_, _, f)) = &fs {
+                e.fuel = Some(f.clone());
+            }
             let inv = &vals[nc..];
             let first = while_env(&cap_regs, inv, &bb.params, &vals[..nc]);
             let mut cur = e.copy(func, body, first, &vals[..nc], nc, what)?;
@@ -1682,9 +1754,23 @@ impl<'m> Emitter<'m> {
                 cur = e.write_if(&c, &text, &res, &cur);
             }
             cur.extend(inv.iter().cloned());
+            if fs.is_some() {
+                cur.push(e.fuel_step()?);
+            }
             Ok(cur)
         })?;
+        self.fuel = fuel0;
+        if let Some((f0, fname, _)) = &fs {
+            all.push(f0.clone());
+            names.push(fname.clone());
+        }
         let outs = self.write_while(what, &all, &names, &cond_text, &cond, &body_text, &next)?;
+        if fs.is_some() {
+            let saved = self.fuel.take();
+            let still = self.while_cond(func, cond_b, &cap_regs, &cap_vals, &outs[..nc]);
+            self.fuel = saved;
+            self.fuel_settle(&outs[all.len() - 1], &still?);
+        }
         Ok(outs[..nc].to_vec())
     }
 
@@ -1732,9 +1818,10 @@ impl<'m> Emitter<'m> {
             s
         };
 
-        if n == 0 || (self.opts.unroll_all && (n as u64) <= MAX_UNROLL) {
+        if n == 0 || (self.opts.unroll_all && self.fuel.is_none() && (n as u64) <= MAX_UNROLL) {
             // Unrolled (or empty: the body only gives the ys' types).
             let steps = n.max(1);
+            let fuel0 = self.fuel.clone();
             let saved = (n == 0).then(|| std::mem::take(&mut self.out));
             let whiles = self.whiles;
             let mut cur = init.to_vec();
@@ -1789,6 +1876,7 @@ impl<'m> Emitter<'m> {
             if let Some(s) = saved {
                 self.out = s;
                 self.whiles = whiles;
+                self.fuel = fuel0;
                 let mut outs = init.to_vec();
                 for y in &y_types {
                     let z = self.zero(y.dtype, &ys_shape(y));
@@ -1877,8 +1965,23 @@ fn params_of(args: &[ValueType]) -> Vec<Val> {
         .collect()
 }
 
+/// Metered modules: the fuel parameter, appended to `params`.
+fn metered_param(opts: &EmitOptions, params: &mut Vec<Val>) -> Option<Val> {
+    if !opts.metered {
+        return None;
+    }
+    let f = Val { name: format!("%arg{}", params.len()), dtype: DType::I64, shape: vec![], konst: None };
+    params.push(f.clone());
+    Some(f)
+}
+
 fn finish(e: Emitter<'_>, name: &str, params: Vec<Val>, results: Vec<Val>) -> Lowered {
+    let result_bytes = results
+        .iter()
+        .map(|v| v.shape.iter().fold(v.dtype.size_in_bytes(), |a, &d| a.saturating_mul(d)))
+        .fold(0usize, usize::saturating_add);
     Lowered {
+        peak_bytes: e.peak.max(result_bytes),
         text: module(name, &params, &e.out, &results),
         params: params.iter().map(Val::vt).collect(),
         results: results.iter().map(Val::vt).collect(),
@@ -1903,11 +2006,13 @@ pub(crate) fn lower_function(
             format!("`{}` takes {} tensors, got {}", func.name, body.params.len(), args.len()),
         ));
     }
-    let params = params_of(args);
+    let mut params = params_of(args);
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
     let mut e = Emitter::new(m, opts, unroll);
+    e.fuel = metered_param(opts, &mut params);
     e.block(func, func.body, &mut env)?;
-    let results = Emitter::results(func, func.body, &env, "function")?;
+    let mut results = Emitter::results(func, func.body, &env, "function")?;
+    results.extend(e.fuel.clone());
     Ok(finish(e, &format!("loopvm_{}", func.name), params, results))
 }
 
@@ -1930,12 +2035,14 @@ pub(crate) fn lower_loop(
             format!("the loop reads {} values, {} types given", regs.len(), inputs.len()),
         ));
     }
-    let params = params_of(inputs);
+    let mut params = params_of(inputs);
     let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
     let mut e = Emitter::new(m, opts, unroll);
+    e.fuel = metered_param(opts, &mut params);
     e.inst(func, inst, &mut env)?;
     let mut dsts = Vec::new();
     inst.visit_defs(&mut |r| dsts.push(r));
-    let results = dsts.iter().map(|r| Emitter::get(&env, inst, *r)).collect::<Result<Vec<_>>>()?;
+    let mut results = dsts.iter().map(|r| Emitter::get(&env, inst, *r)).collect::<Result<Vec<_>>>()?;
+    results.extend(e.fuel.clone());
     Ok(finish(e, &format!("loopvm_{}_loop", func.name), params, results))
 }

@@ -61,6 +61,13 @@ pub struct EmitOptions {
     /// rolled form only: the text grows with the trip count). Loops whose
     /// trip count is not static stay rolled.
     pub unroll_all: bool,
+    /// Count loop iterations (`--max-steps`, `--timeout`): the module takes
+    /// one more parameter, `tensor<i64>`, the iterations it may run, and
+    /// returns one more result, what is left of them, or a negative value
+    /// when a loop wanted to run further (the run is over its limit). Every
+    /// loop's condition also tests the fuel and every iteration takes one;
+    /// loops are not unrolled.
+    pub metered: bool,
 }
 
 /// Why some code does not lower to StableHLO.
@@ -99,6 +106,9 @@ pub struct Lowered {
     pub whiles: usize,
     /// The unroll factor chosen for each loop, in the order emitted.
     pub unrolls: Vec<LoopUnroll>,
+    /// Bytes of the largest value the module computes, or of all its
+    /// results if more (saturating): what `--max-memory` checks before it runs.
+    pub peak_bytes: usize,
 }
 
 impl Lowered {

@@ -81,7 +81,7 @@ pub(super) fn while_env(cap_regs: &[Reg], inv: &[Val], params: &[Reg], cur: &[Va
 
 /// `true` when `blocks` of `func` (nested blocks and called functions
 /// included) hold a `fori_loop`, `while_loop` or `scan`.
-fn holds_loop(m: &loopvm_vm::Module, func: &Func, blocks: &[BlockId], depth: usize) -> bool {
+pub(super) fn holds_loop(m: &loopvm_vm::Module, func: &Func, blocks: &[BlockId], depth: usize) -> bool {
     let mut stack: Vec<BlockId> = blocks.to_vec();
     let mut seen = vec![false; func.blocks.len()];
     while let Some(b) = stack.pop() {
@@ -123,6 +123,10 @@ impl Emitter<'_> {
         trip: Option<u64>,
         measure: impl FnOnce(&mut Self) -> Result<Vec<Val>>,
     ) -> Result<u32> {
+        if self.fuel.is_some() {
+            // Metered: every iteration is counted on its own.
+            return Ok(1);
+        }
         let has_loop = holds_loop(self.m, func, blocks, 0);
         let body_ops = if self.unroll.wants_body_size() && !has_loop {
             let whiles = self.whiles;
@@ -279,18 +283,38 @@ impl Emitter<'_> {
     /// The rolled `fori_loop` from `lo` to `hi`: returns the final counter and carry.
     fn fori_rolled(&mut self, ctx: &ForiCtx<'_>, lo: &Val, hi: &Val, init: &[Val]) -> Result<(Val, Vec<Val>)> {
         let nc = init.len();
-        let (all, names, vals) = self.fori_state(ctx, lo, hi, init);
-        let (cond_text, cond) = self.region(|e| Ok(e.cmp("LT", &vals[0], &vals[1])))?;
+        let (mut all, mut names, vals) = self.fori_state(ctx, lo, hi, init);
+        let fs = self.fuel_state();
+        let (cond_text, cond) = self.region(|e| {
+            let c = e.cmp("LT", &vals[0], &vals[1]);
+            Ok(e.fuel_cond(c, &fs))
+        })?;
+        let fuel0 = self.fuel.clone();
         let (body_text, next) = self.region(|e| {
+            if let Some((_, _, f)) = &fs {
+                e.fuel = Some(f.clone());
+            }
             let res = e.fori_copy(ctx, &vals[0], &vals[2 + nc..], &vals[2..2 + nc])?;
             let one = e.splat(ctx.cdt, &[], Lit::I(1));
             let i1 = e.bin("add", &vals[0], &one);
             let mut next = vec![i1, vals[1].clone()];
             next.extend(res);
             next.extend(vals[2 + nc..].iter().cloned());
+            if fs.is_some() {
+                next.push(e.fuel_step()?);
+            }
             Ok(next)
         })?;
+        self.fuel = fuel0;
+        if let Some((f0, fname, _)) = &fs {
+            all.push(f0.clone());
+            names.push(fname.clone());
+        }
         let outs = self.write_while("fori", &all, &names, &cond_text, &cond, &body_text, &next)?;
+        if fs.is_some() {
+            let still = self.cmp("LT", &outs[0], &outs[1]);
+            self.fuel_settle(&outs[all.len() - 1], &still);
+        }
         Ok((outs[0].clone(), outs[2..2 + nc].to_vec()))
     }
 
@@ -457,7 +481,8 @@ impl Emitter<'_> {
     }
 
     /// Writes a scan's while: `t` from `t0`, the ys from `ys0` (zeros of the
-    /// body's ys types when `None`); returns carry and ys.
+    /// body's ys types when `None`), then `fuel` (metered); returns the whole
+    /// state after the loop: `(t, carry..., ys..., xs..., invariants...[, fuel])`.
     #[allow(clippy::too_many_arguments)]
     fn scan_while(
         &mut self,
@@ -468,6 +493,7 @@ impl Emitter<'_> {
         names: Vec<String>,
         cond: (String, Val),
         body: (String, Vec<Val>, Vec<Val>),
+        fuel: Option<Val>,
     ) -> Result<Vec<Val>> {
         let (body_text, next, y_vals) = body;
         let t0 = self.splat(ctx.ct, &[], Lit::I(t0 as i64));
@@ -484,8 +510,8 @@ impl Emitter<'_> {
         }
         all.extend(ctx.xs.iter().cloned());
         all.extend(ctx.cap_vals.iter().cloned());
-        let outs = self.write_while("scan", &all, &names, &cond.0, &cond.1, &body_text, &next)?;
-        Ok(outs[1..1 + ctx.nc + ctx.ny].to_vec())
+        all.extend(fuel);
+        self.write_while("scan", &all, &names, &cond.0, &cond.1, &body_text, &next)
     }
 
     /// `ys` values with names `y_names` for body results `y` (one row each).
@@ -504,12 +530,18 @@ impl Emitter<'_> {
     /// The rolled scan over steps `t0..n`.
     fn scan_rolled(&mut self, ctx: &ScanCtx<'_>, t0: usize, init: &[Val], ys0: Option<&[Val]>) -> Result<Vec<Val>> {
         let (ct, n) = (ctx.ct, ctx.n);
-        let (names, t_val, c_vals, y_names, x_vals, i_vals) = self.scan_state(ctx, init);
+        let (mut names, t_val, c_vals, y_names, x_vals, i_vals) = self.scan_state(ctx, init);
+        let fs = self.fuel_state();
         let cond = self.region(|e| {
             let nv = e.splat(ct, &[], Lit::I(n as i64));
-            Ok(e.cmp("LT", &t_val, &nv))
+            let c = e.cmp("LT", &t_val, &nv);
+            Ok(e.fuel_cond(c, &fs))
         })?;
+        let fuel0 = self.fuel.clone();
         let (body_text, (next, y_vals)) = self.region(|e| {
+            if let Some((_, _, f)) = &fs {
+                e.fuel = Some(f.clone());
+            }
             let pos = if ctx.reverse {
                 let last = e.splat(ct, &[], Lit::I(n as i64 - 1));
                 e.bin("subtract", &last, &t_val)
@@ -536,9 +568,23 @@ impl Emitter<'_> {
             }
             next.extend(x_vals.iter().cloned());
             next.extend(i_vals.iter().cloned());
+            if fs.is_some() {
+                next.push(e.fuel_step()?);
+            }
             Ok((next, y_vals))
         })?;
-        self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals))
+        self.fuel = fuel0;
+        let f0 = fs.as_ref().map(|(f0, fname, _)| {
+            names.push(fname.clone());
+            f0.clone()
+        });
+        let outs = self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals), f0)?;
+        if let (true, Some(last)) = (fs.is_some(), outs.last()) {
+            let nv = self.splat(ct, &[], Lit::I(n as i64));
+            let still = self.cmp("LT", &outs[0], &nv);
+            self.fuel_settle(last, &still);
+        }
+        Ok(outs[1..1 + ctx.nc + ctx.ny].to_vec())
     }
 
     /// The main loop of a scan unrolled by `k`: the first `n / k * k` steps.
@@ -595,7 +641,8 @@ impl Emitter<'_> {
             next.extend(i_vals.iter().cloned());
             Ok((next, y_vals))
         })?;
-        self.scan_while(ctx, 0, init, None, names, cond, (body_text, next, y_vals))
+        let outs = self.scan_while(ctx, 0, init, None, names, cond, (body_text, next, y_vals), None)?;
+        Ok(outs[1..1 + ctx.nc + ctx.ny].to_vec())
     }
 
     /// `rows` rows of `x` from row `start` (a scalar of the counter's dtype).

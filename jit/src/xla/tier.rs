@@ -21,7 +21,7 @@ use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
 use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
 use loopvm_runtime::Tensor;
-use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Inst, LoopSite, Module};
+use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Inst, LoopSite, Meter, Module};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,12 +63,15 @@ struct Key {
     func: FuncId,
     region: Region,
     args: Vec<ValueType>,
+    /// Compiled metered (`--max-steps`, `--timeout`).
+    metered: bool,
 }
 
 /// A cache entry: a compiled executable, or why the region did not lower
 /// (declined to the interpreter) or did not compile (an error).
 enum Entry {
-    Ready(Arc<Executable>),
+    /// The executable and the module's [`Lowered::peak_bytes`].
+    Ready(Arc<Executable>, usize),
     Declined,
     Failed(String),
 }
@@ -294,6 +297,51 @@ impl XlaBackend {
         r
     }
 
+    /// Runs `exe` on `args`, counting against `meter`: a metered
+    /// executable takes the iterations it may run as one more argument and
+    /// returns what is left as one more result (negative: it stopped early,
+    /// a loop wanting more). An execution cannot be interrupted, so under
+    /// `--timeout` it runs with [`FIRST_CHUNK`] iterations, then 4 times as
+    /// many each time it stops early, from the start again (regions are
+    /// pure), looking at the clock in between; under `--max-steps` the
+    /// iterations left are the budget, and stopping early is the limit's
+    /// error. Without a limit the executable is not metered.
+    fn execute_metered(
+        &mut self,
+        exe: &Executable,
+        args: &[&Tensor],
+        metered: bool,
+        meter: &mut Meter,
+    ) -> Result<Vec<Tensor>, ExecError> {
+        if !metered {
+            return self.execute(exe, args);
+        }
+        let mut chunk = if meter.deadline().is_some() { FIRST_CHUNK } else { u64::MAX };
+        loop {
+            let budget = meter.steps_left();
+            let fuel = budget.min(chunk).min(i64::MAX as u64);
+            let f = Tensor::scalar(fuel as i64);
+            let mut all: Vec<&Tensor> = args.to_vec();
+            all.push(&f);
+            let mut outs = self.execute(exe, &all)?;
+            let left = outs
+                .pop()
+                .and_then(|t| t.scalar_i64())
+                .ok_or_else(|| ExecError::Other("a metered XLA region returned no fuel".into()))?;
+            if left >= 0 {
+                meter.charge(fuel - left as u64)?;
+                return Ok(outs);
+            }
+            if fuel == budget {
+                // Every step left was spent and a loop wanted one more.
+                meter.charge(budget.saturating_add(1))?;
+                return Err(meter.step_error());
+            }
+            meter.check_deadline()?;
+            chunk = chunk.saturating_mul(4);
+        }
+    }
+
     /// Runs `exe` on `args` and copies its results back.
     fn execute(&mut self, exe: &Executable, args: &[&Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let t = Instant::now();
@@ -320,12 +368,12 @@ impl XlaBackend {
         key: Key,
         what: impl Fn() -> String,
         lower: impl FnOnce(&EmitOptions) -> Result<Lowered, EmitError>,
-    ) -> Option<Result<Arc<Executable>, ExecError>> {
+    ) -> Option<Result<(Arc<Executable>, usize), ExecError>> {
         if let Some(e) = self.cache.get(&key) {
             return match e {
-                Entry::Ready(x) => {
+                Entry::Ready(x, peak) => {
                     self.stats.cache_hits += 1;
-                    Some(Ok(x.clone()))
+                    Some(Ok((x.clone(), *peak)))
                 }
                 Entry::Declined => None,
                 Entry::Failed(m) => Some(Err(ExecError::Other(m.clone()))),
@@ -349,8 +397,8 @@ impl XlaBackend {
         match self.compile_text(&lowered.text) {
             Ok(exe) => {
                 let exe = Arc::new(exe);
-                self.cache.insert(key, Entry::Ready(exe.clone()));
-                Some(Ok(exe))
+                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes));
+                Some(Ok((exe, lowered.peak_bytes)))
             }
             Err(e) => {
                 let m = format!("XLA could not compile {}: {e}", what());
@@ -359,6 +407,12 @@ impl XlaBackend {
             }
         }
     }
+}
+
+/// `--max-memory` before an execution: the region's largest value (or its
+/// results) beside what the interpreter holds.
+fn check_memory(peak: usize, what: &str, meter: &Meter) -> Result<(), ExecError> {
+    meter.reserve(what, meter.held, Some(peak).filter(|&p| p != usize::MAX))
 }
 
 fn types_of<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> Vec<ValueType> {
@@ -374,43 +428,69 @@ fn loop_kind(inst: &Inst) -> &'static str {
     }
 }
 
+/// The iterations a metered execution gets first under `--timeout`.
+pub const FIRST_CHUNK: u64 = 1 << 20;
+
 impl Backend for XlaBackend {
-    fn run_loop(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn run_loop(
+        &mut self,
+        site: &LoopSite<'_>,
+        inputs: &[&Tensor],
+        meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         if !self.mode.loops() || site.stats.iterations < self.hot_iterations {
             return None;
         }
         let args = types_of(inputs.iter().copied());
-        let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone() };
+        let metered = meter.counts();
+        let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone(), metered };
         let what = || format!("{} (body b{}) in `{}`", loop_kind(site.inst), site.body.0, site.func.name);
         let u = self.unroll;
-        let exe = match self
-            .entry(key, what, |o| hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, o, &u))?
-        {
+        let (exe, peak) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, ..*o };
+            hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, &o, &u)
+        })? {
             Ok(x) => x,
             Err(e) => return Some(Err(e)),
         };
-        let r = self.execute(&exe, inputs);
+        if let Err(e) = check_memory(peak, "an XLA loop region", meter) {
+            return Some(Err(e));
+        }
+        let r = self.execute_metered(&exe, inputs, metered, meter);
         if r.is_ok() {
             self.stats.loops_run += 1;
         }
         Some(r)
     }
 
-    fn run_function(&mut self, m: &Module, f: FuncId, args: &[Tensor]) -> Option<Result<Vec<Tensor>, ExecError>> {
+    fn run_function(
+        &mut self,
+        m: &Module,
+        f: FuncId,
+        args: &[Tensor],
+        meter: &mut Meter,
+    ) -> Option<Result<Vec<Tensor>, ExecError>> {
         if !self.mode.functions() {
             return None;
         }
         let types = types_of(args);
-        let key = Key { func: f, region: Region::Function, args: types.clone() };
+        let metered = meter.counts();
+        let key = Key { func: f, region: Region::Function, args: types.clone(), metered };
         let name = m.funcs.get(f.0 as usize).map_or("?", |x| x.name.as_str());
         let what = || format!("function `{name}`");
         let u = self.unroll;
-        let exe = match self.entry(key, what, |o| hlo::lower_function_with(m, f, &types, o, &u))? {
+        let (exe, peak) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, ..*o };
+            hlo::lower_function_with(m, f, &types, &o, &u)
+        })? {
             Ok(x) => x,
             Err(e) => return Some(Err(e)),
         };
+        if let Err(e) = check_memory(peak, "an XLA function", meter) {
+            return Some(Err(e));
+        }
         let refs: Vec<&Tensor> = args.iter().collect();
-        let r = self.execute(&exe, &refs);
+        let r = self.execute_metered(&exe, &refs, metered, meter);
         if r.is_ok() {
             self.stats.functions_run += 1;
         }

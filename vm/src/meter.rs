@@ -1,0 +1,152 @@
+//! [`Meter`]: the limits of one run (`--max-steps`, `--max-memory`,
+//! `--timeout`), counted by the interpreter and by every back end that runs
+//! a loop for it, so that a limit means the same on every tier.
+//!
+//! A *step* is one loop iteration (one run of a loop body), whichever tier
+//! runs it; a run fails once more than `max_steps` iterations have run. The
+//! deadline is checked every 1024 iterations in the interpreter, every
+//! [`Meter::CHUNK`] iterations in native code and between executions on XLA.
+
+use crate::error::ExecError;
+use std::time::{Duration, Instant};
+
+/// The limits of one run and what has been spent against them.
+#[derive(Clone, Debug, Default)]
+pub struct Meter {
+    max_steps: Option<u64>,
+    max_memory: Option<usize>,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    steps: u64,
+    /// Bytes the interpreter holds in the running function's registers when
+    /// it offers a region to a back end (kept up to date only under
+    /// `--max-memory`).
+    pub held: usize,
+}
+
+impl Meter {
+    /// Iterations native code runs between two looks at the clock.
+    pub const CHUNK: u64 = 1 << 16;
+
+    /// A meter with these limits (`None`: no limit); the clock starts at [`Meter::start`].
+    pub fn new(max_steps: Option<u64>, max_memory: Option<usize>, timeout: Option<Duration>) -> Meter {
+        Meter { max_steps, max_memory, timeout, deadline: None, steps: 0, held: 0 }
+    }
+
+    /// Starts the run: no step spent, the deadline `timeout` from now.
+    pub fn start(&mut self) {
+        self.steps = 0;
+        self.held = 0;
+        self.deadline = self.timeout.map(|t| Instant::now() + t);
+    }
+
+    /// `true` when loops must count their iterations (a step limit or a
+    /// deadline is set).
+    pub fn counts(&self) -> bool {
+        self.max_steps.is_some() || self.timeout.is_some()
+    }
+
+    /// The step limit.
+    pub fn max_steps(&self) -> Option<u64> {
+        self.max_steps
+    }
+
+    /// The memory limit in bytes.
+    pub fn max_memory(&self) -> Option<usize> {
+        self.max_memory
+    }
+
+    /// The deadline, once started.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Loop iterations run so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Iterations that may still run before the step limit fails the run
+    /// (`u64::MAX` without one).
+    pub fn steps_left(&self) -> u64 {
+        self.max_steps.map_or(u64::MAX, |m| m.saturating_sub(self.steps))
+    }
+
+    /// Books `n` iterations; fails once more than the limit have run.
+    #[inline]
+    pub fn charge(&mut self, n: u64) -> Result<(), ExecError> {
+        self.steps = self.steps.saturating_add(n);
+        match self.max_steps {
+            Some(max) if self.steps > max => Err(self.step_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The step limit's error.
+    #[cold]
+    pub fn step_error(&self) -> ExecError {
+        let max = self.max_steps.unwrap_or(u64::MAX);
+        ExecError::Other(format!("step limit exceeded: more than {max} loop iterations (--max-steps)"))
+    }
+
+    /// `true` once the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() > d)
+    }
+
+    /// Fails once the deadline has passed.
+    pub fn check_deadline(&self) -> Result<(), ExecError> {
+        if self.expired() {
+            Err(self.timeout_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The deadline's error.
+    #[cold]
+    pub fn timeout_error(&self) -> ExecError {
+        let t = self.timeout.unwrap_or_default();
+        ExecError::Other(format!("time limit exceeded: the run took more than {t:?} (--timeout)"))
+    }
+
+    /// Fails when a new tensor of `bytes` (`None`: more than `usize::MAX`)
+    /// beside `held` bytes would pass `--max-memory`, before it is allocated.
+    pub fn reserve(&self, op: &str, held: usize, bytes: Option<usize>) -> Result<(), ExecError> {
+        let Some(max) = self.max_memory else { return Ok(()) };
+        match bytes.and_then(|b| b.checked_add(held)) {
+            Some(total) if total <= max => Ok(()),
+            _ => Err(ExecError::Other(format!(
+                "memory limit exceeded: {op} needs {} bytes with {held} bytes held, the limit is {max} (--max-memory)",
+                bytes.map_or_else(|| "more than usize::MAX".to_string(), |b| b.to_string())
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_fail_one_past_the_limit() {
+        let mut m = Meter::new(Some(10), None, None);
+        m.start();
+        assert!(m.charge(10).is_ok());
+        assert_eq!(m.steps_left(), 0);
+        let e = m.charge(1).unwrap_err().to_string();
+        assert!(e.contains("more than 10 loop iterations"), "{e}");
+        assert_eq!(Meter::default().steps_left(), u64::MAX);
+    }
+
+    #[test]
+    fn memory_and_deadline() {
+        let mut m = Meter::new(None, Some(100), Some(Duration::ZERO));
+        m.start();
+        assert!(m.reserve("zeros", 50, Some(50)).is_ok());
+        assert!(m.reserve("zeros", 51, Some(50)).is_err());
+        assert!(m.reserve("zeros", 0, None).is_err());
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(m.check_deadline().unwrap_err().to_string().contains("--timeout"));
+    }
+}
