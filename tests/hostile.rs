@@ -109,20 +109,9 @@ fn feed(dir: &std::path::Path, name: &str, bytes: &[u8]) {
         if bytes.len() > 1 << 20 { &[&["check", f]] } else { &[&["check", f], &["dis", f], &["emit", f]] };
     for cmd in cmds {
         let o = loopvm(cmd);
-        if KNOWN.contains(&(name, cmd[0])) && o.stderr.contains("the emitter panicked") {
-            eprintln!("notice: known issue, {name}: {}: {}", cmd[0], o.stderr.lines().next().unwrap_or(""));
-            continue;
-        }
         assert_no_crash(&format!("{name}: {}", cmd[0]), &o);
     }
 }
-
-/// Known failures, reported to the owners of `jit/src/hlo`: the StableHLO
-/// emitter overflows (`attempt to multiply with overflow`, caught and
-/// reported as "internal error ... the emitter panicked") on a parameter of
-/// type `f32[18446744073709551615, 18446744073709551615]`. Remove the entry
-/// when the emitter returns an error instead.
-const KNOWN: &[(&str, &str)] = &[("param_shape.lb", "emit")];
 
 /// Hostile but valid: extreme slice bounds clip to an empty slice.
 /// So is a long chain of `let`s.

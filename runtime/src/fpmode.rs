@@ -17,6 +17,16 @@
 //! only compute on run-time data, which the compiler cannot fold, so the
 //! mode reaches them as it reaches XLA's and Cranelift's code.
 
+/// `x` as an arithmetic instruction reads and writes it in the thread's
+/// mode: a subnormal becomes zero when the mode flushes, else `x` is kept.
+/// For functions computed on the bits, which the mode does not reach:
+/// `fmod` (float `%`) flushes its operands and result through it, as XLA's
+/// remainder does.
+#[inline]
+pub fn as_flushed<T: std::ops::Mul<Output = T> + From<u8>>(x: T) -> T {
+    x * std::hint::black_box(T::from(1u8))
+}
+
 /// A saved floating-point control register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloatMode(u64);

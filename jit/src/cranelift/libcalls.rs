@@ -6,6 +6,7 @@
 //! both tiers agree bit for bit. They are plain `extern "C"` functions that
 //! neither panic nor unwind; the lowering calls them by address.
 
+use loopvm_runtime::fpmode::as_flushed;
 use loopvm_runtime::{BinaryOp, DType, UnaryOp};
 use loopvm_vm::Meter;
 use std::time::Instant;
@@ -13,8 +14,11 @@ use std::time::Instant;
 macro_rules! float_unary {
     ($($name:ident: $t:ty => |$x:ident| $e:expr;)*) => {
         $(
-            extern "C" fn $name($x: $t) -> $t {
-                $e
+            extern "C" fn $name(x: $t) -> $t {
+                // As the interpreter's kernels: operands and results flushed
+                // as the mode says (libm works on the bits).
+                let $x = as_flushed(x);
+                as_flushed($e)
             }
         )*
     };
@@ -35,11 +39,12 @@ float_unary! {
     sigmoid_f64: f64 => |x| 1.0 / (1.0 + (-x).exp());
 }
 
+// fmod works on the bits: flushed as the interpreter's kernel does.
 extern "C" fn rem_f32(a: f32, b: f32) -> f32 {
-    a % b
+    as_flushed(as_flushed(a) % as_flushed(b))
 }
 extern "C" fn rem_f64(a: f64, b: f64) -> f64 {
-    a % b
+    as_flushed(as_flushed(a) % as_flushed(b))
 }
 extern "C" fn pow_f32(a: f32, b: f32) -> f32 {
     a.powf(b)

@@ -35,8 +35,10 @@ impl Val {
     fn vt(&self) -> ValueType {
         (self.dtype, self.shape.clone())
     }
+    /// The element count, saturating (parameters whose count overflows are
+    /// rejected by [`params_of`]).
     fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -858,7 +860,12 @@ impl<'m> Emitter<'m> {
             }
             BinaryOp::Rem => self.bin("remainder", &x, &y),
             BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
-            BinaryOp::Pow => self.bin("power", &x, &y),
+            BinaryOp::Pow => {
+                // XLA folds a constant power differently from its run-time
+                // code (`0 ** 1e-40` folds to 1, runs to 0): run-time code.
+                let (x, y) = (self.opaque_divisor(&x), self.opaque_divisor(&y));
+                self.bin("power", &x, &y)
+            }
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
             }
@@ -1958,10 +1965,18 @@ fn module(name: &str, params: &[Val], body: &str, results: &[Val]) -> String {
     s
 }
 
-fn params_of(args: &[ValueType]) -> Vec<Val> {
+fn params_of(args: &[ValueType]) -> Result<Vec<Val>> {
     args.iter()
         .enumerate()
-        .map(|(i, (d, s))| Val { name: format!("%arg{i}"), dtype: *d, shape: s.clone(), konst: None })
+        .map(|(i, (d, s))| {
+            if numel(s).and_then(|n| n.checked_mul(d.size_in_bytes())).is_none() {
+                return Err(EmitError::new(
+                    "parameter",
+                    format!("parameter {i} of type {} has more bytes than the address space", tensor_type(*d, s)),
+                ));
+            }
+            Ok(Val { name: format!("%arg{i}"), dtype: *d, shape: s.clone(), konst: None })
+        })
         .collect()
 }
 
@@ -2006,7 +2021,7 @@ pub(crate) fn lower_function(
             format!("`{}` takes {} tensors, got {}", func.name, body.params.len(), args.len()),
         ));
     }
-    let mut params = params_of(args);
+    let mut params = params_of(args)?;
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);
@@ -2035,7 +2050,7 @@ pub(crate) fn lower_loop(
             format!("the loop reads {} values, {} types given", regs.len(), inputs.len()),
         ));
     }
-    let mut params = params_of(inputs);
+    let mut params = params_of(inputs)?;
     let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);

@@ -128,10 +128,14 @@ macro_rules! float_num {
             }
             #[inline]
             fn rem(a: Self, b: Self) -> Self {
-                a % b
+                // fmod works on the bits: flush as the mode says (XLA does).
+                use crate::fpmode::as_flushed;
+                as_flushed(as_flushed(a) % as_flushed(b))
             }
             #[inline]
             fn pow(a: Self, b: Self) -> Self {
+                // Not flushed: XLA's power (run-time operands) keeps a
+                // subnormal exponent too (`0 ** 1e-40` is 0).
                 a.powf(b)
             }
             #[inline]
@@ -148,14 +152,17 @@ macro_rules! float_num {
             }
         }
 
+        // libm computes these on the bits (integer code paths for subnormal
+        // operands), which the flushing mode does not reach: operands and
+        // results are flushed as the mode says, as XLA's own code is.
         impl Float for $t {
             #[inline]
             fn exp(a: Self) -> Self {
-                a.exp()
+                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).exp())
             }
             #[inline]
             fn ln(a: Self) -> Self {
-                a.ln()
+                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).ln())
             }
             #[inline]
             fn sqrt(a: Self) -> Self {
@@ -163,19 +170,19 @@ macro_rules! float_num {
             }
             #[inline]
             fn tanh(a: Self) -> Self {
-                a.tanh()
+                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).tanh())
             }
             #[inline]
             fn sigmoid(a: Self) -> Self {
-                1.0 / (1.0 + (-a).exp())
+                1.0 / (1.0 + Self::exp(-a))
             }
             #[inline]
             fn sin(a: Self) -> Self {
-                a.sin()
+                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).sin())
             }
             #[inline]
             fn cos(a: Self) -> Self {
-                a.cos()
+                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).cos())
             }
         }
     };
