@@ -47,10 +47,10 @@ extern "C" fn rem_f64(a: f64, b: f64) -> f64 {
     as_flushed(as_flushed(a) % as_flushed(b))
 }
 extern "C" fn pow_f32(a: f32, b: f32) -> f32 {
-    a.powf(b)
+    as_flushed(as_flushed(a).powf(as_flushed(b)))
 }
 extern "C" fn pow_f64(a: f64, b: f64) -> f64 {
-    a.powf(b)
+    as_flushed(as_flushed(a).powf(as_flushed(b)))
 }
 
 macro_rules! int_pow {

@@ -459,6 +459,22 @@ impl<'m> Emitter<'m> {
         self.fuel = Some(r);
     }
 
+    /// A float `v` with subnormal elements made (signed) zeros, whatever
+    /// code XLA picks for the op that reads or made it.
+    fn flushed(&mut self, v: &Val) -> Val {
+        let min = match v.dtype {
+            DType::F32 => f64::from(f32::MIN_POSITIVE),
+            DType::F64 => f64::MIN_POSITIVE,
+            _ => return v.clone(),
+        };
+        let m = self.splat(v.dtype, &v.shape, Lit::F(min));
+        let a = self.un("abs", v);
+        let tiny = self.cmp("LT", &a, &m);
+        let z = self.zero(v.dtype, &v.shape);
+        let signed_zero = self.bin("multiply", v, &z);
+        self.select(&tiny, &signed_zero, v)
+    }
+
     /// A float divisor XLA must not see as a constant: its simplifier turns
     /// `x / c` into `x * (1 / c)`, which is not correctly rounded (`10 / 3`
     /// is one ulp off) and is wrong where `1 / c` is subnormal and flushed
@@ -861,10 +877,12 @@ impl<'m> Emitter<'m> {
             BinaryOp::Rem => self.bin("remainder", &x, &y),
             BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
             BinaryOp::Pow => {
-                // XLA folds a constant power differently from its run-time
-                // code (`0 ** 1e-40` folds to 1, runs to 0): run-time code.
-                let (x, y) = (self.opaque_divisor(&x), self.opaque_divisor(&y));
-                self.bin("power", &x, &y)
+                // XLA's power reads a subnormal operand as zero in its
+                // vector code but not in its scalar code and folder
+                // (`0 ** 1e-40` is 1 or 0): flushed here, as on every tier.
+                let (x, y) = (self.flushed(&x), self.flushed(&y));
+                let p = self.bin("power", &x, &y);
+                self.flushed(&p)
             }
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)

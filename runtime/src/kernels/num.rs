@@ -134,9 +134,9 @@ macro_rules! float_num {
             }
             #[inline]
             fn pow(a: Self, b: Self) -> Self {
-                // Not flushed: XLA's power (run-time operands) keeps a
-                // subnormal exponent too (`0 ** 1e-40` is 0).
-                a.powf(b)
+                // libm works on the bits: flushed as the mode says.
+                use crate::fpmode::as_flushed;
+                as_flushed(as_flushed(a).powf(as_flushed(b)))
             }
             #[inline]
             fn neg(a: Self) -> Self {
