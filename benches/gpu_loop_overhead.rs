@@ -31,6 +31,10 @@ use loopvm_jit::xla::{Buffer, Client, Executable, Plugin};
 use loopvm_runtime::Tensor;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/rnn.rs"]
+mod rnn;
+use rnn::{rnn_args, RNN};
+
 const SMALL_N: usize = 10_000;
 const SMALL_SRC: &str = "fn main() -> (i32, f32[4]) {
     fori_loop(0, 10000, |i, (a, b)| (a + 1, b + 0.5), (0, zeros(f32, [4])))
@@ -38,12 +42,6 @@ const SMALL_SRC: &str = "fn main() -> (i32, f32[4]) {
 ";
 
 const RNN_T: usize = 1000;
-const HIDDEN: usize = 128;
-const RNN_SRC: &str = "fn main(h: f32[1, 128], w: f32[128, 128], xs: f32[N, 1, 128]) -> f32[1, 128] {
-    let (last, _) = scan(|h, x| (tanh(h @ w + x), 0), h, xs);
-    last
-}
-";
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     panic!("{what}: {e}")
@@ -117,17 +115,6 @@ impl Case {
     }
 }
 
-fn rnn_args() -> Vec<Tensor> {
-    let h: Vec<f32> = (0..HIDDEN).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
-    let w: Vec<f32> = (0..HIDDEN * HIDDEN).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
-    let xs: Vec<f32> = (0..RNN_T * HIDDEN).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 0.1).collect();
-    vec![
-        Tensor::from_vec(&[1, HIDDEN], h).unwrap_or_else(|e| fail("h", e)),
-        Tensor::from_vec(&[HIDDEN, HIDDEN], w).unwrap_or_else(|e| fail("w", e)),
-        Tensor::from_vec(&[RNN_T, 1, HIDDEN], xs).unwrap_or_else(|e| fail("xs", e)),
-    ]
-}
-
 fn main() {
     let c = client();
     let platform = c.platform_name().to_string();
@@ -136,9 +123,9 @@ fn main() {
     for k in [1, 8, 32] {
         cases.push(Case::new(&c, "small/k{k}", SMALL_SRC, &[], SMALL_N, &UnrollOptions::forced(k)));
     }
-    let rnn = rnn_args();
-    cases.push(Case::new(&c, "rnn/k{k}", RNN_SRC, &rnn, RNN_T, &UnrollOptions::forced(1)));
-    cases.push(Case::new(&c, "rnn/policy_k{k}", RNN_SRC, &rnn, RNN_T, &gpu_policy));
+    let rnn = rnn_args(RNN_T);
+    cases.push(Case::new(&c, "rnn/k{k}", RNN, &rnn, RNN_T, &UnrollOptions::forced(1)));
+    cases.push(Case::new(&c, "rnn/policy_k{k}", RNN, &rnn, RNN_T, &gpu_policy));
 
     let mut crit = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3));
     {

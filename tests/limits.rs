@@ -2,7 +2,9 @@
 //! loop ends with the same clear error whether the interpreter, Cranelift
 //! code or an XLA executable runs it, a step limit means the same count of
 //! loop iterations everywhere, and an oversized result is refused before it
-//! is allocated.
+//! is allocated. (That native code and XLA executables, not the
+//! interpreter, stop the loops is checked in `jit/tests/cranelift_tier.rs`
+//! and `jit/tests/xla_tier.rs`; here, the finite runs check where loops ran.)
 
 use loopvm::{Program, RunConfig, Tier};
 use std::time::{Duration, Instant};

@@ -15,9 +15,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 #[path = "../../tests/support/arg_literal.rs"]
 mod arg_literal;
+#[path = "../../tests/support/rnn.rs"]
+mod rnn;
 #[path = "../../tests/support/spec_files.rs"]
 mod spec_files;
 use arg_literal::parse_value;
+use rnn::{rnn_args, RNN};
 use spec_files::{collect, header, split_args};
 
 const FACTORS: [u32; 5] = [2, 3, 4, 8, 32];
@@ -339,26 +342,6 @@ fn spec_programs_unrolled_agree() {
 }
 
 // ------------------------------------------------------- policy, visibility
-
-const RNN: &str = "
-fn main(h: f32[1, 128], w: f32[128, 128], xs: f32[N, 1, 128]) -> f32[1, 128] {
-    let (last, _) = scan(|h, x| (tanh(h @ w + x), 0), h, xs);
-    last
-}
-";
-
-fn rnn_args(n: usize) -> Vec<Tensor> {
-    let h = Tensor::from_vec(&[1, 128], (0..128).map(|i| (i as f32 * 0.37).sin() * 0.1).collect()).unwrap();
-    let w = Tensor::from_vec(
-        &[128, 128],
-        (0..128 * 128).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect(),
-    )
-    .unwrap();
-    let xs =
-        Tensor::from_vec(&[n, 1, 128], (0..n * 128).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 0.1).collect())
-            .unwrap();
-    vec![h, w, xs]
-}
 
 /// The GPU policy (run here on the CPU plugin) unrolls a small body by a
 /// large factor, says so in the module and in the stats, and changes no

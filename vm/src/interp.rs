@@ -143,9 +143,10 @@ impl<'m> Interpreter<'m> {
     /// An interpreter for `m`, which must have passed [`crate::verify`].
     /// `print` goes to stdout and the trace to stderr until redirected.
     pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
+        let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout);
         Interpreter {
             m,
-            opts: opts.clone(),
+            opts,
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
             profile: Profile { loops: m.funcs.iter().map(|f| vec![LoopStats::default(); f.blocks.len()]).collect() },
@@ -153,7 +154,7 @@ impl<'m> Interpreter<'m> {
             out: Box::new(std::io::stdout()),
             trace_out: Box::new(std::io::stderr()),
             depth: 0,
-            meter: Meter::new(opts.max_steps, opts.max_memory, opts.timeout),
+            meter,
             backend: None,
         }
     }
@@ -291,7 +292,7 @@ impl<'m> Interpreter<'m> {
     /// Fails when a new tensor of `bytes` would take the function's
     /// registers past `--max-memory`, before it is allocated.
     fn reserve(&self, frame: &[Option<Tensor>], op: &str, bytes: Option<usize>) -> Result<(), ExecError> {
-        if self.opts.max_memory.is_none() {
+        if self.meter.max_memory().is_none() {
             return Ok(());
         }
         self.meter.reserve(op, held_bytes(frame), bytes)
@@ -300,7 +301,7 @@ impl<'m> Interpreter<'m> {
     /// Before a back end runs a region: the bytes this frame holds, for
     /// `--max-memory`.
     fn note_held(&mut self, frame: &[Option<Tensor>]) {
-        if self.opts.max_memory.is_some() {
+        if self.meter.max_memory().is_some() {
             self.meter.held = held_bytes(frame);
         }
     }
@@ -387,7 +388,7 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::iota(*dtype, n, &mut out))
             }
             Inst::MatMul { dst, a, b } => {
-                if self.opts.max_memory.is_some() {
+                if self.meter.max_memory().is_some() {
                     let (x, y) = (get(frame, *a)?, get(frame, *b)?);
                     let rows = if x.rank() == 2 { x.shape()[0] } else { 1 };
                     let cols = if y.rank() == 2 { y.shape()[1] } else { 1 };
@@ -412,7 +413,7 @@ impl<'m> Interpreter<'m> {
             }
             Inst::Broadcast { dst, a, shape } => {
                 let s = dims(&shape.0)?;
-                if self.opts.max_memory.is_some() {
+                if self.meter.max_memory().is_some() {
                     let n = s.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
                     self.reserve(
                         frame,
@@ -425,7 +426,7 @@ impl<'m> Interpreter<'m> {
             Inst::Concat { dst, srcs, axis } => {
                 let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let ts: Vec<&Tensor> = owned.iter().collect();
-                if self.opts.max_memory.is_some() {
+                if self.meter.max_memory().is_some() {
                     self.reserve(frame, "concat", ts.iter().try_fold(0usize, |acc, t| acc.checked_add(t.nbytes())))?;
                 }
                 kernel!(*dst, |out| kernels::concat(&ts, axis.0 as usize, &mut out))
@@ -433,7 +434,7 @@ impl<'m> Interpreter<'m> {
             Inst::Stack { dst, srcs, axis } => {
                 let owned = srcs.iter().map(|r| get(frame, *r).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let ts: Vec<&Tensor> = owned.iter().collect();
-                if self.opts.max_memory.is_some() {
+                if self.meter.max_memory().is_some() {
                     self.reserve(frame, "stack", ts.iter().try_fold(0usize, |acc, t| acc.checked_add(t.nbytes())))?;
                 }
                 kernel!(*dst, |out| kernels::stack(&ts, axis.0 as usize, &mut out))

@@ -326,10 +326,9 @@ impl CraneliftBackend {
             self.entry(site).report.reasons.push(format!("native call refused: {why}"));
             return None;
         }
+        // Unmetered code runs only when no limit counts steps.
         let verdict = if !code.code.metered {
-            // Unmetered code runs only when nothing counts steps; keep the
-            // total right all the same.
-            meter.charge(counters.iter().sum())
+            Ok(())
         } else if nm.stop == STOP_STEPS {
             // The budget is spent and one more iteration ran.
             meter.charge(nm.budget.saturating_add(1)).and(Err(meter.step_error()))

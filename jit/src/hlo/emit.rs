@@ -283,6 +283,14 @@ fn bind_params(env: &mut Env, regs: &[Reg], vals: &[Val]) {
     }
 }
 
+/// A metered loop's fuel: its value before the loop, and its loop-side
+/// name and value.
+pub(super) struct Fuel {
+    init: Val,
+    name: String,
+    iter: Val,
+}
+
 /// The emitter's state.
 struct Emitter<'m> {
     m: &'m Module,
@@ -423,40 +431,72 @@ impl<'m> Emitter<'m> {
 
     // ------------------------------------------------------------- metering
 
-    /// Metered: the initial and loop-side fuel of a loop about to be
-    /// emitted (its state gets one more `tensor<i64>`).
-    pub(super) fn fuel_state(&mut self) -> Option<(Val, String, Val)> {
+    /// Metered: the fuel of a loop about to be emitted (its state gets one
+    /// more `tensor<i64>`, last).
+    pub(super) fn fuel_state(&mut self) -> Option<Fuel> {
         let init = self.fuel.clone()?;
         let name = self.fresh_named("fuel");
-        let v = Val { name: name.clone(), dtype: DType::I64, shape: vec![], konst: None };
-        Some((init, name, v))
+        let iter = Val { name: name.clone(), dtype: DType::I64, shape: vec![], konst: None };
+        Some(Fuel { init, name, iter })
     }
 
-    /// A metered loop's condition: `c` and fuel left.
-    pub(super) fn fuel_cond(&mut self, c: Val, fs: &Option<(Val, String, Val)>) -> Val {
-        let Some((_, _, f)) = fs else { return c };
+    /// A loop's condition `c`; metered, `c` and fuel left.
+    pub(super) fn fuel_cond(&mut self, c: Val, fs: Option<&Fuel>) -> Val {
+        let Some(f) = fs else { return c };
         let z = self.splat(DType::I64, &[], Lit::I(0));
-        let pos = self.cmp("GT", f, &z);
+        let pos = self.cmp("GT", &f.iter, &z);
         self.bin("and", &c, &pos)
     }
 
-    /// The end of a metered iteration: one fuel taken.
-    pub(super) fn fuel_step(&mut self) -> Result<Val> {
-        let f = self.fuel.clone().ok_or_else(|| EmitError::new("loop", "no fuel in a metered loop"))?;
-        let one = self.splat(DType::I64, &[], Lit::I(1));
-        Ok(self.bin("subtract", &f, &one))
+    /// A loop body's region: `f` emits one iteration and returns the next
+    /// state (and anything else). Metered, the body runs on the loop-side
+    /// fuel, and the fuel left after the iteration (one taken, and what its
+    /// inner loops took) is appended to the state.
+    pub(super) fn body_region<R>(
+        &mut self,
+        fs: Option<&Fuel>,
+        f: impl FnOnce(&mut Self) -> Result<(Vec<Val>, R)>,
+    ) -> Result<(String, Vec<Val>, R)> {
+        let outer = self.fuel.clone();
+        let r = self.region(|e| {
+            if let Some(fs) = fs {
+                e.fuel = Some(fs.iter.clone());
+            }
+            let (mut next, extra) = f(e)?;
+            if let (Some(_), Some(left)) = (fs, e.fuel.clone()) {
+                let one = e.splat(DType::I64, &[], Lit::I(1));
+                next.push(e.bin("subtract", &left, &one));
+            }
+            Ok((next, extra))
+        });
+        self.fuel = outer;
+        let (text, (next, extra)) = r?;
+        Ok((text, next, extra))
     }
 
-    /// After a metered loop: its fuel, or -1 when it ran out of fuel while
-    /// its condition `still` held (it wanted one more iteration). Becomes
-    /// the current fuel.
-    pub(super) fn fuel_settle(&mut self, f: &Val, still: &Val) {
+    /// After a metered loop whose state after the loop is `outs` (the fuel
+    /// last): the current fuel becomes that fuel, or -1 when it ran out
+    /// while the loop's condition, `still`, held (it wanted one more
+    /// iteration). `still` is emitted without fuel (a condition runs no
+    /// metered loop).
+    pub(super) fn fuel_settle(
+        &mut self,
+        fs: Option<&Fuel>,
+        outs: &[Val],
+        still: impl FnOnce(&mut Self) -> Result<Val>,
+    ) -> Result<()> {
+        let (Some(_), Some(f)) = (fs, outs.last()) else { return Ok(()) };
+        let saved = self.fuel.take();
+        let still = still(self);
+        self.fuel = saved;
+        let still = still?;
         let z = self.splat(DType::I64, &[], Lit::I(0));
         let empty = self.cmp("EQ", f, &z);
-        let stop = self.bin("and", &empty, still);
+        let stop = self.bin("and", &empty, &still);
         let m1 = self.splat(DType::I64, &[], Lit::I(-1));
         let r = self.select(&stop, &m1, f);
         self.fuel = Some(r);
+        Ok(())
     }
 
     /// A float `v` with subnormal elements made (signed) zeros, whatever
@@ -625,18 +665,27 @@ impl<'m> Emitter<'m> {
     }
 
     /// Writes a `stablehlo.while` over `init` (whose loop-side names are
-    /// `iters`) with the given region texts, and returns its results.
+    /// `iters`), then `fuel` when metered, with the given region texts, and
+    /// returns its results (the fuel last).
     #[allow(clippy::too_many_arguments)]
     fn write_while(
         &mut self,
         what: &str,
         init: &[Val],
         iters: &[String],
+        fuel: Option<&Fuel>,
         cond_text: &str,
         cond: &Val,
         body_text: &str,
         next: &[Val],
     ) -> Result<Vec<Val>> {
+        let mut init = init.to_vec();
+        let mut iters = iters.to_vec();
+        if let Some(f) = fuel {
+            init.push(f.init.clone());
+            iters.push(f.name.clone());
+        }
+        let (init, iters) = (&init[..], &iters[..]);
         if init.is_empty() {
             return Err(EmitError::new(what, "a loop without state"));
         }
@@ -1740,8 +1789,7 @@ impl<'m> Emitter<'m> {
         }
         let (cap_regs, cap_vals) = self.captures(func, inst, env)?;
         let nc = init.len();
-        let mut all = init.to_vec();
-        all.extend(cap_vals.iter().cloned());
+        let all: Vec<Val> = init.iter().chain(&cap_vals).cloned().collect();
         let inv: Vec<bool> = (0..all.len()).map(|k| k >= nc).collect();
         let k = self.pick_unroll("while_loop", func, &[cond_b, body], 1, None, |e| {
             let benv = while_env(&cap_regs, &cap_vals, &bb.params, init);
@@ -1749,8 +1797,9 @@ impl<'m> Emitter<'m> {
         })?;
         // A loop without carry has nothing to unroll.
         let k = if nc == 0 { 1 } else { k };
-        let (mut names, vals) = self.iter_vals(&all, &inv);
+        let (names, vals) = self.iter_vals(&all, &inv);
         let fs = self.fuel_state();
+        let fs = fs.as_ref();
         if fs.is_some() && unroll::holds_loop(self.m, func, &[cond_b], 0) {
             // Its iterations could not be counted: the condition cannot
             // update the loop's state.
@@ -1760,13 +1809,9 @@ impl<'m> Emitter<'m> {
             let saved = e.fuel.take();
             let c = e.while_cond(func, cond_b, &cap_regs, &vals[nc..], &vals[..nc]);
             e.fuel = saved;
-            Ok(e.fuel_cond(c?, &fs))
+            Ok(e.fuel_cond(c?, fs))
         })?;
-        let fuel0 = self.fuel.clone();
-        let (body_text, next) = self.region(|e| {
-            if let Some((_, _, f)) = &fs {
-                e.fuel = Some(f.clone());
-            }
+        let (body_text, next, ()) = self.body_region(fs, |e| {
             let inv = &vals[nc..];
             let first = while_env(&cap_regs, inv, &bb.params, &vals[..nc]);
             let mut cur = e.copy(func, body, first, &vals[..nc], nc, what)?;
@@ -1779,23 +1824,10 @@ impl<'m> Emitter<'m> {
                 cur = e.write_if(&c, &text, &res, &cur);
             }
             cur.extend(inv.iter().cloned());
-            if fs.is_some() {
-                cur.push(e.fuel_step()?);
-            }
-            Ok(cur)
+            Ok((cur, ()))
         })?;
-        self.fuel = fuel0;
-        if let Some((f0, fname, _)) = &fs {
-            all.push(f0.clone());
-            names.push(fname.clone());
-        }
-        let outs = self.write_while(what, &all, &names, &cond_text, &cond, &body_text, &next)?;
-        if fs.is_some() {
-            let saved = self.fuel.take();
-            let still = self.while_cond(func, cond_b, &cap_regs, &cap_vals, &outs[..nc]);
-            self.fuel = saved;
-            self.fuel_settle(&outs[all.len() - 1], &still?);
-        }
+        let outs = self.write_while(what, &all, &names, fs, &cond_text, &cond, &body_text, &next)?;
+        self.fuel_settle(fs, &outs, |e| e.while_cond(func, cond_b, &cap_regs, &cap_vals, &outs[..nc]))?;
         Ok(outs[..nc].to_vec())
     }
 

@@ -26,7 +26,7 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
-use super::{bind_params, Emitter, Env, Lit, Result, Val};
+use super::{bind_params, Emitter, Env, Fuel, Lit, Result, Val};
 use crate::hlo::policy::LoopUnroll;
 use crate::hlo::EmitError;
 use loopvm_runtime::DType;
@@ -283,38 +283,24 @@ impl Emitter<'_> {
     /// The rolled `fori_loop` from `lo` to `hi`: returns the final counter and carry.
     fn fori_rolled(&mut self, ctx: &ForiCtx<'_>, lo: &Val, hi: &Val, init: &[Val]) -> Result<(Val, Vec<Val>)> {
         let nc = init.len();
-        let (mut all, mut names, vals) = self.fori_state(ctx, lo, hi, init);
+        let (all, names, vals) = self.fori_state(ctx, lo, hi, init);
         let fs = self.fuel_state();
+        let fs = fs.as_ref();
         let (cond_text, cond) = self.region(|e| {
             let c = e.cmp("LT", &vals[0], &vals[1]);
-            Ok(e.fuel_cond(c, &fs))
+            Ok(e.fuel_cond(c, fs))
         })?;
-        let fuel0 = self.fuel.clone();
-        let (body_text, next) = self.region(|e| {
-            if let Some((_, _, f)) = &fs {
-                e.fuel = Some(f.clone());
-            }
+        let (body_text, next, ()) = self.body_region(fs, |e| {
             let res = e.fori_copy(ctx, &vals[0], &vals[2 + nc..], &vals[2..2 + nc])?;
             let one = e.splat(ctx.cdt, &[], Lit::I(1));
             let i1 = e.bin("add", &vals[0], &one);
             let mut next = vec![i1, vals[1].clone()];
             next.extend(res);
             next.extend(vals[2 + nc..].iter().cloned());
-            if fs.is_some() {
-                next.push(e.fuel_step()?);
-            }
-            Ok(next)
+            Ok((next, ()))
         })?;
-        self.fuel = fuel0;
-        if let Some((f0, fname, _)) = &fs {
-            all.push(f0.clone());
-            names.push(fname.clone());
-        }
-        let outs = self.write_while("fori", &all, &names, &cond_text, &cond, &body_text, &next)?;
-        if fs.is_some() {
-            let still = self.cmp("LT", &outs[0], &outs[1]);
-            self.fuel_settle(&outs[all.len() - 1], &still);
-        }
+        let outs = self.write_while("fori", &all, &names, fs, &cond_text, &cond, &body_text, &next)?;
+        self.fuel_settle(fs, &outs, |e| Ok(e.cmp("LT", &outs[0], &outs[1])))?;
         Ok((outs[0].clone(), outs[2..2 + nc].to_vec()))
     }
 
@@ -375,7 +361,7 @@ impl Emitter<'_> {
             next.extend(inv.iter().cloned());
             Ok(next)
         })?;
-        let outs = self.write_while("fori", &all, &names, &cond_text, &cond, &body_text, &next)?;
+        let outs = self.write_while("fori", &all, &names, None, &cond_text, &cond, &body_text, &next)?;
         Ok((outs[2].clone(), outs[3..3 + nc].to_vec()))
     }
 
@@ -493,7 +479,7 @@ impl Emitter<'_> {
         names: Vec<String>,
         cond: (String, Val),
         body: (String, Vec<Val>, Vec<Val>),
-        fuel: Option<Val>,
+        fuel: Option<&Fuel>,
     ) -> Result<Vec<Val>> {
         let (body_text, next, y_vals) = body;
         let t0 = self.splat(ctx.ct, &[], Lit::I(t0 as i64));
@@ -510,8 +496,7 @@ impl Emitter<'_> {
         }
         all.extend(ctx.xs.iter().cloned());
         all.extend(ctx.cap_vals.iter().cloned());
-        all.extend(fuel);
-        self.write_while("scan", &all, &names, &cond.0, &cond.1, &body_text, &next)
+        self.write_while("scan", &all, &names, fuel, &cond.0, &cond.1, &body_text, &next)
     }
 
     /// `ys` values with names `y_names` for body results `y` (one row each).
@@ -530,18 +515,15 @@ impl Emitter<'_> {
     /// The rolled scan over steps `t0..n`.
     fn scan_rolled(&mut self, ctx: &ScanCtx<'_>, t0: usize, init: &[Val], ys0: Option<&[Val]>) -> Result<Vec<Val>> {
         let (ct, n) = (ctx.ct, ctx.n);
-        let (mut names, t_val, c_vals, y_names, x_vals, i_vals) = self.scan_state(ctx, init);
+        let (names, t_val, c_vals, y_names, x_vals, i_vals) = self.scan_state(ctx, init);
         let fs = self.fuel_state();
+        let fs = fs.as_ref();
         let cond = self.region(|e| {
             let nv = e.splat(ct, &[], Lit::I(n as i64));
             let c = e.cmp("LT", &t_val, &nv);
-            Ok(e.fuel_cond(c, &fs))
+            Ok(e.fuel_cond(c, fs))
         })?;
-        let fuel0 = self.fuel.clone();
-        let (body_text, (next, y_vals)) = self.region(|e| {
-            if let Some((_, _, f)) = &fs {
-                e.fuel = Some(f.clone());
-            }
+        let (body_text, next, y_vals) = self.body_region(fs, |e| {
             let pos = if ctx.reverse {
                 let last = e.splat(ct, &[], Lit::I(n as i64 - 1));
                 e.bin("subtract", &last, &t_val)
@@ -568,22 +550,13 @@ impl Emitter<'_> {
             }
             next.extend(x_vals.iter().cloned());
             next.extend(i_vals.iter().cloned());
-            if fs.is_some() {
-                next.push(e.fuel_step()?);
-            }
             Ok((next, y_vals))
         })?;
-        self.fuel = fuel0;
-        let f0 = fs.as_ref().map(|(f0, fname, _)| {
-            names.push(fname.clone());
-            f0.clone()
-        });
-        let outs = self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals), f0)?;
-        if let (true, Some(last)) = (fs.is_some(), outs.last()) {
-            let nv = self.splat(ct, &[], Lit::I(n as i64));
-            let still = self.cmp("LT", &outs[0], &nv);
-            self.fuel_settle(last, &still);
-        }
+        let outs = self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals), fs)?;
+        self.fuel_settle(fs, &outs, |e| {
+            let nv = e.splat(ct, &[], Lit::I(n as i64));
+            Ok(e.cmp("LT", &outs[0], &nv))
+        })?;
         Ok(outs[1..1 + ctx.nc + ctx.ny].to_vec())
     }
 
