@@ -34,59 +34,12 @@ use criterion::{BenchmarkId, Criterion};
 use loopvm::{Module, Program, RunConfig, Tensor, Tier};
 use loopvm_vm::module::{Dim, TensorType};
 use loopvm_vm::Inst;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Counts live and peak heap bytes (Rust allocations only: the XLA plugin's
 /// own `malloc`s are not seen, which is why `--mem` uses the interpreter).
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to `System` unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract is passed on.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract is passed on.
-        let p = unsafe { System.alloc_zeroed(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: the caller's contract is passed on.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            if new >= l.size() {
-                let now = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + (new - l.size());
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: loopvm::heap::CountingAlloc = loopvm::heap::CountingAlloc;
 
 const RNN_SRC: &str = include_str!("workloads/grad_rnn.lb");
 const MLP_SRC: &str = include_str!("workloads/grad_mlp.lb");
@@ -269,10 +222,10 @@ fn forward_ys(m: &Module, name: &str) -> (u64, Vec<String>) {
 
 /// Peak heap of `f`, above the heap live before it, and the heap it leaves.
 fn peak_heap(f: impl FnOnce() -> Vec<Tensor>) -> usize {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = loopvm::heap::live();
+    loopvm::heap::reset_peak();
     let out = f();
-    let peak = PEAK.load(Ordering::Relaxed);
+    let peak = loopvm::heap::peak();
     drop(out);
     peak - base
 }

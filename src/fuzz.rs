@@ -757,11 +757,12 @@ pub struct Generated {
 // ---------------------------------------------------------------------------
 // Rendering
 
-/// The children of an expression node, by shared or mutable reference.
+/// The children of an expression node, by shared reference, or by mutable
+/// reference when the last argument is `mut`.
 macro_rules! children {
-    (mut $e:expr, $iter:ident, $unbox:path) => {{
+    ($e:expr, $iter:ident, $unbox:path $(, $m:tt)?) => {{
         let mut v = Vec::new();
-        match &mut $e.k {
+        match & $($m)? $e.k {
             K::Lit { .. } | K::Var(_) => {}
             K::Un(_, a) | K::Cast(a, _) => v.push($unbox(a)),
             K::Bin(_, a, b) => {
@@ -794,14 +795,14 @@ macro_rules! children {
                 v.push($unbox(c));
                 let (a, b) = ($unbox(a), $unbox(b));
                 v.extend(a.lets.$iter().map(|(_, e)| e));
-                v.push(&mut a.ret);
+                v.push(& $($m)? a.ret);
                 v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&mut b.ret);
+                v.push(& $($m)? b.ret);
             }
             K::Blk(b) => {
                 let b = $unbox(b);
                 v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&mut b.ret);
+                v.push(& $($m)? b.ret);
             }
             K::Tuple(es) => v.extend(es.$iter()),
             K::Fori { lo, hi, body, init, .. } => {
@@ -810,14 +811,14 @@ macro_rules! children {
                 v.push($unbox(hi));
                 let b = $unbox(body);
                 v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&mut b.ret);
+                v.push(& $($m)? b.ret);
             }
             K::While { cond, body, init, .. } => {
                 v.push($unbox(init));
                 v.push($unbox(cond));
                 let b = $unbox(body);
                 v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&mut b.ret);
+                v.push(& $($m)? b.ret);
             }
             K::Scan { body, init, xs, .. } => {
                 v.push($unbox(init));
@@ -826,79 +827,7 @@ macro_rules! children {
                 }
                 let b = $unbox(body);
                 v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&mut b.ret);
-            }
-        }
-        v
-    }};
-    (ref $e:expr, $iter:ident, $unbox:path) => {{
-        let mut v = Vec::new();
-        match &$e.k {
-            K::Lit { .. } | K::Var(_) => {}
-            K::Un(_, a) | K::Cast(a, _) => v.push($unbox(a)),
-            K::Bin(_, a, b) => {
-                v.push($unbox(a));
-                v.push($unbox(b));
-            }
-            K::Call(_, args) => {
-                for a in args.$iter() {
-                    match a {
-                        A::E(e) => v.push(e),
-                        A::List(es) => v.extend(es.$iter()),
-                        A::Raw(_) => {}
-                    }
-                }
-            }
-            K::Index(a, ix) => {
-                v.push($unbox(a));
-                for x in ix.$iter() {
-                    if let Ix::Dyn(e) = x {
-                        v.push(e);
-                    }
-                }
-            }
-            K::At { base, idx, v: val, .. } => {
-                v.push($unbox(base));
-                v.extend(idx.$iter());
-                v.push($unbox(val));
-            }
-            K::If(c, a, b) => {
-                v.push($unbox(c));
-                let (a, b) = ($unbox(a), $unbox(b));
-                v.extend(a.lets.$iter().map(|(_, e)| e));
-                v.push(&a.ret);
-                v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&b.ret);
-            }
-            K::Blk(b) => {
-                let b = $unbox(b);
-                v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&b.ret);
-            }
-            K::Tuple(es) => v.extend(es.$iter()),
-            K::Fori { lo, hi, body, init, .. } => {
-                v.push($unbox(init));
-                v.push($unbox(lo));
-                v.push($unbox(hi));
-                let b = $unbox(body);
-                v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&b.ret);
-            }
-            K::While { cond, body, init, .. } => {
-                v.push($unbox(init));
-                v.push($unbox(cond));
-                let b = $unbox(body);
-                v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&b.ret);
-            }
-            K::Scan { body, init, xs, .. } => {
-                v.push($unbox(init));
-                if let Some(xs) = xs {
-                    v.push($unbox(xs));
-                }
-                let b = $unbox(body);
-                v.extend(b.lets.$iter().map(|(_, e)| e));
-                v.push(&b.ret);
+                v.push(& $($m)? b.ret);
             }
         }
         v
@@ -1082,12 +1011,12 @@ impl Ex {
 
     /// The direct subexpressions, mutably (blocks' statements included).
     fn children_mut(&mut self) -> Vec<&mut Ex> {
-        children!(mut self, iter_mut, Box::as_mut)
+        children!(self, iter_mut, Box::as_mut, mut)
     }
 
     /// The direct subexpressions.
     fn children(&self) -> Vec<&Ex> {
-        children!(ref self, iter, Box::as_ref)
+        children!(self, iter, Box::as_ref)
     }
 
     /// The block this node owns directly, if one (for dropping statements).

@@ -19,6 +19,7 @@ pub mod diff;
 pub mod embed;
 mod error;
 pub mod fuzz;
+pub mod heap;
 mod program;
 mod value;
 

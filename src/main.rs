@@ -3,46 +3,12 @@
 use clap::{Parser, Subcommand};
 use loopvm::{Error, Program, RunConfig, Tier, Value};
 use loopvm_jit::xla::plugin;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts live and peak heap bytes for `--stats`.
-struct CountingAlloc;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which System shares.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` was allocated by `alloc` above with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-            let now = LIVE.fetch_add(new, Ordering::Relaxed) + new;
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        q
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: loopvm::heap::CountingAlloc = loopvm::heap::CountingAlloc;
 
 #[derive(Parser)]
 #[command(name = "loopvm", version, about = "Run tensor loop programs: interpreter, Cranelift JIT and XLA tiers")]
@@ -228,7 +194,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 for n in &res.notes {
                     eprintln!("{n}");
                 }
-                eprintln!("peak memory:      {} bytes (heap, whole process)", PEAK.load(Ordering::Relaxed));
+                eprintln!("peak memory:      {} bytes (heap, whole process)", loopvm::heap::peak());
                 eprintln!("time:             {:.3} ms", res.elapsed.as_secs_f64() * 1e3);
             }
             Ok(())

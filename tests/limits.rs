@@ -6,7 +6,7 @@
 //! interpreter, stop the loops is checked in `jit/tests/cranelift_tier.rs`
 //! and `jit/tests/xla_tier.rs`; here, the finite runs check where loops ran.)
 
-use loopvm::{Program, RunConfig, Tier};
+use loopvm::{DType, Program, RunConfig, Tensor, Tier};
 use std::time::{Duration, Instant};
 
 const TIERS: [Tier; 4] = [Tier::Interp, Tier::Jit, Tier::Xla, Tier::Auto];
@@ -20,7 +20,7 @@ fn cfg(tier: Tier) -> RunConfig {
     RunConfig { tier, jit_threshold: Some(0), ..RunConfig::default() }
 }
 
-fn err(p: &Program, args: &[loopvm_runtime::Tensor], c: &RunConfig) -> String {
+fn err(p: &Program, args: &[Tensor], c: &RunConfig) -> String {
     match p.run(args, c) {
         Ok(o) => panic!("{:?}: expected an error, got {}", c.tier, o.value),
         Err(e) => e.to_string(),
@@ -42,21 +42,20 @@ const NESTED: &str = "fn main(n: i32) -> i32 {
     fori_loop(0, n, |i, a| fori_loop(0, 10, |j, b| b + j, a), 0)
 }";
 
-fn args_for(src: &str) -> Vec<loopvm_runtime::Tensor> {
-    if src.contains("x: f32[64]") {
-        vec![loopvm_runtime::Tensor::zeros(loopvm_runtime::DType::F32, &[64]).unwrap()]
-    } else {
-        vec![loopvm_runtime::Tensor::scalar(100i32)]
-    }
+/// The runaway programs with their arguments.
+fn runaways() -> [(Program, Vec<Tensor>); 2] {
+    [
+        (prog(SCALAR_FOREVER), vec![Tensor::scalar(100i32)]),
+        (prog(TENSOR_FOREVER), vec![Tensor::zeros(DType::F32, &[64]).unwrap()]),
+    ]
 }
 
 #[test]
 fn a_runaway_loop_stops_at_the_step_limit_on_every_tier() {
-    for src in [SCALAR_FOREVER, TENSOR_FOREVER] {
-        let p = prog(src);
+    for (p, args) in runaways() {
         for tier in TIERS {
             let c = RunConfig { max_steps: Some(5000), ..cfg(tier) };
-            let e = err(&p, &args_for(src), &c);
+            let e = err(&p, &args, &c);
             assert!(e.contains("step limit exceeded: more than 5000 loop iterations (--max-steps)"), "{tier:?}: {e}");
         }
     }
@@ -65,7 +64,7 @@ fn a_runaway_loop_stops_at_the_step_limit_on_every_tier() {
 #[test]
 fn a_step_limit_counts_the_same_iterations_on_every_tier() {
     let p = prog(NESTED);
-    let n = [loopvm_runtime::Tensor::scalar(100i32)];
+    let n = [Tensor::scalar(100i32)];
     for tier in TIERS {
         let ok = p.run(&n, &RunConfig { max_steps: Some(1100), ..cfg(tier) }).unwrap();
         assert_eq!(ok.value.to_string(), "i32 4500", "{tier:?}");
@@ -82,7 +81,7 @@ fn a_step_limit_counts_the_same_iterations_on_every_tier() {
     // one that ends on the last step passes.
     let p = prog("fn main(n: i32) -> i32 { while_loop(|i| i < n, |i| i + 1, 0) }");
     for tier in TIERS {
-        let n = [loopvm_runtime::Tensor::scalar(3000i32)];
+        let n = [Tensor::scalar(3000i32)];
         assert!(p.run(&n, &RunConfig { max_steps: Some(3000), ..cfg(tier) }).is_ok(), "{tier:?}");
         let e = err(&p, &n, &RunConfig { max_steps: Some(2999), ..cfg(tier) });
         assert!(e.contains("more than 2999"), "{tier:?}: {e}");
@@ -91,12 +90,11 @@ fn a_step_limit_counts_the_same_iterations_on_every_tier() {
 
 #[test]
 fn a_runaway_loop_stops_at_the_deadline_on_every_tier() {
-    for src in [SCALAR_FOREVER, TENSOR_FOREVER] {
-        let p = prog(src);
+    for (p, args) in runaways() {
         for tier in TIERS {
             let c = RunConfig { timeout: Some(Duration::from_millis(300)), ..cfg(tier) };
             let t = Instant::now();
-            let e = err(&p, &args_for(src), &c);
+            let e = err(&p, &args, &c);
             assert!(e.contains("time limit exceeded: the run took more than 300ms (--timeout)"), "{tier:?}: {e}");
             // It stops; how soon after the deadline is a benchmark's business.
             assert!(t.elapsed() < Duration::from_secs(60), "{tier:?}");
@@ -109,7 +107,7 @@ fn a_finite_loop_under_a_deadline_gives_its_result_on_every_tier() {
     // 3 * 10^6 iterations: on XLA more than the first budget, so the
     // region is run again with more.
     let p = prog("fn main(n: i32) -> i32 { fori_loop(0, n, |i, a| a + (i % 3), 0) }");
-    let n = [loopvm_runtime::Tensor::scalar(3_000_000i32)];
+    let n = [Tensor::scalar(3_000_000i32)];
     for tier in TIERS {
         let c = RunConfig { timeout: Some(Duration::from_secs(600)), ..cfg(tier) };
         let out = p.run(&n, &c).unwrap();
@@ -128,7 +126,7 @@ fn an_oversized_tensor_is_refused_before_it_is_allocated_on_every_tier() {
     // A scan whose ys (i32[10^6], 4 MB) are refused: scalar rows, so the
     // jit tier compiles the loop and checks its results.
     let ys = prog("fn main(n: i32) -> i32[1000000] { let (c, ys) = scan(|c, _| (c + n, c), 0, length: 1000000); ys }");
-    let n = [loopvm_runtime::Tensor::scalar(3i32)];
+    let n = [Tensor::scalar(3i32)];
     for tier in TIERS {
         for p in [&big, &ys] {
             let e = err(p, &n, &RunConfig { max_memory: Some(1 << 20), ..cfg(tier) });

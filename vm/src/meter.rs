@@ -82,6 +82,14 @@ impl Meter {
         }
     }
 
+    /// A back end spent every step left and a loop wanted one more: books
+    /// them and returns the step limit's error.
+    #[cold]
+    pub fn overrun(&mut self) -> ExecError {
+        self.steps = self.max_steps.map_or(u64::MAX, |m| m.saturating_add(1));
+        self.step_error()
+    }
+
     /// The step limit's error.
     #[cold]
     pub fn step_error(&self) -> ExecError {
@@ -137,6 +145,10 @@ mod tests {
         let e = m.charge(1).unwrap_err().to_string();
         assert!(e.contains("more than 10 loop iterations"), "{e}");
         assert_eq!(Meter::default().steps_left(), u64::MAX);
+        let mut m = Meter::new(Some(7), None, None);
+        m.start();
+        assert!(m.overrun().to_string().contains("more than 7 loop iterations"));
+        assert_eq!((m.steps(), m.steps_left()), (8, 0));
     }
 
     #[test]

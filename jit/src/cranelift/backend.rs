@@ -1,7 +1,7 @@
 //! [`CraneliftBackend`]: promotion policy, the cache of compiled loops and
 //! the per-loop reports behind `--stats`.
 
-use super::libcalls::{NativeMeter, STOP_STEPS};
+use super::libcalls::{NativeMeter, STOP_STEPS, STOP_TIME};
 use super::lower::{Region, TType};
 use super::native::{self, NativeLoop};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -302,9 +302,11 @@ impl CraneliftBackend {
         let nc = code.code.carry.len();
         if meter.max_memory().is_some() {
             // The results are allocated here (a running scan's ys are copied).
-            let bytes = code.code.outs.iter().try_fold(0usize, |acc, t| {
-                t.shape.iter().try_fold(t.dtype.size_in_bytes(), |a, d| a.checked_mul(*d))?.checked_add(acc)
-            });
+            let bytes = code
+                .code
+                .outs
+                .iter()
+                .try_fold(0usize, |acc, t| acc.checked_add(t.numel().checked_mul(t.dtype.size_in_bytes())?));
             if let Err(e) = meter.reserve("a native loop's results", meter.held, bytes) {
                 return Some(Err(e));
             }
@@ -331,9 +333,8 @@ impl CraneliftBackend {
             Ok(())
         } else if nm.stop == STOP_STEPS {
             // The budget is spent and one more iteration ran.
-            meter.charge(nm.budget.saturating_add(1)).and(Err(meter.step_error()))
-        } else if nm.stop != 0 {
-            let _ = meter.charge(nm.granted);
+            Err(meter.overrun())
+        } else if nm.stop == STOP_TIME {
             Err(meter.timeout_error())
         } else {
             meter.charge(nm.used())

@@ -334,8 +334,7 @@ impl XlaBackend {
             }
             if fuel == budget {
                 // Every step left was spent and a loop wanted one more.
-                meter.charge(budget.saturating_add(1))?;
-                return Err(meter.step_error());
+                return Err(meter.overrun());
             }
             meter.check_deadline()?;
             chunk = chunk.saturating_mul(4);
