@@ -519,8 +519,12 @@ impl<'m> Emitter<'m> {
     /// `x / c` into `x * (1 / c)`, which is not correctly rounded (`10 / 3`
     /// is one ulp off) and is wrong where `1 / c` is subnormal and flushed
     /// (`inf / -3.4e38` gives NaN). The interpreter divides.
-    fn opaque_divisor(&mut self, b: &Val) -> Val {
-        if !b.dtype.is_float() || !self.is_folded(b) {
+    ///
+    /// Only a run-time dividend is divided so: a constant one XLA folds
+    /// exactly, and (XLA CPU bug) a constant divided by a hidden constant
+    /// zero gave a NaN whose `exp` was garbage.
+    fn opaque_divisor(&mut self, a: &Val, b: &Val) -> Val {
+        if !b.dtype.is_float() || !self.is_folded(b) || self.is_folded(a) {
             return b.clone();
         }
         self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()))
@@ -920,7 +924,7 @@ impl<'m> Emitter<'m> {
             BinaryOp::Mul => self.bin("multiply", &x, &y),
             BinaryOp::Div | BinaryOp::Rem if d.is_int() => self.int_div_rem(op == BinaryOp::Div, &x, &y),
             BinaryOp::Div => {
-                let y = self.opaque_divisor(&y);
+                let y = self.opaque_divisor(&x, &y);
                 self.bin("divide", &x, &y)
             }
             BinaryOp::Rem => self.bin("remainder", &x, &y),
@@ -1186,7 +1190,7 @@ impl<'m> Emitter<'m> {
                     return Ok(s);
                 }
                 let n = self.splat(target, &out_shape, Lit::F(len as f64));
-                let n = self.opaque_divisor(&n);
+                let n = self.opaque_divisor(&s, &n);
                 Ok(self.bin("divide", &s, &n))
             }
             ReduceOp::Max | ReduceOp::Min => {
