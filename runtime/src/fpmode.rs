@@ -17,14 +17,44 @@
 //! only compute on run-time data, which the compiler cannot fold, so the
 //! mode reaches them as it reaches XLA's and Cranelift's code.
 
-/// `x` as an arithmetic instruction reads and writes it in the thread's
-/// mode: a subnormal becomes zero when the mode flushes, else `x` is kept.
-/// For functions computed on the bits, which the mode does not reach:
-/// `fmod` (float `%`) flushes its operands and result through it, as XLA's
-/// remainder does.
+/// `x` as an arithmetic instruction reads it in the thread's mode: a
+/// subnormal becomes a signed zero when the mode flushes, else `x` is kept.
+/// For functions libm computes on the bits, which the mode does not reach
+/// (`fmod`, `powf`, `log`: the kernels in `kernels/num.rs`).
+///
+/// Only a subnormal takes the multiply, kept opaque to the optimiser
+/// (which would fold `x * 1.0`), so the common case costs one compare.
 #[inline]
-pub fn as_flushed<T: std::ops::Mul<Output = T> + From<u8>>(x: T) -> T {
-    x * std::hint::black_box(T::from(1u8))
+pub fn as_flushed<T: Flushable>(x: T) -> T {
+    if x.is_subnormal_value() {
+        x * std::hint::black_box(T::ONE)
+    } else {
+        x
+    }
+}
+
+/// The float types [`as_flushed`] takes.
+pub trait Flushable: Copy + std::ops::Mul<Output = Self> {
+    /// `1.0`.
+    const ONE: Self;
+    /// `true` for a subnormal (neither zero nor normal).
+    fn is_subnormal_value(self) -> bool;
+}
+
+impl Flushable for f32 {
+    const ONE: f32 = 1.0;
+    #[inline]
+    fn is_subnormal_value(self) -> bool {
+        self.is_subnormal()
+    }
+}
+
+impl Flushable for f64 {
+    const ONE: f64 = 1.0;
+    #[inline]
+    fn is_subnormal_value(self) -> bool {
+        self.is_subnormal()
+    }
 }
 
 /// A saved floating-point control register.
@@ -132,6 +162,19 @@ mod tests {
             assert_eq!(sum, 0.0, "a subnormal operand reads as zero");
             assert!(std::hint::black_box(tiny) > 0.0, "outside, subnormals are kept");
         }
+    }
+
+    #[test]
+    fn as_flushed_follows_the_mode() {
+        let tiny = std::hint::black_box(1e-40f32);
+        assert_eq!(as_flushed(tiny), tiny);
+        assert_eq!(as_flushed(-5e-324f64), -5e-324);
+        if reg::FLUSH != 0 {
+            let (a, b) = flush_subnormals(|| (as_flushed(tiny), as_flushed(-5e-324f64)));
+            assert_eq!(a.to_bits(), 0);
+            assert_eq!(b.to_bits(), (-0.0f64).to_bits());
+        }
+        assert_eq!(flush_subnormals(|| as_flushed(1.5f32)), 1.5);
     }
 
     #[test]

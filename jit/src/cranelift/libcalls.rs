@@ -1,85 +1,47 @@
 //! Functions native code calls for what Cranelift has no instruction for:
 //! transcendental functions, float remainder and power, integer power.
 //!
-//! Each computes exactly what the interpreter's kernel computes for one
-//! element (`runtime/src/kernels/num.rs`), with the same `std` functions, so
-//! both tiers agree bit for bit. They are plain `extern "C"` functions that
-//! neither panic nor unwind; the lowering calls them by address.
+//! Each calls the interpreter's scalar function for one element
+//! (`runtime/src/kernels/num.rs`), so both tiers agree bit for bit. They
+//! are plain `extern "C"` functions that neither panic nor unwind; the
+//! lowering calls them by address.
 
-use loopvm_runtime::fpmode::as_flushed;
+use loopvm_runtime::kernels::{Float, Num};
 use loopvm_runtime::{BinaryOp, DType, UnaryOp};
 use loopvm_vm::Meter;
 use std::time::Instant;
 
-macro_rules! float_unary {
-    ($($name:ident: $t:ty => |$x:ident| $e:expr;)*) => {
+/// `extern "C"` wrappers of the kernels' scalar functions.
+macro_rules! libcall {
+    ($($name:ident($($a:ident),+): $t:ty => $f:expr;)*) => {
         $(
-            extern "C" fn $name(x: $t) -> $t {
-                // As the interpreter's kernels: operands and results flushed
-                // as the mode says (libm works on the bits).
-                let $x = as_flushed(x);
-                as_flushed($e)
+            extern "C" fn $name($($a: $t),+) -> $t {
+                $f($($a),+)
             }
         )*
     };
 }
 
-float_unary! {
-    exp_f32: f32 => |x| x.exp();
-    exp_f64: f64 => |x| x.exp();
-    log_f32: f32 => |x| x.ln();
-    log_f64: f64 => |x| x.ln();
-    tanh_f32: f32 => |x| x.tanh();
-    tanh_f64: f64 => |x| x.tanh();
-    sin_f32: f32 => |x| x.sin();
-    sin_f64: f64 => |x| x.sin();
-    cos_f32: f32 => |x| x.cos();
-    cos_f64: f64 => |x| x.cos();
-    sigmoid_f32: f32 => |x| 1.0 / (1.0 + (-x).exp());
-    sigmoid_f64: f64 => |x| 1.0 / (1.0 + (-x).exp());
+libcall! {
+    exp_f32(x): f32 => <f32 as Float>::exp;
+    exp_f64(x): f64 => <f64 as Float>::exp;
+    log_f32(x): f32 => <f32 as Float>::ln;
+    log_f64(x): f64 => <f64 as Float>::ln;
+    tanh_f32(x): f32 => <f32 as Float>::tanh;
+    tanh_f64(x): f64 => <f64 as Float>::tanh;
+    sin_f32(x): f32 => <f32 as Float>::sin;
+    sin_f64(x): f64 => <f64 as Float>::sin;
+    cos_f32(x): f32 => <f32 as Float>::cos;
+    cos_f64(x): f64 => <f64 as Float>::cos;
+    sigmoid_f32(x): f32 => <f32 as Float>::sigmoid;
+    sigmoid_f64(x): f64 => <f64 as Float>::sigmoid;
+    rem_f32(a, b): f32 => <f32 as Num>::rem;
+    rem_f64(a, b): f64 => <f64 as Num>::rem;
+    pow_f32(a, b): f32 => <f32 as Num>::pow;
+    pow_f64(a, b): f64 => <f64 as Num>::pow;
+    pow_i32(a, b): i32 => <i32 as Num>::pow;
+    pow_i64(a, b): i64 => <i64 as Num>::pow;
 }
-
-// fmod works on the bits: flushed as the interpreter's kernel does.
-extern "C" fn rem_f32(a: f32, b: f32) -> f32 {
-    as_flushed(as_flushed(a) % as_flushed(b))
-}
-extern "C" fn rem_f64(a: f64, b: f64) -> f64 {
-    as_flushed(as_flushed(a) % as_flushed(b))
-}
-extern "C" fn pow_f32(a: f32, b: f32) -> f32 {
-    as_flushed(as_flushed(a).powf(as_flushed(b)))
-}
-extern "C" fn pow_f64(a: f64, b: f64) -> f64 {
-    as_flushed(as_flushed(a).powf(as_flushed(b)))
-}
-
-macro_rules! int_pow {
-    ($name:ident, $t:ty) => {
-        /// XLA `power` on integers: repeated squaring, wrapping; a negative
-        /// exponent gives 0 except for bases 1 and -1.
-        extern "C" fn $name(a: $t, b: $t) -> $t {
-            if b < 0 {
-                return match a {
-                    1 => 1,
-                    -1 if b & 1 == 0 => 1,
-                    -1 => -1,
-                    _ => 0,
-                };
-            }
-            let (mut base, mut e, mut acc): ($t, $t, $t) = (a, b, 1);
-            while e > 0 {
-                if e & 1 == 1 {
-                    acc = acc.wrapping_mul(base);
-                }
-                e >>= 1;
-                base = base.wrapping_mul(base);
-            }
-            acc
-        }
-    };
-}
-int_pow!(pow_i32, i32);
-int_pow!(pow_i64, i64);
 
 /// What metered native code counts against (`lower`'s module docs): the
 /// fuel it may spend (offset 0, read and written by the code) and what the

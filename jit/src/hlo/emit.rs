@@ -934,8 +934,7 @@ impl<'m> Emitter<'m> {
                 // vector code but not in its scalar code and folder
                 // (`0 ** 1e-40` is 1 or 0): flushed here, as on every tier.
                 let (x, y) = (self.flushed(&x), self.flushed(&y));
-                let p = self.bin("power", &x, &y);
-                self.flushed(&p)
+                self.bin("power", &x, &y)
             }
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)

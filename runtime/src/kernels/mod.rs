@@ -25,6 +25,7 @@ mod shape;
 pub use elementwise::{binary, cast, full, iota, select, unary};
 pub use index::{dynamic_index, dynamic_update, dynamic_update_in_place, slice, SliceSpec};
 pub use matmul::matmul;
+pub use num::{Float, Num};
 pub use reduce::reduce;
 pub use shape::{broadcast_to, concat, reshape, stack, transpose};
 

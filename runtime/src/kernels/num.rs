@@ -1,11 +1,14 @@
 //! Scalar semantics of the elementwise ops, one impl per element type. These
 //! follow XLA: integers wrap, integer division by zero gives -1, remainder by
 //! zero gives the dividend, float max/min propagate NaN.
+//!
+//! The traits are public so that native code's library calls compute each
+//! element with these very functions.
 
 use crate::Element;
 
 /// Numeric (non-bool) element types.
-pub(crate) trait Num: Element + PartialOrd {
+pub trait Num: Element + PartialOrd {
     /// `a + b` (wrapping).
     fn add(a: Self, b: Self) -> Self;
     /// `a - b` (wrapping).
@@ -27,13 +30,20 @@ pub(crate) trait Num: Element + PartialOrd {
 }
 
 /// Float element types.
-pub(crate) trait Float: Num {
+pub trait Float: Num {
+    /// `e ** a`.
     fn exp(a: Self) -> Self;
+    /// The natural logarithm; a subnormal `a` is read as the mode says.
     fn ln(a: Self) -> Self;
+    /// `√a`.
     fn sqrt(a: Self) -> Self;
+    /// `tanh a`.
     fn tanh(a: Self) -> Self;
+    /// `1 / (1 + e ** -a)`.
     fn sigmoid(a: Self) -> Self;
+    /// `sin a`.
     fn sin(a: Self) -> Self;
+    /// `cos a`.
     fn cos(a: Self) -> Self;
 }
 
@@ -128,15 +138,15 @@ macro_rules! float_num {
             }
             #[inline]
             fn rem(a: Self, b: Self) -> Self {
-                // fmod works on the bits: flush as the mode says (XLA does).
+                // fmod works on the bits: operands read as the mode says (XLA does).
                 use crate::fpmode::as_flushed;
-                as_flushed(as_flushed(a) % as_flushed(b))
+                as_flushed(a) % as_flushed(b)
             }
             #[inline]
             fn pow(a: Self, b: Self) -> Self {
-                // libm works on the bits: flushed as the mode says.
+                // libm works on the bits: operands read as the mode says.
                 use crate::fpmode::as_flushed;
-                as_flushed(as_flushed(a).powf(as_flushed(b)))
+                as_flushed(a).powf(as_flushed(b))
             }
             #[inline]
             fn neg(a: Self) -> Self {
@@ -152,17 +162,19 @@ macro_rules! float_num {
             }
         }
 
-        // libm computes these on the bits (integer code paths for subnormal
-        // operands), which the flushing mode does not reach: operands and
-        // results are flushed as the mode says, as XLA's own code is.
+        // libm reads a subnormal operand on the bits, which the flushing
+        // mode does not reach: `ln` (like `%` and `**`) reads it as the mode
+        // says, as XLA does, since `ln(0)` is far from `ln(1e-40)`. The
+        // others differ from XLA at most by a subnormal result, which every
+        // later arithmetic op reads as zero.
         impl Float for $t {
             #[inline]
             fn exp(a: Self) -> Self {
-                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).exp())
+                a.exp()
             }
             #[inline]
             fn ln(a: Self) -> Self {
-                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).ln())
+                crate::fpmode::as_flushed(a).ln()
             }
             #[inline]
             fn sqrt(a: Self) -> Self {
@@ -170,7 +182,7 @@ macro_rules! float_num {
             }
             #[inline]
             fn tanh(a: Self) -> Self {
-                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).tanh())
+                a.tanh()
             }
             #[inline]
             fn sigmoid(a: Self) -> Self {
@@ -178,11 +190,11 @@ macro_rules! float_num {
             }
             #[inline]
             fn sin(a: Self) -> Self {
-                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).sin())
+                a.sin()
             }
             #[inline]
             fn cos(a: Self) -> Self {
-                crate::fpmode::as_flushed(crate::fpmode::as_flushed(a).cos())
+                a.cos()
             }
         }
     };
