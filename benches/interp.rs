@@ -3,7 +3,7 @@
 //! Throughput is reported in executed ops (or scan steps) per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use loopvm::{Program, RunConfig, Tensor};
+use loopvm::{Program, RunConfig, Tensor, Tier};
 use std::hint::black_box;
 use std::path::Path;
 
@@ -16,7 +16,8 @@ fn load(name: &str) -> Program {
 }
 
 fn run(p: &Program, args: &[Tensor]) -> u64 {
-    match p.run(args, &RunConfig::default()) {
+    // The interpreter itself: the default tier (auto) would compile the loops.
+    match p.run(args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() }) {
         Ok(o) => o.ops,
         Err(e) => panic!("{e}"),
     }

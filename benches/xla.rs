@@ -134,7 +134,8 @@ fn check_rnn(exe: &Executable, n: usize) {
     let args = rnn_args(n);
     let got = execute(exe, &upload(&client(), &args))[0].to_tensor().unwrap_or_else(|e| fail("read back", e));
     let p = Program::from_source(RNN_SRC, "rnn_cell.lb").unwrap_or_else(|e| fail("program", e));
-    let want = p.run(&args, &RunConfig::default()).unwrap_or_else(|e| fail("interp", e));
+    let want =
+        p.run(&args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() }).unwrap_or_else(|e| fail("interp", e));
     let want = want.value.as_tensor().cloned().unwrap_or_else(|| fail("interp", "no single result"));
     let (g, w) = (got.as_slice::<f32>().unwrap_or_default(), want.as_slice::<f32>().unwrap_or_default());
     assert_eq!(g.len(), w.len());

@@ -15,7 +15,8 @@ use std::time::Duration;
 /// Which tier runs a program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tier {
-    /// The best tier available for each loop (today: the interpreter).
+    /// The best tier for each loop: hot tensor loops to XLA (when a plugin
+    /// is found), hot scalar loops to Cranelift, the rest interpreted.
     #[default]
     Auto,
     /// The eager bytecode interpreter, op by op.
