@@ -3,17 +3,10 @@
 use crate::error::Error;
 use crate::program::{Program, RunConfig, Tier};
 use crate::value::Value;
-use loopvm_runtime::{DType, Tensor};
+use loopvm_runtime::Tensor;
 use std::time::Duration;
 
-/// Relative tolerance for `f32` results across tiers (see `docs/semantics.md`).
-pub const RTOL_F32: f64 = 1e-5;
-/// Relative tolerance for `f64` results across tiers.
-pub const RTOL_F64: f64 = 1e-9;
-/// Absolute tolerance floor for `f32` (values near zero).
-pub const ATOL_F32: f64 = 1e-6;
-/// Absolute tolerance floor for `f64`.
-pub const ATOL_F64: f64 = 1e-12;
+pub use loopvm_runtime::compare::{first_difference, Difference, Tolerance};
 
 impl TierResult {
     /// `true` when this tier disagrees with the reference: a different
@@ -39,53 +32,21 @@ pub struct TierResult {
     pub mismatch: Option<String>,
 }
 
-/// The first element where `b` differs from `a` beyond the tolerance, as a
-/// message; `None` when they agree (exactly for integers and bools).
+/// The first place where `b` differs from the reference `a`, as a message;
+/// `None` when they agree. The rule is [`first_difference`]'s, leaf by leaf:
+/// integers and bools exactly, floats per element within [`Tolerance::of`]
+/// their dtype, NaN only against NaN, an infinity only against itself.
 pub fn compare(a: &Value, b: &Value) -> Option<String> {
     let (la, lb) = (a.leaves(), b.leaves());
     if la.len() != lb.len() {
         return Some(format!("{} results against {}", la.len(), lb.len()));
     }
     for (k, (x, y)) in la.iter().zip(&lb).enumerate() {
-        if let Some(m) = compare_tensors(x, y) {
-            return Some(if la.len() > 1 { format!("result {k}: {m}") } else { m });
+        if let Some(m) = first_difference(x, y) {
+            return Some(if la.len() > 1 { format!("result {k}: {m}") } else { m.to_string() });
         }
     }
     None
-}
-
-fn compare_tensors(x: &Tensor, y: &Tensor) -> Option<String> {
-    if x.dtype() != y.dtype() || x.shape() != y.shape() {
-        return Some(format!("type {} against {}", x.type_string(), y.type_string()));
-    }
-    let (rtol, atol) = match x.dtype() {
-        DType::F32 => (RTOL_F32, ATOL_F32),
-        DType::F64 => (RTOL_F64, ATOL_F64),
-        _ => (0.0, 0.0),
-    };
-    let (a, b) = (x.to_f64_vec(), y.to_f64_vec());
-    // Elements that cancel to near zero carry the rounding error of the
-    // tensor's large elements: the absolute term scales with the largest one.
-    let scale = a.iter().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
-    let atol = atol + rtol * scale;
-    for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-        let same = (p.is_nan() && q.is_nan()) || p == q || (p - q).abs() <= atol + rtol * p.abs().max(q.abs());
-        if !same {
-            return Some(format!("element {} (flat index {i}): {p:?} against {q:?}", index_of(i, x.shape())));
-        }
-    }
-    None
-}
-
-fn index_of(mut flat: usize, shape: &[usize]) -> String {
-    let mut idx = vec![0; shape.len()];
-    for (k, d) in shape.iter().enumerate().rev() {
-        if *d > 0 {
-            idx[k] = flat % d;
-            flat /= d;
-        }
-    }
-    format!("{idx:?}")
 }
 
 /// Runs `main` on the interpreter (the reference) and on `tiers`, comparing
@@ -111,4 +72,36 @@ pub fn diff(prog: &Program, args: &[Tensor], tiers: &[Tier]) -> Result<Vec<TierR
         out.push(TierResult { tier, outcome, time, mismatch });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t<T: loopvm_runtime::Element>(v: Vec<T>) -> Value {
+        Value::Tensor(Tensor::from_vec(&[v.len()], v).unwrap())
+    }
+
+    #[test]
+    fn an_infinity_against_a_finite_value_differs() {
+        // Issue 12: the interpreter's -inf against XLA's rewritten -102.36 had passed.
+        let want = t(vec![f32::NEG_INFINITY, f32::NAN, f32::NAN]);
+        let got = t(vec![-102.35682f32, -0.0, -100.67]);
+        assert_eq!(compare(&want, &got).unwrap(), "element [0] (flat index 0): -inf against -102.35682");
+        assert!(compare(&want, &t(vec![f32::NEG_INFINITY, f32::NAN, -f32::NAN])).is_none());
+    }
+
+    #[test]
+    fn i64_values_that_round_alike_differ() {
+        let want = Value::Tuple(vec![t(vec![1.5f32]), t(vec![i64::MAX, 0])]);
+        let got = Value::Tuple(vec![t(vec![1.5f32]), t(vec![i64::MAX - 1, 0])]);
+        let m = compare(&want, &got).unwrap();
+        assert_eq!(m, format!("result 1: element [0] (flat index 0): {} against {}", i64::MAX, i64::MAX - 1));
+    }
+
+    #[test]
+    fn a_small_element_beside_a_large_one_is_checked() {
+        assert!(compare(&t(vec![1e30f32, 1.0]), &t(vec![1e30f32, 1.5])).is_some());
+        assert!(compare(&t(vec![1e30f32, 1.0]), &t(vec![1.0000001e30f32, 1.0])).is_none());
+    }
 }

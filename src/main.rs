@@ -89,7 +89,7 @@ enum Cmd {
         #[arg(long = "arg", value_name = "NAME=VALUE")]
         args: Vec<String>,
         /// The tiers to compare with the interpreter.
-        #[arg(long, value_delimiter = ',', default_value = "jit,xla")]
+        #[arg(long, value_delimiter = ',', default_value = "jit,xla,auto")]
         tiers: Vec<String>,
     },
     /// Generate random well-typed programs, run each on every tier and
@@ -102,7 +102,7 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         count: u64,
         /// The tiers compared with the interpreter.
-        #[arg(long, value_delimiter = ',', default_value = "jit,xla")]
+        #[arg(long, value_delimiter = ',', default_value = "jit,xla,auto")]
         tiers: Vec<String>,
         /// Where reproducers are written.
         #[arg(long, default_value = "fuzz-findings")]

@@ -6,8 +6,10 @@ use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
 use loopvm_runtime::Tensor;
 use loopvm_vm::{
-    Backend, BlockId, ExecError, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Meter, Module, RunOptions,
+    Backend, BlockId, ExecError, Fallback, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Meter, Module,
+    RunOptions,
 };
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,11 +76,15 @@ pub struct RunConfig {
 pub struct LoopReport {
     /// The function holding the loop.
     pub func: String,
+    /// Its id.
+    pub func_id: FuncId,
     /// The loop's body block (its identity within the function).
     pub body: BlockId,
     /// The loop kind (`fori_loop`, `while_loop`, `scan`).
     pub kind: &'static str,
-    /// The tier that ran it.
+    /// The tier that ran it: `Interp` when no back end took any entry of
+    /// it, else `Jit` (Cranelift) or `Xla`; under `auto`, whichever of the
+    /// two took it (XLA when it took any entry).
     pub tier: Tier,
     /// Entries and iterations.
     pub stats: LoopStats,
@@ -101,6 +107,35 @@ pub struct RunOutput {
     pub printed: String,
     /// Back-end statistics and notes (what ran where, what fell back and why).
     pub notes: Vec<String>,
+    /// Regions a compiling tier handed back to the interpreter in this run.
+    pub fallbacks: Vec<TierFallback>,
+    /// Executions of XLA executables in this run (whole functions and loops).
+    pub xla_executions: u64,
+}
+
+impl RunOutput {
+    /// The distinct loops (function, body) that `tier` ran, as
+    /// [`LoopReport::tier`] says.
+    pub fn loops_on(&self, tier: Tier) -> usize {
+        self.loops.iter().filter(|l| l.tier == tier).count()
+    }
+}
+
+/// A region a compiling tier ([`Tier::Jit`]: Cranelift, [`Tier::Xla`])
+/// declined, so that it ran in the interpreter. `Display` is the note
+/// `loopvm run --stats` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierFallback {
+    /// The back end that declined it.
+    pub tier: Tier,
+    /// The region and the reason.
+    pub fallback: Fallback,
+}
+
+impl std::fmt::Display for TierFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ran in the interpreter ({}): {}", self.tier.as_str(), self.fallback)
+    }
 }
 
 /// A compiled, verified program. `Send + Sync`: one program can be run from
@@ -206,7 +241,7 @@ impl Program {
                 }
                 let mut cl = CraneliftBackend::new(threshold);
                 let mut out = self.interpret(f, args, cfg, Some(&mut cl))?;
-                out.notes.extend(cl.stats_text().lines().map(str::to_string));
+                cranelift_outcome(&cl, &mut out);
                 Ok(out)
             }
             Tier::Xla => {
@@ -222,12 +257,9 @@ impl Program {
                 let XlaSlot::Ready(b) = &mut *slot else {
                     return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
-                let before = b.stats.fallbacks.len();
+                let (fallbacks, executions) = (b.stats.fallbacks.len(), b.stats.executions);
                 let mut out = self.interpret(f, args, cfg, Some(&mut **b))?;
-                out.notes.extend(b.stats.report().lines().map(str::to_string));
-                for r in &b.stats.fallbacks[before..] {
-                    out.notes.push(format!("ran in the interpreter: {r}"));
-                }
+                xla_outcome(b, fallbacks, executions, &mut out);
                 Ok(out)
             }
             Tier::Auto => {
@@ -235,19 +267,29 @@ impl Program {
                 // looked up the first time such a loop is hot), hot scalar loops
                 // to Cranelift, the rest in the interpreter.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
+                let (fallbacks, executions) = match &*slot {
+                    XlaSlot::Ready(b) => (b.stats.fallbacks.len(), b.stats.executions),
+                    _ => (0, 0),
+                };
                 let mut cl = CraneliftBackend::new(threshold);
+                let mut to_xla = HashSet::new();
                 let mut out = if native_ok {
-                    let mut auto = AutoBackend { xla: &mut slot, cl: &mut cl };
+                    let mut auto = AutoBackend { xla: &mut slot, cl: &mut cl, to_xla: &mut to_xla };
                     self.interpret(f, args, cfg, Some(&mut auto))?
                 } else {
                     self.interpret(f, args, cfg, None)?
                 };
+                for l in &mut out.loops {
+                    if l.tier == Tier::Auto {
+                        l.tier = if to_xla.contains(&(l.func_id, l.body)) { Tier::Xla } else { Tier::Jit };
+                    }
+                }
                 match &*slot {
-                    XlaSlot::Ready(b) => out.notes.extend(b.stats.report().lines().map(str::to_string)),
+                    XlaSlot::Ready(b) => xla_outcome(b, fallbacks, executions, &mut out),
                     XlaSlot::NotFound(why) => out.notes.push(format!("auto: no XLA plugin found ({why})")),
                     XlaSlot::Untried => {}
                 }
-                out.notes.extend(cl.stats_text().lines().map(str::to_string));
+                cranelift_outcome(&cl, &mut out);
                 Ok(out)
             }
         }
@@ -289,6 +331,7 @@ impl Program {
             .into_iter()
             .map(|(fid, body, stats)| LoopReport {
                 func: self.module.func(fid).name.clone(),
+                func_id: fid,
                 body,
                 kind: loop_kind(&self.module, fid, body),
                 tier: if stats.offloaded > 0 { tier } else { Tier::Interp },
@@ -303,8 +346,38 @@ impl Program {
             elapsed: stats.elapsed,
             printed: String::from_utf8_lossy(&printed).into_owned(),
             notes: Vec::new(),
+            fallbacks: Vec::new(),
+            xla_executions: 0,
         })
     }
+}
+
+/// Adds the Cranelift back end's notes and the loops it declined to `out`.
+fn cranelift_outcome(cl: &CraneliftBackend, out: &mut RunOutput) {
+    out.notes.extend(cl.stats_text().lines().map(str::to_string));
+    for r in cl.reports() {
+        if !r.is_native() {
+            for why in &r.reasons {
+                let fallback = Fallback {
+                    region: format!("{} in `{}` (b{})", r.kind, r.func_name, r.body.0),
+                    reason: why.lines().next().unwrap_or("").to_string(),
+                };
+                out.fallbacks.push(TierFallback { tier: Tier::Jit, fallback });
+            }
+        }
+    }
+}
+
+/// Adds the XLA back end's notes, the regions it declined since it had
+/// `fallbacks` of them, and its executions since `executions`, to `out`.
+fn xla_outcome(b: &XlaBackend, fallbacks: usize, executions: u64, out: &mut RunOutput) {
+    out.notes.extend(b.stats.report().lines().map(str::to_string));
+    for f in &b.stats.fallbacks[fallbacks..] {
+        let f = TierFallback { tier: Tier::Xla, fallback: f.clone() };
+        out.notes.push(f.to_string());
+        out.fallbacks.push(f);
+    }
+    out.xla_executions = b.stats.executions - executions;
 }
 
 /// In `auto`, a loop goes to XLA once it has run this many iterations in
@@ -320,6 +393,8 @@ pub const AUTO_TENSOR_ELEMENTS: usize = 16;
 struct AutoBackend<'a> {
     xla: &'a mut XlaSlot,
     cl: &'a mut CraneliftBackend,
+    /// The loops XLA ran.
+    to_xla: &'a mut HashSet<(FuncId, BlockId)>,
 }
 
 impl AutoBackend<'_> {
@@ -348,6 +423,7 @@ impl Backend for AutoBackend<'_> {
         let hot = site.stats.iterations >= AUTO_HOT_ITERATIONS;
         if hot && inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
             if let Some(r) = self.xla().and_then(|x| x.run_loop(site, inputs, meter)) {
+                self.to_xla.insert((site.func_id, site.body));
                 return Some(r);
             }
         }

@@ -117,7 +117,7 @@ fn compile_then_run_bytecode() {
     let from_src = loopvm(&a);
     assert!(from_lbc.status.success(), "{:?}", text(&from_lbc));
     assert_eq!(text(&from_lbc).0, text(&from_src).0);
-    assert_eq!(text(&from_lbc).0, "bool true\n");
+    assert_eq!(text(&from_lbc).0, "(bool true, f32[2, 2] [[0.4203373, -0.5397646], [0.35058537, -0.5077341]])\n");
 
     // Corrupted bytecode: truncated, and bytes flipped in the code.
     let bytes = std::fs::read(&lbc).unwrap();
@@ -229,6 +229,21 @@ fn diff_compares_tiers() {
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("interp") && out.contains("(reference)"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("xla") && l.ends_with("agrees")), "{out}");
+}
+
+/// Issue 12's program: XLA had rewritten `log(a ** b)` into `b * log|a|`
+/// (-102.36 for the interpreter's -inf), and `diff` had let the infinity
+/// pass. Every tier now gives the interpreter's answer.
+#[test]
+fn diff_holds_log_of_pow_on_every_tier() {
+    let d = tmp("logpow");
+    let p = d.join("p.lb");
+    std::fs::write(&p, "fn main(a: f32[3], b: f32) -> f32[3] { log(a ** b) }\n").unwrap();
+    let o = loopvm(&["diff", p.to_str().unwrap(), "--arg", "a=[22.5, -1.0, -21.375]", "--arg", "b=-32.875"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("[-inf, NaN, NaN] (reference)"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.ends_with("agrees")).count(), 3, "{out}");
 }
 
 #[test]

@@ -11,7 +11,15 @@
 //!   whose message contains each text, located there;
 //! - `# tiers: interp ...`: restrict the tiers (default: all built tiers);
 //! - `# fallback: why`: some region is expected to run in the interpreter on
-//!   the compiling tiers (e.g. it prints); without it a fallback fails.
+//!   the xla tier (e.g. it prints); without it a fallback fails;
+//! - `# jit: N`: the loops Cranelift runs natively on the `jit` tier
+//!   (threshold 0), and `# auto: xla=M jit=K`: the loops XLA and Cranelift
+//!   run under `auto`. Every value spec pins both; a tier that compiles
+//!   nothing (`# jit: 0`, `# auto: xla=0 jit=0`, `# xla: none`) would only
+//!   compare the interpreter with itself, so its trial is reported as
+//!   ignored, not passed, as is a tier excluded by `# tiers:`.
+//!   `LOOPVM_SPEC_WRITE_PINS=1 cargo test --test spec` writes the pins of
+//!   specs that have none, from what their jit and auto runs did.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use loopvm::{Program, RunConfig, Tier};
@@ -32,22 +40,57 @@ fn main() {
     let mut trials = Vec::new();
     for f in files {
         let name = f.strip_prefix(&root).unwrap_or(&f).with_extension("").display().to_string();
+        let src = std::fs::read_to_string(&f).unwrap_or_default();
         for &tier in TIERS {
             let f = f.clone();
-            trials.push(Trial::test(format!("{name}::{}", tier.as_str()), move || run_spec(&f, tier)));
+            let vacuous = vacuous(&src, tier);
+            trials.push(
+                Trial::test(format!("{name}::{}", tier.as_str()), move || run_spec(&f, tier))
+                    .with_ignored_flag(vacuous),
+            );
         }
     }
     libtest_mimic::run(&args, trials).exit();
 }
 
-fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
-    let src = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
-    let tiers = header(&src, "tiers");
-    if let Some(t) = tiers.first() {
+/// What a spec pins: the loops run natively on `jit` and under `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pins {
+    jit: usize,
+    auto_xla: usize,
+    auto_jit: usize,
+}
+
+fn parse_pins(src: &str) -> Option<Pins> {
+    let jit = header(src, "jit").first()?.parse().ok()?;
+    let auto = header(src, "auto");
+    let mut it = auto.first()?.split_whitespace();
+    let auto_xla = it.next()?.strip_prefix("xla=")?.parse().ok()?;
+    let auto_jit = it.next()?.strip_prefix("jit=")?.parse().ok()?;
+    Some(Pins { jit, auto_xla, auto_jit })
+}
+
+/// `true` when `tier`'s trial of the spec `src` cannot compare anything:
+/// the tier is excluded, or the spec pins that it compiles nothing there.
+fn vacuous(src: &str, tier: Tier) -> bool {
+    if let Some(t) = header(src, "tiers").first() {
         if !t.split_whitespace().any(|x| x == tier.as_str()) {
-            return Ok(());
+            return true;
         }
     }
+    if !header(src, "error").is_empty() {
+        return tier != Tier::Interp;
+    }
+    match (tier, parse_pins(src)) {
+        (Tier::Jit, Some(p)) => p.jit == 0,
+        (Tier::Auto, Some(p)) => p.auto_xla == 0 && p.auto_jit == 0,
+        (Tier::Xla, _) => header(src, "xla").first() == Some(&"none"),
+        _ => false,
+    }
+}
+
+fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
     let errors = header(&src, "error");
     let file = path.display().to_string();
     let compiled = Program::from_source(&src, &file);
@@ -81,11 +124,47 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
     // Threshold 0: every eligible loop is promoted, so the spec programs exercise native code.
     let cfg = RunConfig { tier, capture_print: true, jit_threshold: Some(0), ..RunConfig::default() };
     let out = prog.run(&tensors, &cfg).map_err(|e| e.to_string())?;
-    // On a compiling tier a region that falls back to the interpreter must be
+    // On the xla tier a region that falls back to the interpreter must be
     // expected (`# fallback: why`), so that a silent fallback fails.
-    let fell_back: Vec<&String> = out.notes.iter().filter(|n| n.starts_with("ran in the interpreter")).collect();
+    let fell_back: Vec<String> = out.fallbacks.iter().filter(|f| f.tier == Tier::Xla).map(|f| f.to_string()).collect();
     if !fell_back.is_empty() && header(&src, "fallback").is_empty() {
         return Err(format!("unexpected fallback on {}: {fell_back:?}", tier.as_str()).into());
+    }
+    if tier == Tier::Xla && out.xla_executions == 0 {
+        return Err("nothing ran on XLA (pin `# xla: none` if nothing can)".into());
+    }
+    // The loops that ran natively are pinned, so that a tier that silently
+    // stops compiling them fails.
+    if matches!(tier, Tier::Jit | Tier::Auto) {
+        let pins = parse_pins(&src);
+        let seen = match tier {
+            Tier::Jit => pins.map(|p| Pins { jit: out.loops_on(Tier::Jit), ..p }),
+            _ => pins.map(|p| Pins { auto_xla: out.loops_on(Tier::Xla), auto_jit: out.loops_on(Tier::Jit), ..p }),
+        };
+        match (pins, seen) {
+            (Some(p), Some(s)) if p == s => {}
+            (Some(p), Some(s)) => return Err(format!("native loops on {}: pinned {p:?}, ran {s:?}", tier.as_str()).into()),
+            (None, _) if tier == Tier::Jit && std::env::var_os("LOOPVM_SPEC_WRITE_PINS").is_some() => {
+                let auto = prog.run(&tensors, &RunConfig { tier: Tier::Auto, ..cfg.clone() }).map_err(|e| e.to_string())?;
+                let pins = format!(
+                    "# jit: {}\n# auto: xla={} jit={}\n",
+                    out.loops_on(Tier::Jit),
+                    auto.loops_on(Tier::Xla),
+                    auto.loops_on(Tier::Jit)
+                );
+                let at = src.find('\n').map_or(src.len(), |i| i + 1);
+                std::fs::write(path, format!("{}{pins}{}", &src[..at], &src[at..])).map_err(|e| e.to_string())?;
+            }
+            _ => {
+                return Err(format!(
+                    "spec pins no native loops (LOOPVM_SPEC_WRITE_PINS=1 writes them): add `# jit: N` and `# auto: xla=M jit=K` (this run: {} on {}, {} on xla)",
+                    out.loops_on(Tier::Jit),
+                    tier.as_str(),
+                    out.loops_on(Tier::Xla)
+                )
+                .into())
+            }
+        }
     }
     let got = out.value.to_string();
     if tier == Tier::Interp {

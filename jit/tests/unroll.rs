@@ -9,6 +9,7 @@
 use loopvm_jit::hlo::{self, EmitOptions, Platform, UnrollOptions, UnrollWhy};
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
 use loopvm_jit::xla::{plugin, Client, Plugin};
+use loopvm_runtime::compare::{first_difference, first_difference_with, Tolerance};
 use loopvm_runtime::{DType, Tensor};
 use loopvm_vm::*;
 use std::path::Path;
@@ -63,35 +64,15 @@ fn run_xla(m: &Module, args: &[Tensor], mode: XlaMode, unroll: UnrollOptions) ->
     (r.unwrap_or_else(|e| panic!("xla ({mode:?}, {unroll:?}): {e}")), b)
 }
 
-fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= rtol * a.abs().max(b.abs()) + atol
-}
-
-/// Exact for integers and bools; for floats exact when `exact`, else within
-/// the tolerance `loopvm diff` uses (relative 1e-5 for f32, 1e-12 for f64,
-/// plus that fraction of the largest magnitude).
+/// Exact (up to NaN payloads and the sign of zero) when `exact`, else the
+/// rule of `loopvm diff` ([`loopvm_runtime::compare`]); integers and bools
+/// always exactly.
 fn assert_same(want: &[Tensor], got: &[Tensor], exact: bool, ctx: &str) {
     assert_eq!(want.len(), got.len(), "{ctx}: number of results");
     for (k, (w, g)) in want.iter().zip(got).enumerate() {
-        assert_eq!((w.dtype(), w.shape()), (g.dtype(), g.shape()), "{ctx}: result {k} type: want {w}, got {g}");
-        match w.dtype() {
-            DType::F32 | DType::F64 if !exact => {
-                let rtol = if w.dtype() == DType::F32 { 1e-5 } else { 1e-12 };
-                let (wv, gv) = (w.to_f64_vec(), g.to_f64_vec());
-                let scale = wv.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
-                for (i, (a, b)) in wv.iter().zip(&gv).enumerate() {
-                    assert!(
-                        close(*a, *b, rtol, rtol * scale),
-                        "{ctx}: result {k} element {i}: want {a}, got {b}\nwant {w}\ngot  {g}"
-                    );
-                }
-            }
-            DType::F32 | DType::F64 => {
-                let (wv, gv) = (w.to_f64_vec(), g.to_f64_vec());
-                let same = wv.iter().zip(&gv).all(|(a, b)| (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits());
-                assert!(same, "{ctx}: result {k}: want {w}, got {g}");
-            }
-            _ => assert_eq!(w.to_string(), g.to_string(), "{ctx}: result {k}"),
+        let d = if exact { first_difference_with(w, g, Tolerance::EXACT) } else { first_difference(w, g) };
+        if let Some(d) = d {
+            panic!("{ctx}: result {k}: {d}\nwant {w}\ngot  {g}");
         }
     }
 }

@@ -6,6 +6,7 @@
 use loopvm_jit::hlo::{self, EmitOptions};
 use loopvm_jit::xla::tier::{emit_for, XlaBackend, XlaMode};
 use loopvm_jit::xla::{plugin, Client, Plugin};
+use loopvm_runtime::compare::first_difference;
 use loopvm_runtime::{kernels, BinaryOp, DType, ReduceOp, Tensor, UnaryOp, UpdateMode};
 use loopvm_vm::*;
 use std::path::Path;
@@ -52,32 +53,14 @@ fn with_backend(m: &Module, args: &[Tensor], mode: XlaMode) -> (Result<Vec<Tenso
     (r, b, profile)
 }
 
-fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= rtol * a.abs().max(b.abs()) + atol
-}
-
-/// Compares like `loopvm diff`: exact for integers and bools; for floats
-/// relative 1e-5 (f32) or 1e-12 (f64), plus the same fraction of the
-/// tensor's largest magnitude as an absolute term (sums that cancel to
-/// nearly 0 differ in their last bits when XLA reorders them); NaN equals
-/// NaN.
+/// Compares like `loopvm diff` ([`loopvm_runtime::compare`]): exact for
+/// integers and bools; floats per element within the dtype's tolerance,
+/// NaN only against NaN, an infinity only against itself.
 fn assert_same(want: &[Tensor], got: &[Tensor], ctx: &str) {
     assert_eq!(want.len(), got.len(), "{ctx}: number of results");
     for (k, (w, g)) in want.iter().zip(got).enumerate() {
-        assert_eq!((w.dtype(), w.shape()), (g.dtype(), g.shape()), "{ctx}: result {k} type: want {w}, got {g}");
-        match w.dtype() {
-            DType::F32 | DType::F64 => {
-                let rtol = if w.dtype() == DType::F32 { 1e-5 } else { 1e-12 };
-                let (wv, gv) = (w.to_f64_vec(), g.to_f64_vec());
-                let scale = wv.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
-                for (i, (a, b)) in wv.iter().zip(&gv).enumerate() {
-                    assert!(
-                        close(*a, *b, rtol, rtol * scale),
-                        "{ctx}: result {k} element {i}: want {a}, got {b}\nwant {w}\ngot  {g}"
-                    );
-                }
-            }
-            _ => assert_eq!(w.to_string(), g.to_string(), "{ctx}: result {k}"),
+        if let Some(d) = first_difference(w, g) {
+            panic!("{ctx}: result {k}: {d}\nwant {w}\ngot  {g}");
         }
     }
 }
@@ -951,7 +934,7 @@ fn print_falls_back_to_the_interpreter() {
     assert_eq!(b.stats.functions_run, 0);
     assert_eq!(b.stats.loops_run, 1, "the second loop runs on XLA");
     assert_eq!(b.stats.fallbacks.len(), 2, "{:?}", b.stats.fallbacks);
-    assert!(b.stats.fallbacks.iter().all(|f| f.contains("print")), "{:?}", b.stats.fallbacks);
+    assert!(b.stats.fallbacks.iter().all(|f| f.reason.contains("print")), "{:?}", b.stats.fallbacks);
     assert_eq!(profile.entries().iter().map(|e| e.2.iterations).sum::<u64>(), 5);
     let e = emit_for(&m, FuncId(0), &[Tensor::scalar(5i32)], &EmitOptions::default()).unwrap_err();
     assert!(e.to_string().contains("print"), "{e}");

@@ -65,31 +65,9 @@ impl Tensor {
     /// `true` when both tensors have the same dtype and shape and equal
     /// elements: exactly for integers and bools; for floats within
     /// `|a - b| <= atol + rtol * |b|`, where NaN equals NaN and infinities
-    /// must match exactly.
+    /// must match exactly (the rule of [`crate::compare`], `other` the reference).
     pub fn all_close(&self, other: &Tensor, rtol: f64, atol: f64) -> bool {
-        fn close_f<T: Element>(a: &[T], b: &[T], rtol: f64, atol: f64) -> bool {
-            a.iter().zip(b).all(|(&x, &y)| {
-                let (x, y) = (x.to_f64(), y.to_f64());
-                if x.is_nan() || y.is_nan() {
-                    x.is_nan() && y.is_nan()
-                } else if x.is_infinite() || y.is_infinite() {
-                    x == y
-                } else {
-                    (x - y).abs() <= atol + rtol * y.abs()
-                }
-            })
-        }
-        if self.dtype() != other.dtype() || self.shape() != other.shape() {
-            return false;
-        }
-        match (self.buffer(), other.buffer()) {
-            (Buffer::Bool(a), Buffer::Bool(b)) => a == b,
-            (Buffer::I32(a), Buffer::I32(b)) => a == b,
-            (Buffer::I64(a), Buffer::I64(b)) => a == b,
-            (Buffer::F32(a), Buffer::F32(b)) => close_f(a, b, rtol, atol),
-            (Buffer::F64(a), Buffer::F64(b)) => close_f(a, b, rtol, atol),
-            _ => false,
-        }
+        crate::compare::first_difference_with(other, self, crate::compare::Tolerance { rtol, atol }).is_none()
     }
 }
 

@@ -15,6 +15,7 @@
 //! assert_eq!(out.unwrap().as_slice::<f32>(), Some(&[11.0f32, 12.0][..]));
 //! ```
 
+pub mod compare;
 mod display;
 mod dtype;
 mod error;

@@ -13,6 +13,23 @@ use crate::module::{Func, Module};
 use crate::operand::{BlockId, FuncId, Reg};
 use loopvm_runtime::Tensor;
 
+/// A region (a loop or a function) a back end declined, and why: it ran in
+/// the interpreter instead. `Display` is `region: reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The region, e.g. "fori_loop in `main` (b1) for (f32[3])".
+    pub region: String,
+    /// Why the back end did not compile it (first line of the emitter's or
+    /// compiler's message).
+    pub reason: String,
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.region, self.reason)
+    }
+}
+
 /// A loop instruction offered to a back end.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopSite<'m> {

@@ -19,7 +19,7 @@ pub mod op;
 pub mod operand;
 mod verify;
 
-pub use backend::{region_inputs, Backend, LoopSite, LoopState, RESUME_INTERVAL};
+pub use backend::{region_inputs, Backend, Fallback, LoopSite, LoopState, RESUME_INTERVAL};
 pub use dis::disassemble;
 pub use error::{DecodeError, ExecError, VerifyError};
 pub use inst::{Inst, Opcode};

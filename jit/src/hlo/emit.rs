@@ -272,8 +272,11 @@ fn free_regs(func: &Func, blocks: &[BlockId]) -> Vec<Reg> {
     out
 }
 
+#[path = "shield.rs"]
+mod shield;
 #[path = "unroll.rs"]
 mod unroll;
+use shield::Made;
 use unroll::{while_env, ForiCtx, ScanCtx};
 
 /// Binds `regs` to `vals` in `env`, pairwise.
@@ -304,6 +307,9 @@ struct Emitter<'m> {
     unrolls: Vec<LoopUnroll>,
     /// Names of values computed from constants only: XLA may fold them.
     folds: hashbrown::HashSet<String>,
+    /// The op that made a value, where XLA's simplifier would rewrite its
+    /// consumer (see [`shield`]).
+    makers: hashbrown::HashMap<String, Made>,
     /// Metered modules: the iterations left at this point of the emission.
     fuel: Option<Val>,
     /// Bytes of the largest value emitted so far.
@@ -323,6 +329,7 @@ impl<'m> Emitter<'m> {
             whiles: 0,
             unrolls: Vec::new(),
             folds: hashbrown::HashSet::new(),
+            makers: hashbrown::HashMap::new(),
             fuel: None,
             peak: 0,
         }
@@ -523,8 +530,13 @@ impl<'m> Emitter<'m> {
     /// Only a run-time dividend is divided so: a constant one XLA folds
     /// exactly, and (XLA CPU bug) a constant divided by a hidden constant
     /// zero gave a NaN whose `exp` was garbage.
+    ///
+    /// A divisor is hidden whether or not the emitter sees it as a constant:
+    /// XLA folds more than the emitter tracks (a `maximum` of constants
+    /// inside an inlined call was one), and a barrier costs nothing at run
+    /// time (XLA removes barriers before fusion).
     fn opaque_divisor(&mut self, a: &Val, b: &Val) -> Val {
-        if !b.dtype.is_float() || !self.is_folded(b) || self.is_folded(a) {
+        if !b.dtype.is_float() || self.is_folded(a) {
             return b.clone();
         }
         self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()))
@@ -591,6 +603,7 @@ impl<'m> Emitter<'m> {
         if numel(shape) == Some(1) {
             r.konst = a.konst;
         }
+        self.carry_maker(&r, a);
         self.fold_from(r, &[a])
     }
 
@@ -613,6 +626,7 @@ impl<'m> Emitter<'m> {
                 tensor_type(a.dtype, shape)
             ),
         );
+        self.carry_maker(&r, a);
         self.fold_from(r, &[a])
     }
 
@@ -636,7 +650,9 @@ impl<'m> Emitter<'m> {
         let a_nan = self.cmp("NE", a, a);
         let wins = self.cmp(if is_max { "LE" } else { "GE" }, b, a);
         let keep = self.bin("or", &a_nan, &wins);
-        self.select(&keep, a, b)
+        let r = self.select(&keep, a, b);
+        self.made(&r, Made::Select);
+        r
     }
 
     // --------------------------------------------------------------- regions
@@ -878,8 +894,13 @@ impl<'m> Emitter<'m> {
                 UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => "an integer or float operand",
                 _ => "a float operand",
             })),
-            (_, UnaryOp::Neg) => Ok(self.un("negate", a)),
-            (_, UnaryOp::Abs) => Ok(self.un("abs", a)),
+            (_, UnaryOp::Neg) => {
+                // -(a * c1) * c2 is reassociated too: the negation carries the maker.
+                let r = self.un("negate", a);
+                self.carry_maker(&r, a);
+                Ok(r)
+            }
+            (_, UnaryOp::Abs) => Ok(self.float_un("abs", a, Made::Abs)),
             (d, UnaryOp::Relu) => {
                 let z = self.zero(d, &a.shape);
                 if d.is_float() {
@@ -889,14 +910,51 @@ impl<'m> Emitter<'m> {
                 }
             }
             (DType::I32 | DType::I64, _) => Err(bad("a float operand")),
-            (_, UnaryOp::Exp) => Ok(self.un("exponential", a)),
-            (_, UnaryOp::Log) => Ok(self.un("log", a)),
-            (_, UnaryOp::Sqrt) => Ok(self.un("sqrt", a)),
-            (_, UnaryOp::Tanh) => Ok(self.un("tanh", a)),
-            (_, UnaryOp::Sigmoid) => Ok(self.un("logistic", a)),
-            (_, UnaryOp::Sin) => Ok(self.un("sine", a)),
-            (_, UnaryOp::Cos) => Ok(self.un("cosine", a)),
+            (_, UnaryOp::Exp) => Ok(self.float_un("exponential", a, Made::Exp)),
+            (_, UnaryOp::Log) => Ok(self.float_un("log", a, Made::Log)),
+            (_, UnaryOp::Sqrt) => Ok(self.float_un("sqrt", a, Made::Sqrt)),
+            (_, UnaryOp::Tanh) => Ok(self.float_un("tanh", a, Made::Other)),
+            (_, UnaryOp::Sigmoid) => Ok(self.float_un("logistic", a, Made::Other)),
+            (_, UnaryOp::Sin) => Ok(self.float_un("sine", a, Made::Other)),
+            (_, UnaryOp::Cos) => Ok(self.float_un("cosine", a, Made::Other)),
         }
+    }
+
+    /// A float unary op on `a` shielded from the simplifier ([`shield`]),
+    /// its result recorded as made by `made`.
+    fn float_un(&mut self, name: &str, a: &Val, made: Made) -> Val {
+        let a = if a.dtype.is_float() { self.shield_unary(name, a) } else { a.clone() };
+        let r = self.un(name, &a);
+        if a.dtype.is_float() {
+            self.made(&r, made);
+        }
+        r
+    }
+
+    /// A float arithmetic binary op shielded from the simplifier ([`shield`]).
+    fn float_bin(&mut self, name: &str, a: &Val, b: &Val) -> Val {
+        let (a, b) = self.shield_binary(name, a, b);
+        let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
+        let (a, b) = if name == "power" {
+            // XLA's power reads a subnormal operand as zero in its
+            // vector code but not in its scalar code and folder
+            // (`0 ** 1e-40` is 1 or 0): flushed here, as on every tier.
+            (self.flushed(&a), self.flushed(&b))
+        } else {
+            (a, b)
+        };
+        let m = self.binary_maker(name, &a, &b);
+        let r = self.bin(name, &a, &b);
+        if let Some(m) = m {
+            self.made(&r, m);
+        }
+        r
+    }
+
+    /// A comparison, float operands shielded from the simplifier's folds.
+    fn compare(&mut self, dir: &str, a: &Val, b: &Val) -> Val {
+        let (a, b) = self.shield_binary("compare", a, b);
+        self.cmp(dir, &a, &b)
     }
 
     fn binary(&mut self, op: BinaryOp, a: &Val, b: &Val) -> Result<Val> {
@@ -919,35 +977,26 @@ impl<'m> Emitter<'m> {
         let x = self.broadcast_to(a, &shape);
         let y = self.broadcast_to(b, &shape);
         Ok(match op {
-            BinaryOp::Add => self.bin("add", &x, &y),
-            BinaryOp::Sub => self.bin("subtract", &x, &y),
-            BinaryOp::Mul => self.bin("multiply", &x, &y),
             BinaryOp::Div | BinaryOp::Rem if d.is_int() => self.int_div_rem(op == BinaryOp::Div, &x, &y),
-            BinaryOp::Div => {
-                let y = self.opaque_divisor(&x, &y);
-                self.bin("divide", &x, &y)
-            }
-            BinaryOp::Rem => self.bin("remainder", &x, &y),
             BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
-            BinaryOp::Pow => {
-                // XLA's power reads a subnormal operand as zero in its
-                // vector code but not in its scalar code and folder
-                // (`0 ** 1e-40` is 1 or 0): flushed here, as on every tier.
-                let (x, y) = (self.flushed(&x), self.flushed(&y));
-                self.bin("power", &x, &y)
-            }
+            BinaryOp::Add => self.float_bin("add", &x, &y),
+            BinaryOp::Sub => self.float_bin("subtract", &x, &y),
+            BinaryOp::Mul => self.float_bin("multiply", &x, &y),
+            BinaryOp::Div => self.float_bin("divide", &x, &y),
+            BinaryOp::Rem => self.bin("remainder", &x, &y),
+            BinaryOp::Pow => self.float_bin("power", &x, &y),
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
             }
             BinaryOp::Max | BinaryOp::Min if d.is_float() => self.max_min_float(op == BinaryOp::Max, &x, &y),
             BinaryOp::Max => self.bin("maximum", &x, &y),
             BinaryOp::Min => self.bin("minimum", &x, &y),
-            BinaryOp::Eq => self.cmp("EQ", &x, &y),
-            BinaryOp::Ne => self.cmp("NE", &x, &y),
-            BinaryOp::Lt => self.cmp("LT", &x, &y),
-            BinaryOp::Le => self.cmp("LE", &x, &y),
-            BinaryOp::Gt => self.cmp("GT", &x, &y),
-            BinaryOp::Ge => self.cmp("GE", &x, &y),
+            BinaryOp::Eq => self.compare("EQ", &x, &y),
+            BinaryOp::Ne => self.compare("NE", &x, &y),
+            BinaryOp::Lt => self.compare("LT", &x, &y),
+            BinaryOp::Le => self.compare("LE", &x, &y),
+            BinaryOp::Gt => self.compare("GT", &x, &y),
+            BinaryOp::Ge => self.compare("GE", &x, &y),
             BinaryOp::And => self.bin("and", &x, &y),
             BinaryOp::Or => self.bin("or", &x, &y),
         })
@@ -1063,7 +1112,11 @@ impl<'m> Emitter<'m> {
             let r = self.select(&big, &max_v, &conv);
             return self.select(&nan, &zero, &r);
         }
-        self.convert(a, to)
+        let r = self.convert(a, to);
+        if from == DType::Bool && to.is_float() {
+            self.made(&r, Made::FromBool);
+        }
+        r
     }
 
     fn iota(&mut self, dtype: DType, n: u64) -> Result<Val> {

@@ -239,10 +239,19 @@ impl fmt::Display for LoopUnroll {
 /// graphs) for `WHILE` and `CONDITIONAL`, so that a trip of a while (and the
 /// `stablehlo.if` guarding each copy of an unrolled `while_loop` body) is one
 /// graph launch instead of one launch per op.
+///
+/// On the CPU, code for at most AVX: XLA's CPU compiler always lets LLVM
+/// fuse a multiply into an add (`AllowFPOpFusion = Fast`), and an FMA does
+/// not round the product, so `3e38 * 2 - 3e38` gave `3e38` instead of the
+/// interpreter's `inf`, and `a * b - a * b` a rounding residue instead of 0.
+/// AVX has no FMA instructions (FMA3 came with AVX2), so LLVM keeps `a * b`
+/// and `+ c` two IEEE operations, as every other tier computes them. Dots
+/// and convolutions run in XLA's precompiled libraries and are unaffected.
 pub fn default_xla_flags(platform: Platform) -> &'static str {
     match platform {
         Platform::Gpu => "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1",
-        Platform::Cpu | Platform::Other => "",
+        Platform::Cpu => "--xla_cpu_max_isa=AVX",
+        Platform::Other => "",
     }
 }
 
@@ -318,8 +327,9 @@ mod tests {
 
     #[test]
     fn flags() {
-        assert_eq!(compose_xla_flags(None, Platform::Cpu, None), "");
-        assert_eq!(compose_xla_flags(Some("--a=1"), Platform::Cpu, Some(" --b ")), "--a=1 --b");
+        assert_eq!(compose_xla_flags(None, Platform::Cpu, None), "--xla_cpu_max_isa=AVX");
+        assert_eq!(compose_xla_flags(Some("--a=1"), Platform::Cpu, Some(" --b ")), "--a=1 --xla_cpu_max_isa=AVX --b");
+        assert_eq!(compose_xla_flags(None, Platform::Other, None), "");
         let g = compose_xla_flags(None, Platform::Gpu, Some("--xla_gpu_graph_min_graph_size=4"));
         assert!(g.starts_with("--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"), "{g}");
         assert!(g.ends_with("--xla_gpu_graph_min_graph_size=4"), "{g}");

@@ -62,10 +62,12 @@ macro_rules! pjrt_structs {
                 }
             }
         )*
-        /// `(header struct name, STRUCT_SIZE as declared here)` for every
-        /// argument struct this binding declares.
-        pub const STRUCT_SIZES: &[(&str, usize)] = &[
-            $((stringify!($name), $name::STRUCT_SIZE),)*
+        /// `(header struct name, its last field here, STRUCT_SIZE as
+        /// declared here)` for every argument struct this binding declares:
+        /// any header at least as new as the binding's gives the same size
+        /// for `PJRT_STRUCT_SIZE(name, last field)` (structs only grow).
+        pub const STRUCT_SIZES: &[(&str, &str, usize)] = &[
+            $((stringify!($name), stringify!($last), $name::STRUCT_SIZE),)*
         ];
     };
 }
@@ -724,7 +726,7 @@ mod tests {
     fn struct_sizes_match_header_0_81() {
         for &(name, struct_size, _) in HEADER_0_81 {
             let ours =
-                STRUCT_SIZES.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} is not declared")).1;
+                STRUCT_SIZES.iter().find(|(n, _, _)| *n == name).unwrap_or_else(|| panic!("{name} is not declared")).2;
             assert_eq!(ours, struct_size, "{name}_STRUCT_SIZE");
         }
         // Every declared struct (except the API table, a prefix) is checked.

@@ -21,7 +21,7 @@ use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
 use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
 use loopvm_runtime::Tensor;
-use loopvm_vm::{Backend, BlockId, ExecError, FuncId, Inst, LoopSite, Meter, Module};
+use loopvm_vm::{Backend, BlockId, ExecError, Fallback, FuncId, Inst, LoopSite, Meter, Module};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ pub struct XlaStats {
     pub execute_time: Duration,
     /// Regions handed back to the interpreter, with the reason (one line per
     /// region and argument types, the first time it is declined).
-    pub fallbacks: Vec<String>,
+    pub fallbacks: Vec<Fallback>,
     /// The unroll factor of each loop of each compiled region (one line per
     /// region with loops).
     pub unrolls: Vec<String>,
@@ -126,7 +126,7 @@ impl XlaStats {
         );
         for f in &self.fallbacks {
             s.push_str("\nxla: fallback to the interpreter: ");
-            s.push_str(f);
+            s.push_str(&f.to_string());
         }
         for u in &self.unrolls {
             s.push_str("\nxla: unroll: ");
@@ -388,7 +388,7 @@ impl XlaBackend {
             }
             Ok(l) => l,
             Err(e) => {
-                self.stats.fallbacks.push(format!("{}: {e}", what()));
+                self.stats.fallbacks.push(Fallback { region: what(), reason: e.to_string() });
                 self.cache.insert(key, Entry::Declined);
                 return None;
             }

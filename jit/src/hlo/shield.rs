@@ -1,0 +1,168 @@
+//! Keeping XLA's algebraic simplifier from changing float results.
+//!
+//! XLA rewrites some float expressions into forms that are equal in real
+//! arithmetic but not in IEEE arithmetic: `log(pow(a, b))` becomes
+//! `b * log|a|` (`log((-1) ** 0.5)` is 0 instead of NaN, and `log(0 ** -33)`
+//! is finite instead of `-inf`), `log(exp(a))` becomes `a`, `exp(a) *
+//! exp(b)` becomes `exp(a + b)`, `a / exp(b)` becomes `a * exp(-b)`,
+//! `sqrt(a * a)` becomes `|a|`, `(a + c1) + c2` becomes `a + (c1 + c2)`, a
+//! comparison `x >= 0` of an `abs`, `exp` or `x * x` folds to `true` even for
+//! NaN, and more (the list, with inputs where each one differs, is in
+//! `docs/semantics.md`, "What XLA may not rewrite"). loopvm's answer is the
+//! interpreter's, op by op; so the emitter remembers which op made each
+//! value ([`Made`]) and, where a consumer and its operand's maker form one of
+//! those patterns, puts the operand behind `stablehlo.optimization_barrier`,
+//! which the simplifier does not look through. Layout ops (broadcast,
+//! reshape) carry their operand's maker, as the simplifier also looks
+//! through them.
+//!
+//! `A / constant` is kept exact by [`Emitter::opaque_divisor`]; power's
+//! operands are flushed by `binary` (XLA reads subnormal exponents as zero in
+//! its vector code).
+
+use super::{Emitter, Val};
+
+/// The op that made a value, as far as the shield cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Made {
+    Exp,
+    Log,
+    Pow,
+    Sqrt,
+    Abs,
+    Div,
+    /// `a * b` with `a` and `b` different values, neither a constant.
+    Mul,
+    /// `a * c` with `c` a constant XLA folds.
+    MulConst,
+    /// `a * a`.
+    Square,
+    /// `a + c`, `a - c`, `c - a` with `c` a constant XLA folds.
+    AddConst,
+    /// A NaN-propagating max or min, or a select (non-negative when its
+    /// operands are, to the simplifier).
+    Select,
+    /// A bool converted to a number (`mul(convert(p), x)` becomes
+    /// `select(p, x, 0)`, which drops NaN and infinities of `x`).
+    FromBool,
+    /// Any other float op the emitter made: not part of a pattern.
+    Other,
+}
+
+/// Values for which the simplifier's `IsNonNegative` may hold even where
+/// they are NaN.
+const NON_NEGATIVE: &[Made] = &[Made::Exp, Made::Abs, Made::Square, Made::Pow, Made::Sqrt, Made::Select];
+
+impl Emitter<'_> {
+    /// Records that `v` was made by `m`.
+    pub(super) fn made(&mut self, v: &Val, m: Made) {
+        self.makers.insert(v.name.clone(), m);
+    }
+
+    /// `r`, a layout op's result (broadcast, reshape), inherits the maker of `a`.
+    pub(super) fn carry_maker(&mut self, r: &Val, a: &Val) {
+        if let Some(&m) = self.makers.get(&a.name) {
+            self.makers.insert(r.name.clone(), m);
+        }
+    }
+
+    fn maker(&self, v: &Val) -> Option<Made> {
+        self.makers.get(&v.name).copied()
+    }
+
+    /// `v` behind an optimization barrier.
+    fn barrier(&mut self, v: &Val) -> Val {
+        self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()))
+    }
+
+    /// `true` when `v` may be made by one of `makers` as far as XLA can
+    /// see: it is, or its maker is unknown (a parameter, a loop's carry,
+    /// an `if`'s result, a reduction: XLA inlines calls, folds constant
+    /// conditions and unrolls short loops, so the op behind such a value
+    /// may become visible). Constants XLA folds are never suspect.
+    fn may_be(&self, v: &Val, makers: &[Made]) -> bool {
+        if self.is_folded(v) {
+            return false;
+        }
+        match self.maker(v) {
+            None => true,
+            Some(m) => makers.contains(&m),
+        }
+    }
+
+    /// The operand of the float unary op `name`, shielded where the
+    /// simplifier would rewrite the pair (`log(exp a)`, `log(pow(a, b))`,
+    /// `log(sqrt a)`, `sqrt(a * a)`).
+    pub(super) fn shield_unary(&mut self, name: &str, a: &Val) -> Val {
+        let hit = match name {
+            "log" => self.may_be(a, &[Made::Exp, Made::Pow, Made::Sqrt]),
+            "sqrt" => self.may_be(a, &[Made::Square]),
+            _ => false,
+        };
+        if hit {
+            self.barrier(a)
+        } else {
+            a.clone()
+        }
+    }
+
+    /// The operands of the float binary op `name` (`add`, `subtract`,
+    /// `multiply`, `divide`, `power`, or `compare` for any comparison),
+    /// shielded where the simplifier would rewrite them. Barriers cost
+    /// nothing at run time: XLA removes them before fusion, after the
+    /// simplifier has run.
+    pub(super) fn shield_binary(&mut self, name: &str, a: &Val, b: &Val) -> (Val, Val) {
+        if !a.dtype.is_float() {
+            return (a.clone(), b.clone());
+        }
+        let (fa, fb) = (self.is_folded(a), self.is_folded(b));
+        let (sa, sb) = match name {
+            "multiply" => {
+                // exp(a) * exp(b) → exp(a + b); sqrt(a) * sqrt(a) → a.
+                let pair = self.may_be(a, &[Made::Exp, Made::Sqrt]) && self.may_be(b, &[Made::Exp, Made::Sqrt]);
+                // convert(p) * x → select(p, x, 0); (a * c1) * c2 → a * (c1 * c2).
+                let side = |e: &Self, x: &Val, other_folded: bool| {
+                    e.may_be(x, &[Made::FromBool]) || (other_folded && e.may_be(x, &[Made::MulConst]))
+                };
+                (side(self, a, fb), pair || side(self, b, fa))
+            }
+            "add" | "subtract" => {
+                // (a + c1) + c2 → a + (c1 + c2); a*c + b*c → (a + b) * c.
+                // (An FMA of `a * b + c`, which LLVM forms in XLA's CPU code
+                // unless told `--xla_cpu_max_isa=AVX`, is not the
+                // simplifier's: barriers are gone by then; see
+                // `policy::default_xla_flags`.)
+                let common = self.may_be(a, &[Made::MulConst]) && self.may_be(b, &[Made::MulConst]);
+                (fb && self.may_be(a, &[Made::AddConst]), common || (fa && self.may_be(b, &[Made::AddConst])))
+            }
+            // (a / b) / c, a / (b / c), a / exp(b), exp(a) / exp(b),
+            // a / pow(b, c), a / sqrt(b), a / rsqrt(b).
+            "divide" => (self.may_be(a, &[Made::Div]), self.may_be(b, &[Made::Div, Made::Exp, Made::Pow, Made::Sqrt])),
+            // pow(exp(a), b) → exp(a * b).
+            "power" => (self.may_be(a, &[Made::Exp]), false),
+            // x >= 0 → true (and x < 0 → false) when x "is non-negative", NaN included.
+            "compare" => (fb && self.may_be(a, NON_NEGATIVE), fa && self.may_be(b, NON_NEGATIVE)),
+            _ => (false, false),
+        };
+        let a = if sa { self.barrier(a) } else { a.clone() };
+        let b = if sb { self.barrier(b) } else { b.clone() };
+        (a, b)
+    }
+
+    /// What a float binary op's result counts as ([`Made`]) given its operands.
+    pub(super) fn binary_maker(&self, name: &str, a: &Val, b: &Val) -> Option<Made> {
+        if !a.dtype.is_float() {
+            return None;
+        }
+        let (fa, fb) = (self.is_folded(a), self.is_folded(b));
+        match name {
+            "add" | "subtract" if fa != fb => Some(Made::AddConst),
+            "multiply" if fa != fb => Some(Made::MulConst),
+            "multiply" if a.name == b.name => Some(Made::Square),
+            "multiply" => Some(Made::Mul),
+            "divide" => Some(Made::Div),
+            "power" => Some(Made::Pow),
+            _ => Some(Made::Other),
+        }
+    }
+}
