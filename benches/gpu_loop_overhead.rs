@@ -19,8 +19,10 @@
 //! `cargo bench --bench gpu_loop_overhead [-- FILTER]`: criterion groups
 //! `gpu_loop_overhead/small/k{1,8,32}` and `gpu_loop_overhead/rnn/{k1,
 //! policy_k*}` (throughput in iterations), then one summary line per case
-//! with µs per iteration (best of 5 runs); `unrolled_compile/fori_loop/N{320,
-//! 1000000}` times XLA's compile of a loop unrolled by 32 at two trip counts.
+//! with µs per iteration (best of 5 runs); `unrolled_compile/{fori_loop,
+//! scan}/N{10,320,1000000}` times XLA's compile of a loop unrolled by 32 at
+//! three trip counts (the table "compile time stays flat" in
+//! `docs/performance.md`).
 //! JAX's figures for the same loops
 //! come from `benches/peers` (see `docs/performance.md`).
 
@@ -141,15 +143,21 @@ fn main() {
         // count: the module of N = 10^6 is the module of N = 320.
         let mut g = crit.benchmark_group("unrolled_compile");
         g.sample_size(10);
-        for n in [320u64, 1_000_000] {
-            let src = format!("fn main() -> i32 {{ fori_loop(0, {n}, |i, a| a * 3 + i, 1, unroll: 32) }}");
-            let m = loopvm_frontend::compile(&src, "unrolled_compile.lb").unwrap_or_else(|e| fail("compile", e));
-            let f = m.main.unwrap_or_else(|| fail("main", "none"));
-            let l = hlo::lower_function_with(&m, f, &[], &EmitOptions::default(), &UnrollOptions::forced(32))
-                .unwrap_or_else(|e| fail("lower", e));
-            g.bench_function(format!("fori_loop/N{n}"), |b| {
-                b.iter(|| c.compile(&l.text).unwrap_or_else(|e| fail("XLA compile", e)))
-            });
+        for n in [10u64, 320, 1_000_000] {
+            let fori = format!("fn main() -> i32 {{ fori_loop(0, {n}, |i, a| a * 3 + i, 1, unroll: 32) }}");
+            let scan = format!(
+                "fn main(xs: f32[{n}, 4]) -> f32[4] {{ let (c, _) = scan(|c, x| {{ let h = tanh(c * 0.5 + x); (h, 0) }}, zeros(f32, [4]), xs, unroll: 32); c }}"
+            );
+            let xs: ValueType = (loopvm_runtime::DType::F32, vec![n as usize, 4]);
+            for (kind, src, args) in [("fori_loop", fori, vec![]), ("scan", scan, vec![xs])] {
+                let m = loopvm_frontend::compile(&src, "unrolled_compile.lb").unwrap_or_else(|e| fail("compile", e));
+                let f = m.main.unwrap_or_else(|| fail("main", "none"));
+                let l = hlo::lower_function_with(&m, f, &args, &EmitOptions::default(), &UnrollOptions::forced(32))
+                    .unwrap_or_else(|e| fail("lower", e));
+                g.bench_function(format!("{kind}/N{n}"), |b| {
+                    b.iter(|| c.compile(&l.text).unwrap_or_else(|e| fail("XLA compile", e)))
+                });
+            }
         }
         g.finish();
     }

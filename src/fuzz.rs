@@ -28,7 +28,7 @@ use crate::diff::compare;
 use crate::error::{Error, ErrorKind};
 use crate::program::{Program, RunConfig, RunOutput, Tier};
 use crate::value::Value;
-use loopvm_runtime::Tensor;
+use loopvm_runtime::{Accepts, Tensor, UnaryOp};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
@@ -1565,7 +1565,10 @@ impl Gen {
                     Some(call(if self.rng.chance(50) { "abs" } else { "relu" }, vec![A::E(a)], tt))
                 }
                 4 => {
-                    let f = self.rng.pick(&["exp", "log", "sqrt", "tanh", "sigmoid", "sin", "cos"]);
+                    // Every float-only unary op of the op table.
+                    let fs: Vec<&'static str> =
+                        UnaryOp::ALL.iter().filter(|op| op.accepts() == Accepts::Float).map(|op| op.as_str()).collect();
+                    let f = self.rng.pick(&fs);
                     let a = self.expr(tt, d, exact);
                     Some(call(f, vec![A::E(a)], tt))
                 }

@@ -25,7 +25,7 @@ mod value;
 
 pub use args::{parse_arg_literal, parse_args};
 pub use error::{Error, ErrorKind};
-pub use loopvm_runtime::{DType, Element, Tensor};
-pub use loopvm_vm::{BlockId, Fallback, FuncId, LoopStats, Module};
+pub use loopvm_runtime::{DType, Element, RuntimeError, RuntimeErrorKind, Tensor};
+pub use loopvm_vm::{BlockId, ExecError, Fallback, FuncId, LoopStats, Module};
 pub use program::{LoopReport, Program, RunConfig, RunOutput, Tier, TierFallback};
 pub use value::Value;

@@ -319,10 +319,7 @@ impl Program {
             let r = it.call(f, args);
             (r, it.profile.clone(), it.stats)
         };
-        let results = results.map_err(|e| match e {
-            loopvm_vm::ExecError::BadArgument(m) => Error::arg(m),
-            e => Error::new(ErrorKind::Runtime(e.to_string())),
-        })?;
+        let results = results.map_err(Error::from)?;
         let func = self.module.func(f);
         let value = Value::from_leaves(&func.result, &mut results.into_iter())
             .ok_or_else(|| Error::new(ErrorKind::Runtime("result count does not match the signature".into())))?;

@@ -142,6 +142,8 @@ fn generated_programs_compile_and_cover_the_language() {
         " % ",
         "::-1",
         "exp(",
+        "erf(",
+        "rsqrt(",
         "(0.0f32 / 0.0f32)",
         "(1.0f64 / 0.0f64)",
         "(-0.0f32)",

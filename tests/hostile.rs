@@ -157,6 +157,13 @@ fn source_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("unroll_huge.lb", b"fn main() -> i32 { fori_loop(0, 4, |i, a| a + i, 0, unroll: 4294967297) }".to_vec()),
         ("transpose_bad.lb", b"fn main() -> f32 { sum(transpose(zeros(f32, [2, 2]), [0, 0])) }".to_vec()),
         ("infinite_while.lb", b"fn main() -> i32 { while_loop(|x| true, |x| x + 1, 0) }".to_vec()),
+        // Valid programs whose tensors do not fit in memory (40 GB, 400 TB).
+        ("oom_40gb.lb", b"fn main() -> f32 { sum(zeros(f32, [100000, 100000])) }".to_vec()),
+        ("oom_400tb.lb", b"fn main() -> f32 { sum(zeros(f32, [1000000000, 100000])) }".to_vec()),
+        (
+            "oom_in_loop.lb",
+            b"fn main() -> f32 { fori_loop(0, 3, |i, a| a + sum(zeros(f32, [1000000000, 100000])), 0.0) }".to_vec(),
+        ),
     ];
     // 10 MB of nested brackets of each kind, and deep nesting of each construct.
     let n = 5 * 1024 * 1024;
@@ -217,7 +224,7 @@ fn source_cases() -> Vec<(&'static str, Vec<u8>)> {
 fn hostile_sources_fail_cleanly() {
     let d = tmp("src");
     for (name, bytes) in source_cases() {
-        if name == "infinite_while.lb" || name.ends_with("huge_ys.lb") {
+        if name == "infinite_while.lb" || name.ends_with("huge_ys.lb") || name.starts_with("oom_") {
             continue; // these compile; they are run under limits below
         }
         feed(&d, name, &bytes);
@@ -242,6 +249,48 @@ fn runaway_programs_stop_at_the_limits() {
         let mut a = vec!["run", p.to_str().expect("path"), "--tier", "interp"];
         a.extend(flags);
         assert_clean_failure(&format!("{name} {flags:?}"), &loopvm(&a));
+    }
+}
+
+/// The machine's memory in bytes (`MemTotal`), if it can be read.
+fn physical_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A tensor larger than the machine's memory is an out-of-memory error on
+/// every tier (exit status 1, a message naming the op, the shape and the
+/// bytes), not an abort with "memory allocation of N bytes failed" and a
+/// backtrace, nor an OOM kill after Linux overcommitted the allocation.
+#[test]
+fn out_of_memory_is_an_error() {
+    let d = tmp("oom");
+    let cases = source_cases();
+    for name in ["oom_40gb.lb", "oom_400tb.lb", "oom_in_loop.lb"] {
+        if name == "oom_40gb.lb" && physical_memory().is_none_or(|m| m >= 40_000_000_000) {
+            eprintln!("{name}: skipped, this machine has room for 40 GB (or its memory is unknown)");
+            continue;
+        }
+        let bytes = &cases.iter().find(|c| c.0 == name).expect("case").1;
+        let p = d.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        let f = p.to_str().expect("path");
+        for tier in [&[][..], &["--tier", "interp"][..], &["--tier", "jit"][..]] {
+            let mut a = vec!["run", f];
+            a.extend(tier);
+            let o = loopvm(&a);
+            let what = format!("{name} {tier:?}");
+            assert_clean_failure(&what, &o);
+            assert!(matches!(o.code, Some(1 | 2)), "{what}: exit status {:?}", o.code);
+            let want = if name == "oom_40gb.lb" {
+                "f32[100000, 100000] needs 40000000000 bytes"
+            } else {
+                "needs 400000000000000 bytes"
+            };
+            assert!(o.stderr.contains("error: out of memory in ") && o.stderr.contains(want), "{what}: {}", o.stderr);
+            assert!(!o.stderr.contains("memory allocation of"), "{what}: {}", o.stderr);
+        }
     }
 }
 

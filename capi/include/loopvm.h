@@ -30,7 +30,8 @@ typedef enum loopvm_status {
    */
   LOOPVM_ERR_ARGUMENT = 3,
   /**
-   * The program failed while running: an op's error, or the `max_steps` limit.
+   * The program failed while running: an op's error (a dtype or shape
+   * mismatch, an index out of range, ...).
    */
   LOOPVM_ERR_RUNTIME = 4,
   /**
@@ -50,6 +51,16 @@ typedef enum loopvm_status {
    * An internal error (a Rust panic, caught at the boundary). A bug: please report it.
    */
   LOOPVM_ERR_PANIC = 8,
+  /**
+   * The run hit a limit it was given: `loopvm_call_options::max_steps`.
+   */
+  LOOPVM_ERR_LIMIT = 9,
+  /**
+   * The run could not allocate a tensor: larger than the machine's memory,
+   * or the allocator refused it (the message names the op, the shape and
+   * the bytes).
+   */
+  LOOPVM_ERR_OOM = 10,
 } loopvm_status;
 
 /**
@@ -136,7 +147,7 @@ typedef struct loopvm_call_options {
    */
   int32_t tier;
   /**
-   * Fail with `LOOPVM_ERR_RUNTIME` after this many loop iterations in
+   * Fail with `LOOPVM_ERR_LIMIT` after this many loop iterations in
    * total; 0 (the default) means no limit.
    */
   uint64_t max_steps;
@@ -412,9 +423,11 @@ struct loopvm_call_options loopvm_call_options_default(void);
  * depth-first). The arguments are only read, and stay the caller's. On
  * success `*out` is a new result; on failure it is `NULL`:
  * `LOOPVM_ERR_ARGUMENT` for an unknown function or arguments of the wrong
- * count, dtype or shape, `LOOPVM_ERR_RUNTIME` for a failure while running
- * (including the `max_steps` limit), `LOOPVM_ERR_TIER` when the tier cannot
- * run it. Safe to call from many threads at once on one program.
+ * count, dtype or shape, `LOOPVM_ERR_RUNTIME` for a failure while running,
+ * `LOOPVM_ERR_LIMIT` when the run passed the `max_steps` limit,
+ * `LOOPVM_ERR_OOM` when a tensor could not be allocated, `LOOPVM_ERR_TIER`
+ * when the tier cannot run it. Safe to call from many threads at once on
+ * one program.
  *
  * # Safety
  * `prog` is `NULL` or a live program; `function` is `NULL` or a

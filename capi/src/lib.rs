@@ -52,7 +52,8 @@ pub enum loopvm_status {
     LOOPVM_ERR_BYTECODE = 2,
     /// An argument did not fit the function: wrong count, dtype or shape; or no function of that name.
     LOOPVM_ERR_ARGUMENT = 3,
-    /// The program failed while running: an op's error, or the `max_steps` limit.
+    /// The program failed while running: an op's error (a dtype or shape
+    /// mismatch, an index out of range, ...).
     LOOPVM_ERR_RUNTIME = 4,
     /// The requested tier cannot run the program.
     LOOPVM_ERR_TIER = 5,
@@ -63,6 +64,12 @@ pub enum loopvm_status {
     LOOPVM_ERR_INVALID = 7,
     /// An internal error (a Rust panic, caught at the boundary). A bug: please report it.
     LOOPVM_ERR_PANIC = 8,
+    /// The run hit a limit it was given: `loopvm_call_options::max_steps`.
+    LOOPVM_ERR_LIMIT = 9,
+    /// The run could not allocate a tensor: larger than the machine's memory,
+    /// or the allocator refused it (the message names the op, the shape and
+    /// the bytes).
+    LOOPVM_ERR_OOM = 10,
 }
 
 /// Element types. The values are the tags that `loopvm_tensor_new` takes and
@@ -103,7 +110,7 @@ pub enum loopvm_tier {
 pub struct loopvm_call_options {
     /// A `loopvm_tier` value (default `LOOPVM_TIER_AUTO`).
     pub tier: i32,
-    /// Fail with `LOOPVM_ERR_RUNTIME` after this many loop iterations in
+    /// Fail with `LOOPVM_ERR_LIMIT` after this many loop iterations in
     /// total; 0 (the default) means no limit.
     pub max_steps: u64,
     /// Nonzero: what the program's `print` writes is kept in the result
@@ -156,9 +163,12 @@ impl From<Error> for Fail {
             ErrorKind::Compile(_) => loopvm_status::LOOPVM_ERR_COMPILE,
             ErrorKind::Bytecode(_) => loopvm_status::LOOPVM_ERR_BYTECODE,
             ErrorKind::Argument(_) => loopvm_status::LOOPVM_ERR_ARGUMENT,
-            ErrorKind::Runtime(_) => loopvm_status::LOOPVM_ERR_RUNTIME,
+            ErrorKind::Exec(x) if x.is_limit() => loopvm_status::LOOPVM_ERR_LIMIT,
+            ErrorKind::Exec(x) if x.is_out_of_memory() => loopvm_status::LOOPVM_ERR_OOM,
+            ErrorKind::Exec(_) | ErrorKind::Runtime(_) => loopvm_status::LOOPVM_ERR_RUNTIME,
             ErrorKind::Tier(_) => loopvm_status::LOOPVM_ERR_TIER,
             ErrorKind::Io(_) => loopvm_status::LOOPVM_ERR_IO,
+            _ => loopvm_status::LOOPVM_ERR_RUNTIME,
         };
         Fail(code, e.to_string())
     }
@@ -311,6 +321,8 @@ pub extern "C" fn loopvm_status_name(status: i32) -> *const c_char {
         6 => c"LOOPVM_ERR_IO",
         7 => c"LOOPVM_ERR_INVALID",
         8 => c"LOOPVM_ERR_PANIC",
+        9 => c"LOOPVM_ERR_LIMIT",
+        10 => c"LOOPVM_ERR_OOM",
         _ => c"LOOPVM_UNKNOWN",
     };
     s.as_ptr()
@@ -795,9 +807,11 @@ pub extern "C" fn loopvm_call_options_default() -> loopvm_call_options {
 /// depth-first). The arguments are only read, and stay the caller's. On
 /// success `*out` is a new result; on failure it is `NULL`:
 /// `LOOPVM_ERR_ARGUMENT` for an unknown function or arguments of the wrong
-/// count, dtype or shape, `LOOPVM_ERR_RUNTIME` for a failure while running
-/// (including the `max_steps` limit), `LOOPVM_ERR_TIER` when the tier cannot
-/// run it. Safe to call from many threads at once on one program.
+/// count, dtype or shape, `LOOPVM_ERR_RUNTIME` for a failure while running,
+/// `LOOPVM_ERR_LIMIT` when the run passed the `max_steps` limit,
+/// `LOOPVM_ERR_OOM` when a tensor could not be allocated, `LOOPVM_ERR_TIER`
+/// when the tier cannot run it. Safe to call from many threads at once on
+/// one program.
 ///
 /// # Safety
 /// `prog` is `NULL` or a live program; `function` is `NULL` or a

@@ -103,7 +103,7 @@ fn check_c_output(out: &str) {
         "broken.lb:1:20",
         "unknown function: LOOPVM_ERR_ARGUMENT: error: argument: no function named `nope`",
         "wrong dtype: LOOPVM_ERR_ARGUMENT: error: argument: `xs` must be f32[T, 3], got i32[2, 3]",
-        "step limit: LOOPVM_ERR_RUNTIME: error: step limit exceeded",
+        "step limit: LOOPVM_ERR_LIMIT: error: step limit exceeded",
         "error paths: 0 unexpected",
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");

@@ -149,7 +149,7 @@ static int error_paths(const loopvm_program *prog) {
     opts.max_steps = 10;
     const loopvm_tensor *count_args[1] = {big};
     st = loopvm_call(prog, "count", count_args, 1, &opts, &res, &err);
-    bad += st != LOOPVM_ERR_RUNTIME;
+    bad += st != LOOPVM_ERR_LIMIT;
     report("step limit", st, err);
     err = NULL;
 

@@ -2025,6 +2025,23 @@ impl<'a> Ad<'a> {
                         let d = self.un(UnaryOp::Neg, d);
                         self.bin(BinaryOp::Mul, ge, d)
                     }
+                    UnaryOp::Erf => {
+                        // erf'(x) = 2/√π · exp(-x²)
+                        let x = self.pv(&arg(0));
+                        let xx = self.bin(BinaryOp::Mul, x.clone(), x);
+                        let nxx = self.un(UnaryOp::Neg, xx);
+                        let e = self.un(UnaryOp::Exp, nxx);
+                        let d = self.bin(BinaryOp::Mul, e, c(self, std::f64::consts::FRAC_2_SQRT_PI));
+                        self.bin(BinaryOp::Mul, ge, d)
+                    }
+                    UnaryOp::Rsqrt => {
+                        // rsqrt'(x) = -y³ / 2 with y = rsqrt(x)
+                        let y = self.pv(&Atom::Var(out));
+                        let yy = self.bin(BinaryOp::Mul, y.clone(), y.clone());
+                        let yyy = self.bin(BinaryOp::Mul, yy, y);
+                        let d = self.bin(BinaryOp::Mul, yyy, c(self, -0.5));
+                        self.bin(BinaryOp::Mul, ge, d)
+                    }
                     UnaryOp::Not => return Ok(out_v),
                 };
                 out_v.push((0, e));

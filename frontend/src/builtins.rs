@@ -85,15 +85,6 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("ones", Builtin::Ones, 2, 2, &[], "ones(dtype, [dims])"),
     b("full", Builtin::Full, 3, 3, &[], "full(dtype, [dims], value)"),
     b("iota", Builtin::Iota, 2, 2, &[], "iota(dtype, n)"),
-    b("exp", Builtin::Unary(UnaryOp::Exp), 1, 1, &[], "exp(x)"),
-    b("log", Builtin::Unary(UnaryOp::Log), 1, 1, &[], "log(x)"),
-    b("sqrt", Builtin::Unary(UnaryOp::Sqrt), 1, 1, &[], "sqrt(x)"),
-    b("tanh", Builtin::Unary(UnaryOp::Tanh), 1, 1, &[], "tanh(x)"),
-    b("sigmoid", Builtin::Unary(UnaryOp::Sigmoid), 1, 1, &[], "sigmoid(x)"),
-    b("relu", Builtin::Unary(UnaryOp::Relu), 1, 1, &[], "relu(x)"),
-    b("abs", Builtin::Unary(UnaryOp::Abs), 1, 1, &[], "abs(x)"),
-    b("sin", Builtin::Unary(UnaryOp::Sin), 1, 1, &[], "sin(x)"),
-    b("cos", Builtin::Unary(UnaryOp::Cos), 1, 1, &[], "cos(x)"),
     b("maximum", Builtin::Maximum, 2, 2, &[], "maximum(a, b)"),
     b("minimum", Builtin::Minimum, 2, 2, &[], "minimum(a, b)"),
     b("where", Builtin::Where, 3, 3, &[], "where(cond, a, b)"),
@@ -130,7 +121,23 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
 ];
 
+/// The elementwise unary builtins, one per [`UnaryOp`] row that is not an
+/// operator (`-x`, `!x`): `exp(x)`, `log(x)`, ...
+fn unary_builtins() -> &'static [BuiltinInfo] {
+    static UNARY: std::sync::OnceLock<Vec<BuiltinInfo>> = std::sync::OnceLock::new();
+    UNARY.get_or_init(|| {
+        UnaryOp::ALL
+            .iter()
+            .filter(|op| !matches!(op, UnaryOp::Neg | UnaryOp::Not))
+            .map(|&op| {
+                let signature: &'static str = Box::leak(format!("{op}(x)").into_boxed_str());
+                b(op.as_str(), Builtin::Unary(op), 1, 1, &[], signature)
+            })
+            .collect()
+    })
+}
+
 /// The builtin called `name`, if any.
 pub fn lookup(name: &str) -> Option<&'static BuiltinInfo> {
-    BUILTINS.iter().find(|b| b.name == name)
+    BUILTINS.iter().chain(unary_builtins()).find(|b| b.name == name)
 }

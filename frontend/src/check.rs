@@ -12,7 +12,7 @@ use crate::builtins::{self, Builtin, BuiltinInfo};
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed::{self as t, ConstData, ConstValues, FuncId, StaticIndex, VarId, VarInfo};
 use crate::types::{broadcast_dims, broadcasts_to, Dim, TensorTy, Type};
-use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
+use loopvm_runtime::{Accepts, BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -1523,19 +1523,18 @@ impl<'a> Checker<'a> {
             Builtin::Unary(op) => {
                 let xa = arg(0)?;
                 let mut x = self.expr(cx, env, xa)?;
-                let float_only = !matches!(op, UnaryOp::Relu | UnaryOp::Abs);
-                if float_only {
+                let accepts = op.accepts();
+                if accepts == Accepts::Float {
                     x = coerce(Some(xa), x, DType::F32)?;
                 }
                 let xt = self.tensor(&x, &format!("`{name}`"))?.clone();
-                if float_only && !xt.dtype.is_float() {
-                    return Err(boxed(
-                        Diagnostic::new(format!("`{name}` needs a float tensor, got {xt}"), xa.span)
-                            .with_note("convert it with `as f32`"),
-                    ));
-                }
-                if !float_only && xt.dtype == DType::Bool {
-                    return err(format!("`{name}` needs a number, got {xt}"), xa.span);
+                if !accepts.accepts(xt.dtype) {
+                    let mut d =
+                        Diagnostic::new(format!("`{name}` requires {}, got {xt}", accepts.requirement()), xa.span);
+                    if accepts == Accepts::Float {
+                        d = d.with_note("convert it with `as f32`");
+                    }
+                    return Err(boxed(d));
                 }
                 Ok(mk(t::ExprKind::Unary(op, Box::new(x)), tensor_ty(xt), span))
             }

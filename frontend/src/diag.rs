@@ -6,9 +6,10 @@
 //! `codespan-reporting`, without colour.
 
 use codespan_reporting::diagnostic as cs;
-use codespan_reporting::files::SimpleFile;
+use codespan_reporting::files;
 use codespan_reporting::term;
 use std::fmt;
+use std::ops::Range;
 
 /// A byte range `start..end` in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -126,8 +127,11 @@ impl CompileError {
 
     /// Renders every diagnostic as `error: ...` with the file, line, column,
     /// the source line and carets (plain text, no colour).
+    ///
+    /// A source line longer than [`MAX_LINE_CHARS`] characters is shown as a
+    /// window around the span labelled on it, with `…` where it is cut; the
+    /// file, line and column stay those of the whole source.
     pub fn render(&self, source: &str) -> String {
-        let file = SimpleFile::new(self.file_name.as_str(), source);
         let config = term::Config::default();
         let mut out = String::new();
         for (i, d) in self.diagnostics.iter().enumerate() {
@@ -143,9 +147,15 @@ impl CompileError {
                 }
                 a..b
             };
-            let mut labels = vec![cs::Label::primary((), clamp(d.span)).with_message(d.primary_label.clone())];
-            for l in &d.labels {
-                labels.push(cs::Label::secondary((), clamp(l.span)).with_message(l.message.clone()));
+            let primary = clamp(d.span);
+            let secondary: Vec<Range<usize>> = d.labels.iter().map(|l| clamp(l.span)).collect();
+            let mut focus = vec![primary.clone()];
+            focus.extend(secondary.iter().cloned());
+            let file = Excerpt::new(&self.file_name, source, &focus);
+            let mut labels =
+                vec![cs::Label::primary((), file.map_range(&primary)).with_message(d.primary_label.clone())];
+            for (l, r) in d.labels.iter().zip(&secondary) {
+                labels.push(cs::Label::secondary((), file.map_range(r)).with_message(l.message.clone()));
             }
             let diag =
                 cs::Diagnostic::error().with_message(d.message.clone()).with_labels(labels).with_notes(d.notes.clone());
@@ -159,6 +169,209 @@ impl CompileError {
         }
         out
     }
+}
+
+/// The widest source line a rendered diagnostic shows, in characters; a
+/// longer one is cut to a window around its label, `…` included.
+pub const MAX_LINE_CHARS: usize = 120;
+
+/// The text that marks where a long line is cut.
+const CUT: &str = "…";
+
+/// How one long line of the source is shown: the original bytes `from..to`
+/// (a window of the line), with a `…` before it when `lead` and after it
+/// when `trail`.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    from: usize,
+    to: usize,
+    lead: bool,
+    trail: bool,
+}
+
+impl Cut {
+    fn lead_len(&self) -> usize {
+        if self.lead {
+            CUT.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// The source as a diagnostic shows it: long lines cut to windows (one line
+/// of the excerpt per line of the source). It reports the lines and columns
+/// of the original source, so `file:line:col` stays right.
+struct Excerpt<'a> {
+    name: &'a str,
+    orig: &'a str,
+    /// Line starts in `orig`.
+    orig_starts: Vec<usize>,
+    /// The text shown.
+    text: String,
+    /// Line starts in `text`.
+    starts: Vec<usize>,
+    /// The cut of each line, `None` when it is shown whole.
+    cuts: Vec<Option<Cut>>,
+}
+
+impl<'a> Excerpt<'a> {
+    /// Cuts each line of `source` longer than [`MAX_LINE_CHARS`] around the
+    /// first of the `focus` ranges (the primary label first) that starts or
+    /// ends on it.
+    fn new(name: &'a str, source: &'a str, focus: &[Range<usize>]) -> Excerpt<'a> {
+        let orig_starts: Vec<usize> = files::line_starts(source).collect();
+        let mut text = String::with_capacity(source.len().min(1 << 20));
+        let mut starts = Vec::with_capacity(orig_starts.len());
+        let mut cuts = Vec::with_capacity(orig_starts.len());
+        for (i, &ls) in orig_starts.iter().enumerate() {
+            let le = orig_starts.get(i + 1).copied().unwrap_or(source.len());
+            let line = &source[ls..le];
+            let content = line.trim_end_matches('\n').trim_end_matches('\r');
+            let ce = ls + content.len();
+            starts.push(text.len());
+            // Cheap test first: a line of at most MAX_LINE_CHARS bytes is short.
+            if content.len() <= MAX_LINE_CHARS || content.chars().count() <= MAX_LINE_CHARS {
+                text.push_str(line);
+                cuts.push(None);
+                continue;
+            }
+            // The part of the line to keep in view, as byte offsets in `source`.
+            let on_line = |b: usize| (ls..=ce).contains(&b);
+            let (fs, fe) = focus
+                .iter()
+                .find_map(|r| {
+                    if on_line(r.start) {
+                        Some((r.start, r.end.min(ce)))
+                    } else if on_line(r.end) {
+                        Some((r.start.max(ls), r.end))
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or((ls, ls));
+            let cut = window(content, ls, fs, fe);
+            if cut.lead {
+                text.push_str(CUT);
+            }
+            text.push_str(&source[cut.from..cut.to]);
+            if cut.trail {
+                text.push_str(CUT);
+            }
+            text.push_str(&source[ce..le]);
+            cuts.push(Some(cut));
+        }
+        Excerpt { name, orig: source, orig_starts, text, starts, cuts }
+    }
+
+    /// The line of byte `b` of the original source.
+    fn orig_line(&self, b: usize) -> usize {
+        self.orig_starts.binary_search(&b).unwrap_or_else(|next| next - 1)
+    }
+
+    /// Where byte `b` of the original source is in the excerpt; a byte cut
+    /// away maps onto the `…` that stands for it (`end`: just after it).
+    fn map(&self, b: usize, end: bool) -> usize {
+        let i = self.orig_line(b);
+        let (ls, ts) = (self.orig_starts[i], self.starts[i]);
+        let Some(cut) = self.cuts[i] else { return ts + (b - ls) };
+        let kept = ts + cut.lead_len();
+        if b < cut.from {
+            return if end { kept } else { ts };
+        }
+        if b <= cut.to {
+            return kept + (b - cut.from);
+        }
+        let after = kept + (cut.to - cut.from);
+        if cut.trail {
+            after + if end { CUT.len() } else { 0 }
+        } else {
+            after + (b - cut.to)
+        }
+    }
+
+    /// A range of the original source as a range of the excerpt.
+    fn map_range(&self, r: &Range<usize>) -> Range<usize> {
+        let a = self.map(r.start, false);
+        let b = self.map(r.end, r.end > r.start).max(a);
+        a..b
+    }
+
+    /// Where byte `t` of the excerpt's line `line` is in the original source.
+    fn unmap(&self, line: usize, t: usize) -> usize {
+        let (Some(&ls), Some(&ts)) = (self.orig_starts.get(line), self.starts.get(line)) else {
+            return self.orig.len();
+        };
+        let r = t.saturating_sub(ts);
+        let Some(cut) = self.cuts[line] else { return (ls + r).min(self.orig.len()) };
+        let Some(r) = r.checked_sub(cut.lead_len()) else { return cut.from };
+        let kept = cut.to - cut.from;
+        if r <= kept {
+            cut.from + r
+        } else if cut.trail {
+            cut.to
+        } else {
+            (cut.to + (r - kept)).min(self.orig.len())
+        }
+    }
+
+    fn range_of(starts: &[usize], len: usize, line: usize) -> Result<Range<usize>, files::Error> {
+        let start = match line.cmp(&starts.len()) {
+            std::cmp::Ordering::Less => starts[line],
+            std::cmp::Ordering::Equal => len,
+            std::cmp::Ordering::Greater => {
+                return Err(files::Error::LineTooLarge { given: line, max: starts.len().saturating_sub(1) })
+            }
+        };
+        let end = starts.get(line + 1).copied().unwrap_or(len);
+        Ok(start..end)
+    }
+}
+
+impl<'f> files::Files<'f> for Excerpt<'_> {
+    type FileId = ();
+    type Name = &'f str;
+    type Source = &'f str;
+
+    fn name(&'f self, (): ()) -> Result<&'f str, files::Error> {
+        Ok(self.name)
+    }
+
+    fn source(&'f self, (): ()) -> Result<&'f str, files::Error> {
+        Ok(&self.text)
+    }
+
+    fn line_index(&'f self, (): (), byte_index: usize) -> Result<usize, files::Error> {
+        Ok(self.starts.binary_search(&byte_index).unwrap_or_else(|next| next - 1))
+    }
+
+    fn line_range(&'f self, (): (), line_index: usize) -> Result<Range<usize>, files::Error> {
+        Excerpt::range_of(&self.starts, self.text.len(), line_index)
+    }
+
+    /// The column in the original line, not in the cut one.
+    fn column_number(&'f self, (): (), line_index: usize, byte_index: usize) -> Result<usize, files::Error> {
+        let orig_range = Excerpt::range_of(&self.orig_starts, self.orig.len(), line_index)?;
+        let b = self.unmap(line_index, byte_index);
+        Ok(files::column_index(self.orig, orig_range, b) + 1)
+    }
+}
+
+/// The window of a long line (`content`, starting at byte `ls` of the
+/// source) that keeps the focus `fs..fe` in view, with context on both sides:
+/// at most `MAX_LINE_CHARS` characters with the `…` marks.
+fn window(content: &str, ls: usize, fs: usize, fe: usize) -> Cut {
+    // Character offsets in the line of every char boundary, by byte.
+    let n = content.chars().count();
+    let char_of = |b: usize| content[..(b - ls).min(content.len())].chars().count();
+    let byte_of = |c: usize| ls + content.char_indices().nth(c).map_or(content.len(), |(i, _)| i);
+    let width = MAX_LINE_CHARS - 2;
+    let (cs, ce) = (char_of(fs), char_of(fe).max(char_of(fs)));
+    let len = ce - cs;
+    let mut left = if len + 20 <= width { cs.saturating_sub((width - len) / 2) } else { cs.saturating_sub(10) };
+    let right = (left + width).min(n);
+    left = left.min(right.saturating_sub(width));
+    Cut { from: byte_of(left), to: byte_of(right), lead: left > 0, trail: right < n }
 }
 
 impl fmt::Display for CompileError {

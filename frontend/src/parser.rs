@@ -270,6 +270,24 @@ impl Parser {
                 Tok::Semi => {
                     self.bump();
                 }
+                Tok::If | Tok::LBrace => {
+                    let e = self.block_like_stmt()?;
+                    if self.eat(&Tok::Semi) {
+                        stmts.push(Stmt::Expr(e));
+                    } else if self.peek() == &Tok::RBrace || self.peek() == &Tok::Eof {
+                        result = Some(Box::new(e));
+                        break;
+                    } else if matches!(e.kind, ExprKind::If(..) | ExprKind::Block(..)) {
+                        // As in Rust, an `if` or a block that starts a statement
+                        // ends it: what follows is the next statement.
+                        if continues_expr(self.peek()) {
+                            return self.operator_after_block_like(&e);
+                        }
+                        stmts.push(Stmt::Expr(e));
+                    } else {
+                        return self.unexpected("`;` or `}` after the expression");
+                    }
+                }
                 _ => {
                     let e = self.expr()?;
                     if self.eat(&Tok::Semi) {
@@ -277,8 +295,6 @@ impl Parser {
                     } else if self.peek() == &Tok::RBrace || self.peek() == &Tok::Eof {
                         result = Some(Box::new(e));
                         break;
-                    } else if matches!(e.kind, ExprKind::If(..) | ExprKind::Block(..)) {
-                        stmts.push(Stmt::Expr(e));
                     } else {
                         return self.unexpected("`;` or `}` after the expression");
                     }
@@ -287,6 +303,45 @@ impl Parser {
         }
         let close = self.expect_close(&Tok::RBrace, open)?;
         Ok(Expr { kind: ExprKind::Block(stmts, result), span: open.to(close) })
+    }
+
+    /// An expression statement that starts with `if` or `{` (the current
+    /// token). As in Rust, the `if` or block is the whole statement: a
+    /// following `(`, `[`, `-` or binary operator does not continue it (so
+    /// `if c { print(a) }` then `(a + 1.0) * 2.0` are two statements). Only
+    /// `.` continues it (`{ x }.at[0].set(1)`), and then the rest is parsed
+    /// as a full expression.
+    fn block_like_stmt(&mut self) -> DResult<Expr> {
+        self.enter()?;
+        let r = self.block_like_stmt_inner();
+        self.leave();
+        r
+    }
+
+    fn block_like_stmt_inner(&mut self) -> DResult<Expr> {
+        let e = self.primary()?;
+        if self.peek() != &Tok::Dot {
+            return Ok(e);
+        }
+        let e = self.postfix_from(e)?;
+        let e = self.power_from(e)?;
+        let e = self.cast_from(e)?;
+        self.binary_from(1, e)
+    }
+
+    /// The error for an operator after an `if` or block that ended a
+    /// statement (`if c { a } else { b } * 2`): it cannot start the next one.
+    fn operator_after_block_like<T>(&self, e: &Expr) -> DResult<T> {
+        let (what, example) = if matches!(e.kind, ExprKind::If(..)) {
+            ("an `if`", "(if c { a } else { b })")
+        } else {
+            ("a block", "({ ... })")
+        };
+        let op = self.peek().text();
+        let d = Diagnostic::new(format!("expected an expression, found `{op}`"), self.span())
+            .with_label(e.span, format!("{what} at the start of a statement ends the statement"))
+            .with_note(format!("to use its value in an expression, wrap it in parentheses: `{example} {op} ...`"));
+        Err(Box::new(d))
     }
 
     /// Parses an expression at the loosest precedence.
@@ -298,7 +353,12 @@ impl Parser {
     }
 
     fn binary(&mut self, min: u8) -> DResult<Expr> {
-        let mut lhs = self.cast()?;
+        let lhs = self.cast()?;
+        self.binary_from(min, lhs)
+    }
+
+    /// The rest of a binary-operator chain whose first operand is `lhs`.
+    fn binary_from(&mut self, min: u8, mut lhs: Expr) -> DResult<Expr> {
         // Each operator of a chain nests the tree one level deeper.
         let saved = self.depth;
         while let Some((op, prec)) = binop(self.peek()) {
@@ -323,7 +383,12 @@ impl Parser {
     }
 
     fn cast(&mut self) -> DResult<Expr> {
-        let mut e = self.unary()?;
+        let e = self.unary()?;
+        self.cast_from(e)
+    }
+
+    /// The `as` casts applied to `e`.
+    fn cast_from(&mut self, mut e: Expr) -> DResult<Expr> {
         let saved = self.depth;
         while self.eat(&Tok::As) {
             self.enter()?;
@@ -363,6 +428,11 @@ impl Parser {
 
     fn power(&mut self) -> DResult<Expr> {
         let base = self.postfix()?;
+        self.power_from(base)
+    }
+
+    /// `base ** exponent`, or `base` itself.
+    fn power_from(&mut self, base: Expr) -> DResult<Expr> {
         if self.eat(&Tok::StarStar) {
             self.enter()?;
             let exp = self.unary();
@@ -375,7 +445,12 @@ impl Parser {
     }
 
     fn postfix(&mut self) -> DResult<Expr> {
-        let mut e = self.primary()?;
+        let e = self.primary()?;
+        self.postfix_from(e)
+    }
+
+    /// The calls, indexing and `.at[...]` updates applied to `e`.
+    fn postfix_from(&mut self, mut e: Expr) -> DResult<Expr> {
         let saved = self.depth;
         loop {
             if matches!(self.peek(), Tok::LParen | Tok::LBracket | Tok::Dot) {
@@ -572,6 +647,14 @@ impl Parser {
         let span = start.to(body.span);
         Ok(Expr { kind: ExprKind::Lambda(params, Box::new(body)), span })
     }
+}
+
+/// Whether `t` can only continue an expression, never start one: a binary
+/// operator other than `-`, `**` or `as`. After an `if` or block that ended a
+/// statement it is an error (`||` would start a lambda, which as a statement
+/// is never what was meant, so it is one too).
+fn continues_expr(t: &Tok) -> bool {
+    matches!(t, Tok::StarStar | Tok::As) || (binop(t).is_some() && t != &Tok::Minus)
 }
 
 /// The opening delimiter of a closing one.

@@ -191,7 +191,7 @@ fn misc_errors() {
         (1, 51),
     );
     check("fn main() -> i32 { sum([1, 2], axis: 1) }", &["axis 1 is out of range for i32[2]"], (1, 38));
-    check("fn main() -> f32[2] { exp([1, 2]) }", &["`exp` needs a float tensor, got i32[2]"], (1, 27));
+    check("fn main() -> f32[2] { exp([1, 2]) }", &["`exp` requires a float operand, got i32[2]"], (1, 27));
     check("fn main() -> i32 { [[1, 2], [3]][0, 0] }", &["list elements have different types"], (1, 29));
     check("fn main() -> i32 { $ }", &["unexpected character `$`"], (1, 20));
     check("fn main() -> i32 { 1u8 }", &["invalid suffix `u8`"], (1, 21));
@@ -253,4 +253,109 @@ fn long_chains_are_limited_not_crashing() {
     }
     let src = format!("fn main() -> i32 {{ 1{} }}", " + 1".repeat(200));
     assert!(loopvm_frontend::compile(&src, "t.lb").is_ok());
+}
+
+/// The rendered source line and the caret line of a report: the caret line
+/// is the first line with a `^` after the line that names the file.
+fn excerpt_lines(r: &str) -> (String, String) {
+    let lines: Vec<&str> = r.lines().collect();
+    let caret = lines.iter().position(|l| l.contains('^')).unwrap_or_else(|| panic!("no caret:\n{r}"));
+    (lines[caret - 1].to_string(), lines[caret].to_string())
+}
+
+/// The character of `source_line` above the first `^` of `caret_line`.
+fn char_above_caret(source_line: &str, caret_line: &str) -> char {
+    let col = caret_line.chars().position(|c| c == '^').unwrap();
+    source_line.chars().nth(col).unwrap_or_else(|| panic!("caret past the line:\n{source_line}\n{caret_line}"))
+}
+
+/// A diagnostic on a very long source line shows a window around the caret,
+/// with `…` where the line is cut, and keeps the real line and column.
+#[test]
+fn long_lines_render_a_window_around_the_caret() {
+    // 10 000 characters on line 2; an unknown name in the middle.
+    let filler = ", 1.0".repeat(1000);
+    let src = format!("fn main() -> f32 {{\n    let x = sum([1.0{filler}, y{filler}]);\n    x\n}}\n");
+    let line2 = src.lines().nth(1).unwrap();
+    assert!(line2.len() >= 10_000, "{}", line2.len());
+    let col = line2.find('y').unwrap() + 1;
+    let e = loopvm_frontend::compile(&src, "long.lb").unwrap_err();
+    assert_eq!(e.to_string(), format!("long.lb:2:{col}: unknown name `y`"));
+    let r = e.render(&src);
+    assert!(r.len() < 1000, "{} bytes:\n{r}", r.len());
+    assert!(r.lines().all(|l| l.chars().count() <= 140), "{r}");
+    assert!(r.contains(&format!("┌─ long.lb:2:{col}")), "{r}");
+    let (line, caret) = excerpt_lines(&r);
+    assert!(line.starts_with("2 │ …") && line.ends_with('…'), "{r}");
+    assert_eq!(char_above_caret(&line, &caret), 'y', "{r}");
+    assert!(line.contains(", 1.0, y, 1.0,"), "{r}");
+
+    // An error near the end of the line: the window ends with the line.
+    let src = format!("fn main() -> f32 {{\n    sum([1.0{filler}{filler}]) + z }}\n");
+    let col = src.lines().nth(1).unwrap().find('z').unwrap() + 1;
+    let e = loopvm_frontend::compile(&src, "long.lb").unwrap_err();
+    assert_eq!(e.first_location(), Some((2, col)));
+    let r = e.render(&src);
+    assert!(r.len() < 1000, "{} bytes:\n{r}", r.len());
+    assert!(r.contains(&format!("┌─ long.lb:2:{col}")), "{r}");
+    let (line, caret) = excerpt_lines(&r);
+    assert!(line.starts_with("2 │ …") && line.ends_with("+ z }"), "{r}");
+    assert_eq!(char_above_caret(&line, &caret), 'z', "{r}");
+
+    // A parse error at the very end of a long last line (no newline).
+    let src = format!("fn main() -> f32 {{ sum([1.0{filler}{filler}]) +");
+    let e = loopvm_frontend::compile(&src, "long.lb").unwrap_err();
+    let col = src.chars().count() + 1;
+    assert_eq!(e.to_string(), format!("long.lb:1:{col}: unexpected end of input: expected an expression"));
+    let r = e.render(&src);
+    assert!(r.len() < 1000 && r.contains(&format!("long.lb:1:{col}")) && r.contains('^'), "{r}");
+
+    // A type error whose span is longer than the window: cut on the right.
+    let src = format!("fn main() -> i32 {{\n    let a = sum([1.0{filler}]) as i32;\n    a + sum([2.0{filler}])\n}}\n");
+    let e = loopvm_frontend::compile(&src, "long.lb").unwrap_err();
+    assert_eq!(e.first_location(), Some((3, 5)));
+    let r = e.render(&src);
+    assert!(r.len() < 1500 && r.contains("┌─ long.lb:3:5") && r.contains('^'), "{r}");
+    let (line, caret) = excerpt_lines(&r);
+    assert!(line.starts_with("3 │     a + sum([2.0, 1.0") && line.ends_with('…'), "{r}");
+    assert_eq!(char_above_caret(&line, &caret), 'a', "{r}");
+}
+
+/// Short lines render as before: no cuts.
+#[test]
+fn short_lines_are_not_cut() {
+    let pad = "x".repeat(100);
+    let src = format!("fn main() -> i32 {{\n    let {pad} = 1;\n    y + {pad}\n}}\n");
+    let e = loopvm_frontend::compile(&src, "p.lb").unwrap_err();
+    let r = e.render(&src);
+    assert!(!r.contains('…') && r.contains(&format!("    y + {pad}")), "{r}");
+    // Non-ASCII text on a long line (a comment) is cut on char boundaries.
+    let src = format!("fn main() -> i32 {{\n    y # {}\n}}\n", "é∈".repeat(3000));
+    let e = loopvm_frontend::compile(&src, "p.lb").unwrap_err();
+    let r = e.render(&src);
+    assert!(r.contains("┌─ p.lb:2:5") && r.contains('…') && r.len() < 1000, "{r}");
+    let (line, caret) = excerpt_lines(&r);
+    assert_eq!(char_above_caret(&line, &caret), 'y', "{r}");
+}
+
+/// Two labels far apart on one long line: the window follows the primary
+/// one; the other is drawn on the `…` that stands for it, with its message.
+#[test]
+fn long_line_with_labels_far_apart() {
+    let src = format!(
+        "fn main(c: bool) -> f32 {{ let k = 1; let t = 1.0; if c {{ t }} else {{ sum([k{}]) }} }}\n",
+        ", k".repeat(3000)
+    );
+    let e = loopvm_frontend::compile(&src, "far.lb").unwrap_err();
+    let (l, c) = e.first_location().unwrap();
+    assert_eq!(l, 1);
+    let r = e.render(&src);
+    assert!(r.len() < 1500, "{} bytes:\n{r}", r.len());
+    assert!(r.contains(&format!("┌─ far.lb:1:{c}")), "{r}");
+    assert!(r.contains("this is f32") && r.contains("this is i32"), "{r}");
+    assert!(r.lines().all(|l| l.chars().count() <= 140), "{r}");
+    let (line, caret) = excerpt_lines(&r);
+    assert_eq!(char_above_caret(&line, &caret), 's', "{r}");
+    let dash = caret.chars().position(|c| c == '-').unwrap();
+    assert_eq!(line.chars().nth(dash), Some('…'), "{r}");
 }

@@ -456,3 +456,122 @@ fn typed_ir_is_exposed() {
     let ast = loopvm_frontend::parse("fn main() -> i32 { 1 }", "t.lb").unwrap();
     assert_eq!(ast.fns[0].name.name, "main");
 }
+
+/// An `if` or block that starts a statement ends it, as in Rust: what follows
+/// (`(`, `[`, unary `-` or `!`) starts the next expression; it is never read
+/// as a call, an index or a subtraction of the `if`.
+#[test]
+fn if_statement_ends_the_statement() {
+    let src = r#"
+fn main(a: f32) -> f32 {
+    if a > 0.0 { print(a) }
+    (a + 1.0) * 2.0
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(1.5f32)]), ("f32 5.0".to_string(), "f32 1.5\n".to_string()));
+    assert_eq!(run_with(src, &[Tensor::scalar(-1.0f32)]), ("f32 0.0".to_string(), String::new()));
+
+    // `[` after the `if`: a list literal, not an index.
+    let src = r#"
+fn main(c: bool) -> i32[2] {
+    if c { print(1) } else { print(2) }
+    [3, 4]
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(true)]), ("i32[2] [3, 4]".to_string(), "i32 1\n".to_string()));
+    assert_eq!(run_with(src, &[Tensor::scalar(false)]), ("i32[2] [3, 4]".to_string(), "i32 2\n".to_string()));
+
+    // Unary `-` and `!` after the `if`, then a `let`, then more statements.
+    let src = r#"
+fn main(x: i32, c: bool) -> (i32, bool) {
+    if c { print(x) }
+    let y = if c { x } else { 0 - x };
+    if !c { print(y) }
+    -y;
+    if c { print(0) } else if x > 0 { print(1) } else { print(2) }
+    (-y, !c)
+}"#;
+    assert_eq!(
+        run_with(src, &[Tensor::scalar(3i32), Tensor::scalar(true)]),
+        ("(i32 -3, bool false)".to_string(), "i32 3\ni32 0\n".to_string())
+    );
+    assert_eq!(
+        run_with(src, &[Tensor::scalar(3i32), Tensor::scalar(false)]),
+        ("(i32 3, bool true)".to_string(), "i32 -3\ni32 1\n".to_string())
+    );
+    let src = r#"
+fn main(a: f32) -> f32 {
+    if a > 0.0 { print(a) }
+    -a
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(2.0f32)]).0, "f32 -2.0");
+}
+
+#[test]
+fn block_statement_ends_the_statement() {
+    let src = r#"
+fn main(x: i32) -> (i32, i32) {
+    { print(x) }
+    { let y = x * 2; print(y); }
+    (x, x + 1)
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(4i32)]), ("(i32 4, i32 5)".to_string(), "i32 4\ni32 8\n".to_string()));
+    let src = r#"
+fn main() -> i32[2] {
+    { print(7) }
+    [1, 2]
+}"#;
+    assert_eq!(run_with(src, &[]), ("i32[2] [1, 2]".to_string(), "i32 7\n".to_string()));
+    // A `.` continues it, as a method call does in Rust.
+    let src = r#"
+fn main() -> i32[3] {
+    { zeros(i32, [3]) }.at[1].set(5) + 1
+}"#;
+    assert_eq!(run(src), "i32[3] [1, 6, 1]");
+}
+
+/// The `if` keeps its value where it is not at the start of a statement,
+/// and as the block's tail.
+#[test]
+fn if_values_still_work() {
+    let src = r#"
+fn main(c: bool) -> (i32, i32, i32, i32) {
+    let x = if c { 1 } else { 2 };
+    let y = if c { 10 } else { 20 } * 3;
+    let z = { let t = 5; t } - 1;
+    let w = if c { x } else { y };
+    if c { print(x) };
+    (x, y, z, if w > 1 { w } else { 0 - w })
+}
+fn tail(c: bool) -> i32 {
+    if c { 1 } else { 2 }
+}
+fn block_tail() -> i32 {
+    { 3 }
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(true)]).0, "(i32 1, i32 30, i32 4, i32 -1)");
+    assert_eq!(run_with(src, &[Tensor::scalar(false)]).0, "(i32 2, i32 60, i32 4, i32 60)");
+    let src = r#"
+fn main(c: bool) -> i32 {
+    let a = 4;
+    if c { print(a) }
+    if c { a } else { 0 - a }
+}"#;
+    assert_eq!(run_with(src, &[Tensor::scalar(false)]).0, "i32 -4");
+}
+
+/// A binary operator after an `if` that ended a statement cannot start the
+/// next one: the error says so and how to use the value.
+#[test]
+fn operator_after_if_statement_is_explained() {
+    let src = "fn main(c: bool) -> i32 {\n    if c { 1 } else { 2 } * 3\n}\n";
+    let e = loopvm_frontend::compile(src, "t.lb").unwrap_err();
+    assert_eq!(e.to_string(), "t.lb:2:27: expected an expression, found `*`");
+    let r = e.render(src);
+    assert!(r.contains("an `if` at the start of a statement ends the statement"), "{r}");
+    assert!(r.contains("(if c { a } else { b }) * ..."), "{r}");
+    let src = "fn main() -> i32 {\n    { 1 } as i32\n}\n";
+    let e = loopvm_frontend::compile(src, "t.lb").unwrap_err();
+    assert_eq!(e.to_string(), "t.lb:2:11: expected an expression, found `as`");
+    assert!(e.render(src).contains("a block at the start of a statement"));
+    // Parenthesised, it is a value.
+    assert_eq!(run("fn main() -> i32 {\n    (if true { 1 } else { 2 }) * 3\n}\n"), "i32 3");
+}

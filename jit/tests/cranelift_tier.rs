@@ -103,6 +103,12 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("regress/int_pow_large_exponent_i32", &[]),
     ("regress/divide_by_constant", &[]),
     ("regress/exp_of_constant_nan", &[]),
+    ("regress/exp_of_folded_nan", &[]),
+    ("regress/sum_of_negated_zeros", &[]),
+    ("language/block_statement", &["main:fori_loop:cranelift"]),
+    ("language/if_statement", &[]),
+    ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),
+    ("grad/fd_erf_rsqrt", &["ok:fori_loop:cranelift"]),
     ("regress/rem_subnormal", &["main:fori_loop:cranelift", "main:fori_loop:cranelift"]),
     ("regress/pow_log_subnormal", &["main:fori_loop:cranelift", "main:fori_loop:cranelift"]),
     ("regress/subnormal_argument_compare", &[]),
@@ -739,18 +745,8 @@ fn float_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
     ] {
         out.push(a.bin(b, op, x, y));
     }
-    for op in [
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Relu,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-    ] {
+    // Every unary op of the table that takes floats.
+    for &op in UnaryOp::ALL.iter().filter(|op| op.accepts().accepts(DType::F32)) {
         out.push(a.un(b, op, x));
     }
     for to in [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64] {

@@ -15,6 +15,7 @@
 //! assert_eq!(out.unwrap().as_slice::<f32>(), Some(&[11.0f32, 12.0][..]));
 //! ```
 
+pub mod alloc;
 pub mod compare;
 mod display;
 mod dtype;
@@ -25,7 +26,8 @@ pub mod npy;
 mod ops;
 mod tensor;
 
+pub use alloc::max_tensor_bytes;
 pub use dtype::DType;
-pub use error::RuntimeError;
-pub use ops::{BinaryOp, ReduceOp, UnaryOp, UpdateMode};
+pub use error::{OutOfMemory, RuntimeError, RuntimeErrorKind};
+pub use ops::{Accepts, BinaryOp, ReduceOp, UnaryOp, UpdateMode};
 pub use tensor::{checked_numel, out_buffer, set_scalar, Buffer, Element, Shape, Tensor, MAX_NUMEL};

@@ -28,32 +28,90 @@ macro_rules! op_enum {
     };
 }
 
-op_enum! {
-    /// Elementwise unary operations.
-    UnaryOp {
-        /// `-x` (wrapping for integers).
-        Neg = 0, "neg", "stablehlo.negate";
-        /// `!x` on bools.
-        Not = 1, "not", "stablehlo.not";
-        /// `exp(x)`.
-        Exp = 2, "exp", "stablehlo.exponential";
-        /// `log(x)`.
-        Log = 3, "log", "stablehlo.log";
-        /// `sqrt(x)`.
-        Sqrt = 4, "sqrt", "stablehlo.sqrt";
-        /// `tanh(x)`.
-        Tanh = 5, "tanh", "stablehlo.tanh";
-        /// `1 / (1 + exp(-x))`.
-        Sigmoid = 6, "sigmoid", "stablehlo.logistic";
-        /// `max(x, 0)`.
-        Relu = 7, "relu", "stablehlo.maximum";
-        /// `|x|` (wrapping for the minimum integer).
-        Abs = 8, "abs", "stablehlo.abs";
-        /// `sin(x)`.
-        Sin = 9, "sin", "stablehlo.sine";
-        /// `cos(x)`.
-        Cos = 10, "cos", "stablehlo.cosine";
+/// The dtypes an elementwise op accepts: one class per op, with one error
+/// text for every layer (checker, kernels, emitter, Cranelift lowering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Accepts {
+    /// `bool` only.
+    Bool,
+    /// Integers and floats.
+    Number,
+    /// `f32` and `f64`.
+    Float,
+}
+
+impl Accepts {
+    /// `true` when an operand of `d` is accepted.
+    pub const fn accepts(self, d: crate::DType) -> bool {
+        match self {
+            Accepts::Bool => matches!(d, crate::DType::Bool),
+            Accepts::Number => !matches!(d, crate::DType::Bool),
+            Accepts::Float => d.is_float(),
+        }
     }
+    /// What an operand must be, for error messages: "a float operand".
+    pub const fn requirement(self) -> &'static str {
+        match self {
+            Accepts::Bool => "a bool operand",
+            Accepts::Number => "an integer or float operand",
+            Accepts::Float => "a float operand",
+        }
+    }
+}
+
+/// Elementwise unary operations: every fact about an op in its row (tag,
+/// name, StableHLO op, the dtypes it accepts, whether `grad` has a rule).
+/// Adding an op: a row here; the compiler then asks for its kernel
+/// (`kernels::num::Float` or `unary_int`), its derivative
+/// (`frontend/src/ad/rules.rs`), its StableHLO lowering when it is not a
+/// plain op, and its Cranelift instruction or libcall; the builtin, the
+/// fuzzer and the back ends' test lists come from [`UnaryOp::ALL`].
+macro_rules! unary_ops {
+    ($($(#[$vmeta:meta])* $var:ident = $tag:literal, $str:literal, $hlo:literal, $class:ident, $grad:literal;)*) => {
+        op_enum! {
+            /// Elementwise unary operations.
+            UnaryOp { $($(#[$vmeta])* $var = $tag, $str, $hlo;)* }
+        }
+        impl UnaryOp {
+            /// The dtypes the op accepts.
+            pub const fn accepts(self) -> Accepts {
+                match self { $(UnaryOp::$var => Accepts::$class,)* }
+            }
+            /// `true` when `grad` differentiates through the op.
+            pub const fn differentiable(self) -> bool {
+                match self { $(UnaryOp::$var => $grad,)* }
+            }
+        }
+    };
+}
+
+unary_ops! {
+    /// `-x` (wrapping for integers).
+    Neg = 0, "neg", "stablehlo.negate", Number, true;
+    /// `!x` on bools.
+    Not = 1, "not", "stablehlo.not", Bool, false;
+    /// `exp(x)`.
+    Exp = 2, "exp", "stablehlo.exponential", Float, true;
+    /// `log(x)`.
+    Log = 3, "log", "stablehlo.log", Float, true;
+    /// `sqrt(x)`.
+    Sqrt = 4, "sqrt", "stablehlo.sqrt", Float, true;
+    /// `tanh(x)`.
+    Tanh = 5, "tanh", "stablehlo.tanh", Float, true;
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid = 6, "sigmoid", "stablehlo.logistic", Float, true;
+    /// `max(x, 0)`.
+    Relu = 7, "relu", "stablehlo.maximum", Number, true;
+    /// `|x|` (wrapping for the minimum integer).
+    Abs = 8, "abs", "stablehlo.abs", Number, true;
+    /// `sin(x)`.
+    Sin = 9, "sin", "stablehlo.sine", Float, true;
+    /// `cos(x)`.
+    Cos = 10, "cos", "stablehlo.cosine", Float, true;
+    /// The error function `erf(x) = 2/√π ∫₀ˣ e^(-t²) dt`.
+    Erf = 11, "erf", "chlo.erf", Float, true;
+    /// `1 / sqrt(x)`.
+    Rsqrt = 12, "rsqrt", "stablehlo.rsqrt", Float, true;
 }
 
 op_enum! {

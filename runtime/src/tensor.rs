@@ -66,6 +66,15 @@ pub trait Element: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     fn to_f64(self) -> f64;
     /// Converts to `i64` (floats saturate, NaN gives 0, bools 0 or 1).
     fn to_i64(self) -> i64;
+    /// `n` elements of [`Element::ZERO`], or `None` when the allocator
+    /// refuses. The element types of loopvm get zeroed memory from the
+    /// allocator (`calloc`), as `vec![ZERO; n]` does.
+    fn try_zeroed(n: usize) -> Option<Vec<Self>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).ok()?;
+        v.resize(n, Self::ZERO);
+        Some(v)
+    }
 }
 
 macro_rules! element {
@@ -95,6 +104,10 @@ macro_rules! element {
             fn to_i64(self) -> i64 {
                 let $y = self;
                 $i64
+            }
+            fn try_zeroed(n: usize) -> Option<Vec<Self>> {
+                // SAFETY: all-zero bits is a valid value of this type (its `ZERO`).
+                unsafe { crate::alloc::zeroed_vec::<$t>(n) }
             }
         }
     };
@@ -182,12 +195,14 @@ impl Tensor {
         Ok(Tensor { shape: Shape::from_slice(shape), buf })
     }
 
-    /// A tensor of zeros (`false` for bools).
+    /// A tensor of zeros (`false` for bools); an out-of-memory error (op
+    /// `zeros`) when it is larger than [`crate::max_tensor_bytes`] or the
+    /// allocator refuses it.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, RuntimeError> {
         let n = checked_numel(shape)?;
         Ok(with_dtype!(dtype, T => Tensor {
             shape: Shape::from_slice(shape),
-            buf: T::wrap(Arc::new(vec![<T as Element>::ZERO; n])),
+            buf: T::wrap(Arc::new(crate::alloc::try_zeros::<T>("zeros", shape, n)?)),
         }))
     }
 
@@ -253,9 +268,19 @@ impl Tensor {
     }
     /// The elements for writing, if the dtype is `T`. When the buffer is
     /// shared with another tensor it is copied first (copy-on-write), so the
-    /// other tensors never observe the write.
+    /// other tensors never observe the write. A copy that cannot be
+    /// allocated inside a kernel becomes that kernel's out-of-memory error
+    /// (see [`crate::kernels`]).
     pub fn make_mut<T: Element>(&mut self) -> Option<&mut [T]> {
-        T::arc_mut(&mut self.buf).map(|a| Arc::make_mut(a).as_mut_slice())
+        let shape = &self.shape;
+        let a = T::arc_mut(&mut self.buf)?;
+        if Arc::get_mut(a).is_none() && crate::alloc::catching() {
+            match crate::alloc::try_copy("copy", a.as_slice(), shape) {
+                Ok(v) => *a = Arc::new(v),
+                Err(e) => crate::alloc::unwind(e),
+            }
+        }
+        Some(Arc::make_mut(a).as_mut_slice())
     }
     /// `true` when this tensor holds the only reference to its buffer, so a
     /// write through [`Tensor::make_mut`] does not copy.
@@ -284,6 +309,12 @@ impl Tensor {
 /// buffer when `out` holds the only reference to a buffer of that dtype (so a
 /// shape-stable loop allocates nothing), and returns the elements to fill.
 /// The previous contents are unspecified.
+///
+/// A buffer larger than [`crate::max_tensor_bytes`], or one the allocator
+/// refuses, fails the kernel that asked for it with an out-of-memory error
+/// when the kernel was called through [`crate::kernels`] (it unwinds to the
+/// kernel's entry point, see [`crate::alloc`]); elsewhere it is allocated
+/// infallibly.
 pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) -> &'a mut [T] {
     let n: usize = shape.iter().product();
     let reusable = match out {
@@ -294,7 +325,12 @@ pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) 
         None => false,
     };
     if !reusable {
-        *out = Some(Tensor { shape: Shape::from_slice(shape), buf: T::wrap(Arc::new(vec![T::ZERO; n])) });
+        let v = if crate::alloc::catching() {
+            crate::alloc::try_zeros::<T>("", shape, n).unwrap_or_else(|e| crate::alloc::unwind(e))
+        } else {
+            vec![T::ZERO; n]
+        };
+        *out = Some(Tensor { shape: Shape::from_slice(shape), buf: T::wrap(Arc::new(v)) });
     }
     let t = match out {
         Some(t) => t,
@@ -312,6 +348,11 @@ pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) 
         Some(v) => v,
         None => unreachable!("uniqueness checked above"),
     };
+    if n > v.len() && crate::alloc::catching() {
+        if let Err(e) = crate::alloc::try_resize("", v, shape, n) {
+            crate::alloc::unwind(e)
+        }
+    }
     v.resize(n, T::ZERO);
     v.as_mut_slice()
 }

@@ -114,7 +114,7 @@ pub struct Interpreter<'m> {
 
 #[cold]
 fn undefined(r: Reg) -> ExecError {
-    ExecError::Other(format!("register r{} read before it was written (unverified bytecode?)", r.0))
+    ExecError::Internal(format!("register r{} read before it was written (unverified bytecode?)", r.0))
 }
 
 #[inline(always)]
@@ -133,7 +133,7 @@ fn slot(frame: &mut [Option<Tensor>], r: Reg) -> Result<&mut Option<Tensor>, Exe
 fn swap(frame: &mut [Option<Tensor>], a: Reg, b: Reg) -> Result<(), ExecError> {
     let (a, b) = (a.0 as usize, b.0 as usize);
     if a >= frame.len() || b >= frame.len() {
-        return Err(ExecError::Other("register out of range".into()));
+        return Err(ExecError::Internal("register out of range".into()));
     }
     frame.swap(a, b);
     Ok(())
@@ -187,7 +187,8 @@ impl<'m> Interpreter<'m> {
     fn call_in_mode(&mut self, f: FuncId, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
         let start = Instant::now();
         self.meter.start();
-        let func = self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Other(format!("no function f{}", f.0)))?;
+        let func =
+            self.m.funcs.get(f.0 as usize).ok_or_else(|| ExecError::Internal(format!("no function f{}", f.0)))?;
         self.bind_args(func, args)?;
         if let Some(b) = self.backend.as_mut() {
             self.meter.held = args.iter().map(Tensor::nbytes).sum();
@@ -197,7 +198,7 @@ impl<'m> Interpreter<'m> {
             }
         }
         let body =
-            func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+            func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Internal("missing entry block".into()))?;
         let mut frame = self.frames.get_mut(f.0 as usize).and_then(Option::take).unwrap_or_default();
         frame.resize(func.num_regs(), None);
         for (p, a) in body.params.iter().zip(args) {
@@ -245,7 +246,7 @@ impl<'m> Interpreter<'m> {
                                 "`{name}` has {var} = {n}, but an earlier argument bound {var} = {k}"
                             )));
                         }
-                        None => return Err(ExecError::Other("shape variable out of range".into())),
+                        None => return Err(ExecError::Internal("shape variable out of range".into())),
                     },
                     _ => {}
                 }
@@ -266,14 +267,14 @@ impl<'m> Interpreter<'m> {
                     .copied()
                     .flatten()
                     .map(|n| n as usize)
-                    .ok_or_else(|| ExecError::Other("unbound shape variable".into())),
+                    .ok_or_else(|| ExecError::Internal("unbound shape variable".into())),
             })
             .collect()
     }
 
     #[cold]
     fn kernel_err(&self, func: &Func, e: RuntimeError) -> ExecError {
-        ExecError::Runtime { func: func.name.clone(), error: e }
+        ExecError::kernel(&func.name, e)
     }
 
     #[inline(always)]
@@ -340,7 +341,7 @@ impl<'m> Interpreter<'m> {
 
     /// Runs the instructions of block `b` of `func` (`fid`) in `frame`.
     fn run_block(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, b: BlockId) -> Result<(), ExecError> {
-        let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Other(format!("no block b{}", b.0)))?;
+        let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Internal(format!("no block b{}", b.0)))?;
         for inst in &block.code {
             self.stats.ops += 1;
             self.exec(fid, func, frame, inst)?;
@@ -364,8 +365,11 @@ impl<'m> Interpreter<'m> {
         }
         match inst {
             Inst::Const { dst, k } => {
-                let c =
-                    self.m.consts.get(k.0 as usize).ok_or_else(|| ExecError::Other(format!("no constant k{}", k.0)))?;
+                let c = self
+                    .m
+                    .consts
+                    .get(k.0 as usize)
+                    .ok_or_else(|| ExecError::Internal(format!("no constant k{}", k.0)))?;
                 *slot(frame, *dst)? = Some(c.clone());
                 Ok(())
             }
@@ -466,7 +470,7 @@ impl<'m> Interpreter<'m> {
             Inst::If { dsts, c, then_, else_ } => {
                 let cv = get(frame, *c)?
                     .scalar_bool()
-                    .ok_or_else(|| ExecError::Other("if condition is not a bool scalar".into()))?;
+                    .ok_or_else(|| ExecError::Internal("if condition is not a bool scalar".into()))?;
                 let b = if cv { *then_ } else { *else_ };
                 self.depth += 1;
                 let r = self.run_block(fid, func, frame, b);
@@ -513,7 +517,7 @@ impl<'m> Interpreter<'m> {
         let Some(r) = b.run_loop(&site, &vals, &mut self.meter) else { return Ok(false) };
         let outs = r?;
         if outs.len() != dsts.len() {
-            return Err(ExecError::Other(format!(
+            return Err(ExecError::Internal(format!(
                 "back end returned {} values for {} results",
                 outs.len(),
                 dsts.len()
@@ -567,13 +571,13 @@ impl<'m> Interpreter<'m> {
 
     fn exec_call(&mut self, frame: &mut Frame, dsts: &[Reg], callee: FuncId, args: &[Reg]) -> Result<(), ExecError> {
         let cfunc: &'m Func =
-            self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Other("no such function".into()))?;
+            self.m.funcs.get(callee.0 as usize).ok_or_else(|| ExecError::Internal("no such function".into()))?;
         self.check_deadline()?;
         if self.depth >= MAX_CALL_DEPTH {
             return Err(ExecError::Other(format!("calls nested deeper than {MAX_CALL_DEPTH}")));
         }
         let body =
-            cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Other("missing entry block".into()))?;
+            cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Internal("missing entry block".into()))?;
         let mut cf = self.frames.get_mut(callee.0 as usize).and_then(Option::take).unwrap_or_default();
         cf.resize(cfunc.num_regs(), None);
         for (p, a) in body.params.iter().zip(args) {
@@ -643,10 +647,10 @@ impl<'m> Interpreter<'m> {
         let (lo_t, hi_t) = (get(frame, lo)?, get(frame, hi)?);
         let dtype = lo_t.dtype();
         let bound =
-            |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Other("fori_loop bound is not a scalar".into()));
+            |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Internal("fori_loop bound is not a scalar".into()));
         let (lo_v, hi_v) = (bound(lo_t)?, bound(hi_t)?);
         let Some((&ireg, carry)) = blk.params.split_first() else {
-            return Err(ExecError::Other("fori_loop body without a counter".into()));
+            return Err(ExecError::Internal("fori_loop body without a counter".into()));
         };
         Self::copy_in(frame, carry, init)?;
         let mut i = lo_v;
@@ -686,7 +690,7 @@ impl<'m> Interpreter<'m> {
         match resumed {
             Some(vals) => {
                 if vals.len() != dsts.len() {
-                    return Err(ExecError::Other(format!(
+                    return Err(ExecError::Internal(format!(
                         "back end returned {} values for {} results",
                         vals.len(),
                         dsts.len()
@@ -715,7 +719,7 @@ impl<'m> Interpreter<'m> {
     ) -> Result<(), ExecError> {
         let (cb, bb) = (func.block(cond), func.block(body));
         let Some(&creg) = cb.results.first() else {
-            return Err(ExecError::Other("while_loop condition without a result".into()));
+            return Err(ExecError::Internal("while_loop condition without a result".into()));
         };
         Self::copy_in(frame, &bb.params, init)?;
         let mut n = 0u64;
@@ -725,7 +729,7 @@ impl<'m> Interpreter<'m> {
             self.run_block(fid, func, frame, cond)?;
             let go = get(frame, creg)?
                 .scalar_bool()
-                .ok_or_else(|| ExecError::Other("while_loop condition is not a bool scalar".into()))?;
+                .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
             // Drop the condition's references to the carry so the body's
             // output slots stay uniquely owned.
             for p in &cb.params {
@@ -778,7 +782,7 @@ impl<'m> Interpreter<'m> {
             let lead = *t
                 .shape()
                 .first()
-                .ok_or_else(|| ExecError::Other(format!("scan over a scalar {}", t.type_string())))?;
+                .ok_or_else(|| ExecError::Internal(format!("scan over a scalar {}", t.type_string())))?;
             match n {
                 None => n = Some(lead),
                 Some(k) if k != lead => {
@@ -789,11 +793,11 @@ impl<'m> Interpreter<'m> {
                 _ => {}
             }
         }
-        let n = n.ok_or_else(|| ExecError::Other("scan needs xs or a length".into()))?;
+        let n = n.ok_or_else(|| ExecError::Internal("scan needs xs or a length".into()))?;
         Self::copy_in(frame, cparams, init)?;
         // ys are allocated once, from the body's y types, then written row by row.
         for (d, y) in ydst.iter().zip(yres) {
-            let t = func.reg_types.get(y.0 as usize).ok_or_else(|| ExecError::Other("bad register".into()))?;
+            let t = func.reg_types.get(y.0 as usize).ok_or_else(|| ExecError::Internal("bad register".into()))?;
             let mut shape = vec![n];
             shape.extend(self.resolve(t)?);
             let bytes = shape.iter().try_fold(t.dtype.size_in_bytes(), |acc, d| acc.checked_mul(*d));
@@ -855,7 +859,7 @@ fn indices(frame: &[Option<Tensor>], idx: &[Reg]) -> Result<smallvec::SmallVec<[
         .map(|r| {
             get(frame, *r)?
                 .scalar_i64()
-                .ok_or_else(|| ExecError::Other("dynamic index is not an integer scalar".into()))
+                .ok_or_else(|| ExecError::Internal("dynamic index is not an integer scalar".into()))
         })
         .collect()
 }

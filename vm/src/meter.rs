@@ -93,8 +93,7 @@ impl Meter {
     /// The step limit's error.
     #[cold]
     pub fn step_error(&self) -> ExecError {
-        let max = self.max_steps.unwrap_or(u64::MAX);
-        ExecError::Other(format!("step limit exceeded: more than {max} loop iterations (--max-steps)"))
+        ExecError::StepLimit { max: self.max_steps.unwrap_or(u64::MAX) }
     }
 
     /// `true` once the deadline has passed.
@@ -114,8 +113,7 @@ impl Meter {
     /// The deadline's error.
     #[cold]
     pub fn timeout_error(&self) -> ExecError {
-        let t = self.timeout.unwrap_or_default();
-        ExecError::Other(format!("time limit exceeded: the run took more than {t:?} (--timeout)"))
+        ExecError::TimeLimit { timeout: self.timeout.unwrap_or_default() }
     }
 
     /// Fails when a new tensor of `bytes` (`None`: more than `usize::MAX`)
@@ -124,10 +122,7 @@ impl Meter {
         let Some(max) = self.max_memory else { return Ok(()) };
         match bytes.and_then(|b| b.checked_add(held)) {
             Some(total) if total <= max => Ok(()),
-            _ => Err(ExecError::Other(format!(
-                "memory limit exceeded: {op} needs {} bytes with {held} bytes held, the limit is {max} (--max-memory)",
-                bytes.map_or_else(|| "more than usize::MAX".to_string(), |b| b.to_string())
-            ))),
+            _ => Err(ExecError::MemoryLimit { op: op.to_string(), bytes, held, max }),
         }
     }
 }
@@ -142,8 +137,11 @@ mod tests {
         m.start();
         assert!(m.charge(10).is_ok());
         assert_eq!(m.steps_left(), 0);
-        let e = m.charge(1).unwrap_err().to_string();
-        assert!(e.contains("more than 10 loop iterations"), "{e}");
+        let e = m.charge(1).unwrap_err();
+        assert_eq!(e, ExecError::StepLimit { max: 10 });
+        assert!(e.is_limit());
+        let e = e.to_string();
+        assert_eq!(e, "step limit exceeded: more than 10 loop iterations (--max-steps)");
         assert_eq!(Meter::default().steps_left(), u64::MAX);
         let mut m = Meter::new(Some(7), None, None);
         m.start();
@@ -156,9 +154,17 @@ mod tests {
         let mut m = Meter::new(None, Some(100), Some(Duration::ZERO));
         m.start();
         assert!(m.reserve("zeros", 50, Some(50)).is_ok());
-        assert!(m.reserve("zeros", 51, Some(50)).is_err());
-        assert!(m.reserve("zeros", 0, None).is_err());
+        let e = m.reserve("broadcast", 51, Some(50)).unwrap_err();
+        assert_eq!(e, ExecError::MemoryLimit { op: "broadcast".into(), bytes: Some(50), held: 51, max: 100 });
+        assert_eq!(
+            e.to_string(),
+            "memory limit exceeded: broadcast needs 50 bytes with 51 bytes held, the limit is 100 (--max-memory)"
+        );
+        let e = m.reserve("zeros", 0, None).unwrap_err();
+        assert!(e.is_limit() && e.to_string().contains("needs more than usize::MAX bytes"), "{e}");
         std::thread::sleep(Duration::from_millis(2));
-        assert!(m.check_deadline().unwrap_err().to_string().contains("--timeout"));
+        let e = m.check_deadline().unwrap_err();
+        assert!(matches!(e, ExecError::TimeLimit { .. }) && e.is_limit(), "{e:?}");
+        assert_eq!(e.to_string(), "time limit exceeded: the run took more than 0ns (--timeout)");
     }
 }

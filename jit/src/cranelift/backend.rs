@@ -318,6 +318,7 @@ impl CraneliftBackend {
                 Some(y) => outs.push((*y).clone()),
                 None => match Tensor::zeros(t.dtype, &t.shape) {
                     Ok(z) => outs.push(z),
+                    Err(e) if e.is_out_of_memory() => return Some(Err(ExecError::kernel(&site.func.name, e))),
                     Err(e) => return Some(Err(ExecError::Other(e.message))),
                 },
             }

@@ -716,7 +716,25 @@ impl Lowerer<'_, '_> {
             (_, UnaryOp::Neg) => self.b.ins().fneg(x),
             (_, UnaryOp::Abs) => self.b.ins().fabs(x),
             (_, UnaryOp::Sqrt) => self.b.ins().sqrt(x),
-            (_, UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Sin | UnaryOp::Cos) => {
+            (_, UnaryOp::Rsqrt) => {
+                // Two correctly rounded operations, as the kernel computes it.
+                let s = self.b.ins().sqrt(x);
+                let one = match d {
+                    DType::F32 => self.b.ins().f32const(1.0),
+                    _ => self.b.ins().f64const(1.0),
+                };
+                self.b.ins().fdiv(one, s)
+            }
+            (
+                _,
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Sin
+                | UnaryOp::Cos
+                | UnaryOp::Erf,
+            ) => {
                 let ty = clif_type(d);
                 match libcalls::unary(op, d) {
                     Some(f) => self.call(f, &[ty], ty, &[x]),

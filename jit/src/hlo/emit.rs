@@ -885,49 +885,62 @@ impl<'m> Emitter<'m> {
 
     // ------------------------------------------------------- elementwise
 
+    /// Elementwise unary `op`: the dtypes and the StableHLO op come from
+    /// its row in the op table ([`UnaryOp::accepts`], [`UnaryOp::stablehlo`]).
     fn unary(&mut self, op: UnaryOp, a: &Val) -> Result<Val> {
-        let bad = |want: &str| EmitError::new(format!("unary {op}"), format!("{op} requires {want}, got {}", a.ty()));
-        match (a.dtype, op) {
-            (DType::Bool, UnaryOp::Not) => Ok(self.un("not", a)),
-            (DType::Bool, _) | (_, UnaryOp::Not) => Err(bad(match op {
-                UnaryOp::Not => "a bool operand",
-                UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => "an integer or float operand",
-                _ => "a float operand",
-            })),
-            (_, UnaryOp::Neg) => {
+        let accepts = op.accepts();
+        if !accepts.accepts(a.dtype) {
+            let why = format!("{op} requires {}, got {}", accepts.requirement(), a.ty());
+            return Err(EmitError::new(format!("unary {op}"), why));
+        }
+        Ok(match op {
+            UnaryOp::Neg => {
                 // -(a * c1) * c2 is reassociated too: the negation carries the maker.
                 let r = self.un("negate", a);
                 self.carry_maker(&r, a);
-                Ok(r)
+                r
             }
-            (_, UnaryOp::Abs) => Ok(self.float_un("abs", a, Made::Abs)),
-            (d, UnaryOp::Relu) => {
-                let z = self.zero(d, &a.shape);
-                if d.is_float() {
-                    Ok(self.max_min_float(true, a, &z))
+            UnaryOp::Relu => {
+                let z = self.zero(a.dtype, &a.shape);
+                if a.dtype.is_float() {
+                    self.max_min_float(true, a, &z)
                 } else {
-                    Ok(self.bin("maximum", a, &z))
+                    self.bin("maximum", a, &z)
                 }
             }
-            (DType::I32 | DType::I64, _) => Err(bad("a float operand")),
-            (_, UnaryOp::Exp) => Ok(self.float_un("exponential", a, Made::Exp)),
-            (_, UnaryOp::Log) => Ok(self.float_un("log", a, Made::Log)),
-            (_, UnaryOp::Sqrt) => Ok(self.float_un("sqrt", a, Made::Sqrt)),
-            (_, UnaryOp::Tanh) => Ok(self.float_un("tanh", a, Made::Other)),
-            (_, UnaryOp::Sigmoid) => Ok(self.float_un("logistic", a, Made::Other)),
-            (_, UnaryOp::Sin) => Ok(self.float_un("sine", a, Made::Other)),
-            (_, UnaryOp::Cos) => Ok(self.float_un("cosine", a, Made::Other)),
-        }
+            UnaryOp::Not | UnaryOp::Abs if !a.dtype.is_float() => self.un(&op.stablehlo()["stablehlo.".len()..], a),
+            UnaryOp::Not
+            | UnaryOp::Abs
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Erf
+            | UnaryOp::Rsqrt => self.float_un(op, a),
+        })
     }
 
-    /// A float unary op on `a` shielded from the simplifier ([`shield`]),
-    /// its result recorded as made by `made`.
-    fn float_un(&mut self, name: &str, a: &Val, made: Made) -> Val {
-        let a = if a.dtype.is_float() { self.shield_unary(name, a) } else { a.clone() };
-        let r = self.un(name, &a);
-        if a.dtype.is_float() {
-            self.made(&r, made);
+    /// A float unary op on `a`, spelled as its table row says, shielded
+    /// from the simplifier ([`shield`]); its result recorded as made by it.
+    fn float_un(&mut self, op: UnaryOp, a: &Val) -> Val {
+        let a = self.shield_unary(op, a);
+        let ty = a.ty();
+        // CHLO ops (XLA decomposes them) print their result type too.
+        let sig = if op.stablehlo().starts_with("chlo.") { format!("{ty} -> {ty}") } else { ty };
+        let r = self.op(a.dtype, &a.shape, format!("{} {} : {sig}", op.stablehlo(), a.name));
+        let mut r = self.fold_from(r, &[&a]);
+        if op == UnaryOp::Exp && !self.is_folded(&a) {
+            // XLA CPU bug: its exp of a NaN that LLVM sees as a constant
+            // (`exp(x + 0.0 / 0.0)`) is garbage (5.9e-13, 3.1e-41, ...),
+            // while a run-time NaN gives NaN. A NaN operand is its own
+            // result, chosen after the exp.
+            let nan = self.cmp("NE", &a, &a);
+            r = self.select(&nan, &a, &r);
         }
+        self.made(&r, Made::of(op));
         r
     }
 
@@ -1237,6 +1250,17 @@ impl<'m> Emitter<'m> {
                 } else {
                     let z = self.zero(target, &[]);
                     self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin("add", p, q))?
+                };
+                // A float sum is never -0 on the interpreter (it starts from
+                // +0), but XLA rewrites a reduction over a length-1 axis as
+                // a reshape (dropping the +0) and `sum(-x)` as `-sum(x)`:
+                // adding a zero it cannot see makes a -0 +0 again.
+                let s = if target.is_float() {
+                    let z = self.zero(target, &s.shape);
+                    let z = self.barrier(&z);
+                    self.bin("add", &s, &z)
+                } else {
+                    s
                 };
                 if op == ReduceOp::Sum {
                     return Ok(s);

@@ -21,6 +21,7 @@
 //! its vector code).
 
 use super::{Emitter, Val};
+use loopvm_runtime::UnaryOp;
 
 /// The op that made a value, as far as the shield cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,27 +32,46 @@ pub(super) enum Made {
     Sqrt,
     Abs,
     Div,
-    /// `a * b` with `a` and `b` different values, neither a constant.
+    /// `a * b` with `a` and `b` different values.
     Mul,
-    /// `a * c` with `c` a constant XLA folds.
-    MulConst,
     /// `a * a`.
     Square,
-    /// `a + c`, `a - c`, `c - a` with `c` a constant XLA folds.
-    AddConst,
     /// A NaN-propagating max or min, or a select (non-negative when its
     /// operands are, to the simplifier).
     Select,
     /// A bool converted to a number (`mul(convert(p), x)` becomes
     /// `select(p, x, 0)`, which drops NaN and infinities of `x`).
     FromBool,
+    /// `rsqrt(a)`.
+    Rsqrt,
     /// Any other float op the emitter made: not part of a pattern.
     Other,
 }
 
+impl Made {
+    /// The maker of a float unary op's result.
+    pub(super) fn of(op: UnaryOp) -> Made {
+        match op {
+            UnaryOp::Exp => Made::Exp,
+            UnaryOp::Log => Made::Log,
+            UnaryOp::Sqrt => Made::Sqrt,
+            UnaryOp::Rsqrt => Made::Rsqrt,
+            UnaryOp::Abs => Made::Abs,
+            UnaryOp::Neg
+            | UnaryOp::Not
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Relu
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Erf => Made::Other,
+        }
+    }
+}
+
 /// Values for which the simplifier's `IsNonNegative` may hold even where
 /// they are NaN.
-const NON_NEGATIVE: &[Made] = &[Made::Exp, Made::Abs, Made::Square, Made::Pow, Made::Sqrt, Made::Select];
+const NON_NEGATIVE: &[Made] = &[Made::Exp, Made::Abs, Made::Square, Made::Pow, Made::Sqrt, Made::Rsqrt, Made::Select];
 
 impl Emitter<'_> {
     /// Records that `v` was made by `m`.
@@ -71,7 +91,7 @@ impl Emitter<'_> {
     }
 
     /// `v` behind an optimization barrier.
-    fn barrier(&mut self, v: &Val) -> Val {
+    pub(super) fn barrier(&mut self, v: &Val) -> Val {
         self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()))
     }
 
@@ -90,13 +110,18 @@ impl Emitter<'_> {
         }
     }
 
-    /// The operand of the float unary op `name`, shielded where the
+    /// The operand of the float unary op `op`, shielded where the
     /// simplifier would rewrite the pair (`log(exp a)`, `log(pow(a, b))`,
-    /// `log(sqrt a)`, `sqrt(a * a)`).
-    pub(super) fn shield_unary(&mut self, name: &str, a: &Val) -> Val {
-        let hit = match name {
-            "log" => self.may_be(a, &[Made::Exp, Made::Pow, Made::Sqrt]),
-            "sqrt" => self.may_be(a, &[Made::Square]),
+    /// `log(sqrt a)`, `log(rsqrt a)`, `sqrt(a * a)`, `rsqrt(pow(a, -2))`,
+    /// `rsqrt(1 / a)`).
+    pub(super) fn shield_unary(&mut self, op: UnaryOp, a: &Val) -> Val {
+        if !a.dtype.is_float() {
+            return a.clone();
+        }
+        let hit = match op {
+            UnaryOp::Log => self.may_be(a, &[Made::Exp, Made::Pow, Made::Sqrt, Made::Rsqrt]),
+            UnaryOp::Sqrt => self.may_be(a, &[Made::Square]),
+            UnaryOp::Rsqrt => self.may_be(a, &[Made::Pow, Made::Div]),
             _ => false,
         };
         if hit {
@@ -116,34 +141,39 @@ impl Emitter<'_> {
             return (a.clone(), b.clone());
         }
         let (fa, fb) = (self.is_folded(a), self.is_folded(b));
+        // A constant beside a run-time value is hidden: the simplifier
+        // reassociates constants ((a + c1) + c2 → a + (c1 + c2), (a * c1) *
+        // c2, a*c + b*c → (a + b) * c), drops `a + 0` (-0 + 0 is +0) and
+        // folds `x >= 0` to true for an `abs`, `exp` or `x * x` (NaN >= 0
+        // is false). Two constants it may fold: its folder is exact.
+        let hide_constant = fa != fb && matches!(name, "add" | "subtract" | "multiply" | "compare");
         let (sa, sb) = match name {
             "multiply" => {
-                // exp(a) * exp(b) → exp(a + b); sqrt(a) * sqrt(a) → a.
-                let pair = self.may_be(a, &[Made::Exp, Made::Sqrt]) && self.may_be(b, &[Made::Exp, Made::Sqrt]);
-                // convert(p) * x → select(p, x, 0); (a * c1) * c2 → a * (c1 * c2).
-                let side = |e: &Self, x: &Val, other_folded: bool| {
-                    e.may_be(x, &[Made::FromBool]) || (other_folded && e.may_be(x, &[Made::MulConst]))
-                };
-                (side(self, a, fb), pair || side(self, b, fa))
-            }
-            "add" | "subtract" => {
-                // (a + c1) + c2 → a + (c1 + c2); a*c + b*c → (a + b) * c.
-                // (An FMA of `a * b + c`, which LLVM forms in XLA's CPU code
-                // unless told `--xla_cpu_max_isa=AVX`, is not the
-                // simplifier's: barriers are gone by then; see
-                // `policy::default_xla_flags`.)
-                let common = self.may_be(a, &[Made::MulConst]) && self.may_be(b, &[Made::MulConst]);
-                (fb && self.may_be(a, &[Made::AddConst]), common || (fa && self.may_be(b, &[Made::AddConst])))
+                // exp(a) * exp(b) → exp(a + b); sqrt(a) * sqrt(a) → a;
+                // rsqrt(a) * rsqrt(a) → 1 / a.
+                let pair = self.may_be(a, &[Made::Exp, Made::Sqrt, Made::Rsqrt])
+                    && self.may_be(b, &[Made::Exp, Made::Sqrt, Made::Rsqrt]);
+                // convert(p) * x → select(p, x, 0).
+                (self.may_be(a, &[Made::FromBool]), pair || self.may_be(b, &[Made::FromBool]))
             }
             // (a / b) / c, a / (b / c), a / exp(b), exp(a) / exp(b),
             // a / pow(b, c), a / sqrt(b), a / rsqrt(b).
-            "divide" => (self.may_be(a, &[Made::Div]), self.may_be(b, &[Made::Div, Made::Exp, Made::Pow, Made::Sqrt])),
+            "divide" => {
+                let divisor = [Made::Div, Made::Exp, Made::Pow, Made::Sqrt, Made::Rsqrt];
+                (self.may_be(a, &[Made::Div]), self.may_be(b, &divisor))
+            }
             // pow(exp(a), b) → exp(a * b).
             "power" => (self.may_be(a, &[Made::Exp]), false),
-            // x >= 0 → true (and x < 0 → false) when x "is non-negative", NaN included.
-            "compare" => (fb && self.may_be(a, NON_NEGATIVE), fa && self.may_be(b, NON_NEGATIVE)),
+            // x >= 0 → true (and x < 0 → false) when x "is non-negative",
+            // NaN included (and the zero may be a constant XLA sees through
+            // an inlined call).
+            "compare" => (self.may_be(a, NON_NEGATIVE), self.may_be(b, NON_NEGATIVE)),
+            // (An FMA of `a * b + c`, which LLVM forms in XLA's CPU code
+            // unless told `--xla_cpu_max_isa=AVX`, is not the simplifier's:
+            // barriers are gone by then; see `policy::default_xla_flags`.)
             _ => (false, false),
         };
+        let (sa, sb) = (sa || (hide_constant && fa), sb || (hide_constant && fb));
         let a = if sa { self.barrier(a) } else { a.clone() };
         let b = if sb { self.barrier(b) } else { b.clone() };
         (a, b)
@@ -154,10 +184,7 @@ impl Emitter<'_> {
         if !a.dtype.is_float() {
             return None;
         }
-        let (fa, fb) = (self.is_folded(a), self.is_folded(b));
         match name {
-            "add" | "subtract" if fa != fb => Some(Made::AddConst),
-            "multiply" if fa != fb => Some(Made::MulConst),
             "multiply" if a.name == b.name => Some(Made::Square),
             "multiply" => Some(Made::Mul),
             "divide" => Some(Made::Div),

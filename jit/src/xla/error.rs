@@ -149,6 +149,10 @@ pub enum XlaError {
     /// buffer whose length does not match its shape).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A result could not be copied back: its host tensor could not be
+    /// allocated (an out-of-memory [`loopvm_runtime::RuntimeError`]).
+    #[error("{0}")]
+    HostMemory(loopvm_runtime::RuntimeError),
 }
 
 impl XlaError {

@@ -1,6 +1,6 @@
 //! Moving loopvm [`Tensor`]s between the host and a PJRT device.
 
-use loopvm_runtime::{Buffer as HostBuffer, DType, Element, Tensor};
+use loopvm_runtime::{Buffer as HostBuffer, DType, Element, RuntimeError, Tensor};
 
 use super::pjrt::{Buffer, Client, ElementType};
 use super::{Result, XlaError};
@@ -61,6 +61,14 @@ fn bytes_of_mut<T: AnyBits>(v: &mut [T]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
+/// The op named by an out-of-memory error while copying a result back.
+const COPY_BACK: &str = "the XLA tier's result copy";
+
+/// A zeroed host buffer for a result of `dims`, or an out-of-memory error.
+fn try_zeros<T: Element>(dims: &[usize], n: usize) -> Result<Vec<T>> {
+    loopvm_runtime::alloc::try_zeros::<T>(COPY_BACK, dims, n).map_err(XlaError::HostMemory)
+}
+
 impl Client {
     /// Copies a tensor to the client's device.
     pub fn buffer_from_tensor(&self, t: &Tensor) -> Result<Buffer> {
@@ -87,9 +95,15 @@ impl Buffer {
         let n = loopvm_runtime::checked_numel(&dims).map_err(|e| XlaError::InvalidArgument(e.to_string()))?;
         let tensor = match dtype {
             DType::Bool => {
-                let mut bytes = vec![0u8; n];
+                let mut v = try_zeros::<bool>(&dims, n)?;
+                let mut bytes = Vec::new();
+                bytes.try_reserve_exact(n).map_err(|_| {
+                    XlaError::HostMemory(RuntimeError::out_of_memory(COPY_BACK, DType::Bool, &dims, Some(n), None))
+                })?;
+                bytes.resize(n, 0u8);
                 self.copy_to(&mut bytes)?;
-                Tensor::from_vec(&dims, bytes.into_iter().map(|b| b != 0).collect::<Vec<bool>>())
+                v.iter_mut().zip(bytes).for_each(|(o, b)| *o = b != 0);
+                Tensor::from_vec(&dims, v)
             }
             DType::I32 => self.read_as::<i32>(&dims, n)?,
             DType::I64 => self.read_as::<i64>(&dims, n)?,
@@ -104,7 +118,7 @@ impl Buffer {
         dims: &[usize],
         n: usize,
     ) -> Result<std::result::Result<Tensor, loopvm_runtime::RuntimeError>> {
-        let mut v = vec![T::ZERO; n];
+        let mut v = try_zeros::<T>(dims, n)?;
         self.copy_to(bytes_of_mut(&mut v))?;
         Ok(Tensor::from_vec(dims, v))
     }

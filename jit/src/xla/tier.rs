@@ -358,7 +358,10 @@ impl XlaBackend {
         })();
         self.stats.execute_time += t.elapsed();
         self.stats.executions += 1;
-        r.map_err(|e| ExecError::Other(format!("XLA execution failed: {e}")))
+        r.map_err(|e| match e {
+            XlaError::HostMemory(e) => ExecError::kernel("", e),
+            e => ExecError::Other(format!("XLA execution failed: {e}")),
+        })
     }
 
     /// The entry for `key`, lowering with `lower` and compiling on a miss.

@@ -50,11 +50,12 @@ fn map1<T: Element, U: Element>(
 
 /// Applies the elementwise unary `op` to `a`.
 ///
-/// `neg`, `abs` and `relu` take integers and floats (integers wrap:
-/// `abs(MIN) = MIN`); `not` takes bools; `exp`, `log`, `sqrt`, `tanh`,
-/// `sigmoid`, `sin` and `cos` take floats. The result has `a`'s dtype and
-/// shape.
+/// The dtypes each op takes are its row's [`UnaryOp::accepts`] (integers
+/// wrap: `abs(MIN) = MIN`). The result has `a`'s dtype and shape.
 pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if !op.accepts().accepts(a.dtype()) {
+        return Err(unary_type_error(op, a));
+    }
     match a.dtype() {
         DType::Bool => match op {
             UnaryOp::Not => map1::<bool, bool>(op.as_str(), a, out, |x| !x),
@@ -69,11 +70,7 @@ pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
 
 #[cold]
 fn unary_type_error(op: UnaryOp, a: &Tensor) -> RuntimeError {
-    let want = match op {
-        UnaryOp::Not => "a bool operand",
-        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => "an integer or float operand",
-        _ => "a float operand",
-    };
+    let want = op.accepts().requirement();
     RuntimeError::new(op.as_str(), format!("{} requires {want}, got {}", op.as_str(), a.type_string()))
 }
 
@@ -100,6 +97,8 @@ fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> R
         UnaryOp::Sigmoid => map1::<T, T>(name, a, out, T::sigmoid),
         UnaryOp::Sin => map1::<T, T>(name, a, out, T::sin),
         UnaryOp::Cos => map1::<T, T>(name, a, out, T::cos),
+        UnaryOp::Erf => map1::<T, T>(name, a, out, T::erf),
+        UnaryOp::Rsqrt => map1::<T, T>(name, a, out, T::rsqrt),
         UnaryOp::Not => Err(unary_type_error(op, a)),
     }
 }

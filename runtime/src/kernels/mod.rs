@@ -22,14 +22,114 @@ mod num;
 mod reduce;
 mod shape;
 
-pub use elementwise::{binary, cast, full, iota, select, unary};
-pub use index::{dynamic_index, dynamic_update, dynamic_update_in_place, slice, SliceSpec};
-pub use matmul::matmul;
+pub use index::SliceSpec;
 pub use num::{Float, Num};
-pub use reduce::reduce;
-pub use shape::{broadcast_to, concat, reshape, stack, transpose};
 
-use crate::{checked_numel, Element, RuntimeError, Shape, Tensor};
+use crate::alloc::catch_oom;
+use crate::{checked_numel, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};
+
+// The entry points: each runs its family's kernel under `catch_oom`, so that
+// a result buffer that cannot be allocated is an out-of-memory error naming
+// the op (see `crate::alloc`), not an abort.
+
+/// The elementwise unary `op` of `a` (`neg`, `abs`, `relu` on numbers, `not`
+/// on bools, `exp`, `log`, ... on floats), of `a`'s dtype and shape.
+pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom(op.as_str(), || elementwise::unary(op, a, out))
+}
+
+/// The elementwise binary `op` of `a` and `b` (one dtype), with NumPy broadcasting.
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom(op.as_str(), || elementwise::binary(op, a, b, out))
+}
+
+/// `c ? a : b` elementwise (`c` bool; `a`, `b` one dtype), with broadcasting.
+pub fn select(c: &Tensor, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("select", || elementwise::select(c, a, b, out))
+}
+
+/// `a` converted to dtype `to`.
+pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("cast", || elementwise::cast(a, to, out))
+}
+
+/// `[0, 1, ..., n - 1]` of an integer or float `dtype`.
+pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("iota", || elementwise::iota(dtype, n, out))
+}
+
+/// A tensor of `dtype` and `shape` filled with the one element of `value`.
+pub fn full(dtype: DType, shape: &[usize], value: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("full", || elementwise::full(dtype, shape, value, out))
+}
+
+/// The reduction `op` of `a` over `axis` (`None`: all elements).
+pub fn reduce(op: ReduceOp, a: &Tensor, axis: Option<usize>, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom(op.as_str(), || reduce::reduce(op, a, axis, out))
+}
+
+/// `a` under `shape` (same element count; the buffer is shared).
+pub fn reshape(a: &Tensor, shape: &[usize], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("reshape", || shape::reshape(a, shape, out))
+}
+
+/// `a` with its axes permuted by `perm` (`None`: reversed).
+pub fn transpose(a: &Tensor, perm: Option<&[usize]>, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("transpose", || shape::transpose(a, perm, out))
+}
+
+/// `a` broadcast to `shape` (NumPy rules).
+pub fn broadcast_to(a: &Tensor, shape: &[usize], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("broadcast_to", || shape::broadcast_to(a, shape, out))
+}
+
+/// `inputs` (one dtype, equal but for `axis`) joined along `axis`.
+pub fn concat(inputs: &[&Tensor], axis: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("concat", || shape::concat(inputs, axis, out))
+}
+
+/// `inputs` (one dtype and shape) stacked along a new axis `axis`.
+pub fn stack(inputs: &[&Tensor], axis: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("stack", || shape::stack(inputs, axis, out))
+}
+
+/// A static slice of `a`, one [`SliceSpec`] per leading axis.
+pub fn slice(a: &Tensor, specs: &[SliceSpec], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("slice", || index::slice(a, specs, out))
+}
+
+/// The block of `a` at the dynamic indices `idx` (normalised and clamped, as JAX does).
+pub fn dynamic_index(a: &Tensor, idx: &[i64], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("dynamic_index", || index::dynamic_index(a, idx, out))
+}
+
+/// JAX `x.at[i].set(v)` / `x.at[i].add(v)`: a copy of `a` with the block at
+/// `idx` replaced by, or incremented by, `v`.
+pub fn dynamic_update(
+    a: &Tensor,
+    idx: &[i64],
+    v: &Tensor,
+    mode: UpdateMode,
+    out: &mut Option<Tensor>,
+) -> Result<(), RuntimeError> {
+    catch_oom("dynamic_update", || index::dynamic_update(a, idx, v, mode, out))
+}
+
+/// Like [`dynamic_update`], but updates `target` in place (a shared buffer
+/// is copied first).
+pub fn dynamic_update_in_place(
+    target: &mut Option<Tensor>,
+    idx: &[i64],
+    v: &Tensor,
+    mode: UpdateMode,
+) -> Result<(), RuntimeError> {
+    catch_oom("dynamic_update", || index::dynamic_update_in_place(target, idx, v, mode))
+}
+
+/// The matrix product of `a` and `b` (rank 1 or 2, one numeric dtype).
+pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("matmul", || matmul::matmul(a, b, out))
+}
 use smallvec::SmallVec;
 
 /// Elementwise kernels over more elements than this run on the rayon pool.
@@ -326,5 +426,57 @@ mod no_panic {
         let tall = Tensor::zeros(DType::F32, &[0, 3]).unwrap();
         assert!(matmul(&wide, &tall, &mut out).is_err());
         assert!(binary(BinaryOp::Add, &wide.with_shape(&[usize::MAX / 2, 0, 1]).unwrap(), &tall, &mut out).is_ok());
+    }
+
+    #[test]
+    fn a_result_too_large_for_memory_is_an_error_naming_the_op() {
+        use crate::RuntimeErrorKind;
+        let huge = [1usize << 20, 1 << 20, 1 << 10];
+        let one = Tensor::scalar(1.0f32);
+        let mut out = None;
+        let e = broadcast_to(&one, &huge, &mut out).unwrap_err();
+        assert_eq!(e.op, "broadcast_to");
+        let RuntimeErrorKind::OutOfMemory(oom) = &e.kind else { panic!("{e:?}") };
+        assert_eq!((oom.dtype, oom.shape.as_slice(), oom.bytes), (DType::F32, &huge[..], Some(1 << 52)));
+        assert_eq!(oom.limit, Some(crate::max_tensor_bytes()));
+        assert!(out.is_none(), "the output slot is left as it was");
+        let e = full(DType::F64, &huge, &one.with_shape(&[1]).unwrap(), &mut out).unwrap_err();
+        assert!(e.is_out_of_memory() && e.op == "full", "{e}");
+        let e = iota(DType::I64, 1 << 60, &mut out).unwrap_err();
+        assert!(e.is_out_of_memory() && e.op == "iota", "{e}");
+        assert!(e.to_string().starts_with("in iota: out of memory: i64[1152921504606846976] needs "), "{e}");
+        // A reused slot that has to grow goes through the same check.
+        let mut out = Some(Tensor::zeros(DType::F32, &[2]).unwrap());
+        let e = broadcast_to(&one, &huge, &mut out).unwrap_err();
+        assert!(e.is_out_of_memory(), "{e}");
+        assert!(broadcast_to(&one, &[3], &mut out).is_ok());
+        assert_eq!(out.unwrap().as_slice::<f32>(), Some(&[1.0f32; 3][..]));
+        // The constructor, too.
+        assert!(Tensor::zeros(DType::Bool, &huge).unwrap_err().is_out_of_memory());
+    }
+
+    #[test]
+    fn kernel_errors_say_their_kind() {
+        use crate::RuntimeErrorKind as K;
+        let mut out = None;
+        let f = Tensor::from_vec(&[3], vec![1.0f32, 2.0, 3.0]).unwrap();
+        let i = Tensor::from_vec(&[3], vec![1i32, 2, 3]).unwrap();
+        let f4 = Tensor::zeros(DType::F32, &[4]).unwrap();
+        let b = Tensor::scalar(true);
+        let kind = |r: Result<(), RuntimeError>| r.unwrap_err().kind;
+        assert_eq!(kind(binary(BinaryOp::Add, &f, &i, &mut out)), K::DTypeMismatch);
+        assert_eq!(kind(binary(BinaryOp::Add, &b, &b, &mut out)), K::DTypeMismatch);
+        assert_eq!(kind(unary(UnaryOp::Exp, &i, &mut out)), K::DTypeMismatch);
+        assert_eq!(kind(matmul(&f, &i, &mut out)), K::DTypeMismatch);
+        assert_eq!(kind(binary(BinaryOp::Add, &f, &f4, &mut out)), K::ShapeMismatch);
+        assert_eq!(kind(matmul(&f, &f4, &mut out)), K::ShapeMismatch);
+        assert_eq!(kind(reshape(&f, &[2], &mut out)), K::ShapeMismatch);
+        assert_eq!(kind(broadcast_to(&f, &[2], &mut out)), K::ShapeMismatch);
+        assert_eq!(kind(reduce(ReduceOp::Sum, &f, Some(3), &mut out)), K::IndexOutOfRange);
+        assert_eq!(kind(slice(&f, &[SliceSpec::Index(7)], &mut out)), K::IndexOutOfRange);
+        assert_eq!(kind(iota(DType::Bool, 3, &mut out)), K::Other);
+        assert_eq!(kind(transpose(&f, Some(&[0, 0]), &mut out)), K::ShapeMismatch);
+        let e = RuntimeError::with_kind("x", K::IndexOutOfRange, "whatever");
+        assert_eq!((e.to_string(), e.kind), ("in x: whatever".to_string(), K::IndexOutOfRange));
     }
 }

@@ -45,6 +45,10 @@ pub trait Float: Num {
     fn sin(a: Self) -> Self;
     /// `cos a`.
     fn cos(a: Self) -> Self;
+    /// The error function (libm's).
+    fn erf(a: Self) -> Self;
+    /// `1 / √a`, two correctly rounded operations.
+    fn rsqrt(a: Self) -> Self;
 }
 
 macro_rules! int_num {
@@ -118,7 +122,7 @@ int_num!(i32);
 int_num!(i64);
 
 macro_rules! float_num {
-    ($t:ty) => {
+    ($t:ty, $erf:path) => {
         impl Num for $t {
             #[inline]
             fn add(a: Self, b: Self) -> Self {
@@ -196,12 +200,20 @@ macro_rules! float_num {
             fn cos(a: Self) -> Self {
                 a.cos()
             }
+            #[inline]
+            fn erf(a: Self) -> Self {
+                $erf(a)
+            }
+            #[inline]
+            fn rsqrt(a: Self) -> Self {
+                1.0 / a.sqrt()
+            }
         }
     };
 }
 
-float_num!(f32);
-float_num!(f64);
+float_num!(f32, libm::erff);
+float_num!(f64, libm::erf);
 
 /// `maximum(a, b)`: NaN if either is NaN, else the larger (the first on ties).
 #[inline]
