@@ -105,6 +105,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("regress/exp_of_constant_nan", &[]),
     ("regress/exp_of_folded_nan", &[]),
     ("regress/sum_of_negated_zeros", &[]),
+    ("regress/folded_signed_zero", &[]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
     ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),

@@ -527,16 +527,15 @@ impl<'m> Emitter<'m> {
     /// is one ulp off) and is wrong where `1 / c` is subnormal and flushed
     /// (`inf / -3.4e38` gives NaN). The interpreter divides.
     ///
-    /// Only a run-time dividend is divided so: a constant one XLA folds
-    /// exactly, and (XLA CPU bug) a constant divided by a hidden constant
-    /// zero gave a NaN whose `exp` was garbage.
-    ///
-    /// A divisor is hidden whether or not the emitter sees it as a constant:
-    /// XLA folds more than the emitter tracks (a `maximum` of constants
-    /// inside an inlined call was one), and a barrier costs nothing at run
-    /// time (XLA removes barriers before fusion).
-    fn opaque_divisor(&mut self, a: &Val, b: &Val) -> Val {
-        if !b.dtype.is_float() || self.is_folded(a) {
+    /// A divisor is hidden whether or not the emitter sees it as a constant,
+    /// and under a constant dividend too: XLA folds more than the emitter
+    /// tracks (a `maximum` of constants inside an inlined call was one),
+    /// its folder's signed zeros are not always IEEE's, and a barrier costs
+    /// nothing at run time (XLA removes barriers before fusion). (A NaN
+    /// this leaves to LLVM's folder once met XLA CPU's bad `exp` of a
+    /// constant NaN; `float_un` guards `exp`.)
+    fn opaque_divisor(&mut self, b: &Val) -> Val {
+        if !b.dtype.is_float() {
             return b.clone();
         }
         self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()))
@@ -947,7 +946,7 @@ impl<'m> Emitter<'m> {
     /// A float arithmetic binary op shielded from the simplifier ([`shield`]).
     fn float_bin(&mut self, name: &str, a: &Val, b: &Val) -> Val {
         let (a, b) = self.shield_binary(name, a, b);
-        let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
+        let b = if name == "divide" { self.opaque_divisor(&b) } else { b };
         let (a, b) = if name == "power" {
             // XLA's power reads a subnormal operand as zero in its
             // vector code but not in its scalar code and folder
@@ -1266,7 +1265,7 @@ impl<'m> Emitter<'m> {
                     return Ok(s);
                 }
                 let n = self.splat(target, &out_shape, Lit::F(len as f64));
-                let n = self.opaque_divisor(&s, &n);
+                let n = self.opaque_divisor(&n);
                 Ok(self.bin("divide", &s, &n))
             }
             ReduceOp::Max | ReduceOp::Min => {

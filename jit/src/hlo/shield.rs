@@ -145,8 +145,11 @@ impl Emitter<'_> {
         // reassociates constants ((a + c1) + c2 → a + (c1 + c2), (a * c1) *
         // c2, a*c + b*c → (a + b) * c), drops `a + 0` (-0 + 0 is +0) and
         // folds `x >= 0` to true for an `abs`, `exp` or `x * x` (NaN >= 0
-        // is false). Two constants it may fold: its folder is exact.
-        let hide_constant = fa != fb && matches!(name, "add" | "subtract" | "multiply" | "compare");
+        // is false). Of two constants the second is hidden, so that XLA's
+        // folder does not compute them: it gave `-0` for `(c % d) - (c % d)`
+        // where `c % d` is `-0` (LLVM folds what is left exactly).
+        let hide = matches!(name, "add" | "subtract" | "multiply" | "compare");
+        let (ha, hb) = (hide && fa && !fb, hide && fb);
         let (sa, sb) = match name {
             "multiply" => {
                 // exp(a) * exp(b) → exp(a + b); sqrt(a) * sqrt(a) → a;
@@ -173,7 +176,7 @@ impl Emitter<'_> {
             // barriers are gone by then; see `policy::default_xla_flags`.)
             _ => (false, false),
         };
-        let (sa, sb) = (sa || (hide_constant && fa), sb || (hide_constant && fb));
+        let (sa, sb) = (sa || ha, sb || hb);
         let a = if sa { self.barrier(a) } else { a.clone() };
         let b = if sb { self.barrier(b) } else { b.clone() };
         (a, b)
