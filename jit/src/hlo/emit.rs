@@ -307,6 +307,10 @@ struct Emitter<'m> {
     unrolls: Vec<LoopUnroll>,
     /// Names of values computed from constants only: XLA may fold them.
     folds: hashbrown::HashSet<String>,
+    /// Names of values computed from constants only through barriers too:
+    /// LLVM folds them once XLA has removed the barriers (keeping
+    /// subnormals, which every tier flushes; see `float_bin`).
+    consts: hashbrown::HashSet<String>,
     /// The op that made a value, where XLA's simplifier would rewrite its
     /// consumer (see [`shield`]).
     makers: hashbrown::HashMap<String, Made>,
@@ -329,6 +333,7 @@ impl<'m> Emitter<'m> {
             whiles: 0,
             unrolls: Vec::new(),
             folds: hashbrown::HashSet::new(),
+            consts: hashbrown::HashSet::new(),
             makers: hashbrown::HashMap::new(),
             fuel: None,
             peak: 0,
@@ -428,10 +433,18 @@ impl<'m> Emitter<'m> {
         self.folds.contains(&v.name)
     }
 
+    /// `true` when `v` is computed from constants only, XLA seeing it or
+    /// not (through barriers, which are gone when LLVM compiles).
+    fn is_const(&self, v: &Val) -> bool {
+        self.folds.contains(&v.name) || self.consts.contains(&v.name)
+    }
+
     /// Marks `r` as computed from constants when all of `from` are.
     fn fold_from(&mut self, r: Val, from: &[&Val]) -> Val {
         if from.iter().all(|v| self.is_folded(v)) {
             self.folds.insert(r.name.clone());
+        } else if from.iter().all(|v| self.is_const(v)) {
+            self.consts.insert(r.name.clone());
         }
         r
     }
@@ -527,18 +540,26 @@ impl<'m> Emitter<'m> {
     /// is one ulp off) and is wrong where `1 / c` is subnormal and flushed
     /// (`inf / -3.4e38` gives NaN). The interpreter divides.
     ///
-    /// A divisor is hidden whether or not the emitter sees it as a constant,
-    /// and under a constant dividend too: XLA folds more than the emitter
-    /// tracks (a `maximum` of constants inside an inlined call was one),
-    /// its folder's signed zeros are not always IEEE's, and a barrier costs
-    /// nothing at run time (XLA removes barriers before fusion). (A NaN
-    /// this leaves to LLVM's folder once met XLA CPU's bad `exp` of a
-    /// constant NaN; `float_un` guards `exp`.)
-    fn opaque_divisor(&mut self, b: &Val) -> Val {
-        if !b.dtype.is_float() {
+    /// A divisor is hidden whether or not the emitter sees it as a constant:
+    /// XLA folds more than the emitter tracks (a `maximum` of constants
+    /// inside an inlined call was one), and a barrier costs nothing at run
+    /// time (XLA removes barriers before fusion). Only under a constant
+    /// dividend is it left to XLA's folder (`float_bin` flushes a subnormal
+    /// quotient).
+    fn opaque_divisor(&mut self, a: &Val, b: &Val) -> Val {
+        if !b.dtype.is_float() || self.is_folded(a) {
             return b.clone();
         }
-        self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()))
+        let r = self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()));
+        self.through_barrier(&r, b);
+        r
+    }
+
+    /// `r`, a barrier around `v`, is a constant to LLVM when `v` is.
+    fn through_barrier(&mut self, r: &Val, v: &Val) {
+        if self.is_const(v) {
+            self.consts.insert(r.name.clone());
+        }
     }
 
     /// A same-type elementwise op.
@@ -554,7 +575,7 @@ impl<'m> Emitter<'m> {
     }
 
     fn cmp(&mut self, dir: &str, a: &Val, b: &Val) -> Val {
-        self.op(
+        let r = self.op(
             DType::Bool,
             &a.shape,
             format!(
@@ -566,16 +587,18 @@ impl<'m> Emitter<'m> {
                 b.ty(),
                 tensor_type(DType::Bool, &a.shape)
             ),
-        )
+        );
+        self.fold_from(r, &[a, b])
     }
 
     /// `where(c, a, b)`, all of one shape.
     fn select(&mut self, c: &Val, a: &Val, b: &Val) -> Val {
-        self.op(
+        let r = self.op(
             a.dtype,
             &a.shape,
             format!("stablehlo.select {}, {}, {} : {}, {}", c.name, a.name, b.name, c.ty(), a.ty()),
-        )
+        );
+        self.fold_from(r, &[c, a, b])
     }
 
     fn convert(&mut self, a: &Val, to: DType) -> Val {
@@ -945,8 +968,14 @@ impl<'m> Emitter<'m> {
 
     /// A float arithmetic binary op shielded from the simplifier ([`shield`]).
     fn float_bin(&mut self, name: &str, a: &Val, b: &Val) -> Val {
+        // Two constants: XLA's folder (or LLVM's, for an add or subtract
+        // whose second constant `shield_binary` hides) computes the op
+        // exactly but keeps a subnormal result, which every tier flushes
+        // when it runs (`1.2e-38 / 34.375` is 0): the result is flushed
+        // explicitly.
+        let constants = a.dtype.is_float() && self.is_const(a) && self.is_const(b) && name != "power";
         let (a, b) = self.shield_binary(name, a, b);
-        let b = if name == "divide" { self.opaque_divisor(&b) } else { b };
+        let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
         let (a, b) = if name == "power" {
             // XLA's power reads a subnormal operand as zero in its
             // vector code but not in its scalar code and folder
@@ -957,6 +986,7 @@ impl<'m> Emitter<'m> {
         };
         let m = self.binary_maker(name, &a, &b);
         let r = self.bin(name, &a, &b);
+        let r = if constants { self.flushed(&r) } else { r };
         if let Some(m) = m {
             self.made(&r, m);
         }
@@ -1265,7 +1295,7 @@ impl<'m> Emitter<'m> {
                     return Ok(s);
                 }
                 let n = self.splat(target, &out_shape, Lit::F(len as f64));
-                let n = self.opaque_divisor(&n);
+                let n = self.opaque_divisor(&s, &n);
                 Ok(self.bin("divide", &s, &n))
             }
             ReduceOp::Max | ReduceOp::Min => {
@@ -1414,7 +1444,7 @@ impl<'m> Emitter<'m> {
         }
         let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
         let types: Vec<String> = vs.iter().map(Val::ty).collect();
-        self.op(
+        let r = self.op(
             vs[0].dtype,
             shape,
             format!(
@@ -1423,7 +1453,9 @@ impl<'m> Emitter<'m> {
                 types.join(", "),
                 tensor_type(vs[0].dtype, shape)
             ),
-        )
+        );
+        let parts: Vec<&Val> = vs.iter().collect();
+        self.fold_from(r, &parts)
     }
 
     fn concat(&mut self, vs: &[Val], axis: usize) -> Result<Val> {

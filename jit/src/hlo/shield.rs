@@ -92,18 +92,19 @@ impl Emitter<'_> {
 
     /// `v` behind an optimization barrier.
     pub(super) fn barrier(&mut self, v: &Val) -> Val {
-        self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()))
+        let r = self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()));
+        self.through_barrier(&r, v);
+        r
     }
 
     /// `true` when `v` may be made by one of `makers` as far as XLA can
     /// see: it is, or its maker is unknown (a parameter, a loop's carry,
     /// an `if`'s result, a reduction: XLA inlines calls, folds constant
     /// conditions and unrolls short loops, so the op behind such a value
-    /// may become visible). Constants XLA folds are never suspect.
+    /// may become visible). Constants are suspects too: the simplifier
+    /// rewrites `log(pow(-7, 40.625))` into `40.625 * log(7)` before its
+    /// folder computes it (NaN).
     fn may_be(&self, v: &Val, makers: &[Made]) -> bool {
-        if self.is_folded(v) {
-            return false;
-        }
         match self.maker(v) {
             None => true,
             Some(m) => makers.contains(&m),
@@ -145,11 +146,14 @@ impl Emitter<'_> {
         // reassociates constants ((a + c1) + c2 → a + (c1 + c2), (a * c1) *
         // c2, a*c + b*c → (a + b) * c), drops `a + 0` (-0 + 0 is +0) and
         // folds `x >= 0` to true for an `abs`, `exp` or `x * x` (NaN >= 0
-        // is false). Of two constants the second is hidden, so that XLA's
-        // folder does not compute them: it gave `-0` for `(c % d) - (c % d)`
-        // where `c % d` is `-0` (LLVM folds what is left exactly).
+        // is false). Of two constants added or subtracted the second is
+        // hidden too: the simplifier's `a + 0 → a` and `a - 0 → a` keep a
+        // -0 that IEEE turns into +0 (`(c % d) - (c % d)` with `c % d` = -0
+        // gave -0). Other ops of two constants XLA folds itself; the caller
+        // flushes a subnormal result of either folder.
         let hide = matches!(name, "add" | "subtract" | "multiply" | "compare");
-        let (ha, hb) = (hide && fa && !fb, hide && fb);
+        let both = fa && fb && matches!(name, "add" | "subtract");
+        let (ha, hb) = (hide && fa && !fb, (hide && fb && !fa) || both);
         let (sa, sb) = match name {
             "multiply" => {
                 // exp(a) * exp(b) → exp(a + b); sqrt(a) * sqrt(a) → a;
