@@ -36,6 +36,8 @@ pub(super) enum Made {
     Mul,
     /// `a * a`.
     Square,
+    /// `a + b` or `a - b`.
+    Add,
     /// A NaN-propagating max or min, or a select (non-negative when its
     /// operands are, to the simplifier).
     Select,
@@ -160,9 +162,15 @@ impl Emitter<'_> {
                 // rsqrt(a) * rsqrt(a) → 1 / a.
                 let pair = self.may_be(a, &[Made::Exp, Made::Sqrt, Made::Rsqrt])
                     && self.may_be(b, &[Made::Exp, Made::Sqrt, Made::Rsqrt]);
-                // convert(p) * x → select(p, x, 0).
-                (self.may_be(a, &[Made::FromBool]), pair || self.may_be(b, &[Made::FromBool]))
+                // convert(p) * x → select(p, x, 0); (a * c1) * c2 → a * (c1
+                // * c2), where c1 and c2 may be constants only XLA sees (out
+                // of a loop it removed).
+                let side = [Made::FromBool, Made::Mul, Made::Square];
+                (self.may_be(a, &side), pair || self.may_be(b, &side))
             }
+            // (a + c1) + c2 → a + (c1 + c2) and (a + s) - s → a, with
+            // constants only XLA may see.
+            "add" | "subtract" => (self.may_be(a, &[Made::Add]), self.may_be(b, &[Made::Add])),
             // (a / b) / c, a / (b / c), a / exp(b), exp(a) / exp(b),
             // a / pow(b, c), a / sqrt(b), a / rsqrt(b).
             "divide" => {
@@ -192,6 +200,7 @@ impl Emitter<'_> {
             return None;
         }
         match name {
+            "add" | "subtract" => Some(Made::Add),
             "multiply" if a.name == b.name => Some(Made::Square),
             "multiply" => Some(Made::Mul),
             "divide" => Some(Made::Div),
