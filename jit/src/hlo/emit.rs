@@ -550,16 +550,7 @@ impl<'m> Emitter<'m> {
         if !b.dtype.is_float() || self.is_folded(a) {
             return b.clone();
         }
-        let r = self.op(b.dtype, &b.shape, format!("stablehlo.optimization_barrier {} : {}", b.name, b.ty()));
-        self.through_barrier(&r, b);
-        r
-    }
-
-    /// `r`, a barrier around `v`, is a constant to LLVM when `v` is.
-    fn through_barrier(&mut self, r: &Val, v: &Val) {
-        if self.is_const(v) {
-            self.consts.insert(r.name.clone());
-        }
+        self.barrier(b)
     }
 
     /// A same-type elementwise op.
@@ -930,7 +921,7 @@ impl<'m> Emitter<'m> {
                     self.bin("maximum", a, &z)
                 }
             }
-            UnaryOp::Not | UnaryOp::Abs if !a.dtype.is_float() => self.un(&op.stablehlo()["stablehlo.".len()..], a),
+            UnaryOp::Not | UnaryOp::Abs if !a.dtype.is_float() => self.row_un(op, a),
             UnaryOp::Not
             | UnaryOp::Abs
             | UnaryOp::Exp
@@ -949,11 +940,7 @@ impl<'m> Emitter<'m> {
     /// from the simplifier ([`shield`]); its result recorded as made by it.
     fn float_un(&mut self, op: UnaryOp, a: &Val) -> Val {
         let a = self.shield_unary(op, a);
-        let ty = a.ty();
-        // CHLO ops (XLA decomposes them) print their result type too.
-        let sig = if op.stablehlo().starts_with("chlo.") { format!("{ty} -> {ty}") } else { ty };
-        let r = self.op(a.dtype, &a.shape, format!("{} {} : {sig}", op.stablehlo(), a.name));
-        let mut r = self.fold_from(r, &[&a]);
+        let mut r = self.row_un(op, &a);
         if op == UnaryOp::Exp && !self.is_folded(&a) {
             // XLA CPU bug: its exp of a NaN that LLVM sees as a constant
             // (`exp(x + 0.0 / 0.0)`) is garbage (5.9e-13, 3.1e-41, ...),
@@ -964,6 +951,15 @@ impl<'m> Emitter<'m> {
         }
         self.made(&r, Made::of(op));
         r
+    }
+
+    /// Unary `op` on `a` as its table row spells it ([`UnaryOp::stablehlo`]).
+    fn row_un(&mut self, op: UnaryOp, a: &Val) -> Val {
+        let ty = a.ty();
+        // CHLO ops (XLA decomposes them) print their result type too.
+        let sig = if op.stablehlo().starts_with("chlo.") { format!("{ty} -> {ty}") } else { ty };
+        let r = self.op(a.dtype, &a.shape, format!("{} {} : {sig}", op.stablehlo(), a.name));
+        self.fold_from(r, &[a])
     }
 
     /// A float arithmetic binary op shielded from the simplifier ([`shield`]).

@@ -8,17 +8,17 @@
 //! `sqrt(a * a)` becomes `|a|`, `(a + c1) + c2` becomes `a + (c1 + c2)`, a
 //! comparison `x >= 0` of an `abs`, `exp` or `x * x` folds to `true` even for
 //! NaN, and more (the list, with inputs where each one differs, is in
-//! `docs/semantics.md`, "What XLA may not rewrite"). loopvm's answer is the
-//! interpreter's, op by op; so the emitter remembers which op made each
-//! value ([`Made`]) and, where a consumer and its operand's maker form one of
-//! those patterns, puts the operand behind `stablehlo.optimization_barrier`,
-//! which the simplifier does not look through. Layout ops (broadcast,
-//! reshape) carry their operand's maker, as the simplifier also looks
-//! through them.
+//! `docs/semantics.md`, Floats). loopvm's answer is the interpreter's, op by
+//! op; so the emitter remembers which op made each value ([`Made`]) and,
+//! where a consumer and its operand's maker (or an unknown maker) may form
+//! one of those patterns, puts the operand behind
+//! `stablehlo.optimization_barrier`, which the simplifier does not look
+//! through. Layout ops (broadcast, reshape) carry their operand's maker, as
+//! the simplifier also looks through them.
 //!
-//! `A / constant` is kept exact by [`Emitter::opaque_divisor`]; power's
-//! operands are flushed by `binary` (XLA reads subnormal exponents as zero in
-//! its vector code).
+//! `A / constant` is kept exact by `Emitter::opaque_divisor`; power's
+//! operands are flushed by `float_bin` (XLA reads subnormal exponents as zero
+//! in its vector code).
 
 use super::{Emitter, Val};
 use loopvm_runtime::UnaryOp;
@@ -27,7 +27,6 @@ use loopvm_runtime::UnaryOp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Made {
     Exp,
-    Log,
     Pow,
     Sqrt,
     Abs,
@@ -55,12 +54,12 @@ impl Made {
     pub(super) fn of(op: UnaryOp) -> Made {
         match op {
             UnaryOp::Exp => Made::Exp,
-            UnaryOp::Log => Made::Log,
             UnaryOp::Sqrt => Made::Sqrt,
             UnaryOp::Rsqrt => Made::Rsqrt,
             UnaryOp::Abs => Made::Abs,
             UnaryOp::Neg
             | UnaryOp::Not
+            | UnaryOp::Log
             | UnaryOp::Tanh
             | UnaryOp::Sigmoid
             | UnaryOp::Relu
@@ -95,7 +94,10 @@ impl Emitter<'_> {
     /// `v` behind an optimization barrier.
     pub(super) fn barrier(&mut self, v: &Val) -> Val {
         let r = self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()));
-        self.through_barrier(&r, v);
+        // A constant to LLVM still (XLA removes barriers before it compiles).
+        if self.is_const(v) {
+            self.consts.insert(r.name.clone());
+        }
         r
     }
 
