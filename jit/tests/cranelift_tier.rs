@@ -110,6 +110,8 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("regress/log_of_constant_pow", &["main:scan:cranelift"]),
     ("regress/quotient_of_quotients_unrolled", &["main:fori_loop:cranelift"]),
     ("regress/reassociated_scan_constants", &["main:scan:cranelift", "main:scan:cranelift"]),
+    ("regress/folded_transpose_select", &["main:fori_loop:cranelift"]),
+    ("regress/subnormal_out_of_removed_loop", &["main:while_loop:cranelift"]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
     ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),

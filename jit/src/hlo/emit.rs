@@ -758,7 +758,7 @@ impl<'m> Emitter<'m> {
         self.line(&format!("stablehlo.return {} : {types}", names.join(", ")));
         self.indent -= 1;
         self.line("}");
-        Ok(init
+        let outs: Vec<Val> = init
             .iter()
             .enumerate()
             .map(|(k, v)| Val {
@@ -767,7 +767,17 @@ impl<'m> Emitter<'m> {
                 shape: v.shape.clone(),
                 konst: None,
             })
-            .collect())
+            .collect();
+        // XLA removes a loop it proves runs no trip (the result is the
+        // initial value) and inlines one that runs one (the result is the
+        // body's): either may be a constant LLVM folds, keeping subnormals
+        // (see `float_bin`).
+        for (k, out) in outs.iter().enumerate() {
+            if self.is_const(&init[k]) || self.is_const(&next[k]) {
+                self.consts.insert(out.name.clone());
+            }
+        }
+        Ok(outs)
     }
 
     /// Loop-side values for `init`: fresh names, same types; `invariant[k]`

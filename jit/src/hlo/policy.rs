@@ -247,10 +247,17 @@ impl fmt::Display for LoopUnroll {
 /// AVX has no FMA instructions (FMA3 came with AVX2), so LLVM keeps `a * b`
 /// and `+ c` two IEEE operations, as every other tier computes them. Dots
 /// and convolutions run in XLA's precompiled libraries and are unaffected.
+///
+/// And without XLA's HLO constant folder: it folded
+/// `select(row, maximum(max(zeros, axis: 0), transpose(c)), 0)` of constant
+/// `i32` operands into the transpose of the right answer (a transpose whose
+/// result XLA lays out column-major, read back as row-major; fuzz program
+/// 0xb572d82e631d83d0, `regress/folded_transpose_select.lb`). LLVM still
+/// folds scalar constants inside each fused kernel.
 pub fn default_xla_flags(platform: Platform) -> &'static str {
     match platform {
         Platform::Gpu => "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1",
-        Platform::Cpu => "--xla_cpu_max_isa=AVX",
+        Platform::Cpu => "--xla_cpu_max_isa=AVX --xla_disable_hlo_passes=constant_folding",
         Platform::Other => "",
     }
 }
@@ -327,8 +334,11 @@ mod tests {
 
     #[test]
     fn flags() {
-        assert_eq!(compose_xla_flags(None, Platform::Cpu, None), "--xla_cpu_max_isa=AVX");
-        assert_eq!(compose_xla_flags(Some("--a=1"), Platform::Cpu, Some(" --b ")), "--a=1 --xla_cpu_max_isa=AVX --b");
+        assert_eq!(compose_xla_flags(None, Platform::Cpu, None), default_xla_flags(Platform::Cpu));
+        assert_eq!(
+            compose_xla_flags(Some("--a=1"), Platform::Cpu, Some(" --b ")),
+            format!("--a=1 {} --b", default_xla_flags(Platform::Cpu))
+        );
         assert_eq!(compose_xla_flags(None, Platform::Other, None), "");
         let g = compose_xla_flags(None, Platform::Gpu, Some("--xla_gpu_graph_min_graph_size=4"));
         assert!(g.starts_with("--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"), "{g}");
