@@ -1,0 +1,278 @@
+//! Elementwise ops: unary and binary ops (float ones through the shield),
+//! integer division and powers, `where`, casts and `iota`.
+
+use super::*;
+
+impl Emitter<'_> {
+    // ------------------------------------------------------- elementwise
+
+    /// Elementwise unary `op`: the dtypes and the StableHLO op come from
+    /// its row in the op table ([`UnaryOp::accepts`], [`UnaryOp::stablehlo`]).
+    pub(super) fn unary(&mut self, op: UnaryOp, a: &Val) -> Result<Val> {
+        let accepts = op.accepts();
+        if !accepts.accepts(a.dtype) {
+            let why = format!("{op} requires {}, got {}", accepts.requirement(), a.ty());
+            return Err(EmitError::new(format!("unary {op}"), why));
+        }
+        Ok(match op {
+            UnaryOp::Neg => {
+                // -(a * c1) * c2 is reassociated too: the negation carries the maker.
+                let r = self.un("negate", a);
+                self.carry_maker(&r, a);
+                r
+            }
+            UnaryOp::Relu => {
+                let z = self.zero(a.dtype, &a.shape);
+                if a.dtype.is_float() {
+                    self.max_min_float(true, a, &z)
+                } else {
+                    self.bin("maximum", a, &z)
+                }
+            }
+            UnaryOp::Not | UnaryOp::Abs if !a.dtype.is_float() => self.row_un(op, a),
+            UnaryOp::Not
+            | UnaryOp::Abs
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Erf
+            | UnaryOp::Rsqrt => self.float_un(op, a),
+        })
+    }
+
+    /// A float unary op on `a`, spelled as its table row says, shielded
+    /// from the simplifier ([`shield`]); its result recorded as made by it.
+    pub(super) fn float_un(&mut self, op: UnaryOp, a: &Val) -> Val {
+        let a = self.shield_unary(op, a);
+        let mut r = self.row_un(op, &a);
+        if op == UnaryOp::Exp && !self.is_folded(&a) {
+            // XLA CPU bug: its exp of a NaN that LLVM sees as a constant
+            // (`exp(x + 0.0 / 0.0)`) is garbage (5.9e-13, 3.1e-41, ...),
+            // while a run-time NaN gives NaN. A NaN operand is its own
+            // result, chosen after the exp.
+            let nan = self.cmp("NE", &a, &a);
+            r = self.select(&nan, &a, &r);
+        }
+        self.made(&r, Made::of(op));
+        r
+    }
+
+    /// Unary `op` on `a` as its table row spells it ([`UnaryOp::stablehlo`]).
+    pub(super) fn row_un(&mut self, op: UnaryOp, a: &Val) -> Val {
+        let ty = a.ty();
+        // CHLO ops (XLA decomposes them) print their result type too.
+        let sig = if op.stablehlo().starts_with("chlo.") { format!("{ty} -> {ty}") } else { ty };
+        let r = self.op(a.dtype, &a.shape, format!("{} {} : {sig}", op.stablehlo(), a.name));
+        self.fold_from(r, &[a])
+    }
+
+    /// A float arithmetic binary op shielded from the simplifier ([`shield`]).
+    pub(super) fn float_bin(&mut self, name: &str, a: &Val, b: &Val) -> Val {
+        // Two constants: XLA's folder (or LLVM's, for an add or subtract
+        // whose second constant `shield_binary` hides) computes the op
+        // exactly but keeps a subnormal result, which every tier flushes
+        // when it runs (`1.2e-38 / 34.375` is 0): the result is flushed
+        // explicitly.
+        let constants = a.dtype.is_float() && self.is_const(a) && self.is_const(b) && name != "power";
+        let (a, b) = self.shield_binary(name, a, b);
+        let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
+        let (a, b) = if name == "power" {
+            // XLA's power reads a subnormal operand as zero in its
+            // vector code but not in its scalar code and folder
+            // (`0 ** 1e-40` is 1 or 0): flushed here, as on every tier.
+            (self.flushed(&a), self.flushed(&b))
+        } else {
+            (a, b)
+        };
+        let m = self.binary_maker(name, &a, &b);
+        let r = self.bin(name, &a, &b);
+        let r = if constants { self.flushed(&r) } else { r };
+        if let Some(m) = m {
+            self.made(&r, m);
+        }
+        r
+    }
+
+    /// A comparison, float operands shielded from the simplifier's folds.
+    pub(super) fn compare(&mut self, dir: &str, a: &Val, b: &Val) -> Val {
+        let (a, b) = self.shield_binary("compare", a, b);
+        self.cmp(dir, &a, &b)
+    }
+
+    pub(super) fn binary(&mut self, op: BinaryOp, a: &Val, b: &Val) -> Result<Val> {
+        let what = format!("binary {op}");
+        let types = || format!("lhs: {}, rhs: {}", a.ty(), b.ty());
+        if a.dtype != b.dtype {
+            return Err(EmitError::new(what, format!("dtype mismatch in {op}, {}", types())));
+        }
+        let shape = broadcast(&a.shape, &b.shape)
+            .ok_or_else(|| EmitError::new(what.clone(), format!("shapes do not broadcast, {}", types())))?;
+        let d = a.dtype;
+        let numeric_only =
+            matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem | BinaryOp::Pow);
+        if d == DType::Bool && numeric_only {
+            return Err(EmitError::new(what, format!("numeric operands required in {op}, {}", types())));
+        }
+        if d != DType::Bool && op.is_logic() {
+            return Err(EmitError::new(what, format!("bool operands required in {op}, {}", types())));
+        }
+        let x = self.broadcast_to(a, &shape);
+        let y = self.broadcast_to(b, &shape);
+        Ok(match op {
+            BinaryOp::Div | BinaryOp::Rem if d.is_int() => self.int_div_rem(op == BinaryOp::Div, &x, &y),
+            BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
+            BinaryOp::Add => self.float_bin("add", &x, &y),
+            BinaryOp::Sub => self.float_bin("subtract", &x, &y),
+            BinaryOp::Mul => self.float_bin("multiply", &x, &y),
+            BinaryOp::Div => self.float_bin("divide", &x, &y),
+            BinaryOp::Rem => self.bin("remainder", &x, &y),
+            BinaryOp::Pow => self.float_bin("power", &x, &y),
+            BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
+                self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
+            }
+            BinaryOp::Max | BinaryOp::Min if d.is_float() => self.max_min_float(op == BinaryOp::Max, &x, &y),
+            BinaryOp::Max => self.bin("maximum", &x, &y),
+            BinaryOp::Min => self.bin("minimum", &x, &y),
+            BinaryOp::Eq => self.compare("EQ", &x, &y),
+            BinaryOp::Ne => self.compare("NE", &x, &y),
+            BinaryOp::Lt => self.compare("LT", &x, &y),
+            BinaryOp::Le => self.compare("LE", &x, &y),
+            BinaryOp::Gt => self.compare("GT", &x, &y),
+            BinaryOp::Ge => self.compare("GE", &x, &y),
+            BinaryOp::And => self.bin("and", &x, &y),
+            BinaryOp::Or => self.bin("or", &x, &y),
+        })
+    }
+
+    /// Integer `/` or `%` with XLA's results for a zero divisor and for
+    /// `MIN / -1`, computed with a divisor that is never 0 or -1 against
+    /// MIN (XLA's constant folder traps on those).
+    pub(super) fn int_div_rem(&mut self, div: bool, a: &Val, b: &Val) -> Val {
+        let d = a.dtype;
+        let zero = self.splat(d, &a.shape, Lit::I(0));
+        let one = self.splat(d, &a.shape, Lit::I(1));
+        let m1 = self.splat(d, &a.shape, Lit::I(-1));
+        let min = self.splat(d, &a.shape, Lit::I(int_min(d)));
+        let bz = self.cmp("EQ", b, &zero);
+        let am = self.cmp("EQ", a, &min);
+        let bm = self.cmp("EQ", b, &m1);
+        let ovf = self.bin("and", &am, &bm);
+        let bad = self.bin("or", &bz, &ovf);
+        let safe = self.select(&bad, &one, b);
+        if div {
+            let q = self.bin("divide", a, &safe);
+            self.select(&bz, &m1, &q)
+        } else {
+            let r = self.bin("remainder", a, &safe);
+            self.select(&bz, a, &r)
+        }
+    }
+
+    /// Integer `a ** b` exactly as the kernel computes it: repeated squaring
+    /// over every bit of the exponent, wrapping (XLA's own `power` reads only
+    /// the exponent's low bits, so `2 ** 64` would be 1); a negative exponent
+    /// gives 0, except `1 ** b = 1` and `(-1) ** b = ±1`.
+    pub(super) fn int_pow(&mut self, a: &Val, b: &Val) -> Val {
+        let d = a.dtype;
+        let bits = 8 * d.size_in_bytes();
+        let zero = self.splat(d, &a.shape, Lit::I(0));
+        let one = self.splat(d, &a.shape, Lit::I(1));
+        let m1 = self.splat(d, &a.shape, Lit::I(-1));
+        let neg = self.cmp("LT", b, &zero);
+        let mut e = self.select(&neg, &zero, b);
+        let mut base = a.clone();
+        let mut p = one.clone();
+        for k in 0..bits {
+            let bit = self.bin("and", &e, &one);
+            let set = self.cmp("NE", &bit, &zero);
+            let times = self.bin("multiply", &p, &base);
+            p = self.select(&set, &times, &p);
+            if k + 1 < bits {
+                base = self.bin("multiply", &base, &base);
+                e = self.bin("shift_right_logical", &e, &one);
+            }
+        }
+        let odd_bits = self.bin("and", b, &one);
+        let odd = self.cmp("NE", &odd_bits, &zero);
+        let a1 = self.cmp("EQ", a, &one);
+        let am1 = self.cmp("EQ", a, &m1);
+        let sign = self.select(&odd, &m1, &one);
+        let c1 = self.select(&am1, &sign, &zero);
+        let corr = self.select(&a1, &one, &c1);
+        self.select(&neg, &corr, &p)
+    }
+
+    pub(super) fn where_(&mut self, c: &Val, a: &Val, b: &Val) -> Result<Val> {
+        let err =
+            |why: &str| EmitError::new("select", format!("{why}, cond: {}, lhs: {}, rhs: {}", c.ty(), a.ty(), b.ty()));
+        if c.dtype != DType::Bool {
+            return Err(err("condition is not bool"));
+        }
+        if a.dtype != b.dtype {
+            return Err(err("dtype mismatch"));
+        }
+        let s = broadcast(&a.shape, &b.shape)
+            .and_then(|s| broadcast(&c.shape, &s))
+            .ok_or_else(|| err("shapes do not broadcast"))?;
+        let (c, a, b) = (self.broadcast_to(c, &s), self.broadcast_to(a, &s), self.broadcast_to(b, &s));
+        Ok(self.select(&c, &a, &b))
+    }
+
+    pub(super) fn cast(&mut self, a: &Val, to: DType) -> Val {
+        let from = a.dtype;
+        if from == to {
+            return a.clone();
+        }
+        if to == DType::Bool {
+            let z = self.zero(from, &a.shape);
+            return self.cmp("NE", a, &z);
+        }
+        if from.is_float() && to.is_int() {
+            // Saturate, NaN → 0 (Rust's `as`): clamp into the range where
+            // `convert` is exact truncation, and pick MAX at or above 2^bits.
+            let bits = if to == DType::I64 { 63 } else { 31 };
+            let (lo, top, below) = if from == DType::F32 {
+                let top = (2.0f32).powi(bits);
+                (f64::from(-top), f64::from(top), f64::from(f32::from_bits(top.to_bits() - 1)))
+            } else {
+                let top = (2.0f64).powi(bits);
+                (-top, top, f64::from_bits(top.to_bits() - 1))
+            };
+            let lo_v = self.splat(from, &a.shape, Lit::F(lo));
+            let hi_v = self.splat(from, &a.shape, Lit::F(below));
+            let top_v = self.splat(from, &a.shape, Lit::F(top));
+            let clamped = self.op(
+                from,
+                &a.shape,
+                format!("stablehlo.clamp {}, {}, {} : {}", lo_v.name, a.name, hi_v.name, a.ty()),
+            );
+            let conv = self.convert(&clamped, to);
+            let max_v = self.splat(to, &a.shape, Lit::I(int_max(to)));
+            let zero = self.zero(to, &a.shape);
+            let big = self.cmp("GE", a, &top_v);
+            let nan = self.cmp("NE", a, a);
+            let r = self.select(&big, &max_v, &conv);
+            return self.select(&nan, &zero, &r);
+        }
+        let r = self.convert(a, to);
+        if from == DType::Bool && to.is_float() {
+            self.made(&r, Made::FromBool);
+        }
+        r
+    }
+
+    pub(super) fn iota(&mut self, dtype: DType, n: u64) -> Result<Val> {
+        let n = usize::try_from(n).map_err(|_| EmitError::new("iota", "iota length too large"))?;
+        match dtype {
+            DType::Bool => Err(EmitError::new("iota", format!("iota of bool[{n}] is not defined"))),
+            DType::I32 if n > i32::MAX as usize + 1 => {
+                Err(EmitError::new("iota", format!("iota of i32[{n}] overflows i32")))
+            }
+            _ => Ok(self.op(dtype, &[n], format!("stablehlo.iota dim = 0 : {}", tensor_type(dtype, &[n])))),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The emitter proper: one pass over the bytecode of a function (or of one
+//! loop instruction), with a register → (SSA value, dtype, concrete shape)
+//! map, writing StableHLO text.
+
+use super::policy::{LoopUnroll, UnrollOptions};
+use super::shapes::{broadcast, broadcasts_to, numel, python_range};
+use super::{EmitError, EmitOptions, Lowered, ValueType};
+use hashbrown::HashMap;
+use loopvm_runtime::kernels::SliceSpec;
+use loopvm_runtime::{BinaryOp, Buffer, DType, ReduceOp, Tensor, UnaryOp, UpdateMode};
+use loopvm_vm::{BlockId, Func, FuncId, Inst, Module, OpFlags, Reg};
+use std::fmt::Write as _;
+
+type Result<T, E = EmitError> = std::result::Result<T, E>;
+
+/// Deepest chain of inlined calls and nested regions accepted.
+const MAX_DEPTH: usize = 256;
+/// Most loop iterations [`EmitOptions::unroll_all`] unrolls in one loop.
+const MAX_UNROLL: u64 = 1_000_000;
+
+/// One SSA value: its name, dtype and concrete shape, and its value when it
+/// is a scalar integer constant known at emit time (for unrolling).
+#[derive(Clone, Debug)]
+struct Val {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    konst: Option<i64>,
+}
+
+impl Val {
+    fn ty(&self) -> String {
+        tensor_type(self.dtype, &self.shape)
+    }
+    fn vt(&self) -> ValueType {
+        (self.dtype, self.shape.clone())
+    }
+    /// The element count, saturating (parameters whose count overflows are
+    /// rejected by [`params_of`]).
+    fn numel(&self) -> usize {
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+    }
+}
+
+/// Registers of the function being emitted → their values.
+type Env = HashMap<Reg, Val>;
+
+/// A scalar literal.
+#[derive(Clone, Copy, Debug)]
+enum Lit {
+    B(bool),
+    I(i64),
+    F(f64),
+}
+
+mod control;
+mod elementwise;
+mod meter;
+mod reduce;
+mod shape_ops;
+mod shield;
+mod text;
+mod unroll;
+use shield::Made;
+pub(crate) use text::tensor_type;
+use text::*;
+use unroll::{while_env, ForiCtx, ScanCtx};
+
+/// Binds `regs` to `vals` in `env`, pairwise.
+fn bind_params(env: &mut Env, regs: &[Reg], vals: &[Val]) {
+    for (r, v) in regs.iter().zip(vals) {
+        env.insert(*r, v.clone());
+    }
+}
+
+/// A metered loop's fuel: its value before the loop, and its loop-side
+/// name and value.
+pub(super) struct Fuel {
+    init: Val,
+    name: String,
+    iter: Val,
+}
+
+/// The emitter's state.
+struct Emitter<'m> {
+    m: &'m Module,
+    opts: EmitOptions,
+    unroll: UnrollOptions,
+    out: String,
+    indent: usize,
+    next: usize,
+    depth: usize,
+    whiles: usize,
+    unrolls: Vec<LoopUnroll>,
+    /// Names of values computed from constants only: XLA may fold them.
+    folds: hashbrown::HashSet<String>,
+    /// Names of values computed from constants only through barriers too:
+    /// LLVM folds them once XLA has removed the barriers (keeping
+    /// subnormals, which every tier flushes; see `float_bin`).
+    consts: hashbrown::HashSet<String>,
+    /// The op that made a value, where XLA's simplifier would rewrite its
+    /// consumer (see [`shield`]).
+    makers: hashbrown::HashMap<String, Made>,
+    /// Metered modules: the iterations left at this point of the emission.
+    fuel: Option<Val>,
+    /// Bytes of the largest value emitted so far.
+    peak: usize,
+}
+
+impl<'m> Emitter<'m> {
+    fn new(m: &'m Module, opts: &EmitOptions, unroll: &UnrollOptions) -> Emitter<'m> {
+        Emitter {
+            m,
+            opts: *opts,
+            unroll: *unroll,
+            out: String::new(),
+            indent: 2,
+            next: 0,
+            depth: 0,
+            whiles: 0,
+            unrolls: Vec::new(),
+            folds: hashbrown::HashSet::new(),
+            consts: hashbrown::HashSet::new(),
+            makers: hashbrown::HashMap::new(),
+            fuel: None,
+            peak: 0,
+        }
+    }
+
+    fn fresh(&mut self) -> String {
+        let s = format!("%{}", self.next);
+        self.next += 1;
+        s
+    }
+
+    fn fresh_named(&mut self, base: &str) -> String {
+        let s = format!("%{base}_{}", self.next);
+        self.next += 1;
+        s
+    }
+
+    fn line(&mut self, text: &str) {
+        for _ in 0..self.indent {
+            self.out.push_str("  ");
+        }
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    /// Emits `%n = <rhs>` and returns `%n` with the given type.
+    fn op(&mut self, dtype: DType, shape: &[usize], rhs: String) -> Val {
+        let bytes = shape.iter().fold(dtype.size_in_bytes(), |a, &d| a.saturating_mul(d));
+        self.peak = self.peak.max(bytes);
+        let name = self.fresh();
+        self.line(&format!("{name} = {rhs}"));
+        Val { name, dtype, shape: shape.to_vec(), konst: None }
+    }
+
+    /// Runs `f` with the output redirected into a fresh buffer one level
+    /// deeper, and returns that buffer's text with `f`'s result.
+    fn region<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<(String, R)> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return Err(EmitError::new("region", format!("regions and calls nested deeper than {MAX_DEPTH}")));
+        }
+        let saved = std::mem::take(&mut self.out);
+        self.indent += 1;
+        let r = f(self);
+        self.indent -= 1;
+        self.depth -= 1;
+        let text = std::mem::replace(&mut self.out, saved);
+        r.map(|v| (text, v))
+    }
+
+    // ---------------------------------------------------------------- basics
+
+    fn splat(&mut self, dtype: DType, shape: &[usize], v: Lit) -> Val {
+        let konst = match (shape.is_empty(), dtype, v) {
+            (true, DType::I32 | DType::I64, Lit::I(i)) => Some(i),
+            _ => None,
+        };
+        let mut r = self.op(
+            dtype,
+            shape,
+            format!("stablehlo.constant dense<{}> : {}", lit_text(dtype, v), tensor_type(dtype, shape)),
+        );
+        r.konst = konst;
+        self.folds.insert(r.name.clone());
+        r
+    }
+
+    fn zero(&mut self, dtype: DType, shape: &[usize]) -> Val {
+        let v = if dtype.is_float() {
+            Lit::F(0.0)
+        } else if dtype == DType::Bool {
+            Lit::B(false)
+        } else {
+            Lit::I(0)
+        };
+        self.splat(dtype, shape, v)
+    }
+
+    fn constant(&mut self, t: &Tensor) -> Val {
+        let mut v = self.op(
+            t.dtype(),
+            t.shape(),
+            format!("stablehlo.constant dense<{}> : {}", dense(t), tensor_type(t.dtype(), t.shape())),
+        );
+        if t.numel() == 1 && t.dtype().is_int() {
+            v.konst = t.scalar_i64();
+        }
+        self.folds.insert(v.name.clone());
+        v
+    }
+
+    /// `true` when XLA can compute `v` at compile time (it is built from
+    /// constants only).
+    fn is_folded(&self, v: &Val) -> bool {
+        self.folds.contains(&v.name)
+    }
+
+    /// `true` when `v` is computed from constants only, XLA seeing it or
+    /// not (through barriers, which are gone when LLVM compiles).
+    fn is_const(&self, v: &Val) -> bool {
+        self.folds.contains(&v.name) || self.consts.contains(&v.name)
+    }
+
+    /// Marks `r` as computed from constants when all of `from` are.
+    fn fold_from(&mut self, r: Val, from: &[&Val]) -> Val {
+        if from.iter().all(|v| self.is_folded(v)) {
+            self.folds.insert(r.name.clone());
+        } else if from.iter().all(|v| self.is_const(v)) {
+            self.consts.insert(r.name.clone());
+        }
+        r
+    }
+
+    // ------------------------------------------------------------ dispatch
+
+    fn inst(&mut self, func: &Func, inst: &Inst, env: &mut Env) -> Result<()> {
+        let info = inst.opcode().info();
+        if !info.flags.contains(OpFlags::XLA) {
+            return Err(EmitError::new(op_name(inst), info.no_xla));
+        }
+        let g = |r: &Reg| Self::get(env, inst, *r);
+        let name = || op_name(inst);
+        let (dst, v) = match inst {
+            Inst::Const { dst, k } => {
+                let t = self.m.consts.get(k.0 as usize).ok_or_else(|| EmitError::new(name(), "no such constant"))?;
+                (*dst, self.constant(t))
+            }
+            Inst::Move { dst, src } => (*dst, g(src)?),
+            Inst::Unary { op, dst, a } => (*dst, self.unary(*op, &g(a)?)?),
+            Inst::Binary { op, dst, a, b } => (*dst, self.binary(*op, &g(a)?, &g(b)?)?),
+            Inst::Select { dst, c, a, b } => (*dst, self.where_(&g(c)?, &g(a)?, &g(b)?)?),
+            Inst::Cast { dst, a, to } => (*dst, self.cast(&g(a)?, *to)),
+            Inst::Iota { dst, dtype, n } => (*dst, self.iota(*dtype, *n)?),
+            Inst::MatMul { dst, a, b } => (*dst, self.matmul(&g(a)?, &g(b)?)?),
+            Inst::Reduce { op, dst, a, axis } => (*dst, self.reduce(*op, &g(a)?, axis.0)?),
+            Inst::Reshape { dst, a, shape } => {
+                let a = g(a)?;
+                let s = usize_dims(&shape.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
+                if numel(&s) != Some(a.numel()) {
+                    return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
+                }
+                (*dst, self.reshape(&a, &s))
+            }
+            Inst::Transpose { dst, a, perm } => (*dst, self.transpose(&g(a)?, perm.0.as_deref())?),
+            Inst::Broadcast { dst, a, shape } => {
+                let a = g(a)?;
+                let s = usize_dims(&shape.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
+                if !broadcasts_to(&a.shape, &s) || numel(&s).is_none() {
+                    return Err(EmitError::new(name(), format!("cannot broadcast {} to shape {s:?}", a.ty())));
+                }
+                (*dst, self.broadcast_to(&a, &s))
+            }
+            Inst::Concat { dst, srcs, axis } => {
+                let vs = srcs.iter().map(g).collect::<Result<Vec<_>>>()?;
+                (*dst, self.concat(&vs, axis.0 as usize)?)
+            }
+            Inst::Stack { dst, srcs, axis } => {
+                let vs = srcs.iter().map(g).collect::<Result<Vec<_>>>()?;
+                (*dst, self.stack(&vs, axis.0 as usize)?)
+            }
+            Inst::Slice { dst, a, specs } => (*dst, self.slice(&g(a)?, &specs.0)?),
+            Inst::Index { dst, a, idx } => {
+                let ix = idx.iter().map(g).collect::<Result<Vec<_>>>()?;
+                (*dst, self.index(&g(a)?, &ix)?)
+            }
+            Inst::Update { mode, dst, a, idx, v } => {
+                let ix = idx.iter().map(g).collect::<Result<Vec<_>>>()?;
+                (*dst, self.update(*mode, &g(a)?, &ix, &g(v)?)?)
+            }
+            Inst::ShapeOf { dst, a } => {
+                let a = g(a)?;
+                let s: Vec<i32> = a.shape.iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
+                let t = Tensor::from_vec(&[s.len()], s).map_err(|e| EmitError::new(name(), e.message))?;
+                (*dst, self.constant(&t))
+            }
+            Inst::Print { .. } => return Err(EmitError::new(name(), info.no_xla)),
+            Inst::Call { dsts, func: callee, args } => {
+                let vs = args.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let outs = self.call(*callee, &vs)?;
+                return bind(inst, env, dsts, outs);
+            }
+            Inst::If { dsts, c, then_, else_ } => {
+                let c = g(c)?;
+                let outs = self.if_(func, inst, env, &c, *then_, *else_, dsts.len())?;
+                return bind(inst, env, dsts, outs);
+            }
+            Inst::Fori { dsts, lo, hi, init, body, .. } => {
+                let (lo, hi) = (g(lo)?, g(hi)?);
+                let init = init.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let outs = self.fori(func, inst, env, &lo, &hi, &init, *body)?;
+                return bind(inst, env, dsts, outs);
+            }
+            Inst::While { dsts, init, cond, body } => {
+                let init = init.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let outs = self.while_(func, inst, env, &init, *cond, *body)?;
+                return bind(inst, env, dsts, outs);
+            }
+            Inst::Scan { dsts, init, xs, length, reverse, body, .. } => {
+                let init = init.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let xs = xs.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let outs = self.scan(func, inst, env, &init, &xs, length.0, *reverse, *body)?;
+                return bind(inst, env, dsts, outs);
+            }
+        };
+        env.insert(dst, v);
+        Ok(())
+    }
+}
+
+fn usize_dims(d: &[u64]) -> Option<Vec<usize>> {
+    d.iter().map(|&x| usize::try_from(x).ok()).collect()
+}
+
+fn bind(inst: &Inst, env: &mut Env, dsts: &[Reg], outs: Vec<Val>) -> Result<()> {
+    if dsts.len() != outs.len() {
+        return Err(EmitError::new(op_name(inst), format!("{} results for {} destinations", outs.len(), dsts.len())));
+    }
+    for (d, v) in dsts.iter().zip(outs) {
+        env.insert(*d, v);
+    }
+    Ok(())
+}
+
+/// Wraps the emitted body of `main` into a module.
+fn module(name: &str, params: &[Val], body: &str, results: &[Val]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "module @{} attributes {{mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32}} {{",
+        sanitize(name)
+    );
+    let ps: Vec<String> = params.iter().map(|p| format!("{}: {}", p.name, p.ty())).collect();
+    let rts: Vec<String> = results.iter().map(Val::ty).collect();
+    let _ = writeln!(s, "  func.func public @main({}) -> ({}) {{", ps.join(", "), rts.join(", "));
+    s.push_str(body);
+    let names: Vec<&str> = results.iter().map(|v| v.name.as_str()).collect();
+    if results.is_empty() {
+        s.push_str("    return\n");
+    } else {
+        let _ = writeln!(s, "    return {} : {}", names.join(", "), rts.join(", "));
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+fn params_of(args: &[ValueType]) -> Result<Vec<Val>> {
+    args.iter()
+        .enumerate()
+        .map(|(i, (d, s))| {
+            if numel(s).and_then(|n| n.checked_mul(d.size_in_bytes())).is_none() {
+                return Err(EmitError::new(
+                    "parameter",
+                    format!("parameter {i} of type {} has more bytes than the address space", tensor_type(*d, s)),
+                ));
+            }
+            Ok(Val { name: format!("%arg{i}"), dtype: *d, shape: s.clone(), konst: None })
+        })
+        .collect()
+}
+
+/// Metered modules: the fuel parameter, appended to `params`.
+fn metered_param(opts: &EmitOptions, params: &mut Vec<Val>) -> Option<Val> {
+    if !opts.metered {
+        return None;
+    }
+    let f = Val { name: format!("%arg{}", params.len()), dtype: DType::I64, shape: vec![], konst: None };
+    params.push(f.clone());
+    Some(f)
+}
+
+fn finish(e: Emitter<'_>, name: &str, params: Vec<Val>, results: Vec<Val>) -> Lowered {
+    let result_bytes = results
+        .iter()
+        .map(|v| v.shape.iter().fold(v.dtype.size_in_bytes(), |a, &d| a.saturating_mul(d)))
+        .fold(0usize, usize::saturating_add);
+    Lowered {
+        peak_bytes: e.peak.max(result_bytes),
+        text: module(name, &params, &e.out, &results),
+        params: params.iter().map(Val::vt).collect(),
+        results: results.iter().map(Val::vt).collect(),
+        whiles: e.whiles,
+        unrolls: e.unrolls,
+    }
+}
+
+pub(crate) fn lower_function(
+    m: &Module,
+    f: FuncId,
+    args: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+) -> Result<Lowered> {
+    let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("function", format!("no function f{}", f.0)))?;
+    let body =
+        func.blocks.get(func.body.0 as usize).ok_or_else(|| EmitError::new("function", "missing entry block"))?;
+    if body.params.len() != args.len() {
+        return Err(EmitError::new(
+            "function",
+            format!("`{}` takes {} tensors, got {}", func.name, body.params.len(), args.len()),
+        ));
+    }
+    let mut params = params_of(args)?;
+    let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
+    let mut e = Emitter::new(m, opts, unroll);
+    e.fuel = metered_param(opts, &mut params);
+    e.block(func, func.body, &mut env)?;
+    let mut results = Emitter::results(func, func.body, &env, "function")?;
+    results.extend(e.fuel.clone());
+    Ok(finish(e, &format!("loopvm_{}", func.name), params, results))
+}
+
+pub(crate) fn lower_loop(
+    m: &Module,
+    f: FuncId,
+    inst: &Inst,
+    inputs: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+) -> Result<Lowered> {
+    let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("loop", format!("no function f{}", f.0)))?;
+    if !matches!(inst, Inst::Fori { .. } | Inst::While { .. } | Inst::Scan { .. }) {
+        return Err(EmitError::new(op_name(inst), "not a loop instruction"));
+    }
+    let regs = loopvm_vm::region_inputs(func, inst);
+    if regs.len() != inputs.len() {
+        return Err(EmitError::new(
+            op_name(inst),
+            format!("the loop reads {} values, {} types given", regs.len(), inputs.len()),
+        ));
+    }
+    let mut params = params_of(inputs)?;
+    let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
+    let mut e = Emitter::new(m, opts, unroll);
+    e.fuel = metered_param(opts, &mut params);
+    e.inst(func, inst, &mut env)?;
+    let mut dsts = Vec::new();
+    inst.visit_defs(&mut |r| dsts.push(r));
+    let mut results = dsts.iter().map(|r| Emitter::get(&env, inst, *r)).collect::<Result<Vec<_>>>()?;
+    results.extend(e.fuel.clone());
+    Ok(finish(e, &format!("loopvm_{}_loop", func.name), params, results))
+}

@@ -1,0 +1,229 @@
+//! Contractions and reductions: `matmul`, `sum`/`max`/... over an axis or
+//! all, and `argmax`.
+
+use super::*;
+
+impl Emitter<'_> {
+    // ------------------------------------------------------- linear algebra
+
+    pub(super) fn matmul(&mut self, a: &Val, b: &Val) -> Result<Val> {
+        let types = || format!("lhs: {}, rhs: {}", a.ty(), b.ty());
+        if a.dtype != b.dtype {
+            return Err(EmitError::new("matmul", format!("dtype mismatch in matmul, {}", types())));
+        }
+        if a.dtype == DType::Bool {
+            return Err(EmitError::new("matmul", format!("matmul requires numeric operands, {}", types())));
+        }
+        let (k, k2, lc, shape): (usize, usize, usize, Vec<usize>) = match (a.shape.as_slice(), b.shape.as_slice()) {
+            (&[k], &[k2]) => (k, k2, 0, vec![]),
+            (&[m, k], &[k2]) => (k, k2, 1, vec![m]),
+            (&[k], &[k2, n]) => (k, k2, 0, vec![n]),
+            (&[m, k], &[k2, n]) => (k, k2, 1, vec![m, n]),
+            _ => return Err(EmitError::new("matmul", format!("matmul takes operands of rank 1 or 2, {}", types()))),
+        };
+        if k != k2 {
+            return Err(EmitError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types())));
+        }
+        if numel(&shape).is_none() {
+            return Err(EmitError::new("matmul", format!("result too large, {}", types())));
+        }
+        Ok(self.op(
+            a.dtype,
+            &shape,
+            format!(
+                "stablehlo.dot_general {}, {}, contracting_dims = [{lc}] x [0] : ({}, {}) -> {}",
+                a.name,
+                b.name,
+                a.ty(),
+                b.ty(),
+                tensor_type(a.dtype, &shape)
+            ),
+        ))
+    }
+
+    // ------------------------------------------------------------ reductions
+
+    /// A `stablehlo.reduce` of `x` over `dims` with one accumulator, whose
+    /// reducer body is written by `body(self, acc, elem)`.
+    pub(super) fn reduce_with(
+        &mut self,
+        x: &Val,
+        init: &Val,
+        dims: &[usize],
+        out_shape: &[usize],
+        body: impl FnOnce(&mut Self, &Val, &Val) -> Val,
+    ) -> Result<Val> {
+        let st = tensor_type(x.dtype, &[]);
+        let (pa, pb) = (self.fresh_named("acc"), self.fresh_named("elem"));
+        let sv = |n: &str| Val { name: n.to_string(), dtype: x.dtype, shape: vec![], konst: None };
+        let (va, vb) = (sv(&pa), sv(&pb));
+        let (text, r) = self.region(|e| {
+            e.indent += 1;
+            let r = body(e, &va, &vb);
+            e.line(&format!("stablehlo.return {} : {st}", r.name));
+            e.indent -= 1;
+            Ok(r)
+        })?;
+        let _ = r;
+        let name = self.fresh();
+        let dims_i: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        self.line(&format!("{name} = \"stablehlo.reduce\"({}, {}) ({{", x.name, init.name));
+        self.indent += 1;
+        self.line(&format!("^bb0({pa}: {st}, {pb}: {st}):"));
+        self.indent -= 1;
+        self.out.push_str(&text);
+        let out_ty = tensor_type(x.dtype, out_shape);
+        self.line(&format!("}}) {{dimensions = {}}} : ({}, {st}) -> {out_ty}", i64_array(&dims_i), x.ty()));
+        Ok(Val { name, dtype: x.dtype, shape: out_shape.to_vec(), konst: None })
+    }
+
+    pub(super) fn reduce(&mut self, op: ReduceOp, a: &Val, axis: Option<u32>) -> Result<Val> {
+        let what = format!("reduce {op}");
+        let (dims, len, out_shape): (Vec<usize>, usize, Vec<usize>) = match axis {
+            None => ((0..a.shape.len()).collect(), a.numel(), vec![]),
+            Some(ax) => {
+                let ax = ax as usize;
+                let Some(&len) = a.shape.get(ax) else {
+                    return Err(EmitError::new(what, format!("axis {ax} is out of range for {}", a.ty())));
+                };
+                let mut s = a.shape.clone();
+                s.remove(ax);
+                (vec![ax], len, s)
+            }
+        };
+        if len == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Argmax) {
+            let w = match axis {
+                None => "an empty tensor".to_string(),
+                Some(ax) => format!("empty axis {ax}"),
+            };
+            return Err(EmitError::new(what, format!("{op} of {w} is not defined, got {}", a.ty())));
+        }
+        match op {
+            ReduceOp::Sum | ReduceOp::Mean => {
+                let target = match (op, a.dtype) {
+                    (ReduceOp::Sum, DType::Bool) => DType::I32,
+                    (ReduceOp::Mean, d) if !d.is_float() => DType::F32,
+                    (_, d) => d,
+                };
+                let x = self.convert(a, target);
+                let s = if dims.is_empty() {
+                    x
+                } else {
+                    let z = self.zero(target, &[]);
+                    self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin("add", p, q))?
+                };
+                // A float sum is never -0 on the interpreter (it starts from
+                // +0), but XLA rewrites a reduction over a length-1 axis as
+                // a reshape (dropping the +0) and `sum(-x)` as `-sum(x)`:
+                // adding a zero it cannot see makes a -0 +0 again.
+                let s = if target.is_float() {
+                    let z = self.zero(target, &s.shape);
+                    let z = self.barrier(&z);
+                    self.bin("add", &s, &z)
+                } else {
+                    s
+                };
+                if op == ReduceOp::Sum {
+                    return Ok(s);
+                }
+                let n = self.splat(target, &out_shape, Lit::F(len as f64));
+                let n = self.opaque_divisor(&s, &n);
+                Ok(self.bin("divide", &s, &n))
+            }
+            ReduceOp::Max | ReduceOp::Min => {
+                let is_max = op == ReduceOp::Max;
+                if dims.is_empty() {
+                    return Ok(a.clone());
+                }
+                let d = a.dtype;
+                let init = match d {
+                    DType::Bool => self.splat(d, &[], Lit::B(!is_max)),
+                    DType::I32 | DType::I64 => self.splat(d, &[], Lit::I(if is_max { int_min(d) } else { int_max(d) })),
+                    _ => self.splat(d, &[], Lit::F(if is_max { f64::NEG_INFINITY } else { f64::INFINITY })),
+                };
+                self.reduce_with(a, &init, &dims, &out_shape, |e, p, q| match d {
+                    DType::Bool => e.bin(if is_max { "or" } else { "and" }, p, q),
+                    DType::I32 | DType::I64 => e.bin(if is_max { "maximum" } else { "minimum" }, p, q),
+                    _ => e.max_min_float(is_max, p, q),
+                })
+            }
+            ReduceOp::Argmax => {
+                if len > i32::MAX as usize + 1 {
+                    return Err(EmitError::new(what, format!("argmax index overflows i32, got {}", a.ty())));
+                }
+                let x = if a.dtype == DType::Bool { self.convert(a, DType::I32) } else { a.clone() };
+                let (x, dim) = match axis {
+                    None => {
+                        let n = x.numel();
+                        (self.reshape(&x, &[n]), 0)
+                    }
+                    Some(ax) => (x, ax as usize),
+                };
+                self.argmax(&x, dim, &out_shape)
+            }
+        }
+    }
+
+    /// Index (`i32`) of the first maximum of `x` along `dim`; NaN is the maximum.
+    pub(super) fn argmax(&mut self, x: &Val, dim: usize, out_shape: &[usize]) -> Result<Val> {
+        let d = x.dtype;
+        let iota_ty = tensor_type(DType::I32, &x.shape);
+        let io = self.op(DType::I32, &x.shape, format!("stablehlo.iota dim = {dim} : {iota_ty}"));
+        let init_v = if d.is_float() {
+            self.splat(d, &[], Lit::F(f64::NEG_INFINITY))
+        } else {
+            self.splat(d, &[], Lit::I(int_min(d)))
+        };
+        let init_i = self.splat(DType::I32, &[], Lit::I(0));
+        let st = tensor_type(d, &[]);
+        let it = tensor_type(DType::I32, &[]);
+        let names: Vec<String> = ["va", "ia", "vb", "ib"].iter().map(|b| self.fresh_named(b)).collect();
+        let sv = |n: &str, dt: DType| Val { name: n.to_string(), dtype: dt, shape: vec![], konst: None };
+        let (va, ia, vb, ib) =
+            (sv(&names[0], d), sv(&names[1], DType::I32), sv(&names[2], d), sv(&names[3], DType::I32));
+        let (text, ()) = self.region(|e| {
+            e.indent += 1;
+            // a wins: a > b, or a is NaN and b is not, or a ties b (both NaN
+            // counting as a tie) with a smaller index.
+            let gt = e.cmp("GT", &va, &vb);
+            let eq = e.cmp("EQ", &va, &vb);
+            let lt_i = e.cmp("LT", &ia, &ib);
+            let pick = if d.is_float() {
+                let an = e.cmp("NE", &va, &va);
+                let bn = e.cmp("NE", &vb, &vb);
+                let not_bn = e.un("not", &bn);
+                let nan_wins = e.bin("and", &an, &not_bn);
+                let both_nan = e.bin("and", &an, &bn);
+                let tie = e.bin("or", &eq, &both_nan);
+                let tie_wins = e.bin("and", &tie, &lt_i);
+                let w = e.bin("or", &gt, &nan_wins);
+                e.bin("or", &w, &tie_wins)
+            } else {
+                let tie_wins = e.bin("and", &eq, &lt_i);
+                e.bin("or", &gt, &tie_wins)
+            };
+            let v = e.select(&pick, &va, &vb);
+            let i = e.select(&pick, &ia, &ib);
+            e.line(&format!("stablehlo.return {}, {} : {st}, {it}", v.name, i.name));
+            e.indent -= 1;
+            Ok(())
+        })?;
+        let name = self.fresh();
+        self.line(&format!(
+            "{name}:2 = \"stablehlo.reduce\"({}, {}, {}, {}) ({{",
+            x.name, io.name, init_v.name, init_i.name
+        ));
+        self.indent += 1;
+        self.line(&format!("^bb0({}: {st}, {}: {it}, {}: {st}, {}: {it}):", va.name, ia.name, vb.name, ib.name));
+        self.indent -= 1;
+        self.out.push_str(&text);
+        self.line(&format!(
+            "}}) {{dimensions = {}}} : ({}, {iota_ty}, {st}, {it}) -> ({}, {})",
+            i64_array(&[dim as i64]),
+            x.ty(),
+            tensor_type(d, out_shape),
+            tensor_type(DType::I32, out_shape)
+        ));
+        Ok(Val { name: format!("{name}#1"), dtype: DType::I32, shape: out_shape.to_vec(), konst: None })
+    }
+}
