@@ -88,11 +88,6 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("maximum", Builtin::Maximum, 2, 2, &[], "maximum(a, b)"),
     b("minimum", Builtin::Minimum, 2, 2, &[], "minimum(a, b)"),
     b("where", Builtin::Where, 3, 3, &[], "where(cond, a, b)"),
-    b("sum", Builtin::Reduce(ReduceOp::Sum), 1, 1, AXIS, "sum(x, axis: k)"),
-    b("mean", Builtin::Reduce(ReduceOp::Mean), 1, 1, AXIS, "mean(x, axis: k)"),
-    b("max", Builtin::Reduce(ReduceOp::Max), 1, 1, AXIS, "max(x, axis: k)"),
-    b("min", Builtin::Reduce(ReduceOp::Min), 1, 1, AXIS, "min(x, axis: k)"),
-    b("argmax", Builtin::Reduce(ReduceOp::Argmax), 1, 1, AXIS, "argmax(x, axis: k)"),
     b("reshape", Builtin::Reshape, 2, 2, &[], "reshape(x, [dims])"),
     b("transpose", Builtin::Transpose, 1, 2, &[], "transpose(x, [perm])"),
     b("broadcast", Builtin::Broadcast, 2, 2, &[], "broadcast(x, [dims])"),
@@ -121,23 +116,26 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
 ];
 
-/// The elementwise unary builtins, one per [`UnaryOp`] row that is not an
-/// operator (`-x`, `!x`): `exp(x)`, `log(x)`, ...
-fn unary_builtins() -> &'static [BuiltinInfo] {
-    static UNARY: std::sync::OnceLock<Vec<BuiltinInfo>> = std::sync::OnceLock::new();
-    UNARY.get_or_init(|| {
-        UnaryOp::ALL
-            .iter()
-            .filter(|op| !matches!(op, UnaryOp::Neg | UnaryOp::Not))
-            .map(|&op| {
-                let signature: &'static str = Box::leak(format!("{op}(x)").into_boxed_str());
-                b(op.as_str(), Builtin::Unary(op), 1, 1, &[], signature)
-            })
-            .collect()
+/// The builtins that are rows of an op table: the elementwise unary ones,
+/// one per [`UnaryOp`] row that is not an operator (`-x`, `!x`): `exp(x)`,
+/// `log(x)`, ...; and the reductions, one per [`ReduceOp`] row: `sum(x,
+/// axis: k)`, ...
+fn table_builtins() -> &'static [BuiltinInfo] {
+    static TABLE: std::sync::OnceLock<Vec<BuiltinInfo>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let unary = UnaryOp::ALL.iter().filter(|op| !matches!(op, UnaryOp::Neg | UnaryOp::Not)).map(|&op| {
+            let signature: &'static str = Box::leak(format!("{op}(x)").into_boxed_str());
+            b(op.as_str(), Builtin::Unary(op), 1, 1, &[], signature)
+        });
+        let reduce = ReduceOp::ALL.iter().map(|&op| {
+            let signature: &'static str = Box::leak(format!("{op}(x, axis: k)").into_boxed_str());
+            b(op.as_str(), Builtin::Reduce(op), 1, 1, AXIS, signature)
+        });
+        unary.chain(reduce).collect()
     })
 }
 
 /// The builtin called `name`, if any.
 pub fn lookup(name: &str) -> Option<&'static BuiltinInfo> {
-    BUILTINS.iter().chain(unary_builtins()).find(|b| b.name == name)
+    BUILTINS.iter().chain(table_builtins()).find(|b| b.name == name)
 }

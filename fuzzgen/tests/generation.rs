@@ -1,10 +1,11 @@
 //! The generator's output is pinned: the same seed gives the same program,
 //! release after release (a finding's seed must keep reproducing it, and
 //! the CI batch in the root crate's `tests/fuzz.rs` must keep its programs).
-//! A deliberate change of the generator updates `PINNED`.
+//! A deliberate change of the generator (or of the op table it draws from:
+//! `log1p` changed it) updates `PINNED`.
 
 /// FNV-1a of the sources and arguments of the first 200 programs of batch 7.
-const PINNED: u64 = 0x0781_89d4_b935_07a7;
+const PINNED: u64 = 0xf399_f156_fc63_1544;
 
 #[test]
 fn programs_of_a_seed_are_pinned() {

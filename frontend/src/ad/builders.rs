@@ -76,7 +76,7 @@ impl Ad<'_> {
     pub(super) fn bin(&self, op: BinaryOp, a: t::Expr, b: t::Expr) -> t::Expr {
         let (at, bt) = (Self::et(&a), Self::et(&b));
         let dims = broadcast_dims(&at.dims, &bt.dims).unwrap_or_else(|_| at.dims.clone());
-        let dtype = if op.is_compare() { DType::Bool } else { at.dtype };
+        let dtype = op.result_dtype(at.dtype);
         self.mk(K::Binary(op, Box::new(a), Box::new(b)), TensorTy { dtype, dims })
     }
 

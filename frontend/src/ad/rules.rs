@@ -97,12 +97,18 @@ impl Ad<'_> {
                         let d = self.bin(BinaryOp::Mul, yyy, c(self, -0.5));
                         self.bin(BinaryOp::Mul, ge, d)
                     }
+                    UnaryOp::Log1p => {
+                        // log1p'(x) = 1 / (1 + x)
+                        let x = self.pv(&arg(0));
+                        let d = self.bin(BinaryOp::Add, c(self, 1.0), x);
+                        self.bin(BinaryOp::Div, ge, d)
+                    }
                     UnaryOp::Not => return Ok(out_v),
                 };
                 out_v.push((0, e));
             }
             Op::Binary(b) => {
-                if b.is_compare() || b.is_logic() {
+                if !b.differentiable() {
                     return Ok(out_v);
                 }
                 let (ta, tb) = (aty(self, 0), aty(self, 1));

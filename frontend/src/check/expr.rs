@@ -11,7 +11,7 @@ use crate::builtins;
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed::{self as t, ConstData, ConstValues};
 use crate::types::{broadcast_dims, Dim, TensorTy, Type};
-use loopvm_runtime::{BinaryOp, DType, UnaryOp};
+use loopvm_runtime::{Accepts, BinaryOp, DType, UnaryOp};
 use std::rc::Rc;
 
 /// The runtime op of a binary operator (`@` has none: it is a matmul).
@@ -384,8 +384,9 @@ impl<'a> Checker<'a> {
             return self.matmul(l, lt, r, rt, span);
         };
         let name = bop.as_str();
-        if bop.is_logic() {
-            if lt.dtype != DType::Bool || rt.dtype != DType::Bool {
+        // The dtypes come from the op's row; the texts are the checker's own.
+        if bop.accepts() == Accepts::Bool {
+            if !bop.accepts().accepts(lt.dtype) || !bop.accepts().accepts(rt.dtype) {
                 return err(format!("`{}` needs bool operands, got lhs {lt}, rhs {rt}", op.symbol()), span);
             }
         } else {
@@ -396,12 +397,12 @@ impl<'a> Checker<'a> {
                     .with_note(format!("convert one side with `as`, e.g. `(...) as {}`", lt.dtype));
                 return Err(boxed(d));
             }
-            if !bop.is_compare() && lt.dtype == DType::Bool {
+            if !bop.accepts().accepts(lt.dtype) {
                 return err(format!("`{}` is not defined on bool: lhs {lt}, rhs {rt}", op.symbol()), span);
             }
         }
         let dims = broadcast_dims(&lt.dims, &rt.dims).map_err(|c| broadcast_error(name, &lt, &rt, c, span))?;
-        let dtype = if bop.is_compare() { DType::Bool } else { lt.dtype };
+        let dtype = bop.result_dtype(lt.dtype);
         Ok(mk(t::ExprKind::Binary(bop, Box::new(l), Box::new(r)), tensor_ty(TensorTy { dtype, dims }), span))
     }
 

@@ -6,7 +6,7 @@
 //! are plain `extern "C"` functions that neither panic nor unwind; the
 //! lowering calls them by address.
 
-use loopvm_runtime::kernels::{Float, Num};
+use loopvm_runtime::kernels::{float_unary_scalar, Float, Num};
 use loopvm_runtime::{BinaryOp, DType, UnaryOp};
 use loopvm_vm::Meter;
 use std::time::Instant;
@@ -23,20 +23,6 @@ macro_rules! libcall {
 }
 
 libcall! {
-    exp_f32(x): f32 => <f32 as Float>::exp;
-    exp_f64(x): f64 => <f64 as Float>::exp;
-    log_f32(x): f32 => <f32 as Float>::ln;
-    log_f64(x): f64 => <f64 as Float>::ln;
-    tanh_f32(x): f32 => <f32 as Float>::tanh;
-    tanh_f64(x): f64 => <f64 as Float>::tanh;
-    sin_f32(x): f32 => <f32 as Float>::sin;
-    sin_f64(x): f64 => <f64 as Float>::sin;
-    cos_f32(x): f32 => <f32 as Float>::cos;
-    cos_f64(x): f64 => <f64 as Float>::cos;
-    sigmoid_f32(x): f32 => <f32 as Float>::sigmoid;
-    sigmoid_f64(x): f64 => <f64 as Float>::sigmoid;
-    erf_f32(x): f32 => <f32 as Float>::erf;
-    erf_f64(x): f64 => <f64 as Float>::erf;
     rem_f32(a, b): f32 => <f32 as Num>::rem;
     rem_f64(a, b): f64 => <f64 as Num>::rem;
     pow_f32(a, b): f32 => <f32 as Num>::pow;
@@ -107,25 +93,34 @@ pub(crate) fn refuel_addr() -> usize {
     refuel as extern "C" fn(*mut NativeMeter) -> i64 as usize
 }
 
-/// The address of the function computing unary `op` on one `dtype`
-/// element, for the ops lowered as calls; `None` for the ops Cranelift
-/// computes with its own instructions (the match is exhaustive: a new op
-/// must say which it is).
-pub(crate) fn unary(op: UnaryOp, dtype: DType) -> Option<usize> {
-    let (f32s, f64s): (extern "C" fn(f32) -> f32, extern "C" fn(f64) -> f64) = match op {
-        UnaryOp::Exp => (exp_f32, exp_f64),
-        UnaryOp::Log => (log_f32, log_f64),
-        UnaryOp::Tanh => (tanh_f32, tanh_f64),
-        UnaryOp::Sin => (sin_f32, sin_f64),
-        UnaryOp::Cos => (cos_f32, cos_f64),
-        UnaryOp::Sigmoid => (sigmoid_f32, sigmoid_f64),
-        UnaryOp::Erf => (erf_f32, erf_f64),
-        UnaryOp::Neg | UnaryOp::Not | UnaryOp::Sqrt | UnaryOp::Relu | UnaryOp::Abs | UnaryOp::Rsqrt => return None,
+/// Float unary op number `TAG` of one element: the kernel's scalar
+/// function ([`float_unary_scalar`]), the op fixed at compile time.
+extern "C" fn unary_call<T: Float, const TAG: u8>(x: T) -> T {
+    match UnaryOp::from_tag(TAG) {
+        Some(op) => float_unary_scalar(op, x),
+        None => T::NAN,
+    }
+}
+
+/// One `unary_call` instance per possible tag, for `f32` and `f64`.
+macro_rules! unary_calls {
+    ($($tag:literal)*) => {
+        const UNARY_F32: &[extern "C" fn(f32) -> f32] = &[$(unary_call::<f32, $tag>,)*];
+        const UNARY_F64: &[extern "C" fn(f64) -> f64] = &[$(unary_call::<f64, $tag>,)*];
     };
-    let (f32s, f64s) = (Some(f32s), Some(f64s));
+}
+unary_calls!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+const _: () = assert!(UnaryOp::ALL.len() <= UNARY_F32.len(), "more unary ops than `unary_calls!` instances");
+
+/// The address of the function computing float unary `op` on one `dtype`
+/// element, for the ops the lowering computes as calls (whatever Cranelift
+/// has no instruction for): the kernel's own scalar function, so a new
+/// op needs nothing here. `None` for a dtype that is not a float.
+pub(crate) fn unary(op: UnaryOp, dtype: DType) -> Option<usize> {
+    let tag = op as usize;
     match dtype {
-        DType::F32 => f32s.map(|f| f as usize),
-        DType::F64 => f64s.map(|f| f as usize),
+        DType::F32 => UNARY_F32.get(tag).map(|f| *f as usize),
+        DType::F64 => UNARY_F64.get(tag).map(|f| *f as usize),
         _ => None,
     }
 }
@@ -172,15 +167,30 @@ mod tests {
         assert_eq!(pow_i64(0, 0), 1);
     }
 
+    /// Every float unary op has a call whose result is the kernel's, bit for
+    /// bit (NaN for NaN), in f32 and f64; other dtypes have none.
     #[test]
-    fn every_call_op_has_an_address() {
-        for op in
-            [UnaryOp::Exp, UnaryOp::Log, UnaryOp::Tanh, UnaryOp::Sin, UnaryOp::Cos, UnaryOp::Sigmoid, UnaryOp::Erf]
-        {
-            assert!(unary(op, DType::F32).is_some() && unary(op, DType::F64).is_some());
+    fn every_float_unary_op_calls_the_kernel() {
+        let xs = [0.0, -0.0, 0.5, -0.75, 3.0, 1e-30, -1e30, f64::INFINITY, f64::NAN];
+        for &op in UnaryOp::ALL.iter().filter(|op| op.accepts().accepts(DType::F32)) {
+            assert!(unary(op, DType::F32).is_some() && unary(op, DType::F64).is_some(), "{op}");
+            for x in xs {
+                let (got, want) = (UNARY_F64[op as usize](x), <f64 as Float>::NAN);
+                let want = if op == UnaryOp::Not { want } else { float_unary_scalar(op, x) };
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{op}({x}): {got} vs {want}"
+                );
+                let (got, want) = (UNARY_F32[op as usize](x as f32), float_unary_scalar(op, x as f32));
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{op}({x}): {got} vs {want}"
+                );
+            }
+            assert!(unary(op, DType::I32).is_none() && unary(op, DType::Bool).is_none());
         }
-        assert_eq!(erf_f64(0.5), <f64 as Float>::erf(0.5));
-        assert!(unary(UnaryOp::Neg, DType::F32).is_none());
+        assert_eq!(UNARY_F64[UnaryOp::Erf as usize](0.5), <f64 as Float>::erf(0.5));
+        assert!(UNARY_F32[UnaryOp::Not as usize](1.0).is_nan());
         assert!(binary(BinaryOp::Pow, DType::I64).is_some());
         assert!(binary(BinaryOp::Add, DType::I64).is_none());
     }

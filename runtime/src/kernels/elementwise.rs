@@ -6,7 +6,7 @@
 //! (equal shapes, which includes scalar ⊕ scalar; tensor ⊕ scalar; scalar ⊕
 //! tensor) before the general strided broadcast.
 
-use super::num::{max_nan, min_nan, Conv, Float, Num};
+use super::num::{float_unary, max_nan, min_nan, Conv, Float, FloatUnaryVisitor, Num};
 use super::{broadcast_copy, broadcast_shapes, broadcast_strides, elems, for_each_row, PAR_THRESHOLD};
 use crate::{checked_numel, out_buffer, BinaryOp, DType, Element, RuntimeError, Tensor, UnaryOp};
 use rayon::prelude::*;
@@ -85,22 +85,18 @@ fn unary_int<T: Num>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Resul
 }
 
 fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let name = op.as_str();
-    match op {
-        UnaryOp::Neg => map1::<T, T>(name, a, out, T::neg),
-        UnaryOp::Abs => map1::<T, T>(name, a, out, T::abs),
-        UnaryOp::Relu => map1::<T, T>(name, a, out, |x| max_nan(x, T::ZERO)),
-        UnaryOp::Exp => map1::<T, T>(name, a, out, T::exp),
-        UnaryOp::Log => map1::<T, T>(name, a, out, T::ln),
-        UnaryOp::Sqrt => map1::<T, T>(name, a, out, T::sqrt),
-        UnaryOp::Tanh => map1::<T, T>(name, a, out, T::tanh),
-        UnaryOp::Sigmoid => map1::<T, T>(name, a, out, T::sigmoid),
-        UnaryOp::Sin => map1::<T, T>(name, a, out, T::sin),
-        UnaryOp::Cos => map1::<T, T>(name, a, out, T::cos),
-        UnaryOp::Erf => map1::<T, T>(name, a, out, T::erf),
-        UnaryOp::Rsqrt => map1::<T, T>(name, a, out, T::rsqrt),
-        UnaryOp::Not => Err(unary_type_error(op, a)),
+    struct Map1<'a, 'o> {
+        name: &'static str,
+        a: &'a Tensor,
+        out: &'o mut Option<Tensor>,
     }
+    impl<T: Float> FloatUnaryVisitor<T> for Map1<'_, '_> {
+        type Out = Result<(), RuntimeError>;
+        fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> Self::Out {
+            map1::<T, T>(self.name, self.a, self.out, f)
+        }
+    }
+    float_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }).unwrap_or_else(|| Err(unary_type_error(op, a)))
 }
 
 /// Applies the elementwise binary `op` to `a` and `b` with NumPy
@@ -113,6 +109,9 @@ fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> R
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     if a.dtype() != b.dtype() {
         return Err(binary_error(op.as_str(), "dtype mismatch in", a, b));
+    }
+    if !op.accepts().accepts(a.dtype()) {
+        return Err(binary_error(op.as_str(), &format!("{} required in", op.accepts().operands()), a, b));
     }
     match a.dtype() {
         DType::Bool => binary_bool(op, a, b, out),

@@ -23,7 +23,7 @@ mod reduce;
 mod shape;
 
 pub use index::SliceSpec;
-pub use num::{Float, Num};
+pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Num};
 
 use crate::alloc::catch_oom;
 use crate::{checked_numel, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};

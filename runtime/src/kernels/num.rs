@@ -31,6 +31,8 @@ pub trait Num: Element + PartialOrd {
 
 /// Float element types.
 pub trait Float: Num {
+    /// Not a number.
+    const NAN: Self;
     /// `e ** a`.
     fn exp(a: Self) -> Self;
     /// The natural logarithm; a subnormal `a` is read as the mode says.
@@ -49,6 +51,8 @@ pub trait Float: Num {
     fn erf(a: Self) -> Self;
     /// `1 / √a`, two correctly rounded operations.
     fn rsqrt(a: Self) -> Self;
+    /// `ln(1 + a)` (libm's).
+    fn ln_1p(a: Self) -> Self;
 }
 
 macro_rules! int_num {
@@ -172,6 +176,7 @@ macro_rules! float_num {
         // others differ from XLA at most by a subnormal result, which every
         // later arithmetic op reads as zero.
         impl Float for $t {
+            const NAN: Self = <$t>::NAN;
             #[inline]
             fn exp(a: Self) -> Self {
                 a.exp()
@@ -208,12 +213,64 @@ macro_rules! float_num {
             fn rsqrt(a: Self) -> Self {
                 1.0 / a.sqrt()
             }
+            #[inline]
+            fn ln_1p(a: Self) -> Self {
+                a.ln_1p()
+            }
         }
     };
 }
 
 float_num!(f32, libm::erff);
 float_num!(f64, libm::erf);
+
+/// Receives the scalar function of a float unary op from [`float_unary`],
+/// statically (each op's function is its own type, so a kernel's loop
+/// inlines it).
+pub trait FloatUnaryVisitor<T> {
+    /// What the visitor makes of the function.
+    type Out;
+    /// Called once with the op's scalar function.
+    fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> Self::Out;
+}
+
+/// The one place that says which scalar function computes float unary
+/// `op`: hands it to `v`. `None` for an op that takes no float (`not`).
+/// The interpreter's kernel and native code's library call both come
+/// here, so a new op's function is one arm below and one method of
+/// [`Float`].
+pub fn float_unary<T: Float, V: FloatUnaryVisitor<T>>(op: crate::UnaryOp, v: V) -> Option<V::Out> {
+    use crate::UnaryOp;
+    Some(match op {
+        UnaryOp::Neg => v.apply(T::neg),
+        UnaryOp::Abs => v.apply(T::abs),
+        UnaryOp::Relu => v.apply(|x| max_nan(x, T::ZERO)),
+        UnaryOp::Exp => v.apply(T::exp),
+        UnaryOp::Log => v.apply(T::ln),
+        UnaryOp::Sqrt => v.apply(T::sqrt),
+        UnaryOp::Tanh => v.apply(T::tanh),
+        UnaryOp::Sigmoid => v.apply(T::sigmoid),
+        UnaryOp::Sin => v.apply(T::sin),
+        UnaryOp::Cos => v.apply(T::cos),
+        UnaryOp::Erf => v.apply(T::erf),
+        UnaryOp::Rsqrt => v.apply(T::rsqrt),
+        UnaryOp::Log1p => v.apply(T::ln_1p),
+        UnaryOp::Not => return None,
+    })
+}
+
+/// Float unary `op` of one element (`NaN` for an op that takes no float):
+/// what native code's library call computes.
+pub fn float_unary_scalar<T: Float>(op: crate::UnaryOp, x: T) -> T {
+    struct Call<T>(T);
+    impl<T> FloatUnaryVisitor<T> for Call<T> {
+        type Out = T;
+        fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> T {
+            f(self.0)
+        }
+    }
+    float_unary(op, Call(x)).unwrap_or(T::NAN)
+}
 
 /// `maximum(a, b)`: NaN if either is NaN, else the larger (the first on ties).
 #[inline]

@@ -193,16 +193,8 @@ impl Lowerer<'_, '_> {
                 };
                 self.b.ins().fdiv(one, s)
             }
-            (
-                _,
-                UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Tanh
-                | UnaryOp::Sigmoid
-                | UnaryOp::Sin
-                | UnaryOp::Cos
-                | UnaryOp::Erf,
-            ) => {
+            // Everything else is a call of the kernel's scalar function.
+            (_, _) => {
                 let ty = clif_type(d);
                 match libcalls::unary(op, d) {
                     Some(f) => self.call(f, &[ty], ty, &[x]),

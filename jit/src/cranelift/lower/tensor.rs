@@ -20,7 +20,7 @@ impl Lowerer<'_, '_> {
             let (x, y) = (xa[src_index(&a.shape, &shape, i)], xb[src_index(&b.shape, &shape, i)]);
             out.push(self.binary_scalar(op, a.dtype, x, y)?);
         }
-        let dtype = if op.is_compare() { DType::Bool } else { a.dtype };
+        let dtype = op.result_dtype(a.dtype);
         Ok(Val::elems(dtype, shape, out))
     }
 

@@ -29,18 +29,16 @@ impl Emitter<'_> {
                     self.bin("maximum", a, &z)
                 }
             }
-            UnaryOp::Not | UnaryOp::Abs if !a.dtype.is_float() => self.row_un(op, a),
-            UnaryOp::Not
-            | UnaryOp::Abs
-            | UnaryOp::Exp
-            | UnaryOp::Log
-            | UnaryOp::Sqrt
-            | UnaryOp::Tanh
-            | UnaryOp::Sigmoid
-            | UnaryOp::Sin
-            | UnaryOp::Cos
-            | UnaryOp::Erf
-            | UnaryOp::Rsqrt => self.float_un(op, a),
+            UnaryOp::Not if !a.dtype.is_float() => self.row_un(op, a),
+            UnaryOp::Abs if !a.dtype.is_float() => {
+                let a = self.shield_unary(op, a);
+                let r = self.row_un(op, &a);
+                self.made(&r, Made::Abs);
+                r
+            }
+            // Every other op: a float op spelled as its row says (its
+            // simplifier rules, if any, are `Made::of`'s, in `shield`).
+            _ => self.float_un(op, a),
         })
     }
 
@@ -112,39 +110,27 @@ impl Emitter<'_> {
         let shape = broadcast(&a.shape, &b.shape)
             .ok_or_else(|| EmitError::new(what.clone(), format!("shapes do not broadcast, {}", types())))?;
         let d = a.dtype;
-        let numeric_only =
-            matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem | BinaryOp::Pow);
-        if d == DType::Bool && numeric_only {
-            return Err(EmitError::new(what, format!("numeric operands required in {op}, {}", types())));
-        }
-        if d != DType::Bool && op.is_logic() {
-            return Err(EmitError::new(what, format!("bool operands required in {op}, {}", types())));
+        if !op.accepts().accepts(d) {
+            return Err(EmitError::new(what, format!("{} required in {op}, {}", op.accepts().operands(), types())));
         }
         let x = self.broadcast_to(a, &shape);
         let y = self.broadcast_to(b, &shape);
         Ok(match op {
             BinaryOp::Div | BinaryOp::Rem if d.is_int() => self.int_div_rem(op == BinaryOp::Div, &x, &y),
             BinaryOp::Pow if d.is_int() => self.int_pow(&x, &y),
-            BinaryOp::Add => self.float_bin("add", &x, &y),
-            BinaryOp::Sub => self.float_bin("subtract", &x, &y),
-            BinaryOp::Mul => self.float_bin("multiply", &x, &y),
-            BinaryOp::Div => self.float_bin("divide", &x, &y),
-            BinaryOp::Rem => self.bin("remainder", &x, &y),
-            BinaryOp::Pow => self.float_bin("power", &x, &y),
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Pow => {
+                self.float_bin(op.hlo_name(), &x, &y)
+            }
+            BinaryOp::Rem => self.bin(op.hlo_name(), &x, &y),
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
             }
             BinaryOp::Max | BinaryOp::Min if d.is_float() => self.max_min_float(op == BinaryOp::Max, &x, &y),
-            BinaryOp::Max => self.bin("maximum", &x, &y),
-            BinaryOp::Min => self.bin("minimum", &x, &y),
-            BinaryOp::Eq => self.compare("EQ", &x, &y),
-            BinaryOp::Ne => self.compare("NE", &x, &y),
-            BinaryOp::Lt => self.compare("LT", &x, &y),
-            BinaryOp::Le => self.compare("LE", &x, &y),
-            BinaryOp::Gt => self.compare("GT", &x, &y),
-            BinaryOp::Ge => self.compare("GE", &x, &y),
-            BinaryOp::And => self.bin("and", &x, &y),
-            BinaryOp::Or => self.bin("or", &x, &y),
+            BinaryOp::Max | BinaryOp::Min | BinaryOp::And | BinaryOp::Or => self.bin(op.hlo_name(), &x, &y),
+            // The comparisons' row holds their direction.
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+                self.compare(op.stablehlo(), &x, &y)
+            }
         })
     }
 

@@ -100,17 +100,13 @@ impl Emitter<'_> {
         }
         match op {
             ReduceOp::Sum | ReduceOp::Mean => {
-                let target = match (op, a.dtype) {
-                    (ReduceOp::Sum, DType::Bool) => DType::I32,
-                    (ReduceOp::Mean, d) if !d.is_float() => DType::F32,
-                    (_, d) => d,
-                };
+                let target = op.result_dtype(a.dtype);
                 let x = self.convert(a, target);
                 let s = if dims.is_empty() {
                     x
                 } else {
                     let z = self.zero(target, &[]);
-                    self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin("add", p, q))?
+                    self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin(op.hlo_name(), p, q))?
                 };
                 // A float sum is never -0 on the interpreter (it starts from
                 // +0), but XLA rewrites a reduction over a length-1 axis as

@@ -65,7 +65,8 @@ impl Made {
             | UnaryOp::Relu
             | UnaryOp::Sin
             | UnaryOp::Cos
-            | UnaryOp::Erf => Made::Other,
+            | UnaryOp::Erf
+            | UnaryOp::Log1p => Made::Other,
         }
     }
 }
@@ -121,7 +122,9 @@ impl Emitter<'_> {
     /// `rsqrt(1 / a)`).
     pub(super) fn shield_unary(&mut self, op: UnaryOp, a: &Val) -> Val {
         if !a.dtype.is_float() {
-            return a.clone();
+            // Integers too: `abs(x)` → `x` where x "is non-negative", which
+            // `x * x` (or a select of one) is not when it wraps.
+            return if op == UnaryOp::Abs && self.may_be_non_negative_int(a) { self.barrier(a) } else { a.clone() };
         }
         let hit = match op {
             UnaryOp::Log => self.may_be(a, &[Made::Exp, Made::Pow, Made::Sqrt, Made::Rsqrt]),
@@ -143,7 +146,14 @@ impl Emitter<'_> {
     /// simplifier has run.
     pub(super) fn shield_binary(&mut self, name: &str, a: &Val, b: &Val) -> (Val, Val) {
         if !a.dtype.is_float() {
-            return (a.clone(), b.clone());
+            // Integers: `x >= 0` → true (and `x < 0` → false) where x "is
+            // non-negative", which `abs(MIN)` and a wrapped `x * x` are not.
+            if name != "compare" {
+                return (a.clone(), b.clone());
+            }
+            let a = if self.may_be_non_negative_int(a) { self.barrier(a) } else { a.clone() };
+            let b = if self.may_be_non_negative_int(b) { self.barrier(b) } else { b.clone() };
+            return (a, b);
         }
         let (fa, fb) = (self.is_folded(a), self.is_folded(b));
         // A constant beside a run-time value is hidden: the simplifier
@@ -196,8 +206,19 @@ impl Emitter<'_> {
         (a, b)
     }
 
-    /// What a float binary op's result counts as ([`Made`]) given its operands.
+    /// `true` when `v` is an integer that XLA's simplifier may take for
+    /// non-negative although it can be negative: an `abs` (of `MIN`), a
+    /// square (wrapping), a select of such, or what XLA may see through.
+    pub(super) fn may_be_non_negative_int(&self, v: &Val) -> bool {
+        v.dtype.is_int() && self.may_be(v, NON_NEGATIVE)
+    }
+
+    /// What a binary arithmetic op's result counts as ([`Made`]) given its
+    /// operands (of integers only a square matters).
     pub(super) fn binary_maker(&self, name: &str, a: &Val, b: &Val) -> Option<Made> {
+        if a.dtype.is_int() {
+            return Some(if name == "multiply" && a.name == b.name { Made::Square } else { Made::Other });
+        }
         if !a.dtype.is_float() {
             return None;
         }

@@ -306,7 +306,10 @@ impl Emitter<'_> {
         if a.dtype.is_float() {
             return Err(EmitError::new(what, format!("index is not an integer, got {}", a.ty())));
         }
-        let s = self.reshape(a, &[]);
+        // The wrap of a negative index compares it with 0: XLA must not
+        // take an `abs` or a square for non-negative (see `shield`).
+        let a = if self.may_be_non_negative_int(a) { self.barrier(a) } else { a.clone() };
+        let s = self.reshape(&a, &[]);
         let mut c = self.convert(&s, to);
         c.konst = s.konst;
         Ok(c)
