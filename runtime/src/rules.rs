@@ -392,8 +392,12 @@ pub enum ReshapeError {
     TooLarge,
     /// More than one inferred dim (`-1`).
     Holes,
-    /// The element counts differ (or the inferred dim does not divide).
-    Mismatch,
+    /// The element counts differ (or the inferred dim does not divide);
+    /// `count` is the source's.
+    Mismatch {
+        /// The source's element count.
+        count: u64,
+    },
 }
 
 /// Checks reshaping `from` to `to` (`None`: one dim to infer, NumPy's `-1`):
@@ -407,12 +411,12 @@ pub fn reshape<D: Extent>(from: &[D], to: &[Option<u64>]) -> Result<Option<u64>,
     let prod = to.iter().flatten().try_fold(1u64, |a, &b| a.checked_mul(b)).unwrap_or(u64::MAX);
     if holes == 1 {
         if prod == 0 || count % prod != 0 {
-            return Err(ReshapeError::Mismatch);
+            return Err(ReshapeError::Mismatch { count });
         }
         return Ok(Some(count / prod));
     }
     if prod != count {
-        return Err(ReshapeError::Mismatch);
+        return Err(ReshapeError::Mismatch { count });
     }
     Ok(None)
 }
@@ -519,8 +523,8 @@ mod tests {
         assert_eq!(permute::<usize, Vec<usize>>(&[2, 3, 4], &[1, 2, 0]), vec![3, 4, 2]);
         assert_eq!(reshape(&[2usize, 3], &[Some(3), Some(2)]), Ok(None));
         assert_eq!(reshape(&[2usize, 3], &[None, Some(2)]), Ok(Some(3)));
-        assert_eq!(reshape(&[2usize, 3], &[None, Some(4)]), Err(ReshapeError::Mismatch));
-        assert_eq!(reshape(&[2usize, 3], &[None, Some(0)]), Err(ReshapeError::Mismatch));
+        assert_eq!(reshape(&[2usize, 3], &[None, Some(4)]), Err(ReshapeError::Mismatch { count: 6 }));
+        assert_eq!(reshape(&[2usize, 3], &[None, Some(0)]), Err(ReshapeError::Mismatch { count: 6 }));
         assert_eq!(reshape(&[2usize, 3], &[None, None]), Err(ReshapeError::Holes));
         assert_eq!(reshape(&[u64::MAX, 2], &[None]), Err(ReshapeError::TooLarge));
         assert!(reshapes_to(&[2, 3], &[6]));
