@@ -2,7 +2,9 @@
 //!
 //! A `.lb` program is compiled by the frontend into bytecode, which the
 //! interpreter runs op by op (the reference semantics); hot loops go to the
-//! JIT tiers. This crate is the embedding API and the `loopvm` command line.
+//! JIT tiers. This crate is the embedding API (re-exported from
+//! `loopvm-api`, `api/`) and the `loopvm` command line (whose `fuzz`
+//! command is the `loopvm-fuzzgen` crate, `fuzzgen/`).
 //!
 //! ```
 //! use loopvm::{Program, RunConfig, Value};
@@ -14,18 +16,9 @@
 
 #![deny(missing_docs)]
 
-mod args;
-pub mod diff;
-pub mod embed;
-mod error;
-pub mod fuzz;
-pub mod heap;
-mod program;
-mod value;
-
-pub use args::{parse_arg_literal, parse_args};
-pub use error::{Error, ErrorKind};
-pub use loopvm_runtime::{DType, Element, RuntimeError, RuntimeErrorKind, Tensor};
-pub use loopvm_vm::{BlockId, ExecError, Fallback, FuncId, LoopStats, Module};
-pub use program::{LoopReport, Program, RunConfig, RunOutput, Tier, TierFallback};
-pub use value::Value;
+pub use loopvm_api::{diff, embed, heap};
+pub use loopvm_api::{
+    parse_arg_literal, parse_args, BlockId, DType, Element, Error, ErrorKind, ExecError, Fallback, FuncId, LoopReport,
+    LoopStats, Module, Program, RunConfig, RunOutput, RuntimeError, RuntimeErrorKind, Tensor, Tier, TierFallback,
+    Value,
+};

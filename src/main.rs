@@ -270,8 +270,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                     Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let opts = loopvm::fuzz::FuzzOptions { seed, count, tiers, out: Some(out), ..Default::default() };
-            let report = loopvm::fuzz::run(&opts, &mut std::io::stderr())?;
+            let opts = loopvm_fuzzgen::FuzzOptions { seed, count, tiers, out: Some(out), ..Default::default() };
+            let report = loopvm_fuzzgen::run(&opts, &mut std::io::stderr())?;
             print!("{}", report.summary());
             if !report.findings.is_empty() || report.generator_errors > 0 {
                 return Err(Error::new(loopvm::ErrorKind::Runtime(format!(

@@ -5,8 +5,8 @@
 //! `LOOPVM_FUZZ_COUNT=N` and `LOOPVM_FUZZ_SEED=S` change the batch (for a
 //! longer run than CI's: `LOOPVM_FUZZ_COUNT=5000 cargo test --release --test fuzz`).
 
-use loopvm::fuzz::{self, FuzzOptions};
 use loopvm::{Program, RunConfig, Tier};
+use loopvm_fuzzgen::{self as fuzz, FuzzOptions};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

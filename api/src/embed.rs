@@ -3,7 +3,7 @@
 //! offers and their signatures.
 //!
 //! ```
-//! use loopvm::{embed, Program, RunConfig};
+//! use loopvm_api::{embed, Program, RunConfig};
 //! let src = "fn main(xs: f32[T, 2], k: f32) -> (f32[2], f32[T, 2]) {
 //!     scan(|c, x| (c * k + x, c * k + x), zeros(f32, [2]), xs)
 //! }";
@@ -15,7 +15,7 @@
 //! assert_eq!(out.get::<f32>(0)?, &[6.75, 8.5]);
 //! assert_eq!(out.tensors()[1].shape(), &[3, 2]);
 //! assert!(out.get::<i32>(0).is_err()); // the wrong dtype is an error, not a panic
-//! # Ok::<(), loopvm::Error>(())
+//! # Ok::<(), loopvm_api::Error>(())
 //! ```
 
 use crate::error::Error;
