@@ -185,3 +185,28 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, BroadcastConflic
 pub fn broadcasts_to(from: &[Dim], to: &[Dim]) -> bool {
     rules::broadcasts_to(from, to)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rules_on_symbolic_dims() {
+        let v = |s: &str| Dim::Var(s.to_string());
+        let k = Dim::Known;
+        assert_eq!(broadcast_dims(&[v("N"), k(1)], &[k(3)]), Ok(vec![v("N"), k(3)]));
+        assert_eq!(broadcast_dims(&[v("N")], &[v("M")]), Err(BroadcastConflict { a: v("N"), b: v("M") }));
+        assert_eq!(broadcast_dims(&[k(2)], &[v("N")]), Err(BroadcastConflict { a: k(2), b: v("N") }));
+        assert!(broadcasts_to(&[k(1), v("N")], &[k(4), k(1), v("N")]));
+        assert!(!broadcasts_to(&[v("N")], &[k(4)]));
+        let mm = rules::matmul(&[v("B"), v("N")], &[v("N"), k(2)]).unwrap();
+        assert_eq!(mm.dims::<Vec<Dim>>(), vec![v("B"), k(2)]);
+        assert_eq!(rules::matmul(&[v("N")], &[v("M")]), Err(rules::MatmulError::Inner(v("N"), v("M"))));
+        let one = [k(3), v("N")];
+        assert_eq!(rules::concat([((), &one[..])], 1), Ok(one.to_vec()));
+        assert_eq!(rules::concat([((), &one[..]), ((), &one[..])], 1), Err(rules::JoinError::Symbolic));
+        assert_eq!(rules::concat([((), &one[..]), ((), &one[..])], 0), Ok(vec![k(6), v("N")]));
+        assert_eq!(rules::stack([((), &one[..]), ((), &one[..])], 2), Ok(vec![k(3), v("N"), k(2)]));
+        assert_eq!(rules::reshape(&one, &[None]), Err(rules::ReshapeError::Symbolic));
+    }
+}
