@@ -1,7 +1,7 @@
 //! Semantic types: tensors with dims that are numbers or shape variables,
 //! tuples, NumPy broadcasting.
 
-use loopvm_runtime::DType;
+use loopvm_runtime::{rules, DType};
 use std::fmt;
 
 /// One dimension: a known size, or a shape variable (symbolic in `main`).
@@ -159,45 +159,54 @@ impl fmt::Display for Type {
     }
 }
 
-/// Two dims that do not broadcast.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BroadcastConflict {
-    /// The left dim.
-    pub a: Dim,
-    /// The right dim.
-    pub b: Dim,
+impl rules::Extent for Dim {
+    fn known(&self) -> Option<u64> {
+        Dim::known(self)
+    }
+    fn from_known(n: u64) -> Option<Dim> {
+        Some(Dim::Known(n))
+    }
 }
 
-/// NumPy broadcasting of two shapes, aligned on the right.
+/// Two dims that do not broadcast (`a` from the left shape, `b` from the right).
+pub type BroadcastConflict = rules::BroadcastConflict<Dim>;
+
+/// NumPy broadcasting of two shapes, aligned on the right ([`rules::broadcast`]).
 ///
 /// Equal dims match; a known `1` stretches to the other dim; anything else is
 /// a conflict, including a shape variable against a different variable or a
 /// known size other than 1 (the sizes could differ at run time, so loopvm
 /// refuses them statically).
 pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, BroadcastConflict> {
-    let n = a.len().max(b.len());
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let da = (i + a.len()).checked_sub(n).and_then(|j| a.get(j));
-        let db = (i + b.len()).checked_sub(n).and_then(|j| b.get(j));
-        let d = match (da, db) {
-            (Some(x), None) | (None, Some(x)) => x.clone(),
-            (Some(x), Some(y)) if x == y => x.clone(),
-            (Some(Dim::Known(1)), Some(y)) => y.clone(),
-            (Some(x), Some(Dim::Known(1))) => x.clone(),
-            (Some(x), Some(y)) => return Err(BroadcastConflict { a: x.clone(), b: y.clone() }),
-            (None, None) => Dim::Known(1),
-        };
-        out.push(d);
-    }
-    Ok(out)
+    rules::broadcast(a, b)
 }
 
-/// Whether `from` broadcasts to exactly `to` (NumPy `broadcast_to`).
+/// Whether `from` broadcasts to exactly `to` (NumPy `broadcast_to`; [`rules::broadcasts_to`]).
 pub fn broadcasts_to(from: &[Dim], to: &[Dim]) -> bool {
-    if from.len() > to.len() {
-        return false;
+    rules::broadcasts_to(from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rules_on_symbolic_dims() {
+        let v = |s: &str| Dim::Var(s.to_string());
+        let k = Dim::Known;
+        assert_eq!(broadcast_dims(&[v("N"), k(1)], &[k(3)]), Ok(vec![v("N"), k(3)]));
+        assert_eq!(broadcast_dims(&[v("N")], &[v("M")]), Err(BroadcastConflict { a: v("N"), b: v("M") }));
+        assert_eq!(broadcast_dims(&[k(2)], &[v("N")]), Err(BroadcastConflict { a: k(2), b: v("N") }));
+        assert!(broadcasts_to(&[k(1), v("N")], &[k(4), k(1), v("N")]));
+        assert!(!broadcasts_to(&[v("N")], &[k(4)]));
+        let mm = rules::matmul(&[v("B"), v("N")], &[v("N"), k(2)]).unwrap();
+        assert_eq!(mm.dims::<Vec<Dim>>(), vec![v("B"), k(2)]);
+        assert_eq!(rules::matmul(&[v("N")], &[v("M")]), Err(rules::MatmulError::Inner(v("N"), v("M"))));
+        let one = [k(3), v("N")];
+        assert_eq!(rules::concat([((), &one[..])], 1), Ok(one.to_vec()));
+        assert_eq!(rules::concat([((), &one[..]), ((), &one[..])], 1), Err(rules::JoinError::Symbolic));
+        assert_eq!(rules::concat([((), &one[..]), ((), &one[..])], 0), Ok(vec![k(6), v("N")]));
+        assert_eq!(rules::stack([((), &one[..]), ((), &one[..])], 2), Ok(vec![k(3), v("N"), k(2)]));
+        assert_eq!(rules::reshape(&one, &[None]), Err(rules::ReshapeError::Symbolic));
     }
-    let off = to.len() - from.len();
-    from.iter().enumerate().all(|(i, d)| to.get(i + off).is_some_and(|t| d == t || *d == Dim::Known(1)))
 }

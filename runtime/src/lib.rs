@@ -24,6 +24,7 @@ pub mod fpmode;
 pub mod kernels;
 pub mod npy;
 mod ops;
+pub mod rules;
 mod tensor;
 
 pub use alloc::max_tensor_bytes;

@@ -156,18 +156,12 @@ pub struct Tensor {
     buf: Buffer,
 }
 
-/// The largest element count a tensor may have: its bytes must be
-/// addressable (at most `isize::MAX`) for every dtype, so allocating a
-/// buffer of any valid shape cannot fail with a capacity overflow.
-pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
+pub use crate::rules::MAX_NUMEL;
 
 /// Number of elements of `shape`, or an error when it overflows `usize` or
-/// exceeds [`MAX_NUMEL`].
+/// exceeds [`MAX_NUMEL`] (the rule is [`crate::rules::numel`]).
 pub fn checked_numel(shape: &[usize]) -> Result<usize, RuntimeError> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_NUMEL)
+    crate::rules::numel(shape)
         .ok_or_else(|| RuntimeError::new("shape", format!("element count of shape {shape:?} overflows")))
 }
 

@@ -6,7 +6,7 @@ use super::{err, internal, known, scalar_const, slice_range, Ad, MAX_STMTS};
 use crate::diag::DResult;
 use crate::typed::{self as t, ExprKind as K, Pattern, StaticIndex, VarId, VarInfo};
 use crate::types::{broadcast_dims, Dim, TensorTy, Type};
-use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp};
+use loopvm_runtime::{rules as shape_rules, BinaryOp, DType, ReduceOp, Shape, UnaryOp};
 
 impl Ad<'_> {
     /// A fresh variable of type `ty` (appended to the variable table).
@@ -97,32 +97,25 @@ impl Ad<'_> {
     /// The reduction `op` of `a` along `axis` (all axes when `None`).
     pub(super) fn reduce(&self, op: ReduceOp, a: t::Expr, axis: Option<u32>) -> t::Expr {
         let at = Self::et(&a);
-        let dims = match axis {
-            None => Vec::new(),
-            Some(k) => at.dims.iter().enumerate().filter(|(i, _)| *i != k as usize).map(|(_, d)| d.clone()).collect(),
-        };
+        let dims = shape_rules::reduce(&at.dims, axis.map(|k| k as usize)).unwrap_or_else(|_| at.dims.clone());
         self.mk(K::Reduce(op, Box::new(a), axis), TensorTy { dtype: op.result_dtype(at.dtype), dims })
     }
 
     /// `a` with its axes permuted by `perm` (reversed when `None`).
     pub(super) fn transpose(&self, a: t::Expr, perm: Option<Vec<u32>>) -> t::Expr {
         let at = Self::et(&a);
-        let dims = match &perm {
-            None => at.dims.iter().rev().cloned().collect(),
-            Some(p) => p.iter().filter_map(|i| at.dims.get(*i as usize).cloned()).collect(),
+        let axes: Shape = match &perm {
+            None => shape_rules::permutation(at.rank(), None).unwrap_or_default(),
+            Some(p) => p.iter().map(|&i| i as usize).collect(),
         };
+        let dims = shape_rules::permute(&at.dims, &axes);
         self.mk(K::Transpose(Box::new(a), perm), TensorTy { dtype: at.dtype, dims })
     }
 
     /// The matrix product of `a` and `b` (matrix-vector and vector-vector included).
     pub(super) fn matmul(&self, a: t::Expr, b: t::Expr) -> t::Expr {
         let (at, bt) = (Self::et(&a), Self::et(&b));
-        let dims = match (at.dims.as_slice(), bt.dims.as_slice()) {
-            ([m, _], [_, n]) => vec![m.clone(), n.clone()],
-            ([m, _], [_]) => vec![m.clone()],
-            ([_], [_, n]) => vec![n.clone()],
-            _ => Vec::new(),
-        };
+        let dims = shape_rules::matmul(&at.dims, &bt.dims).map(|mm| mm.dims()).unwrap_or_default();
         self.mk(K::MatMul(Box::new(a), Box::new(b)), TensorTy { dtype: at.dtype, dims })
     }
 

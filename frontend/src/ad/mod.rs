@@ -56,7 +56,7 @@ use crate::typed::{self as t, ConstData, ConstValues, ExprKind as K, VarId, VarI
 use crate::types::{Dim, TensorTy, Type};
 use forward::Mode;
 use ir::{Atom, Body, Tree};
-use loopvm_runtime::DType;
+use loopvm_runtime::{rules as shape_rules, DType};
 use residuals::Scope;
 use std::collections::{HashMap, HashSet};
 
@@ -146,23 +146,13 @@ fn const_int(c: &ConstData) -> Option<i64> {
     }
 }
 
-/// Number of elements of the Python slice `start:stop:step` over `n`, and its first index.
+/// The first index of the Python slice `start:stop:step` over `n`, and its
+/// number of elements ([`shape_rules::slice_range`]; `(0, 0)` for the step 0,
+/// which the checker rejects).
 fn slice_range(n: i64, start: Option<i64>, stop: Option<i64>, step: i64) -> (i64, i64) {
-    let norm = |v: i64, lo: i64, hi: i64| {
-        let v = if v < 0 { v.saturating_add(n) } else { v };
-        v.clamp(lo, hi)
-    };
-    if step > 0 {
-        let a = start.map_or(0, |v| norm(v, 0, n));
-        let b = stop.map_or(n, |v| norm(v, 0, n));
-        let len = if b > a { (b - a + step - 1) / step } else { 0 };
-        (a, len)
-    } else {
-        let a = start.map_or(n - 1, |v| norm(v, -1, n - 1));
-        let b = stop.map_or(-1, |v| norm(v, -1, n - 1));
-        let s = step.saturating_neg();
-        let len = if a > b { (a - b + s - 1) / s } else { 0 };
-        (a, len)
+    match shape_rules::slice_range(u64::try_from(n).unwrap_or(0), start, stop, step) {
+        Ok(r) => (i64::try_from(r.first).unwrap_or(0), i64::try_from(r.len).unwrap_or(0)),
+        Err(_) => (0, 0),
     }
 }
 

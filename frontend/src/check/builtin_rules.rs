@@ -14,6 +14,7 @@ use crate::builtins::{Builtin, BuiltinInfo};
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed as t;
 use crate::types::{broadcast_dims, broadcasts_to, Dim, TensorTy, Type};
+use loopvm_runtime::rules::{self, JoinError, ReshapeError};
 use loopvm_runtime::{Accepts, BinaryOp, DType, ReduceOp, UnaryOp};
 
 /// Normalises a possibly negative axis against `rank`.
@@ -300,10 +301,8 @@ impl<'a> Checker<'a> {
             }
         };
         let dtype = op.result_dtype(xt.dtype);
-        let dims = match axis {
-            None => Vec::new(),
-            Some(a) => xt.dims.iter().enumerate().filter(|(i, _)| *i != a as usize).map(|(_, d)| d.clone()).collect(),
-        };
+        // `norm_axis` has checked the axis.
+        let dims = rules::reduce(&xt.dims, axis.map(|a| a as usize)).unwrap_or_default();
         if op == ReduceOp::Argmax && xt.dims.contains(&Dim::Known(0)) {
             return err(format!("`argmax` of an empty tensor {xt}"), xa.span);
         }
@@ -320,33 +319,17 @@ impl<'a> Checker<'a> {
         let x = self.expr(cx, env, xa)?;
         let xt = self.tensor(&x, "`reshape`")?.clone();
         let target = self.shape_arg(cx, env, c.arg(1)?, true)?;
-        let Some(known) = xt.known_dims() else {
-            return err(format!("cannot reshape {xt}: its shape is symbolic"), xa.span);
-        };
-        let numel = known.iter().try_fold(1u64, |a, b| a.checked_mul(*b));
-        let Some(numel) = numel else {
-            return err("tensor too large", xa.span);
-        };
-        let holes = target.iter().filter(|d| **d < 0).count();
-        let prod =
-            target.iter().filter(|d| **d >= 0).try_fold(1u64, |a, b| a.checked_mul(*b as u64)).unwrap_or(u64::MAX);
-        let mut out: Vec<u64> = Vec::new();
-        if holes > 1 {
-            return err("`reshape` accepts at most one -1", c.arg(1)?.span);
-        }
-        for d in &target {
-            if *d < 0 {
-                if prod == 0 || numel % prod != 0 {
-                    return err(format!("cannot reshape {xt} ({numel} elements) to {target:?}"), c.arg(1)?.span);
-                }
-                out.push(numel / prod);
-            } else {
-                out.push(*d as u64);
+        let to: Vec<Option<u64>> = target.iter().map(|&d| u64::try_from(d).ok()).collect();
+        let hole = match rules::reshape(&xt.dims, &to) {
+            Ok(hole) => hole,
+            Err(ReshapeError::Symbolic) => return err(format!("cannot reshape {xt}: its shape is symbolic"), xa.span),
+            Err(ReshapeError::TooLarge) => return err("tensor too large", xa.span),
+            Err(ReshapeError::Holes) => return err("`reshape` accepts at most one -1", c.arg(1)?.span),
+            Err(ReshapeError::Mismatch { count }) => {
+                return err(format!("cannot reshape {xt} ({count} elements) to {target:?}"), c.arg(1)?.span)
             }
-        }
-        if holes == 0 && prod != numel {
-            return err(format!("cannot reshape {xt} ({numel} elements) to {target:?}"), c.arg(1)?.span);
-        }
+        };
+        let out: Vec<u64> = to.iter().map(|d| d.or(hole).unwrap_or(0)).collect();
         Ok(mk(t::ExprKind::Reshape(Box::new(x), out.clone()), tensor_ty(TensorTy::known(xt.dtype, &out)), c.span))
     }
 
@@ -359,18 +342,12 @@ impl<'a> Checker<'a> {
             None => (None, xt.dims.iter().rev().cloned().collect()),
             Some(pa) => {
                 let p = self.shape_arg(cx, env, pa, false)?;
-                let mut seen = vec![false; xt.rank()];
-                for a in &p {
-                    match seen.get_mut(*a as usize) {
-                        Some(s @ false) => *s = true,
-                        _ => return err(format!("{p:?} is not a permutation of the axes of {xt}"), pa.span),
-                    }
-                }
-                if p.len() != xt.rank() {
+                let axes: Vec<usize> = p.iter().map(|&a| usize::try_from(a).unwrap_or(usize::MAX)).collect();
+                let Ok(perm) = rules::permutation(xt.rank(), Some(&axes)) else {
                     return err(format!("{p:?} is not a permutation of the axes of {xt}"), pa.span);
-                }
-                let dims = p.iter().filter_map(|a| xt.dims.get(*a as usize).cloned()).collect();
-                (Some(p.iter().map(|a| *a as u32).collect()), dims)
+                };
+                let dims = rules::permute(&xt.dims, &perm);
+                (Some(perm.iter().map(|&a| a as u32).collect()), dims)
             }
         };
         Ok(mk(t::ExprKind::Transpose(Box::new(x), perm), tensor_ty(TensorTy { dtype: xt.dtype, dims }), c.span))
@@ -431,14 +408,20 @@ impl<'a> Checker<'a> {
     fn check_stack(&mut self, cx: &mut FnCtx, env: &Env<'a>, c: &BuiltinCall<'a>) -> DResult<t::Expr> {
         let span = c.span;
         let (Joined { items, xs, first, .. }, axis_lit, axis_span) = self.joined_operands(cx, env, c)?;
-        for (it, x) in items.iter().zip(&xs) {
-            if x.ty != tensor_ty(first.clone()) {
-                return err(format!("`stack` of tensors of different types: {first} and {}", x.ty), it.span);
+        let axis = norm_axis(axis_lit, first.rank() + 1, &first, axis_span);
+        let tys: Vec<&TensorTy> = xs.iter().filter_map(|x| x.ty.tensor()).collect();
+        // A shape that differs is reported before a bad axis.
+        let at = axis.as_ref().map_or(0, |&a| a as usize);
+        let dims = match rules::stack(tys.iter().map(|t| ((), t.dims.as_slice())), at) {
+            Ok(dims) => dims,
+            Err(JoinError::Shape(i)) => {
+                let (it, x) = (items.get(i).map_or(span, |it| it.span), xs.get(i).map(|x| &x.ty));
+                let x = x.map(|t| t.to_string()).unwrap_or_default();
+                return err(format!("`stack` of tensors of different types: {first} and {x}"), it);
             }
-        }
-        let axis = norm_axis(axis_lit, first.rank() + 1, &first, axis_span)?;
-        let mut dims = first.dims.clone();
-        dims.insert(axis as usize, Dim::Known(xs.len() as u64));
+            Err(e) => return err(format!("internal error: `stack` of {first}: {e:?}"), span),
+        };
+        let axis = axis?;
         if let (0, Some(c)) = (axis, fold_stack(&xs)) {
             return Ok(mk(t::ExprKind::Const(c), tensor_ty(TensorTy { dtype: first.dtype, dims }), span));
         }
@@ -454,32 +437,16 @@ impl<'a> Checker<'a> {
             return err("`concat` needs tensors of rank 1 or more; use `stack` for scalars", la.span);
         }
         let axis = norm_axis(axis_lit, first.rank(), &first, axis_span)?;
-        let a = axis as usize;
-        let mut total: Option<u64> = Some(0);
-        for (it, x) in items.iter().zip(&xs) {
-            let xt = self.tensor(x, "`concat`")?;
-            for (i, (d1, d2)) in first.dims.iter().zip(&xt.dims).enumerate() {
-                if i != a && d1 != d2 {
-                    return err(
-                        format!("`concat` along axis {axis} of {first} and {xt}: the other dims differ"),
-                        it.span,
-                    );
-                }
+        let tys: Vec<&TensorTy> = xs.iter().filter_map(|x| x.ty.tensor()).collect();
+        let dims = match rules::concat(tys.iter().map(|t| ((), t.dims.as_slice())), axis as usize) {
+            Ok(dims) => dims,
+            Err(JoinError::Shape(i)) => {
+                let it = items.get(i).map_or(span, |it| it.span);
+                let xt = tys.get(i).map(|t| t.to_string()).unwrap_or_default();
+                return err(format!("`concat` along axis {axis} of {first} and {xt}: the other dims differ"), it);
             }
-            total = match (total, xt.dims.get(a).and_then(Dim::known)) {
-                (Some(s), Some(n)) => s.checked_add(n),
-                _ => None,
-            };
-        }
-        let mut dims = first.dims.clone();
-        let new = match total {
-            Some(n) => Dim::Known(n),
-            None if xs.len() == 1 => first.dims.get(a).cloned().unwrap_or(Dim::Known(0)),
-            None => return err("cannot concatenate along an axis of symbolic size", la.span),
+            Err(_) => return err("cannot concatenate along an axis of symbolic size", la.span),
         };
-        if let Some(slot) = dims.get_mut(a) {
-            *slot = new;
-        }
         Ok(mk(t::ExprKind::Concat(xs, axis), tensor_ty(TensorTy { dtype: first.dtype, dims }), span))
     }
 

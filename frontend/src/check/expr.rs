@@ -11,6 +11,7 @@ use crate::builtins;
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed::{self as t, ConstData, ConstValues};
 use crate::types::{broadcast_dims, Dim, TensorTy, Type};
+use loopvm_runtime::rules::{self, MatmulError};
 use loopvm_runtime::{Accepts, BinaryOp, DType, UnaryOp};
 use std::rc::Rc;
 
@@ -417,16 +418,18 @@ impl<'a> Checker<'a> {
         if lt.dtype == DType::Bool {
             return err(format!("matmul is not defined on bool: lhs {lt}, rhs {rt}"), span);
         }
-        let (k1, k2, dims) = match (lt.dims.as_slice(), rt.dims.as_slice()) {
-            ([k], [k2]) => (k, k2, vec![]),
-            ([m, k], [k2]) => (k, k2, vec![m.clone()]),
-            ([k], [k2, n]) => (k, k2, vec![n.clone()]),
-            ([m, k], [k2, n]) => (k, k2, vec![m.clone(), n.clone()]),
-            _ => return err(format!("matmul needs rank-1 or rank-2 operands, got lhs {lt}, rhs {rt}"), span),
+        let dims = match rules::matmul(&lt.dims, &rt.dims) {
+            Ok(mm) => mm.dims(),
+            Err(MatmulError::Rank) => {
+                return err(format!("matmul needs rank-1 or rank-2 operands, got lhs {lt}, rhs {rt}"), span)
+            }
+            Err(MatmulError::Inner(k1, k2)) => {
+                return err(
+                    format!("matmul dimensions do not match: lhs {lt}, rhs {rt} (inner dims {k1} and {k2})"),
+                    span,
+                )
+            }
         };
-        if k1 != k2 {
-            return err(format!("matmul dimensions do not match: lhs {lt}, rhs {rt} (inner dims {k1} and {k2})"), span);
-        }
         Ok(mk(t::ExprKind::MatMul(Box::new(l), Box::new(r)), tensor_ty(TensorTy { dtype: lt.dtype, dims }), span))
     }
 

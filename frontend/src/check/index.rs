@@ -6,33 +6,7 @@ use crate::ast::{self, IndexItem, LitValue};
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed::{self as t, StaticIndex};
 use crate::types::{broadcasts_to, Dim, TensorTy, Type};
-use loopvm_runtime::{DType, UpdateMode};
-
-/// Number of elements of Python slice `start:stop:step` over a dim of size `n`.
-fn slice_len(n: i128, start: Option<i128>, stop: Option<i128>, step: i128) -> u64 {
-    let norm = |v: i128, lo: i128, hi: i128| {
-        let v = if v < 0 { v + n } else { v };
-        v.clamp(lo, hi)
-    };
-    let len = if step > 0 {
-        let a = start.map_or(0, |v| norm(v, 0, n));
-        let b = stop.map_or(n, |v| norm(v, 0, n));
-        if b > a {
-            (b - a + step - 1) / step
-        } else {
-            0
-        }
-    } else {
-        let a = start.map_or(n - 1, |v| norm(v, -1, n - 1));
-        let b = stop.map_or(-1, |v| norm(v, -1, n - 1));
-        if a > b {
-            (a - b + (-step) - 1) / (-step)
-        } else {
-            0
-        }
-    };
-    u64::try_from(len).unwrap_or(0)
-}
+use loopvm_runtime::{rules, DType, UpdateMode};
 
 /// An index as an i64.
 fn i64_of(v: i128, span: Span) -> DResult<i64> {
@@ -134,26 +108,25 @@ impl<'a> Checker<'a> {
                 }
                 It::Range(a, b, st, s) => {
                     let full = a.is_none() && b.is_none();
-                    match &dim {
-                        Dim::Known(n) => out_dims.push(Dim::Known(slice_len(i128::from(*n), *a, *b, *st))),
-                        Dim::Var(v) => {
-                            if !(full && (*st == 1 || *st == -1)) {
-                                return err(
-                                    format!("cannot slice axis {k} of symbolic size {v} with static bounds"),
-                                    *s,
-                                );
-                            }
-                            out_dims.push(dim.clone());
+                    if let Dim::Var(v) = &dim {
+                        if !(full && (*st == 1 || *st == -1)) {
+                            return err(format!("cannot slice axis {k} of symbolic size {v} with static bounds"), *s);
                         }
                     }
+                    let start = a.map(|x| i64_of(x, *s)).transpose()?;
+                    let stop = b.map(|x| i64_of(x, *s)).transpose()?;
+                    let step = i64_of(*st, *s)?;
+                    out_dims.push(match &dim {
+                        // The step is not 0 (checked above).
+                        Dim::Known(n) => {
+                            Dim::Known(rules::slice_range(*n, start, stop, step).map_or(0, |r| r.len as u64))
+                        }
+                        Dim::Var(_) => dim.clone(),
+                    });
                     if !(full && *st == 1) {
                         trivial = false;
                     }
-                    specs.push(StaticIndex::Range {
-                        start: a.map(|x| i64_of(x, *s)).transpose()?,
-                        stop: b.map(|x| i64_of(x, *s)).transpose()?,
-                        step: i64_of(*st, *s)?,
-                    });
+                    specs.push(StaticIndex::Range { start, stop, step });
                 }
                 It::Dyn(_) => {}
             }
@@ -170,8 +143,7 @@ impl<'a> Checker<'a> {
     /// A literal index within the bounds of a known dim.
     fn check_static_index(&self, i: i128, dim: Option<&Dim>, axis: usize, span: Span) -> DResult<()> {
         if let Some(Dim::Known(n)) = dim {
-            let n = i128::from(*n);
-            if i < -n || i >= n {
+            if rules::index_position(*n, i).is_none() {
                 return err(format!("index {i} is out of bounds for axis {axis} with size {n}"), span);
             }
         }

@@ -40,7 +40,6 @@
 
 mod emit;
 pub mod policy;
-mod shapes;
 
 pub use policy::{LoopUnroll, Platform, UnrollOptions, UnrollWhy};
 

@@ -2,8 +2,8 @@
 //! updates with XLA's clamping of out-of-range indices.
 
 use super::num::Accumulate;
-use super::{broadcast_copy, broadcasts_to, contiguous_strides, elems, gather, Strides};
-use crate::{out_buffer, DType, RuntimeError, Shape, Tensor, UpdateMode};
+use super::{broadcast_copy, contiguous_strides, elems, gather, Strides};
+use crate::{out_buffer, rules, DType, RuntimeError, Shape, Tensor, UpdateMode};
 
 /// One axis of a static slice, as written in Python.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,32 +37,30 @@ pub fn slice(a: &Tensor, specs: &[SliceSpec], out: &mut Option<Tensor>) -> Resul
     let mut shape = Shape::new();
     let mut strides = Strides::new();
     for (ax, (&dim, &stride)) in a.shape().iter().zip(&own).enumerate() {
-        let d = dim as i128;
         match specs.get(ax) {
             None => {
                 shape.push(dim);
                 strides.push(stride);
             }
             Some(&SliceSpec::Index(i)) => {
-                let k = if i < 0 { i as i128 + d } else { i as i128 };
-                if k < 0 || k >= d {
+                let Some(k) = rules::index_position(dim as u64, i128::from(i)) else {
                     return Err(RuntimeError::new(
                         "slice",
                         format!("index {i} is out of range for axis {ax} of {}", a.type_string()),
                     ));
-                }
+                };
                 base += k as isize * stride;
             }
             Some(&SliceSpec::Range { start, stop, step }) => {
-                let (first, len) = python_range(d, start, stop, step).ok_or_else(|| {
+                let r = rules::slice_range(dim as u64, start, stop, step).map_err(|_| {
                     RuntimeError::new("slice", format!("slice step 0 on axis {ax} of {}", a.type_string()))
                 })?;
-                if len > 0 {
-                    base += first as isize * stride;
+                if r.len > 0 {
+                    base += r.first as isize * stride;
                 }
-                shape.push(len);
+                shape.push(r.len);
                 // With two or more positions |step| < dim, so this cannot overflow.
-                strides.push(if len > 1 { step as isize * stride } else { 0 });
+                strides.push(if r.len > 1 { step as isize * stride } else { 0 });
             }
         }
     }
@@ -71,31 +69,6 @@ pub fn slice(a: &Tensor, specs: &[SliceSpec], out: &mut Option<Tensor>) -> Resul
         gather(src, base, &shape, &strides, out_buffer::<T>(out, &shape));
     });
     Ok(())
-}
-
-/// Python's `slice(start, stop, step).indices(len)` reduced to the first
-/// position and the number of positions; `None` when `step` is 0.
-fn python_range(len: i128, start: Option<i64>, stop: Option<i64>, step: i64) -> Option<(i128, usize)> {
-    if step == 0 {
-        return None;
-    }
-    let step = step as i128;
-    // Clip a bound into [lo, hi] after counting negatives from the end.
-    let clip = |v: i64, lo: i128, hi: i128| {
-        let v = v as i128;
-        let v = if v < 0 { v + len } else { v };
-        v.clamp(lo, hi)
-    };
-    let (first, count) = if step > 0 {
-        let b = start.map_or(0, |v| clip(v, 0, len));
-        let e = stop.map_or(len, |v| clip(v, 0, len));
-        (b, if e > b { (e - b + step - 1) / step } else { 0 })
-    } else {
-        let b = start.map_or(len - 1, |v| clip(v, -1, len - 1));
-        let e = stop.map_or(-1, |v| clip(v, -1, len - 1));
-        (b, if b > e { (b - e - step - 1) / -step } else { 0 })
-    };
-    Some((first, count as usize))
 }
 
 /// Normalises runtime indices as XLA's `dynamic_slice` does: a negative
@@ -151,7 +124,7 @@ fn check_update(
             format!("dtype mismatch in update, target: {}, value: {}", a.type_string(), v.type_string()),
         ));
     }
-    if !broadcasts_to(v.shape(), slot) {
+    if !rules::broadcasts_to(v.shape(), slot) {
         return Err(RuntimeError::new(
             op,
             format!("value {} does not broadcast to the slot {slot:?} of {}", v.type_string(), a.type_string()),

@@ -4,6 +4,7 @@
 
 use super::elems;
 use super::num::Num;
+use crate::rules::{self, MatmulError};
 use crate::{checked_numel, out_buffer, DType, RuntimeError, Shape, Tensor};
 
 /// `a @ b` for ranks 1 and 2: `(k) @ (k) -> ()`, `(m, k) @ (k) -> (m)`,
@@ -17,19 +18,14 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
     if a.dtype() == DType::Bool {
         return Err(RuntimeError::new("matmul", format!("matmul requires numeric operands, {}", types())));
     }
-    // (m, k, n) and the result shape.
-    let (m, k, k2, n, shape): (usize, usize, usize, usize, Shape) = match (a.shape(), b.shape()) {
-        (&[k], &[k2]) => (1, k, k2, 1, Shape::new()),
-        (&[m, k], &[k2]) => (m, k, k2, 1, Shape::from_slice(&[m])),
-        (&[k], &[k2, n]) => (1, k, k2, n, Shape::from_slice(&[n])),
-        (&[m, k], &[k2, n]) => (m, k, k2, n, Shape::from_slice(&[m, n])),
-        _ => {
-            return Err(RuntimeError::new("matmul", format!("matmul takes operands of rank 1 or 2, {}", types())));
+    let mm = rules::matmul(a.shape(), b.shape()).map_err(|e| match e {
+        MatmulError::Rank => RuntimeError::new("matmul", format!("matmul takes operands of rank 1 or 2, {}", types())),
+        MatmulError::Inner(k, k2) => {
+            RuntimeError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types()))
         }
-    };
-    if k != k2 {
-        return Err(RuntimeError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types())));
-    }
+    })?;
+    let (m, k, n) = (mm.m.unwrap_or(1), mm.k, mm.n.unwrap_or(1));
+    let shape: Shape = mm.dims();
     checked_numel(&shape).map_err(|_| RuntimeError::new("matmul", format!("result too large, {}", types())))?;
     match a.dtype() {
         DType::F32 => {

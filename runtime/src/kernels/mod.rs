@@ -26,7 +26,7 @@ pub use index::SliceSpec;
 pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Num};
 
 use crate::alloc::catch_oom;
-use crate::{checked_numel, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};
+use crate::{rules, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};
 
 // The entry points: each runs its family's kernel under `catch_oom`, so that
 // a result buffer that cannot be allocated is an out-of-memory error naming
@@ -181,25 +181,12 @@ pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Strides {
     s
 }
 
-/// The NumPy broadcast of two shapes, or `None` when they do not broadcast
-/// or the result's element count overflows.
+/// The NumPy broadcast of two shapes ([`rules::broadcast`]), or `None` when
+/// they do not broadcast or the result's element count overflows.
 pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
-    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-    let mut out = Shape::from_slice(long);
-    for (o, &d) in out.iter_mut().rev().zip(short.iter().rev()) {
-        if *o == 1 {
-            *o = d;
-        } else if d != *o && d != 1 {
-            return None;
-        }
-    }
-    checked_numel(&out).ok()?;
+    let out: Shape = rules::broadcast(a, b).ok()?;
+    rules::numel(&out)?;
     Some(out)
-}
-
-/// `true` when `shape` broadcasts to exactly `target` (NumPy rules).
-pub(crate) fn broadcasts_to(shape: &[usize], target: &[usize]) -> bool {
-    shape.len() <= target.len() && shape.iter().rev().zip(target.iter().rev()).all(|(&s, &t)| s == t || s == 1)
 }
 
 /// Visits the elements of a row-major tensor of `shape` one innermost row at
@@ -293,8 +280,6 @@ mod tests {
         assert_eq!(broadcast_shapes(&[0], &[1]).as_deref(), Some(&[0][..]));
         assert_eq!(broadcast_shapes(&[3], &[4]), None);
         assert_eq!(broadcast_shapes(&[usize::MAX, 1], &[1, 2]), None);
-        assert!(broadcasts_to(&[1, 3], &[2, 2, 3]));
-        assert!(!broadcasts_to(&[2, 3], &[3]));
         assert_eq!(broadcast_strides(&[3, 1], &[2, 3, 4]).as_slice(), &[0, 1, 0]);
     }
 

@@ -6,7 +6,7 @@
 
 use super::elems;
 use super::num::{argmax_better, max_nan, min_nan, Num};
-use crate::{out_buffer, DType, ReduceOp, RuntimeError, Shape, Tensor};
+use crate::{out_buffer, rules, DType, ReduceOp, RuntimeError, Shape, Tensor};
 
 /// Reduces `a` with `op` over all elements (`axis = None`, a rank-0 result)
 /// or along `axis` (that axis removed). The result dtype is
@@ -16,17 +16,12 @@ use crate::{out_buffer, DType, ReduceOp, RuntimeError, Shape, Tensor};
 /// of nothing NaN; `max`, `min` and `argmax` of an empty axis are errors.
 pub fn reduce(op: ReduceOp, a: &Tensor, axis: Option<usize>, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     let name = op.as_str();
-    let (len, inner, shape): (usize, usize, Shape) = match axis {
-        None => (a.numel(), 1, Shape::new()),
-        Some(ax) => {
-            let Some(&len) = a.shape().get(ax) else {
-                return Err(RuntimeError::new(name, format!("axis {ax} is out of range for {}", a.type_string())));
-            };
-            let inner = a.shape()[ax + 1..].iter().product();
-            let mut shape = Shape::from_slice(a.shape());
-            shape.remove(ax);
-            (len, inner, shape)
-        }
+    let shape: Shape = rules::reduce(a.shape(), axis).map_err(|_| {
+        RuntimeError::new(name, format!("axis {} is out of range for {}", axis.unwrap_or(0), a.type_string()))
+    })?;
+    let (len, inner) = match axis {
+        None => (a.numel(), 1),
+        Some(ax) => (a.shape()[ax], a.shape()[ax + 1..].iter().product()),
     };
     if len == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Argmax) {
         let what = match axis {

@@ -1,52 +1,33 @@
 //! Shape kernels: reshape, transpose, broadcast, concat and stack.
 
-use super::{broadcast_copy, broadcasts_to, contiguous_strides, elems, gather, Strides};
+use super::{broadcast_copy, contiguous_strides, elems, gather, Strides};
+use crate::rules::{self, JoinError};
 use crate::{checked_numel, out_buffer, Element, RuntimeError, Shape, Tensor};
 
 /// `a` under another shape with the same element count. The result shares
 /// `a`'s buffer (no copy).
 pub fn reshape(a: &Tensor, shape: &[usize], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    match checked_numel(shape) {
-        Ok(n) if n == a.numel() => {
-            *out = Some(a.with_shape(shape)?);
-            Ok(())
-        }
-        _ => Err(RuntimeError::new("reshape", format!("cannot reshape {} into shape {shape:?}", a.type_string()))),
+    if !rules::reshapes_to(a.shape(), shape) {
+        return Err(RuntimeError::new("reshape", format!("cannot reshape {} into shape {shape:?}", a.type_string())));
     }
+    *out = Some(a.with_shape(shape)?);
+    Ok(())
 }
 
 /// Permutes the axes of `a`: result axis `i` is `a`'s axis `perm[i]`.
 /// `None` reverses the axes. `perm` must be a permutation of `0..rank`.
 pub fn transpose(a: &Tensor, perm: Option<&[usize]>, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let rank = a.rank();
-    let perm: Shape = match perm {
-        None => (0..rank).rev().collect(),
-        Some(p) => {
-            let mut seen: Shape = Shape::from_elem(0, rank);
-            let ok = p.len() == rank
-                && p.iter().all(|&ax| match seen.get_mut(ax) {
-                    Some(s) if *s == 0 => {
-                        *s = 1;
-                        true
-                    }
-                    _ => false,
-                });
-            if !ok {
-                return Err(RuntimeError::new(
-                    "transpose",
-                    format!("{p:?} is not a permutation of the axes of {}", a.type_string()),
-                ));
-            }
-            Shape::from_slice(p)
-        }
-    };
+    let perm = rules::permutation(a.rank(), perm).map_err(|_| {
+        let p = perm.unwrap_or_default();
+        RuntimeError::new("transpose", format!("{p:?} is not a permutation of the axes of {}", a.type_string()))
+    })?;
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         *out = Some(a.clone());
         return Ok(());
     }
     let own = contiguous_strides(a.shape());
-    let shape: Shape = perm.iter().map(|&p| a.shape()[p]).collect();
-    let strides: Strides = perm.iter().map(|&p| own[p]).collect();
+    let shape: Shape = rules::permute(a.shape(), &perm);
+    let strides: Strides = rules::permute(&own, &perm);
     crate::with_dtype!(a.dtype(), T => {
         let src = elems::<T>("transpose", a)?;
         gather(src, 0, &shape, &strides, out_buffer::<T>(out, &shape));
@@ -58,7 +39,7 @@ pub fn transpose(a: &Tensor, perm: Option<&[usize]>, out: &mut Option<Tensor>) -
 /// of size 1 stretched, missing leading axes added). Broadcasting to `a`'s
 /// own shape shares its buffer.
 pub fn broadcast_to(a: &Tensor, shape: &[usize], out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    if !broadcasts_to(a.shape(), shape) || checked_numel(shape).is_err() {
+    if !rules::broadcasts_to(a.shape(), shape) || rules::numel(shape).is_none() {
         return Err(RuntimeError::new(
             "broadcast_to",
             format!("cannot broadcast {} to shape {shape:?}", a.type_string()),
@@ -84,25 +65,9 @@ fn list_types(inputs: &[&Tensor]) -> String {
 /// rank (at least 1) and agree on every other axis.
 pub fn concat(inputs: &[&Tensor], axis: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     let err = |why: &str| RuntimeError::new("concat", format!("{why}, got [{}]", list_types(inputs)));
-    let Some(first) = inputs.first() else {
-        return Err(err("needs at least one operand"));
-    };
-    if axis >= first.rank() {
-        return Err(err(&format!("axis {axis} is out of range")));
-    }
-    let mut total = 0usize;
-    for t in inputs {
-        if t.dtype() != first.dtype() {
-            return Err(err("dtype mismatch"));
-        }
-        let same_rank = t.rank() == first.rank();
-        if !same_rank || t.shape().iter().zip(first.shape()).enumerate().any(|(i, (a, b))| i != axis && a != b) {
-            return Err(err(&format!("shapes differ outside axis {axis}")));
-        }
-        total = total.checked_add(t.shape()[axis]).ok_or_else(|| err("size overflows"))?;
-    }
-    let mut shape = Shape::from_slice(first.shape());
-    shape[axis] = total;
+    let shape: Shape = rules::concat(inputs.iter().map(|t| (t.dtype(), t.shape())), axis)
+        .map_err(|e| join_error(e, axis, &format!("shapes differ outside axis {axis}"), err))?
+        .into();
     checked_numel(&shape).map_err(|_| err("size overflows"))?;
     let outer: usize = shape[..axis].iter().product();
     join(inputs, outer, &shape, |t| t.numel() / outer.max(1), out)
@@ -112,24 +77,25 @@ pub fn concat(inputs: &[&Tensor], axis: usize, out: &mut Option<Tensor>) -> Resu
 /// (`0..=rank`).
 pub fn stack(inputs: &[&Tensor], axis: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     let err = |why: &str| RuntimeError::new("stack", format!("{why}, got [{}]", list_types(inputs)));
-    let Some(first) = inputs.first() else {
-        return Err(err("needs at least one operand"));
-    };
-    if axis > first.rank() {
-        return Err(err(&format!("axis {axis} is out of range")));
-    }
-    if inputs.iter().any(|t| t.dtype() != first.dtype()) {
-        return Err(err("dtype mismatch"));
-    }
-    if inputs.iter().any(|t| t.shape() != first.shape()) {
-        return Err(err("shapes differ"));
-    }
-    let mut shape = Shape::from_slice(first.shape());
-    shape.insert(axis, inputs.len());
+    let shape: Shape = rules::stack(inputs.iter().map(|t| (t.dtype(), t.shape())), axis)
+        .map_err(|e| join_error(e, axis, "shapes differ", err))?
+        .into();
     checked_numel(&shape).map_err(|_| err("size overflows"))?;
     let outer: usize = shape[..axis].iter().product();
-    let chunk: usize = first.shape()[axis..].iter().product();
+    let chunk: usize = inputs.first().map_or(0, |t| t.shape()[axis..].iter().product());
     join(inputs, outer, &shape, |_| chunk, out)
+}
+
+/// The kernels' text for a [`JoinError`] of concat or stack (`err` adds the
+/// operand list).
+fn join_error(e: JoinError, axis: usize, differ: &str, err: impl Fn(&str) -> RuntimeError) -> RuntimeError {
+    match e {
+        JoinError::Empty => err("needs at least one operand"),
+        JoinError::Axis => err(&format!("axis {axis} is out of range")),
+        JoinError::Kind(_) => err("dtype mismatch"),
+        JoinError::Shape(_) => err(differ),
+        JoinError::Overflow(_) | JoinError::Symbolic => err("size overflows"),
+    }
 }
 
 /// Writes, for each of `outer` blocks, the next `chunk(t)` elements of each

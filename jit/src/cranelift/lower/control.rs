@@ -78,7 +78,7 @@ impl Lowerer<'_, '_> {
             Inst::Reshape { dst, a, shape } => {
                 let a = env.get(*a)?.clone();
                 let shape: Vec<usize> = shape.0.iter().map(|&d| d as usize).collect();
-                if numel(&shape) != Some(a.numel()) {
+                if !rules::reshapes_to(&a.shape, &shape) {
                     return unsupported!("cannot reshape {} into shape {shape:?}", a.type_string());
                 }
                 (dst, Val { shape, ..a })

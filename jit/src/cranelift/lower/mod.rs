@@ -45,6 +45,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use loopvm_runtime::kernels::SliceSpec;
+use loopvm_runtime::rules::{self, broadcasts_to};
 use loopvm_runtime::{BinaryOp, Buffer, DType, ReduceOp, Tensor, UnaryOp, UpdateMode};
 use loopvm_vm::{BlockId, Func, FuncId, Inst, Module, OpFlags, Opcode, Reg};
 
@@ -326,10 +327,6 @@ struct Lowerer<'a, 'f> {
     abort: Option<ir::Block>,
 }
 
-fn numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
-}
-
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -338,23 +335,12 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// NumPy broadcasting of two shapes (the kernels' rule).
+/// NumPy broadcasting of two shapes ([`rules::broadcast`]), `None` when
+/// they do not broadcast or the element count overflows.
 fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-    let mut out = long.to_vec();
-    for (o, &d) in out.iter_mut().rev().zip(short.iter().rev()) {
-        if *o == 1 {
-            *o = d;
-        } else if d != *o && d != 1 {
-            return None;
-        }
-    }
-    numel(&out)?;
+    let out: Vec<usize> = rules::broadcast(a, b).ok()?;
+    rules::product(&out)?;
     Some(out)
-}
-
-fn broadcasts_to(shape: &[usize], target: &[usize]) -> bool {
-    shape.len() <= target.len() && shape.iter().rev().zip(target.iter().rev()).all(|(&s, &t)| s == t || s == 1)
 }
 
 /// The flat index into a tensor of `src` shape of element `flat` of its
@@ -375,29 +361,6 @@ fn src_index(src: &[usize], out: &[usize], flat: usize) -> usize {
         }
     }
     idx
-}
-
-/// Python's `slice(start, stop, step).indices(len)` as (first, count).
-fn python_range(len: i128, start: Option<i64>, stop: Option<i64>, step: i64) -> Option<(i128, usize)> {
-    if step == 0 {
-        return None;
-    }
-    let step = step as i128;
-    let clip = |v: i64, lo: i128, hi: i128| {
-        let v = v as i128;
-        let v = if v < 0 { v + len } else { v };
-        v.clamp(lo, hi)
-    };
-    let (first, count) = if step > 0 {
-        let b = start.map_or(0, |v| clip(v, 0, len));
-        let e = stop.map_or(len, |v| clip(v, 0, len));
-        (b, if e > b { (e - b + step - 1) / step } else { 0 })
-    } else {
-        let b = start.map_or(len - 1, |v| clip(v, -1, len - 1));
-        let e = stop.map_or(-1, |v| clip(v, -1, len - 1));
-        (b, if b > e { (b - e - step - 1) / -step } else { 0 })
-    };
-    Some((first, count as usize))
 }
 
 impl Lowerer<'_, '_> {
@@ -525,7 +488,7 @@ impl Lowerer<'_, '_> {
     }
 
     fn check_size(&self, op: &str, shape: &[usize]) -> Result<usize, CompileError> {
-        match numel(shape) {
+        match rules::product(shape) {
             Some(n) if n <= MAX_ELEMS => Ok(n),
             _ => unsupported!("{op} result {:?} has more than {MAX_ELEMS} elements", shape),
         }
@@ -555,14 +518,6 @@ mod tests {
         assert_eq!(src_index(&[3], &[2, 3], 4), 1);
         assert_eq!(src_index(&[], &[2, 3], 4), 0);
         assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
-    }
-
-    #[test]
-    fn python_ranges() {
-        assert_eq!(python_range(5, None, None, 1), Some((0, 5)));
-        assert_eq!(python_range(5, None, None, -1), Some((4, 5)));
-        assert_eq!(python_range(5, Some(1), Some(-1), 2), Some((1, 2)));
-        assert_eq!(python_range(5, None, None, 0), None);
     }
 
     #[test]

@@ -65,17 +65,12 @@ impl Lowerer<'_, '_> {
 
     pub(super) fn reduce(&mut self, op: ReduceOp, a: &Val, axis: Option<u32>) -> Result<Val, CompileError> {
         let name = op.as_str();
-        let (len, inner, shape) = match axis {
-            None => (a.numel(), 1, Vec::new()),
-            Some(ax) => {
-                let ax = ax as usize;
-                let Some(&len) = a.shape.get(ax) else {
-                    return unsupported!("{name}: axis {ax} is out of range for {}", a.type_string());
-                };
-                let mut shape = a.shape.clone();
-                shape.remove(ax);
-                (len, a.shape[ax + 1..].iter().product(), shape)
-            }
+        let Ok(shape) = rules::reduce::<usize, Vec<usize>>(&a.shape, axis.map(|ax| ax as usize)) else {
+            return unsupported!("{name}: axis {} is out of range for {}", axis.unwrap_or(0), a.type_string());
+        };
+        let (len, inner) = match axis {
+            None => (a.numel(), 1),
+            Some(ax) => (a.shape[ax as usize], a.shape[ax as usize + 1..].iter().product()),
         };
         if len == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Argmax) {
             return unsupported!("{name} of an empty axis of {} (the interpreter reports the error)", a.type_string());
@@ -267,27 +262,26 @@ impl Lowerer<'_, '_> {
         let mut shape = Vec::new();
         let mut st: Vec<i128> = Vec::new();
         for (ax, (&dim, &stride)) in a.shape.iter().zip(&own).enumerate() {
-            let (d, stride) = (dim as i128, stride as i128);
+            let stride = stride as i128;
             match specs.get(ax) {
                 None => {
                     shape.push(dim);
                     st.push(stride);
                 }
                 Some(&SliceSpec::Index(i)) => {
-                    let k = if i < 0 { i as i128 + d } else { i as i128 };
-                    if k < 0 || k >= d {
+                    let Some(k) = rules::index_position(dim as u64, i128::from(i)) else {
                         return unsupported!("slice: index {i} is out of range for axis {ax} of {}", a.type_string());
-                    }
-                    base += k * stride;
+                    };
+                    base += i128::from(k) * stride;
                 }
                 Some(&SliceSpec::Range { start, stop, step }) => {
-                    let Some((first, len)) = python_range(d, start, stop, step) else {
+                    let Ok(r) = rules::slice_range(dim as u64, start, stop, step) else {
                         return unsupported!("slice: step 0 on axis {ax} of {}", a.type_string());
                     };
-                    if len > 0 {
-                        base += first * stride;
+                    if r.len > 0 {
+                        base += r.first * stride;
                     }
-                    shape.push(len);
+                    shape.push(r.len);
                     st.push(step as i128 * stride);
                 }
             }
@@ -308,15 +302,12 @@ impl Lowerer<'_, '_> {
 
     pub(super) fn transpose(&mut self, a: &Val, perm: Option<&[u32]>) -> Result<Val, CompileError> {
         let rank = a.shape.len();
-        let perm: Vec<usize> = match perm {
-            None => (0..rank).rev().collect(),
-            Some(p) => p.iter().map(|&x| x as usize).collect(),
-        };
-        let mut seen = vec![false; rank];
-        if perm.len() != rank || !perm.iter().all(|&x| x < rank && !std::mem::replace(&mut seen[x], true)) {
+        let p: Option<Vec<usize>> = perm.map(|p| p.iter().map(|&x| x as usize).collect());
+        let Ok(perm) = rules::permutation(rank, p.as_deref()) else {
+            let perm = p.unwrap_or_default();
             return unsupported!("transpose: {perm:?} is not a permutation of the axes of {}", a.type_string());
-        }
-        let shape: Vec<usize> = perm.iter().map(|&p| a.shape[p]).collect();
+        };
+        let shape: Vec<usize> = rules::permute(&a.shape, &perm);
         let n = self.check_size("transpose", &shape)?;
         let own = strides(&a.shape);
         let pos: Vec<usize> = (0..n)
@@ -336,27 +327,16 @@ impl Lowerer<'_, '_> {
     /// `concat` (`stack: false`) or `stack` of `vals` along `axis`.
     pub(super) fn join(&mut self, vals: &[Val], axis: usize, stack: bool) -> Result<Val, CompileError> {
         let op = if stack { "stack" } else { "concat" };
-        let Some(first) = vals.first() else { return unsupported!("{op} of nothing") };
         let list = || vals.iter().map(Val::type_string).collect::<Vec<_>>().join(", ");
-        let ok = vals.iter().all(|v| v.dtype == first.dtype)
-            && if stack {
-                axis <= first.shape.len() && vals.iter().all(|v| v.shape == first.shape)
-            } else {
-                axis < first.shape.len()
-                    && vals.iter().all(|v| {
-                        v.shape.len() == first.shape.len()
-                            && v.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b)
-                    })
-            };
-        if !ok {
-            return unsupported!("{op} of [{}] along axis {axis} (the interpreter reports the error)", list());
-        }
-        let mut shape = first.shape.clone();
-        if stack {
-            shape.insert(axis, vals.len());
-        } else {
-            shape[axis] = vals.iter().map(|v| v.shape[axis]).sum();
-        }
+        let operands = vals.iter().map(|v| (v.dtype, v.shape.as_slice()));
+        let shape = match if stack { rules::stack(operands, axis) } else { rules::concat(operands, axis) } {
+            Ok(shape) => shape,
+            Err(rules::JoinError::Empty) => return unsupported!("{op} of nothing"),
+            Err(_) => {
+                return unsupported!("{op} of [{}] along axis {axis} (the interpreter reports the error)", list())
+            }
+        };
+        let Some(first) = vals.first() else { return unsupported!("{op} of nothing") };
         self.check_size(op, &shape)?;
         let outer: usize = shape[..axis].iter().product();
         let parts: Vec<Vec<Value>> =

@@ -3,10 +3,10 @@
 //! map, writing StableHLO text.
 
 use super::policy::{LoopUnroll, UnrollOptions};
-use super::shapes::{broadcast, broadcasts_to, numel, python_range};
 use super::{EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
 use loopvm_runtime::kernels::SliceSpec;
+use loopvm_runtime::rules::{self, broadcasts_to, numel};
 use loopvm_runtime::{BinaryOp, Buffer, DType, ReduceOp, Tensor, UnaryOp, UpdateMode};
 use loopvm_vm::{BlockId, Func, FuncId, Inst, Module, OpFlags, Reg};
 use std::fmt::Write as _;
@@ -40,6 +40,14 @@ impl Val {
     fn numel(&self) -> usize {
         self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
+}
+
+/// The NumPy broadcast of two shapes ([`rules::broadcast`]), or `None` when
+/// they do not broadcast or the result is too large.
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let out: Vec<usize> = rules::broadcast(a, b).ok()?;
+    numel(&out)?;
+    Some(out)
 }
 
 /// Registers of the function being emitted → their values.
@@ -261,7 +269,7 @@ impl<'m> Emitter<'m> {
             Inst::Reshape { dst, a, shape } => {
                 let a = g(a)?;
                 let s = usize_dims(&shape.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
-                if numel(&s) != Some(a.numel()) {
+                if !rules::reshapes_to(&a.shape, &s) {
                     return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
                 }
                 (*dst, self.reshape(&a, &s))

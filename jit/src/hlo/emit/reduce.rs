@@ -14,16 +14,17 @@ impl Emitter<'_> {
         if a.dtype == DType::Bool {
             return Err(EmitError::new("matmul", format!("matmul requires numeric operands, {}", types())));
         }
-        let (k, k2, lc, shape): (usize, usize, usize, Vec<usize>) = match (a.shape.as_slice(), b.shape.as_slice()) {
-            (&[k], &[k2]) => (k, k2, 0, vec![]),
-            (&[m, k], &[k2]) => (k, k2, 1, vec![m]),
-            (&[k], &[k2, n]) => (k, k2, 0, vec![n]),
-            (&[m, k], &[k2, n]) => (k, k2, 1, vec![m, n]),
-            _ => return Err(EmitError::new("matmul", format!("matmul takes operands of rank 1 or 2, {}", types()))),
-        };
-        if k != k2 {
-            return Err(EmitError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types())));
-        }
+        let mm = rules::matmul(&a.shape, &b.shape).map_err(|e| match e {
+            rules::MatmulError::Rank => {
+                EmitError::new("matmul", format!("matmul takes operands of rank 1 or 2, {}", types()))
+            }
+            rules::MatmulError::Inner(k, k2) => {
+                EmitError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types()))
+            }
+        })?;
+        // The contracted dim of `a`: its last.
+        let lc = usize::from(mm.m.is_some());
+        let shape: Vec<usize> = mm.dims();
         if numel(&shape).is_none() {
             return Err(EmitError::new("matmul", format!("result too large, {}", types())));
         }
@@ -79,17 +80,12 @@ impl Emitter<'_> {
 
     pub(super) fn reduce(&mut self, op: ReduceOp, a: &Val, axis: Option<u32>) -> Result<Val> {
         let what = format!("reduce {op}");
-        let (dims, len, out_shape): (Vec<usize>, usize, Vec<usize>) = match axis {
-            None => ((0..a.shape.len()).collect(), a.numel(), vec![]),
-            Some(ax) => {
-                let ax = ax as usize;
-                let Some(&len) = a.shape.get(ax) else {
-                    return Err(EmitError::new(what, format!("axis {ax} is out of range for {}", a.ty())));
-                };
-                let mut s = a.shape.clone();
-                s.remove(ax);
-                (vec![ax], len, s)
-            }
+        let out_shape: Vec<usize> = rules::reduce(&a.shape, axis.map(|ax| ax as usize)).map_err(|_| {
+            EmitError::new(what.clone(), format!("axis {} is out of range for {}", axis.unwrap_or(0), a.ty()))
+        })?;
+        let (dims, len): (Vec<usize>, usize) = match axis {
+            None => ((0..a.shape.len()).collect(), a.numel()),
+            Some(ax) => (vec![ax as usize], a.shape[ax as usize]),
         };
         if len == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Argmax) {
             let w = match axis {

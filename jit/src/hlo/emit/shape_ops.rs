@@ -6,33 +6,15 @@ impl Emitter<'_> {
     // ------------------------------------------------------------ shapes
 
     pub(super) fn transpose(&mut self, a: &Val, perm: Option<&[u32]>) -> Result<Val> {
-        let rank = a.shape.len();
-        let perm: Vec<usize> = match perm {
-            None => (0..rank).rev().collect(),
-            Some(p) => {
-                let p: Vec<usize> = p.iter().map(|&x| x as usize).collect();
-                let mut seen = vec![false; rank];
-                let ok = p.len() == rank
-                    && p.iter().all(|&ax| match seen.get_mut(ax) {
-                        Some(s) if !*s => {
-                            *s = true;
-                            true
-                        }
-                        _ => false,
-                    });
-                if !ok {
-                    return Err(EmitError::new(
-                        "transpose",
-                        format!("{p:?} is not a permutation of the axes of {}", a.ty()),
-                    ));
-                }
-                p
-            }
-        };
+        let p: Option<Vec<usize>> = perm.map(|p| p.iter().map(|&x| x as usize).collect());
+        let perm = rules::permutation(a.shape.len(), p.as_deref()).map_err(|_| {
+            let p = p.clone().unwrap_or_default();
+            EmitError::new("transpose", format!("{p:?} is not a permutation of the axes of {}", a.ty()))
+        })?;
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(a.clone());
         }
-        let shape: Vec<usize> = perm.iter().map(|&p| a.shape[p]).collect();
+        let shape: Vec<usize> = rules::permute(&a.shape, &perm);
         Ok(self.op(
             a.dtype,
             &shape,
@@ -69,24 +51,8 @@ impl Emitter<'_> {
     pub(super) fn concat(&mut self, vs: &[Val], axis: usize) -> Result<Val> {
         let list = || vs.iter().map(Val::ty).collect::<Vec<_>>().join(", ");
         let err = |why: &str| EmitError::new("concat", format!("{why}, got [{}]", list()));
-        let first = vs.first().ok_or_else(|| err("needs at least one operand"))?;
-        if axis >= first.shape.len() {
-            return Err(err(&format!("axis {axis} is out of range")));
-        }
-        let mut total = 0usize;
-        for v in vs {
-            if v.dtype != first.dtype {
-                return Err(err("dtype mismatch"));
-            }
-            if v.shape.len() != first.shape.len()
-                || v.shape.iter().zip(&first.shape).enumerate().any(|(i, (a, b))| i != axis && a != b)
-            {
-                return Err(err(&format!("shapes differ outside axis {axis}")));
-            }
-            total = total.checked_add(v.shape[axis]).ok_or_else(|| err("size overflows"))?;
-        }
-        let mut shape = first.shape.clone();
-        shape[axis] = total;
+        let shape = rules::concat(vs.iter().map(|v| (v.dtype, v.shape.as_slice())), axis)
+            .map_err(|e| join_error(e, axis, &format!("shapes differ outside axis {axis}"), err))?;
         numel(&shape).ok_or_else(|| err("size overflows"))?;
         Ok(self.concat_raw(vs, axis, &shape))
     }
@@ -94,21 +60,11 @@ impl Emitter<'_> {
     pub(super) fn stack(&mut self, vs: &[Val], axis: usize) -> Result<Val> {
         let list = || vs.iter().map(Val::ty).collect::<Vec<_>>().join(", ");
         let err = |why: &str| EmitError::new("stack", format!("{why}, got [{}]", list()));
-        let first = vs.first().ok_or_else(|| err("needs at least one operand"))?;
-        if axis > first.shape.len() {
-            return Err(err(&format!("axis {axis} is out of range")));
-        }
-        if vs.iter().any(|v| v.dtype != first.dtype) {
-            return Err(err("dtype mismatch"));
-        }
-        if vs.iter().any(|v| v.shape != first.shape) {
-            return Err(err("shapes differ"));
-        }
-        let mut one = first.shape.clone();
-        one.insert(axis, 1);
-        let mut shape = first.shape.clone();
-        shape.insert(axis, vs.len());
+        let shape = rules::stack(vs.iter().map(|v| (v.dtype, v.shape.as_slice())), axis)
+            .map_err(|e| join_error(e, axis, "shapes differ", err))?;
         numel(&shape).ok_or_else(|| err("size overflows"))?;
+        let mut one = shape.clone();
+        one[axis] = 1;
         let parts: Vec<Val> = vs.iter().map(|v| self.reshape(v, &one)).collect();
         Ok(self.concat_raw(&parts, axis, &shape))
     }
@@ -130,19 +86,18 @@ impl Emitter<'_> {
             let (first, len, step): (i128, usize, i128) = match specs.get(ax) {
                 None => (0, dim, 1),
                 Some(&SliceSpec::Index(i)) => {
-                    let k = if i < 0 { i as i128 + d } else { i as i128 };
-                    if k < 0 || k >= d {
+                    let Some(k) = rules::index_position(dim as u64, i128::from(i)) else {
                         return Err(EmitError::new(
                             "slice",
                             format!("index {i} is out of range for axis {ax} of {}", a.ty()),
                         ));
-                    }
-                    (k, 1, 1)
+                    };
+                    (i128::from(k), 1, 1)
                 }
                 Some(&SliceSpec::Range { start: s, stop, step }) => {
-                    let (first, len) = python_range(d, s, stop, step)
-                        .ok_or_else(|| EmitError::new("slice", format!("slice step 0 on axis {ax} of {}", a.ty())))?;
-                    (first, len, step as i128)
+                    let r = rules::slice_range(dim as u64, s, stop, step)
+                        .map_err(|_| EmitError::new("slice", format!("slice step 0 on axis {ax} of {}", a.ty())))?;
+                    (r.first, r.len, step as i128)
                 }
             };
             if !matches!(specs.get(ax), Some(SliceSpec::Index(_))) {
@@ -316,5 +271,18 @@ impl Emitter<'_> {
             }
         };
         Ok(self.dynamic_update_slice(a, &upd, &starts))
+    }
+}
+
+/// The emitter's text for a [`rules::JoinError`] of concat or stack (`err`
+/// adds the operand list; `differ` is the op's text for shapes that differ).
+fn join_error(e: rules::JoinError, axis: usize, differ: &str, err: impl Fn(&str) -> EmitError) -> EmitError {
+    use rules::JoinError as J;
+    match e {
+        J::Empty => err("needs at least one operand"),
+        J::Axis => err(&format!("axis {axis} is out of range")),
+        J::Kind(_) => err("dtype mismatch"),
+        J::Shape(_) => err(differ),
+        J::Overflow(_) | J::Symbolic => err("size overflows"),
     }
 }
