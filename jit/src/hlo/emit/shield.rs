@@ -208,9 +208,11 @@ impl Emitter<'_> {
 
     /// `true` when `v` is an integer that XLA's simplifier may take for
     /// non-negative although it can be negative: an `abs` (of `MIN`), a
-    /// square (wrapping), a select of such, or what XLA may see through.
+    /// square (wrapping), a select of such, or what XLA may see through. Not
+    /// a scalar whose value the emitter knows (a literal, which XLA reads
+    /// exactly; a fori_loop's bounds stay visible as constants).
     pub(super) fn may_be_non_negative_int(&self, v: &Val) -> bool {
-        v.dtype.is_int() && self.may_be(v, NON_NEGATIVE)
+        v.dtype.is_int() && v.konst.is_none() && self.may_be(v, NON_NEGATIVE)
     }
 
     /// What a binary arithmetic op's result counts as ([`Made`]) given its
