@@ -50,7 +50,9 @@ fn api_err(py: Python<'_>, e: &api::Error) -> PyErr {
     match e.kind() {
         ErrorKind::Argument(_) => PyValueError::new_err(msg),
         ErrorKind::Io(_) => PyOSError::new_err(msg),
-        ErrorKind::Compile(m) => support_err(py, "CompileError", (msg.clone(), None::<String>, None::<usize>, None::<usize>, m.clone())),
+        ErrorKind::Compile(m) => {
+            support_err(py, "CompileError", (msg.clone(), None::<String>, None::<usize>, None::<usize>, m.clone()))
+        }
         ErrorKind::Bytecode(_) => {
             support_err(py, "CompileError", (msg.clone(), None::<String>, None::<usize>, None::<usize>, text.clone()))
         }
@@ -176,7 +178,10 @@ fn value_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Value> {
     let arr = numpy_mod(py)?.call_method1("asarray", (v,))?;
     let arr = arr.cast::<PyUntypedArray>()?;
     let dt = dtype_of(arr).ok_or_else(|| {
-        PyTypeError::new_err(format!("loopvm has no dtype for {}", arr.dtype().str().map(|s| s.to_string()).unwrap_or_default()))
+        PyTypeError::new_err(format!(
+            "loopvm has no dtype for {}",
+            arr.dtype().str().map(|s| s.to_string()).unwrap_or_default()
+        ))
     })?;
     let ty = loopvm_vm::TensorType { dtype: dt, dims: arr.shape().iter().map(|&d| Dim::Fixed(d as u64)).collect() };
     Ok(Value::Tensor(to_tensor(py, "value", &ty, &[], arr.as_any())?))
@@ -258,7 +263,9 @@ fn to_tensor(
         let kind = guess.getattr("dtype")?.getattr("kind")?.extract::<String>()?;
         let ok = matches!(
             (kind.as_str(), ty.dtype),
-            ("b", DType::Bool) | ("i" | "u", DType::I32 | DType::I64 | DType::F32 | DType::F64) | ("f", DType::F32 | DType::F64)
+            ("b", DType::Bool)
+                | ("i" | "u", DType::I32 | DType::I64 | DType::F32 | DType::F64)
+                | ("f", DType::F32 | DType::F64)
         );
         if !ok {
             let what = match kind.as_str() {
@@ -317,10 +324,7 @@ fn flatten_arg(
             } else if let Ok(l) = obj.cast::<PyList>() {
                 l.iter().collect()
             } else {
-                return Err(PyTypeError::new_err(format!(
-                    "`{name}` must be a tuple {}",
-                    ty.display(symbols)
-                )));
+                return Err(PyTypeError::new_err(format!("`{name}` must be a tuple {}", ty.display(symbols))));
             };
             if items.len() != ts.len() {
                 return Err(PyValueError::new_err(format!(
@@ -382,7 +386,9 @@ fn make_config(
     let timeout = match timeout {
         None => None,
         Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) => return Err(PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {s}"))),
+        Some(s) => {
+            return Err(PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {s}")))
+        }
     };
     Ok(api::RunConfig {
         tier: parse_tier(tier)?,
@@ -415,7 +421,12 @@ impl Program {
     }
 
     /// The flattened argument tensors of `main` from positional and keyword arguments.
-    fn tensors(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<Tensor>> {
+    fn tensors(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<Tensor>> {
         let f = self.main_func()?;
         let symbols = &self.inner.module().symbols;
         let n = f.params.len();
@@ -504,7 +515,9 @@ fn type_to_py<'py>(py: Python<'py>, t: &TypeTree, symbols: &[String]) -> PyResul
                 .iter()
                 .map(|d| match d {
                     Dim::Fixed(n) => Ok(n.into_pyobject(py)?.into_any()),
-                    Dim::Var(v) => Ok(PyString::new(py, symbols.get(*v as usize).map_or("?", |s| s.as_str())).into_any()),
+                    Dim::Var(v) => {
+                        Ok(PyString::new(py, symbols.get(*v as usize).map_or("?", |s| s.as_str())).into_any())
+                    }
                 })
                 .collect::<PyResult<_>>()?;
             s.getattr("TensorType")?.call1((x.dtype.as_str(), PyTuple::new(py, dims)?))
@@ -603,7 +616,13 @@ impl Program {
     /// ``loopvm emit``): for the declared parameter types, or, given
     /// arguments, specialised to their shapes.
     #[pyo3(signature = (*args, unroll = false, **kwargs))]
-    fn emit(&self, py: Python<'_>, args: &Bound<'_, PyTuple>, unroll: bool, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
+    fn emit(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        unroll: bool,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
         use loopvm_jit::hlo;
         let given = !args.is_empty() || kwargs.is_some_and(|k| !k.is_empty());
         let tensors = if given { Some(self.tensors(py, args, kwargs)?) } else { None };
