@@ -713,6 +713,26 @@ impl Program {
     }
 }
 
+/// For `python/bench/overhead.py`: the mean seconds per call of the Rust
+/// API's `Program::run` (argument tensors already built, result dropped),
+/// over `iters` calls, in this same build: the baseline the Python call
+/// overhead is measured against.
+#[pyfunction]
+#[pyo3(signature = (prog, args, iters, tier = "interp"))]
+fn _time_rust_run(py: Python<'_>, prog: &Program, args: &Bound<'_, PyTuple>, iters: u64, tier: &str) -> PyResult<f64> {
+    let cfg = make_config(tier, None, None, None, false)?;
+    let tensors = prog.tensors(py, args, None)?;
+    let inner = &prog.inner;
+    guarded(py, move || {
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            let out = inner.run(&tensors, &cfg)?;
+            std::hint::black_box(out);
+        }
+        Ok(t.elapsed().as_secs_f64() / iters.max(1) as f64)
+    })
+}
+
 /// The native half of the `loopvm` package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -721,5 +741,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(plugins, m)?)?;
     m.add_function(wrap_pyfunction!(format, m)?)?;
+    m.add_function(wrap_pyfunction!(_time_rust_run, m)?)?;
     Ok(())
 }
