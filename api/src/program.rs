@@ -4,6 +4,7 @@ use crate::error::{Error, ErrorKind};
 use crate::value::Value;
 use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+use loopvm_jit::xla::DiskCache;
 use loopvm_runtime::Tensor;
 use loopvm_vm::{
     Backend, BlockId, ExecError, Fallback, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Meter, Module,
@@ -69,6 +70,11 @@ pub struct RunConfig {
     /// Iterations (or entries) after which the `jit` and `auto` tiers
     /// promote a loop to native code; `None` for the default (1000).
     pub jit_threshold: Option<u64>,
+    /// Bypass the persistent executable cache (`--no-cache`): compile every
+    /// XLA region in this run instead of loading it from loopvm's cache
+    /// folder, and store nothing there. The in-memory cache of the program
+    /// is used either way.
+    pub no_cache: bool,
 }
 
 /// One loop's counts in a run.
@@ -249,14 +255,16 @@ impl Program {
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
                 if !matches!(*slot, XlaSlot::Ready(_)) {
                     // Forced: install the CPU plugin on first use (after a one-line notice).
-                    let b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
+                    let mut b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
                         .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
                         .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
+                    b.set_disk_cache(DiskCache::from_env());
                     *slot = XlaSlot::Ready(Box::new(b));
                 }
                 let XlaSlot::Ready(b) = &mut *slot else {
                     return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
+                b.set_disk_cache_enabled(!cfg.no_cache);
                 let (fallbacks, executions) = (b.stats.fallbacks.len(), b.stats.executions);
                 let mut out = self.interpret(f, args, cfg, Some(&mut **b))?;
                 xla_outcome(b, fallbacks, executions, &mut out);
@@ -267,6 +275,9 @@ impl Program {
                 // looked up the first time such a loop is hot), hot scalar loops
                 // to Cranelift, the rest in the interpreter.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
+                if let XlaSlot::Ready(b) = &mut *slot {
+                    b.set_disk_cache_enabled(!cfg.no_cache);
+                }
                 let (fallbacks, executions) = match &*slot {
                     XlaSlot::Ready(b) => (b.stats.fallbacks.len(), b.stats.executions),
                     _ => (0, 0),
@@ -274,7 +285,8 @@ impl Program {
                 let mut cl = CraneliftBackend::new(threshold);
                 let mut to_xla = HashSet::new();
                 let mut out = if native_ok {
-                    let mut auto = AutoBackend { xla: &mut slot, cl: &mut cl, to_xla: &mut to_xla };
+                    let mut auto =
+                        AutoBackend { xla: &mut slot, cl: &mut cl, to_xla: &mut to_xla, no_cache: cfg.no_cache };
                     self.interpret(f, args, cfg, Some(&mut auto))?
                 } else {
                     self.interpret(f, args, cfg, None)?
@@ -392,6 +404,8 @@ struct AutoBackend<'a> {
     cl: &'a mut CraneliftBackend,
     /// The loops XLA ran.
     to_xla: &'a mut HashSet<(FuncId, BlockId)>,
+    /// [`RunConfig::no_cache`].
+    no_cache: bool,
 }
 
 impl AutoBackend<'_> {
@@ -399,7 +413,11 @@ impl AutoBackend<'_> {
     fn xla(&mut self) -> Option<&mut XlaBackend> {
         if matches!(self.xla, XlaSlot::Untried) {
             *self.xla = match XlaBackend::with_found_plugin(XlaMode::Loops) {
-                Ok(b) => XlaSlot::Ready(Box::new(b)),
+                Ok(mut b) => {
+                    b.set_disk_cache(DiskCache::from_env());
+                    b.set_disk_cache_enabled(!self.no_cache);
+                    XlaSlot::Ready(Box::new(b))
+                }
                 Err(e) => XlaSlot::NotFound(e.to_string()),
             };
         }

@@ -101,6 +101,7 @@ opaque!(
     PJRT_SendCallbackInfo,
     PJRT_RecvCallbackInfo,
     PJRT_Extension_Base,
+    PJRT_SerializedExecutable,
 );
 
 /// `PJRT_Error_Code` (absl status codes).
@@ -381,6 +382,33 @@ pub(crate) struct PJRT_LoadedExecutable_GetExecutable_Args {
 }
 
 #[repr(C)]
+pub(crate) struct PJRT_Executable_Serialize_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub executable: *const PJRT_Executable,
+    /// Out: lives only as long as `serialized_executable`.
+    pub serialized_bytes: *const c_char,
+    pub serialized_bytes_size: usize,
+    /// Out: backs `serialized_bytes`; freed once with the deleter.
+    pub serialized_executable: *mut PJRT_SerializedExecutable,
+    pub serialized_executable_deleter: Option<unsafe extern "C" fn(exec: *mut PJRT_SerializedExecutable)>,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Executable_DeserializeAndLoad_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub client: *mut PJRT_Client,
+    pub serialized_executable: *const c_char,
+    pub serialized_executable_size: usize,
+    /// Out.
+    pub loaded_executable: *mut PJRT_LoadedExecutable,
+    /// A serialised `CompileOptionsProto`, or null (the executable's own).
+    pub overridden_serialized_compile_options: *const c_char,
+    pub overridden_serialized_compile_options_size: usize,
+}
+
+#[repr(C)]
 pub(crate) struct PJRT_ExecuteOptions {
     pub struct_size: usize,
     pub extension_start: *mut PJRT_Extension_Base,
@@ -526,6 +554,8 @@ pjrt_structs! {
     PJRT_Executable_NumOutputs_Args => num_outputs,
     PJRT_LoadedExecutable_Destroy_Args => executable,
     PJRT_LoadedExecutable_GetExecutable_Args => executable,
+    PJRT_Executable_Serialize_Args => serialized_executable_deleter,
+    PJRT_Executable_DeserializeAndLoad_Args => overridden_serialized_compile_options_size,
     PJRT_ExecuteOptions => incarnation_ids,
     PJRT_LoadedExecutable_Execute_Args => execute_device,
     PJRT_Buffer_Destroy_Args => buffer,
@@ -617,7 +647,7 @@ pub(crate) struct PJRT_Api {
     pub PJRT_Executable_GetCostAnalysis: Unused,
     pub PJRT_Executable_OutputMemoryKinds: Unused,
     pub PJRT_Executable_OptimizedProgram: Unused,
-    pub PJRT_Executable_Serialize: Unused,
+    pub PJRT_Executable_Serialize: Fn<PJRT_Executable_Serialize_Args>,
 
     pub PJRT_LoadedExecutable_Destroy: Fn<PJRT_LoadedExecutable_Destroy_Args>,
     pub PJRT_LoadedExecutable_GetExecutable: Fn<PJRT_LoadedExecutable_GetExecutable_Args>,
@@ -625,7 +655,7 @@ pub(crate) struct PJRT_Api {
     pub PJRT_LoadedExecutable_Delete: Unused,
     pub PJRT_LoadedExecutable_IsDeleted: Unused,
     pub PJRT_LoadedExecutable_Execute: Fn<PJRT_LoadedExecutable_Execute_Args>,
-    pub PJRT_Executable_DeserializeAndLoad: Unused,
+    pub PJRT_Executable_DeserializeAndLoad: Fn<PJRT_Executable_DeserializeAndLoad_Args>,
     pub PJRT_LoadedExecutable_Fingerprint: Unused,
 
     pub PJRT_Buffer_Destroy: Fn<PJRT_Buffer_Destroy_Args>,
@@ -707,6 +737,8 @@ mod tests {
         ("PJRT_Executable_NumOutputs_Args", 32, 32),
         ("PJRT_LoadedExecutable_Destroy_Args", 24, 24),
         ("PJRT_LoadedExecutable_GetExecutable_Args", 32, 32),
+        ("PJRT_Executable_Serialize_Args", 56, 56),
+        ("PJRT_Executable_DeserializeAndLoad_Args", 64, 64),
         ("PJRT_ExecuteOptions", 112, 112),
         ("PJRT_LoadedExecutable_Execute_Args", 80, 80),
         ("PJRT_Buffer_Destroy_Args", 24, 24),
@@ -768,6 +800,8 @@ mod tests {
             PJRT_Executable_NumOutputs_Args,
             PJRT_LoadedExecutable_Destroy_Args,
             PJRT_LoadedExecutable_GetExecutable_Args,
+            PJRT_Executable_Serialize_Args,
+            PJRT_Executable_DeserializeAndLoad_Args,
             PJRT_ExecuteOptions,
             PJRT_LoadedExecutable_Execute_Args,
             PJRT_Buffer_Destroy_Args,
@@ -794,7 +828,9 @@ mod tests {
         assert_eq!(offset_of!(PJRT_Api, PJRT_Device_GetDescription), 272);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_Destroy), 360);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_NumOutputs), 392);
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_Serialize), 432);
         assert_eq!(offset_of!(PJRT_Api, PJRT_LoadedExecutable_Destroy), 440);
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_DeserializeAndLoad), 488);
         assert_eq!(offset_of!(PJRT_Api, PJRT_LoadedExecutable_Execute), 480);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_Destroy), 504);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_OnDeviceSizeInBytes), 552);

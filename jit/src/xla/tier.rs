@@ -17,6 +17,7 @@
 //! shapes); what failed to lower is remembered too, so a region is emitted
 //! at most once per argument types.
 
+use super::disk_cache::DiskCache;
 use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
 use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
@@ -106,6 +107,21 @@ pub struct XlaStats {
     /// The unroll factor of each loop of each compiled region (one line per
     /// region with loops).
     pub unrolls: Vec<String>,
+    /// Whether the persistent executable cache was in use (set by
+    /// [`XlaBackend::set_disk_cache`] and [`XlaBackend::set_disk_cache_enabled`]).
+    pub disk_cache: bool,
+    /// Regions loaded from the persistent executable cache instead of compiled.
+    pub disk_hits: u64,
+    /// Time spent looking up, reading and loading (`PJRT_Executable_DeserializeAndLoad`)
+    /// entries of the persistent cache.
+    pub disk_load_time: Duration,
+    /// Regions serialised and written to the persistent cache.
+    pub disk_stores: u64,
+    /// Time spent serialising and writing entries.
+    pub disk_store_time: Duration,
+    /// Problems with the persistent cache (each made the region compile;
+    /// only the first of a process is printed, to stderr).
+    pub disk_warnings: Vec<String>,
 }
 
 impl XlaStats {
@@ -124,6 +140,18 @@ impl XlaStats {
             self.uploads,
             self.uploads_skipped
         );
+        if self.disk_cache {
+            s.push_str(&format!(
+                "\nxla: executable cache: {} regions loaded in {:.3} s, {} stored in {:.3} s, {} problems",
+                self.disk_hits,
+                self.disk_load_time.as_secs_f64(),
+                self.disk_stores,
+                self.disk_store_time.as_secs_f64(),
+                self.disk_warnings.len()
+            ));
+        } else {
+            s.push_str("\nxla: executable cache: off");
+        }
         for f in &self.fallbacks {
             s.push_str("\nxla: fallback to the interpreter: ");
             s.push_str(&f.to_string());
@@ -157,6 +185,11 @@ pub struct XlaBackend {
     resident: VecDeque<(Tensor, Arc<Buffer>)>,
     resident_limit: usize,
     corrupt_next: bool,
+    /// The persistent executable cache, when one is set.
+    disk: Option<DiskCache>,
+    disk_enabled: bool,
+    /// [`Client::cache_identity`] and the XLA flags, asked once.
+    identity: Option<(String, String)>,
     /// Counters, readable at any time.
     pub stats: XlaStats,
 }
@@ -184,6 +217,9 @@ impl XlaBackend {
             resident: VecDeque::new(),
             resident_limit: DEFAULT_RESIDENT,
             corrupt_next: false,
+            disk: None,
+            disk_enabled: true,
+            identity: None,
             stats: XlaStats::default(),
         }
     }
@@ -232,6 +268,81 @@ impl XlaBackend {
     /// that a test can check that PJRT's error surfaces as an error.
     pub fn corrupt_next_compile_for_test(&mut self) {
         self.corrupt_next = true;
+    }
+
+    /// Keeps compiled executables in `cache` across processes too (none, the
+    /// default for [`XlaBackend::new`]: compile in every process).
+    pub fn set_disk_cache(&mut self, cache: Option<DiskCache>) {
+        self.disk = cache;
+        self.stats.disk_cache = self.disk.is_some() && self.disk_enabled;
+    }
+
+    /// Bypasses the persistent cache (`--no-cache`) while `false`.
+    pub fn set_disk_cache_enabled(&mut self, on: bool) {
+        self.disk_enabled = on;
+        self.stats.disk_cache = self.disk.is_some() && self.disk_enabled;
+    }
+
+    /// The persistent cache, when one is set.
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_ref()
+    }
+
+    /// Records a problem with the persistent cache; the first of the
+    /// process is printed to stderr as one line.
+    fn disk_warning(&mut self, msg: String) {
+        static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !PRINTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("loopvm: warning: executable cache: {msg}");
+        }
+        self.stats.disk_warnings.push(msg);
+    }
+
+    /// Compiles `text`, or loads it from the persistent cache; a compiled
+    /// executable is stored there. Any problem with the cache means compiling
+    /// (and a warning), never an error.
+    fn compile_or_load(&mut self, text: &str, label: &str) -> Result<Executable, XlaError> {
+        let disk = match &self.disk {
+            Some(d) if self.disk_enabled && !self.corrupt_next => d.clone(),
+            _ => return self.compile_text(text),
+        };
+        let t = Instant::now();
+        let client = self.client.clone();
+        let (identity, flags) = self
+            .identity
+            .get_or_insert_with(|| (client.cache_identity(), std::env::var("XLA_FLAGS").unwrap_or_default()));
+        let key = DiskCache::key(text, super::pjrt::COMPILE_OPTIONS_PROTO, identity, flags);
+        let path = disk.path_of(&key);
+        let loaded = match disk.load(&key) {
+            Ok(Some(bytes)) => match self.client.deserialize(&bytes) {
+                Ok(exe) => Some(exe),
+                Err(e) => {
+                    self.disk_warning(format!("cannot load {} ({e}); compiling again", path.display()));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.disk_warning(format!("{}: {e}; compiling again", path.display()));
+                None
+            }
+        };
+        self.stats.disk_load_time += t.elapsed();
+        if let Some(exe) = loaded {
+            self.stats.disk_hits += 1;
+            return Ok(exe);
+        }
+        let exe = self.compile_text(text)?;
+        let t = Instant::now();
+        match exe.serialize() {
+            Ok(bytes) => match disk.store(&key, label, &bytes) {
+                Ok(()) => self.stats.disk_stores += 1,
+                Err(e) => self.disk_warning(format!("cannot write to {} ({e}); not cached", disk.dir().display())),
+            },
+            Err(e) => self.disk_warning(format!("the plugin cannot serialise executables ({e}); not cached")),
+        }
+        self.stats.disk_store_time += t.elapsed();
+        Ok(exe)
     }
 
     /// Drops every cached executable and remembered fallback, and every
@@ -396,7 +507,8 @@ impl XlaBackend {
                 return None;
             }
         };
-        match self.compile_text(&lowered.text) {
+        let label = what();
+        match self.compile_or_load(&lowered.text, &label) {
             Ok(exe) => {
                 let exe = Arc::new(exe);
                 self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes));
