@@ -168,7 +168,8 @@ impl DiskCache {
         let path = self.path_of(key);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // No entry, or no folder (a path through a file: the store says so).
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
             Err(e) => return Err(LoadError::Io(e.to_string())),
         };
         let payload = decode(&bytes, key)?;
@@ -209,7 +210,9 @@ impl DiskCache {
     pub fn list(&self) -> io::Result<Vec<EntryInfo>> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                return Ok(Vec::new())
+            }
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
