@@ -571,6 +571,37 @@ pjrt_structs! {
     PJRT_Api => PJRT_Buffer_ToHostBuffer,
 }
 
+// -------------------------------- Extensions --------------------------------
+
+/// The header's `PJRT_Extension_Base`, read to walk a plugin's extension
+/// chain (`PJRT_Api::extension_start`, then `next`). Declared apart from the
+/// opaque [`PJRT_Extension_Base`] that argument structs point to.
+#[repr(C)]
+pub(crate) struct PJRT_Extension_Base_Fields {
+    pub struct_size: usize,
+    /// `PJRT_Extension_Type`.
+    pub type_: c_int,
+    pub next: *mut PJRT_Extension_Base_Fields,
+}
+
+/// `PJRT_Extension_Type_FFI` (`pjrt_c_api.h` 0.81: the sixth enumerator).
+pub(crate) const EXTENSION_TYPE_FFI: c_int = 5;
+
+/// `PJRT_FFI_Extension` (`pjrt_c_api_ffi_extension.h`, the version with
+/// `register_handler`): the base, then three entry points, none called yet
+/// (issue 17: host callbacks for `print` on XLA are not built).
+#[repr(C)]
+pub(crate) struct PJRT_FFI_Extension {
+    pub base: PJRT_Extension_Base_Fields,
+    pub type_id_register: Unused,
+    pub user_data_add: Unused,
+    pub register_handler: Unused,
+}
+
+/// `PJRT_STRUCT_SIZE(PJRT_FFI_Extension, register_handler)`.
+pub(crate) const FFI_EXTENSION_STRUCT_SIZE: usize =
+    std::mem::offset_of!(PJRT_FFI_Extension, register_handler) + std::mem::size_of::<Unused>();
+
 // -------------------------------- API table ---------------------------------
 
 /// `PJRT_Error* f(Args*)`, nullable (a plugin may leave entries it does not
@@ -815,6 +846,17 @@ mod tests {
             PJRT_Buffer_DecreaseExternalReferenceCount_Args,
             PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args
         );
+    }
+
+    /// `PJRT_Extension_Base` is 24 bytes and `PJRT_FFI_Extension` 48 (gcc,
+    /// LP64; the CPU plugin's FFI extension reports `struct_size` 48).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn extension_structs_match_header() {
+        assert_eq!(size_of::<PJRT_Extension_Base_Fields>(), 24);
+        assert_eq!(offset_of!(PJRT_Extension_Base_Fields, next), 16);
+        assert_eq!(FFI_EXTENSION_STRUCT_SIZE, 48);
+        assert_eq!(size_of::<PJRT_FFI_Extension>(), 48);
     }
 
     /// `offsetof(PJRT_Api, f)` from gcc at API 0.81, for the entries used.

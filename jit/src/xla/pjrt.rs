@@ -310,6 +310,28 @@ impl Plugin {
         Ok(out)
     }
 
+    /// The plugin's extensions, as (`PJRT_Extension_Type`, `struct_size`),
+    /// in chain order (at most 64: a longer or cyclic chain is cut).
+    pub fn extensions(&self) -> Vec<(i32, usize)> {
+        let mut out = Vec::new();
+        let mut e = self.api().extension_start.cast::<ffi::PJRT_Extension_Base_Fields>();
+        while !e.is_null() && out.len() < 64 {
+            // SAFETY: the chain's nodes are the plugin's static extension
+            // structs, each starting with `PJRT_Extension_Base`.
+            let base = unsafe { &*e };
+            out.push((base.type_, base.struct_size));
+            e = base.next;
+        }
+        out
+    }
+
+    /// Whether the plugin has the PJRT FFI extension with
+    /// `PJRT_FFI_Register_Handler` (what host callbacks for `print` on XLA
+    /// will need).
+    pub fn has_ffi_extension(&self) -> bool {
+        self.extensions().iter().any(|&(t, size)| t == ffi::EXTENSION_TYPE_FFI && size >= ffi::FFI_EXTENSION_STRUCT_SIZE)
+    }
+
     fn api(&self) -> &'static PJRT_Api {
         // SAFETY: `api` is non-null, points to the plugin's table, which
         // lives as long as the process (the library is never unloaded) and is
