@@ -269,6 +269,7 @@ impl Program {
                     return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
                 b.set_disk_cache_enabled(!cfg.no_cache);
+                b.set_output(Box::new(sink.clone()));
                 let (fallbacks, executions) = (b.stats.fallbacks.len(), b.stats.executions);
                 let mut out = self.interpret(f, args, cfg, &sink, Some(&mut **b))?;
                 xla_outcome(b, fallbacks, executions, &mut out);
@@ -281,6 +282,7 @@ impl Program {
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
                 if let XlaSlot::Ready(b) = &mut *slot {
                     b.set_disk_cache_enabled(!cfg.no_cache);
+                    b.set_output(Box::new(sink.clone()));
                 }
                 let (fallbacks, executions) = match &*slot {
                     XlaSlot::Ready(b) => (b.stats.fallbacks.len(), b.stats.executions),
@@ -290,8 +292,13 @@ impl Program {
                 cl.set_output(Box::new(sink.clone()));
                 let mut to_xla = HashSet::new();
                 let mut out = if native_ok {
-                    let mut auto =
-                        AutoBackend { xla: &mut slot, cl: &mut cl, to_xla: &mut to_xla, no_cache: cfg.no_cache };
+                    let mut auto = AutoBackend {
+                        xla: &mut slot,
+                        cl: &mut cl,
+                        to_xla: &mut to_xla,
+                        no_cache: cfg.no_cache,
+                        sink: sink.clone(),
+                    };
                     self.interpret(f, args, cfg, &sink, Some(&mut auto))?
                 } else {
                     self.interpret(f, args, cfg, &sink, None)?
@@ -447,6 +454,8 @@ struct AutoBackend<'a> {
     to_xla: &'a mut HashSet<(FuncId, BlockId)>,
     /// [`RunConfig::no_cache`].
     no_cache: bool,
+    /// The run's output, for prints inside XLA executables.
+    sink: PrintSink,
 }
 
 impl AutoBackend<'_> {
@@ -457,6 +466,7 @@ impl AutoBackend<'_> {
                 Ok(mut b) => {
                     b.set_disk_cache(DiskCache::from_env());
                     b.set_disk_cache_enabled(!self.no_cache);
+                    b.set_output(Box::new(self.sink.clone()));
                     XlaSlot::Ready(Box::new(b))
                 }
                 Err(e) => XlaSlot::NotFound(e.to_string()),

@@ -22,6 +22,7 @@
 pub mod disk_cache;
 mod error;
 pub(crate) mod ffi;
+pub mod host_print;
 pub mod pjrt;
 pub mod plugin;
 mod tensor;

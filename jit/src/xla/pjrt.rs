@@ -329,7 +329,57 @@ impl Plugin {
     /// `PJRT_FFI_Register_Handler` (what host callbacks for `print` on XLA
     /// will need).
     pub fn has_ffi_extension(&self) -> bool {
-        self.extensions().iter().any(|&(t, size)| t == ffi::EXTENSION_TYPE_FFI && size >= ffi::FFI_EXTENSION_STRUCT_SIZE)
+        self.extensions()
+            .iter()
+            .any(|&(t, size)| t == ffi::EXTENSION_TYPE_FFI && size >= ffi::FFI_EXTENSION_STRUCT_SIZE)
+    }
+
+    /// The plugin's `PJRT_FFI_Extension`, when its chain has one with
+    /// `register_handler`.
+    pub(crate) fn ffi_extension(&self) -> Option<&'static ffi::PJRT_FFI_Extension> {
+        let mut e = self.api().extension_start.cast::<ffi::PJRT_Extension_Base_Fields>();
+        let mut n = 0;
+        while !e.is_null() && n < 64 {
+            // SAFETY: as in `extensions`.
+            let base = unsafe { &*e };
+            if base.type_ == ffi::EXTENSION_TYPE_FFI && base.struct_size >= ffi::FFI_EXTENSION_STRUCT_SIZE {
+                // SAFETY: an FFI node of at least `FFI_EXTENSION_STRUCT_SIZE`
+                // bytes is a `PJRT_FFI_Extension`, static in the plugin.
+                return Some(unsafe { &*e.cast::<ffi::PJRT_FFI_Extension>() });
+            }
+            e = base.next;
+            n += 1;
+        }
+        None
+    }
+
+    /// `PJRT_ExecuteContext_Create` and `_Destroy`, when the table reaches them.
+    pub(crate) fn context_fns(
+        &self,
+    ) -> Option<(ffi::Fn<ffi::PJRT_ExecuteContext_Create_Args>, ffi::Fn<ffi::PJRT_ExecuteContext_Destroy_Args>)> {
+        // SAFETY: `struct_size` is the first field of every table version.
+        let size = unsafe { ptr::addr_of!((*self.inner.api.as_ptr()).struct_size).read() };
+        if size < ffi::API_CONTEXT_END {
+            return None;
+        }
+        // SAFETY: the table is `size` bytes long, covering both entries, at
+        // pointer-aligned offsets; entries are nullable function pointers.
+        unsafe {
+            let base = self.inner.api.as_ptr().cast::<u8>().add(ffi::API_CONTEXT_CREATE_OFFSET);
+            Some((
+                base.cast::<ffi::Fn<ffi::PJRT_ExecuteContext_Create_Args>>().read(),
+                base.add(8).cast::<ffi::Fn<ffi::PJRT_ExecuteContext_Destroy_Args>>().read(),
+            ))
+        }
+    }
+
+    /// Calls a PJRT entry point, turning its error into [`XlaError`].
+    ///
+    /// # Safety
+    /// As for `call`.
+    pub(crate) unsafe fn call_raw<A>(&self, op: &'static str, f: ffi::Fn<A>, args: &mut A) -> Result<()> {
+        // SAFETY: forwarded.
+        unsafe { self.call(op, f, args) }
     }
 
     fn api(&self) -> &'static PJRT_Api {
@@ -879,6 +929,12 @@ impl Executable {
     /// for it to finish and returns its results. The arguments are never
     /// donated: they stay valid and unchanged.
     pub fn execute(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
+        self.execute_in(args, ptr::null_mut())
+    }
+
+    /// [`Executable::execute`] with a `PJRT_ExecuteContext` (null: none),
+    /// whose user data FFI handlers read.
+    pub(crate) fn execute_in(&self, args: &[&Buffer], context: *mut PJRT_ExecuteContext) -> Result<Vec<Buffer>> {
         if let Some(i) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
             return Err(XlaError::InvalidArgument(format!("argument {i} is a buffer of another PJRT client")));
         }
@@ -892,6 +948,7 @@ impl Executable {
         let mut options = PJRT_ExecuteOptions::new();
         options.non_donatable_input_indices = non_donatable.as_ptr();
         options.num_non_donatable_input_indices = non_donatable.len();
+        options.context = context;
 
         let mut exec = PJRT_LoadedExecutable_Execute_Args::new();
         exec.executable = self.raw.as_ptr();
