@@ -143,7 +143,9 @@ extern "C" fn print(m: *mut NativeMeter, site: i64, ptrs: *const *const u8) -> i
             }
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        let _ = writeln!(p.out, "{}", loopvm_vm::print_line(&refs));
+        let mut line = loopvm_vm::print_line(&refs);
+        line.push('\n');
+        let _ = p.out.write_all(line.as_bytes());
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     0

@@ -236,8 +236,10 @@ unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Erro
             }
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
+        let mut line = loopvm_vm::print_line(&refs);
+        line.push('\n');
         let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(w, "{}", loopvm_vm::print_line(&refs));
+        let _ = w.write_all(line.as_bytes());
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     std::ptr::null_mut()
