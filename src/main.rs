@@ -246,7 +246,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let m = prog.module();
             let f = prog.main()?;
-            let opts = hlo::EmitOptions { unroll_all: unroll, ..Default::default() };
+            // `print` as a host callback, as `--tier xla` compiles it on a
+            // plugin with the PJRT FFI extension (the CPU plugin has it).
+            let opts = hlo::EmitOptions { unroll_all: unroll, host_print: true, ..Default::default() };
             let text = if args.is_empty() {
                 hlo::param_types(m, f).and_then(|types| hlo::emit_function(m, f, &types, &opts))
             } else {
