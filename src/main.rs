@@ -50,6 +50,10 @@ enum Cmd {
         /// Stop with an error after this many seconds.
         #[arg(long, value_parser = parse_seconds)]
         timeout: Option<std::time::Duration>,
+        /// Compile every XLA region instead of loading it from the persistent
+        /// executable cache (and store nothing there).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Parse and type-check a program.
     Check {
@@ -113,6 +117,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PluginCmd,
     },
+    /// The persistent cache of compiled XLA executables
+    /// (`$LOOPVM_CACHE_DIR/executables`).
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// Every entry, least recently used first: size, last use, region.
+    List,
+    /// Remove every entry.
+    Clear,
+    /// The folder, the number of entries, their size and the cap.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -156,7 +176,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
-        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps, max_memory, timeout } => {
+        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps, max_memory, timeout, no_cache } => {
             let tier = Tier::parse(&tier).ok_or_else(|| {
                 Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)")))
             })?;
@@ -166,8 +186,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
             let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
-            let cfg =
-                RunConfig { tier, trace, max_steps, max_memory, timeout, capture_print: false, jit_threshold: None };
+            let cfg = RunConfig {
+                tier,
+                trace,
+                max_steps,
+                max_memory,
+                timeout,
+                capture_print: false,
+                jit_threshold: None,
+                no_cache,
+            };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {
                 write_out(path, &res.value)?;
@@ -218,7 +246,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let m = prog.module();
             let f = prog.main()?;
-            let opts = hlo::EmitOptions { unroll_all: unroll, ..Default::default() };
+            // `print` as a host callback, as `--tier xla` compiles it on a
+            // plugin with the PJRT FFI extension (the CPU plugin has it).
+            let opts = hlo::EmitOptions { unroll_all: unroll, host_print: true, ..Default::default() };
             let text = if args.is_empty() {
                 hlo::param_types(m, f).and_then(|types| hlo::emit_function(m, f, &types, &opts))
             } else {
@@ -282,6 +312,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Cmd::Cache { cmd } => cache_cmd(cmd),
         Cmd::Plugin { cmd: PluginCmd::List } => {
             plugin_list();
             Ok(())
@@ -297,6 +328,43 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+fn cache_cmd(cmd: CacheCmd) -> Result<(), Error> {
+    use loopvm_jit::xla::disk_cache;
+    let tier_err = |m: String| Error::new(loopvm::ErrorKind::Tier(m));
+    let cache = disk_cache::DiskCache::from_env()
+        .ok_or_else(|| tier_err("no cache folder: set LOOPVM_CACHE_DIR, XDG_CACHE_HOME or HOME".into()))?;
+    let dir = cache.dir().display().to_string();
+    let io = |e: std::io::Error| tier_err(format!("cannot read the executable cache {dir}: {e}"));
+    match cmd {
+        CacheCmd::List => {
+            let now = std::time::SystemTime::now();
+            for e in cache.list().map_err(io)? {
+                let age = now.duration_since(e.last_used).map_or(0, |d| d.as_secs());
+                let name = e.path.file_stem().map(|s| s.to_string_lossy().chars().take(16).collect::<String>());
+                println!(
+                    "{}  {:>10} bytes  used {age} s ago  {}",
+                    name.unwrap_or_default(),
+                    e.size,
+                    e.label.as_deref().unwrap_or("(unreadable header)")
+                );
+            }
+        }
+        CacheCmd::Clear => {
+            let (n, bytes) = cache.clear().map_err(io)?;
+            println!("removed {n} entries ({bytes} bytes) from {dir}");
+        }
+        CacheCmd::Stats => {
+            let entries = cache.list().map_err(io)?;
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            println!("folder:  {dir}");
+            println!("entries: {}", entries.len());
+            println!("size:    {total} bytes");
+            println!("cap:     {} bytes ({})", cache.cap(), disk_cache::CAP_ENV);
+        }
+    }
+    Ok(())
 }
 
 fn plugin_list() {

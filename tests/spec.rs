@@ -181,6 +181,10 @@ fn run_spec(path: &Path, tier: Tier) -> Result<(), Failed> {
         if reference.value.to_string() != *want {
             return Err(format!("interpreter result differs\n  want: {want}\n  got:  {}", reference.value).into());
         }
+        // Every tier prints the same lines (issue 17).
+        if let Some(m) = loopvm::diff::compare_printed(&reference.printed, &out.printed) {
+            return Err(format!("{} prints differently: {m}", tier.as_str()).into());
+        }
         if let Some(m) = loopvm::diff::compare(&reference.value, &out.value) {
             return Err(format!(
                 "{} disagrees with the interpreter: {m}\n  interp: {want}\n  {}: {got}",

@@ -49,21 +49,43 @@ pub fn compare(a: &Value, b: &Value) -> Option<String> {
     None
 }
 
+/// The first line where the output of `print` differs from the reference's
+/// (compared exactly: every tier prints the same values through the same
+/// formatting), as a message; `None` when the outputs are identical.
+pub fn compare_printed(reference: &str, got: &str) -> Option<String> {
+    if reference == got {
+        return None;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (reference.lines().collect(), got.lines().collect());
+    for k in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(k).copied(), b.get(k).copied());
+        if x != y {
+            let show = |l: Option<&str>| l.map_or("(no line)".to_string(), |l| format!("`{l}`"));
+            return Some(format!("printed line {}: {} against {}", k + 1, show(x), show(y)));
+        }
+    }
+    Some("printed output differs (line endings)".into())
+}
+
 /// Runs `main` on the interpreter (the reference) and on `tiers`, comparing
-/// every result with the reference.
+/// every result, and the output of `print`, with the reference.
 pub fn diff(prog: &Program, args: &[Tensor], tiers: &[Tier]) -> Result<Vec<TierResult>, Error> {
     let mut out: Vec<TierResult> = Vec::new();
     let mut reference: Option<Value> = None;
+    let mut printed_ref = String::new();
     for &tier in std::iter::once(&Tier::Interp).chain(tiers.iter().filter(|t| **t != Tier::Interp)) {
         let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
         let start = std::time::Instant::now();
-        let outcome = prog.run(args, &cfg).map(|o| o.value);
+        let run = prog.run(args, &cfg);
         let time = start.elapsed();
+        let printed = run.as_ref().map(|o| o.printed.clone()).unwrap_or_default();
+        let outcome = run.map(|o| o.value);
         let mismatch = match (&reference, &outcome) {
-            (Some(r), Ok(v)) => compare(r, v),
+            (Some(r), Ok(v)) => compare(r, v).or_else(|| compare_printed(&printed_ref, &printed)),
             _ => None,
         };
         if tier == Tier::Interp {
+            printed_ref = printed;
             let v = outcome?;
             reference = Some(v.clone());
             out.push(TierResult { tier, outcome: Ok(v), time, mismatch: None });
@@ -80,6 +102,13 @@ mod tests {
 
     fn t<T: loopvm_runtime::Element>(v: Vec<T>) -> Value {
         Value::Tensor(Tensor::from_vec(&[v.len()], v).unwrap())
+    }
+
+    #[test]
+    fn printed_output_is_compared_line_by_line() {
+        assert_eq!(compare_printed("a\nb\n", "a\nb\n"), None);
+        assert_eq!(compare_printed("a\nb\n", "a\nc\n").unwrap(), "printed line 2: `b` against `c`");
+        assert_eq!(compare_printed("a\n", "a\nb\n").unwrap(), "printed line 2: (no line) against `b`");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::error::{Error, ErrorKind};
 use crate::value::Value;
 use loopvm_jit::cranelift::CraneliftBackend;
 use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+use loopvm_jit::xla::DiskCache;
 use loopvm_runtime::Tensor;
 use loopvm_vm::{
     Backend, BlockId, ExecError, Fallback, FuncId, Interpreter, LoopSite, LoopState, LoopStats, Meter, Module,
@@ -69,6 +70,11 @@ pub struct RunConfig {
     /// Iterations (or entries) after which the `jit` and `auto` tiers
     /// promote a loop to native code; `None` for the default (1000).
     pub jit_threshold: Option<u64>,
+    /// Bypass the persistent executable cache (`--no-cache`): compile every
+    /// XLA region in this run instead of loading it from loopvm's cache
+    /// folder, and store nothing there. The in-memory cache of the program
+    /// is used either way.
+    pub no_cache: bool,
 }
 
 /// One loop's counts in a run.
@@ -227,20 +233,24 @@ impl Program {
     }
 
     fn call_id(&self, f: FuncId, args: &[Tensor], cfg: &RunConfig) -> Result<RunOutput, Error> {
+        // One output for the interpreter's prints and the back ends': lines
+        // keep their order whichever tier prints them.
+        let sink = PrintSink::new(cfg.capture_print);
         let threshold = cfg.jit_threshold.unwrap_or(loopvm_jit::cranelift::DEFAULT_THRESHOLD);
         // Native code does not trace: under `--trace` loops stay in the
         // interpreter. The limits are counted on every tier (`loopvm_vm::Meter`).
         let native_ok = !cfg.trace;
         match cfg.tier {
-            Tier::Interp => self.interpret(f, args, cfg, None),
+            Tier::Interp => self.interpret(f, args, cfg, &sink, None),
             Tier::Jit => {
                 if !native_ok {
-                    let mut out = self.interpret(f, args, cfg, None)?;
+                    let mut out = self.interpret(f, args, cfg, &sink, None)?;
                     out.notes.push("jit: --trace runs every loop in the interpreter".into());
                     return Ok(out);
                 }
                 let mut cl = CraneliftBackend::new(threshold);
-                let mut out = self.interpret(f, args, cfg, Some(&mut cl))?;
+                cl.set_output(Box::new(sink.clone()));
+                let mut out = self.interpret(f, args, cfg, &sink, Some(&mut cl))?;
                 cranelift_outcome(&cl, &mut out);
                 Ok(out)
             }
@@ -249,16 +259,19 @@ impl Program {
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
                 if !matches!(*slot, XlaSlot::Ready(_)) {
                     // Forced: install the CPU plugin on first use (after a one-line notice).
-                    let b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
+                    let mut b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
                         .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
                         .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
+                    b.set_disk_cache(DiskCache::from_env());
                     *slot = XlaSlot::Ready(Box::new(b));
                 }
                 let XlaSlot::Ready(b) = &mut *slot else {
                     return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
+                b.set_disk_cache_enabled(!cfg.no_cache);
+                b.set_output(Box::new(sink.clone()));
                 let (fallbacks, executions) = (b.stats.fallbacks.len(), b.stats.executions);
-                let mut out = self.interpret(f, args, cfg, Some(&mut **b))?;
+                let mut out = self.interpret(f, args, cfg, &sink, Some(&mut **b))?;
                 xla_outcome(b, fallbacks, executions, &mut out);
                 Ok(out)
             }
@@ -267,17 +280,28 @@ impl Program {
                 // looked up the first time such a loop is hot), hot scalar loops
                 // to Cranelift, the rest in the interpreter.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
+                if let XlaSlot::Ready(b) = &mut *slot {
+                    b.set_disk_cache_enabled(!cfg.no_cache);
+                    b.set_output(Box::new(sink.clone()));
+                }
                 let (fallbacks, executions) = match &*slot {
                     XlaSlot::Ready(b) => (b.stats.fallbacks.len(), b.stats.executions),
                     _ => (0, 0),
                 };
                 let mut cl = CraneliftBackend::new(threshold);
+                cl.set_output(Box::new(sink.clone()));
                 let mut to_xla = HashSet::new();
                 let mut out = if native_ok {
-                    let mut auto = AutoBackend { xla: &mut slot, cl: &mut cl, to_xla: &mut to_xla };
-                    self.interpret(f, args, cfg, Some(&mut auto))?
+                    let mut auto = AutoBackend {
+                        xla: &mut slot,
+                        cl: &mut cl,
+                        to_xla: &mut to_xla,
+                        no_cache: cfg.no_cache,
+                        sink: sink.clone(),
+                    };
+                    self.interpret(f, args, cfg, &sink, Some(&mut auto))?
                 } else {
-                    self.interpret(f, args, cfg, None)?
+                    self.interpret(f, args, cfg, &sink, None)?
                 };
                 for l in &mut out.loops {
                     if l.tier == Tier::Auto {
@@ -301,18 +325,16 @@ impl Program {
         f: FuncId,
         args: &[Tensor],
         cfg: &RunConfig,
+        sink: &PrintSink,
         backend: Option<&mut dyn Backend>,
     ) -> Result<RunOutput, Error> {
         let opts =
             RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
-        let mut printed = Vec::new();
         // The tier a loop ran on when a back end took it.
         let tier = cfg.tier;
         let (results, profile, stats) = {
             let mut it = Interpreter::new(&self.module, opts);
-            if cfg.capture_print {
-                it.set_output(Box::new(&mut printed));
-            }
+            it.set_output(Box::new(sink.clone()));
             if let Some(b) = backend {
                 it.set_backend(b);
             }
@@ -341,11 +363,49 @@ impl Program {
             ops: stats.ops,
             loop_iterations: stats.loop_iterations,
             elapsed: stats.elapsed,
-            printed: String::from_utf8_lossy(&printed).into_owned(),
+            printed: sink.captured(),
             notes: Vec::new(),
             fallbacks: Vec::new(),
             xla_executions: 0,
         })
+    }
+}
+
+/// Where `print` goes in one run: stdout, or a buffer (`capture_print`)
+/// shared by the interpreter and the back ends.
+#[derive(Clone)]
+struct PrintSink(Option<std::sync::Arc<Mutex<Vec<u8>>>>);
+
+impl PrintSink {
+    fn new(capture: bool) -> PrintSink {
+        PrintSink(capture.then(Default::default))
+    }
+
+    /// What was captured (empty when printing to stdout).
+    fn captured(&self) -> String {
+        match &self.0 {
+            Some(b) => String::from_utf8_lossy(&b.lock().unwrap_or_else(|p| p.into_inner())).into_owned(),
+            None => String::new(),
+        }
+    }
+}
+
+impl std::io::Write for PrintSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(b) => {
+                b.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            None => std::io::stdout().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(_) => Ok(()),
+            None => std::io::stdout().flush(),
+        }
     }
 }
 
@@ -392,6 +452,10 @@ struct AutoBackend<'a> {
     cl: &'a mut CraneliftBackend,
     /// The loops XLA ran.
     to_xla: &'a mut HashSet<(FuncId, BlockId)>,
+    /// [`RunConfig::no_cache`].
+    no_cache: bool,
+    /// The run's output, for prints inside XLA executables.
+    sink: PrintSink,
 }
 
 impl AutoBackend<'_> {
@@ -399,7 +463,12 @@ impl AutoBackend<'_> {
     fn xla(&mut self) -> Option<&mut XlaBackend> {
         if matches!(self.xla, XlaSlot::Untried) {
             *self.xla = match XlaBackend::with_found_plugin(XlaMode::Loops) {
-                Ok(b) => XlaSlot::Ready(Box::new(b)),
+                Ok(mut b) => {
+                    b.set_disk_cache(DiskCache::from_env());
+                    b.set_disk_cache_enabled(!self.no_cache);
+                    b.set_output(Box::new(self.sink.clone()));
+                    XlaSlot::Ready(Box::new(b))
+                }
                 Err(e) => XlaSlot::NotFound(e.to_string()),
             };
         }

@@ -498,3 +498,30 @@ fn struct_sizes_match_the_installed_header() {
     assert_eq!(checked, STRUCT_SIZES.len());
     eprintln!("{checked} struct sizes match {} (API 0.{minor})", header.display());
 }
+
+/// The CPU plugin's extension chain holds the PJRT FFI extension with
+/// `register_handler` (48 bytes at API 0.81), which host callbacks for
+/// `print` on XLA need (issue 17).
+#[test]
+fn cpu_plugin_has_the_ffi_extension() {
+    let p = client().plugin();
+    assert!(p.has_ffi_extension(), "extensions: {:?}", p.extensions());
+}
+
+/// An executable survives `PJRT_Executable_Serialize` and
+/// `PJRT_Executable_DeserializeAndLoad`, and garbage is an error, not a crash.
+#[test]
+fn serialize_and_deserialize_an_executable() {
+    let exe = client()
+        .compile(
+            "module @m { func.func public @main(%x: tensor<f32>) -> tensor<f32> {
+               %0 = stablehlo.add %x, %x : tensor<f32>
+               return %0 : tensor<f32> } }",
+        )
+        .expect("compile");
+    let bytes = exe.serialize().expect("serialize");
+    let back = client().deserialize(&bytes).expect("deserialize");
+    let x = client().buffer_from_host(&2.5f32.to_ne_bytes(), &[], ElementType::F32).expect("buffer");
+    assert_eq!(f32s(&back.execute(&[&x]).expect("run")[0]), vec![5.0]);
+    assert!(client().deserialize(b"not an executable").is_err());
+}

@@ -918,7 +918,41 @@ fn print_falls_back_to_the_interpreter() {
     let n2 = f.fori(ENTRY, z, f.p(0), &[out[0]], |f, b, i, c| vec![f.bin(b, BinaryOp::Add, c[0], i)]);
     let m = f.module(n2);
     check(&m, &[Tensor::scalar(5i32)], "print");
-    let (r, b, profile) = with_backend(&m, &[Tensor::scalar(5i32)], XlaMode::FunctionsAndLoops);
+    // With host callbacks (issue 17) the whole function runs on XLA and
+    // prints `i32 0` .. `i32 4` into the back end's output.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hb = XlaBackend::new(client(), XlaMode::FunctionsAndLoops);
+    if hb.stats.host_print.is_ok() {
+        hb.set_output(Box::new(Shared(printed.clone())));
+        let r = {
+            let mut it = Interpreter::new(&m, RunOptions::default());
+            it.set_backend(&mut hb);
+            it.call(m.main.expect("main"), &[Tensor::scalar(5i32)])
+        };
+        assert_eq!(r.unwrap()[0].scalar_i64(), Some(20));
+        assert_eq!(hb.stats.functions_run, 1, "{:?}", hb.stats.fallbacks);
+        assert_eq!(String::from_utf8_lossy(&printed.lock().unwrap()), "i32 0\ni32 1\ni32 2\ni32 3\ni32 4\n");
+    }
+    // Without them, the loop with the print runs in the interpreter.
+    let mut b = XlaBackend::new(client(), XlaMode::FunctionsAndLoops);
+    b.set_host_print(false);
+    let (r, profile) = {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_output(Box::new(std::io::sink()));
+        it.set_backend(&mut b);
+        let r = it.call(m.main.expect("main"), &[Tensor::scalar(5i32)]);
+        (r, it.profile.clone())
+    };
     assert_eq!(r.unwrap()[0].scalar_i64(), Some(20));
     assert_eq!(b.stats.functions_run, 0);
     assert_eq!(b.stats.loops_run, 1, "the second loop runs on XLA");

@@ -139,6 +139,15 @@ fn swap(frame: &mut [Option<Tensor>], a: Reg, b: Reg) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// The line `print(a, b, ...)` writes (without its newline): one value as
+/// `Display` shows it, several as a tuple. Every tier prints through this.
+pub fn print_line(parts: &[&Tensor]) -> String {
+    match parts {
+        [one] => one.to_string(),
+        _ => format!("({})", parts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
 impl<'m> Interpreter<'m> {
     /// An interpreter for `m`, which must have passed [`crate::verify`].
     /// `print` goes to stdout and the trace to stderr until redirected.
@@ -460,10 +469,8 @@ impl<'m> Interpreter<'m> {
                 Ok(())
             }
             Inst::Print { srcs } => {
-                let parts =
-                    srcs.iter().map(|r| get(frame, *r).map(|t| t.to_string())).collect::<Result<Vec<_>, _>>()?;
-                let line = if parts.len() == 1 { parts.join("") } else { format!("({})", parts.join(", ")) };
-                let _ = writeln!(self.out, "{line}");
+                let parts = srcs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+                let _ = writeln!(self.out, "{}", print_line(&parts));
                 Ok(())
             }
             Inst::Call { dsts, func: callee, args } => self.exec_call(frame, dsts, *callee, args),

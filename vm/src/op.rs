@@ -98,7 +98,7 @@ macro_rules! for_each_op {
             /// R[dst] := shape(R[a]) as i32[rank]
             0x12 ShapeOf { def dst: Reg, use a: Reg } [XLA | JIT | ALLOC] "";
             /// print(R[srcs...]) to the program's output
-            0x13 Print { use srcs: RegList } [EFFECT] "prints on the host";
+            0x13 Print { use srcs: RegList } [JIT | EFFECT] "prints on the host";
             /// R[dsts...] := funcs[func](R[args...])
             0x14 Call { def dsts: RegList, attr func: FuncId, use args: RegList } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dsts...] := if R[c] { then_ } else { else_ }; both blocks take no params and return dsts' types

@@ -1,7 +1,7 @@
 //! [`CraneliftBackend`]: promotion policy, the cache of compiled loops and
 //! the per-loop reports behind `--stats`.
 
-use super::libcalls::{NativeMeter, STOP_STEPS, STOP_TIME};
+use super::libcalls::{NativeMeter, Printer, STOP_STEPS, STOP_TIME};
 use super::lower::{Region, TType};
 use super::native::{self, NativeLoop};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -127,6 +127,8 @@ pub struct CraneliftBackend {
     loops: HashMap<(FuncId, BlockId), LoopEntry>,
     fault: bool,
     listings: bool,
+    /// Where native `print`s write (the interpreter's output).
+    out: Box<dyn std::io::Write>,
 }
 
 /// The threshold [`CraneliftBackend::default`] uses.
@@ -150,7 +152,21 @@ fn loop_kind(inst: &Inst) -> &'static str {
 impl CraneliftBackend {
     /// A backend promoting loops after `threshold` iterations or entries.
     pub fn new(threshold: u64) -> CraneliftBackend {
-        CraneliftBackend { threshold, isa: None, module_key: 0, loops: HashMap::new(), fault: false, listings: false }
+        CraneliftBackend {
+            threshold,
+            isa: None,
+            module_key: 0,
+            loops: HashMap::new(),
+            fault: false,
+            listings: false,
+            out: Box::new(std::io::stdout()),
+        }
+    }
+
+    /// Sends the output of `print` in native code to `w` (default: stdout).
+    /// Give it the interpreter's output, so that lines keep their order.
+    pub fn set_output(&mut self, w: Box<dyn std::io::Write>) {
+        self.out = w;
     }
 
     /// The promotion threshold.
@@ -325,7 +341,12 @@ impl CraneliftBackend {
         }
         let mut counters = vec![0u64; code.code.loops.len()];
         let mut nm = NativeMeter::new(meter.steps_left(), meter.deadline());
-        if let Err(why) = code.code.run(inputs, carry, &mut outs, &mut counters, start, &mut nm) {
+        let mut printer = Printer { out: &mut *self.out, sites: &code.code.prints };
+        nm.printer = (&mut printer as *mut Printer<'_>).cast();
+        let ran = code.code.run(inputs, carry, &mut outs, &mut counters, start, &mut nm);
+        nm.printer = std::ptr::null_mut();
+        let _ = self.out.flush();
+        if let Err(why) = ran {
             self.entry(site).report.reasons.push(format!("native call refused: {why}"));
             return None;
         }

@@ -7,7 +7,7 @@
 //! lowering calls them by address.
 
 use loopvm_runtime::kernels::{float_unary_scalar, Float, Num};
-use loopvm_runtime::{BinaryOp, DType, UnaryOp};
+use loopvm_runtime::{BinaryOp, DType, Tensor, UnaryOp};
 use loopvm_vm::Meter;
 use std::time::Instant;
 
@@ -47,6 +47,16 @@ pub(crate) struct NativeMeter {
     pub deadline: Option<Instant>,
     /// Why the code stopped early: [`STOP_STEPS`], [`STOP_TIME`] or 0.
     pub stop: u8,
+    /// Where `print` writes: a live `*mut Printer` for the duration of the
+    /// call, or null (prints are dropped).
+    pub printer: *mut std::ffi::c_void,
+}
+
+/// What [`print`] needs from the host: the output (the interpreter's) and
+/// the operand types of each print site of the running code.
+pub(crate) struct Printer<'a> {
+    pub out: &'a mut dyn std::io::Write,
+    pub sites: &'a [Vec<crate::cranelift::lower::TType>],
 }
 
 /// The code ran out of steps (`budget` spent and one more iteration begun).
@@ -58,7 +68,7 @@ impl NativeMeter {
     /// A meter allowing `budget` iterations until `deadline`.
     pub fn new(budget: u64, deadline: Option<Instant>) -> NativeMeter {
         let first = budget.min(Meter::CHUNK);
-        NativeMeter { fuel: first as i64, granted: first, budget, deadline, stop: 0 }
+        NativeMeter { fuel: first as i64, granted: first, budget, deadline, stop: 0, printer: std::ptr::null_mut() }
     }
 
     /// Iterations the code ran (after a normal return).
@@ -86,6 +96,50 @@ extern "C" fn refuel(m: *mut NativeMeter) -> i64 {
     let g = (m.budget - m.granted).min(Meter::CHUNK);
     m.granted += g;
     g as i64
+}
+
+/// Called by native code for `print(...)` at print site `site`: `ptrs[k]`
+/// points at the elements of operand `k`, whose type the printer's `sites`
+/// give. Writes the line the interpreter would (`loopvm_vm::print_line`).
+/// Returns 0; never unwinds.
+extern "C" fn print(m: *mut NativeMeter, site: i64, ptrs: *const *const u8) -> i64 {
+    let body = || {
+        // SAFETY: native code passes on the meter pointer `NativeLoop::run`
+        // gave it (null checked), whose `printer` is null or a live
+        // `Printer` that the host does not touch during the call.
+        let Some(m) = (unsafe { m.as_mut() }) else { return };
+        // SAFETY: as above.
+        let Some(p) = (unsafe { m.printer.cast::<Printer<'_>>().as_mut() }) else { return };
+        let Some(types) = usize::try_from(site).ok().and_then(|s| p.sites.get(s)) else { return };
+        let mut parts = Vec::with_capacity(types.len());
+        for (k, t) in types.iter().enumerate() {
+            // SAFETY: the code stored one pointer per operand of this site
+            // in `ptrs`, each at `t.numel()` elements of `t.dtype`, live and
+            // aligned (stack slots and tensor buffers) for the call.
+            let tensor = unsafe {
+                let src = *ptrs.add(k);
+                loopvm_runtime::with_dtype!(t.dtype, T => {
+                    let xs = std::slice::from_raw_parts(src.cast::<T>(), t.numel()).to_vec();
+                    Tensor::from_vec(&t.shape, xs)
+                })
+            };
+            match tensor {
+                Ok(x) => parts.push(x),
+                Err(_) => return,
+            }
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let mut line = loopvm_vm::print_line(&refs);
+        line.push('\n');
+        let _ = p.out.write_all(line.as_bytes());
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    0
+}
+
+/// The address of [`print`].
+pub(crate) fn print_addr() -> usize {
+    print as extern "C" fn(*mut NativeMeter, i64, *const *const u8) -> i64 as usize
 }
 
 /// The address of [`refuel`].

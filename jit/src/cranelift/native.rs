@@ -49,6 +49,8 @@ pub(crate) struct NativeLoop {
     pub metered: bool,
     /// The optimised Cranelift IR and the machine code, when asked for.
     pub listing: Option<String>,
+    /// The operand types of each `print` site ([`super::libcalls::Printer`]).
+    pub prints: Vec<Vec<TType>>,
     /// Constants the code reads by address.
     _keep: Vec<Tensor>,
 }
@@ -107,7 +109,8 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
-    let Lowered { outs, loops, keep } = lower::lower_region(&mut ctx.func, &mut fctx, module.target_config(), cc, r)?;
+    let Lowered { outs, loops, keep, prints } =
+        lower::lower_region(&mut ctx.func, &mut fctx, module.target_config(), cc, r)?;
     lower::verify(&ctx.func, module.isa())?;
     ctx.set_disasm(r.listing);
     module.define_function(id, &mut ctx).map_err(|e| cg(&e))?;
@@ -135,6 +138,7 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
         loops,
         metered: r.metered,
         listing,
+        prints,
         _keep: keep,
     })
 }

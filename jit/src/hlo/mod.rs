@@ -67,6 +67,10 @@ pub struct EmitOptions {
     /// loop's condition also tests the fuel and every iteration takes one;
     /// loops are not unrolled.
     pub metered: bool,
+    /// Lower `print` to `stablehlo.custom_call @loopvm_print` (with
+    /// `has_side_effect`), for a back end that registered the host handler
+    /// (`xla::host_print`); otherwise `print` does not lower.
+    pub host_print: bool,
 }
 
 /// Why some code does not lower to StableHLO.

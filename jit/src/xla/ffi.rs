@@ -101,6 +101,7 @@ opaque!(
     PJRT_SendCallbackInfo,
     PJRT_RecvCallbackInfo,
     PJRT_Extension_Base,
+    PJRT_SerializedExecutable,
 );
 
 /// `PJRT_Error_Code` (absl status codes).
@@ -381,6 +382,33 @@ pub(crate) struct PJRT_LoadedExecutable_GetExecutable_Args {
 }
 
 #[repr(C)]
+pub(crate) struct PJRT_Executable_Serialize_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub executable: *const PJRT_Executable,
+    /// Out: lives only as long as `serialized_executable`.
+    pub serialized_bytes: *const c_char,
+    pub serialized_bytes_size: usize,
+    /// Out: backs `serialized_bytes`; freed once with the deleter.
+    pub serialized_executable: *mut PJRT_SerializedExecutable,
+    pub serialized_executable_deleter: Option<unsafe extern "C" fn(exec: *mut PJRT_SerializedExecutable)>,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_Executable_DeserializeAndLoad_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub client: *mut PJRT_Client,
+    pub serialized_executable: *const c_char,
+    pub serialized_executable_size: usize,
+    /// Out.
+    pub loaded_executable: *mut PJRT_LoadedExecutable,
+    /// A serialised `CompileOptionsProto`, or null (the executable's own).
+    pub overridden_serialized_compile_options: *const c_char,
+    pub overridden_serialized_compile_options_size: usize,
+}
+
+#[repr(C)]
 pub(crate) struct PJRT_ExecuteOptions {
     pub struct_size: usize,
     pub extension_start: *mut PJRT_Extension_Base,
@@ -526,7 +554,11 @@ pjrt_structs! {
     PJRT_Executable_NumOutputs_Args => num_outputs,
     PJRT_LoadedExecutable_Destroy_Args => executable,
     PJRT_LoadedExecutable_GetExecutable_Args => executable,
+    PJRT_Executable_Serialize_Args => serialized_executable_deleter,
+    PJRT_Executable_DeserializeAndLoad_Args => overridden_serialized_compile_options_size,
     PJRT_ExecuteOptions => incarnation_ids,
+    PJRT_ExecuteContext_Create_Args => context,
+    PJRT_ExecuteContext_Destroy_Args => context,
     PJRT_LoadedExecutable_Execute_Args => execute_device,
     PJRT_Buffer_Destroy_Args => buffer,
     PJRT_Buffer_ElementType_Args => type_,
@@ -540,6 +572,276 @@ pjrt_structs! {
     PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args => device_memory_ptr,
     PJRT_Api => PJRT_Buffer_ToHostBuffer,
 }
+
+// -------------------------------- Extensions --------------------------------
+
+/// The header's `PJRT_Extension_Base`, read to walk a plugin's extension
+/// chain (`PJRT_Api::extension_start`, then `next`). Declared apart from the
+/// opaque [`PJRT_Extension_Base`] that argument structs point to.
+#[repr(C)]
+pub(crate) struct PJRT_Extension_Base_Fields {
+    pub struct_size: usize,
+    /// `PJRT_Extension_Type`.
+    pub type_: c_int,
+    pub next: *mut PJRT_Extension_Base_Fields,
+}
+
+/// `PJRT_Extension_Type_FFI` (`pjrt_c_api.h` 0.81: the sixth enumerator).
+pub(crate) const EXTENSION_TYPE_FFI: c_int = 5;
+
+/// `PJRT_FFI_Extension` (`pjrt_c_api_ffi_extension.h`, the version with
+/// `register_handler`): the base, then three entry points, none called yet
+/// (issue 17: host callbacks for `print` on XLA are not built).
+#[repr(C)]
+pub(crate) struct PJRT_FFI_Extension {
+    pub base: PJRT_Extension_Base_Fields,
+    pub type_id_register: Unused,
+    pub user_data_add: Unused,
+    pub register_handler: Unused,
+}
+
+/// `PJRT_STRUCT_SIZE(PJRT_FFI_Extension, register_handler)`.
+pub(crate) const FFI_EXTENSION_STRUCT_SIZE: usize =
+    std::mem::offset_of!(PJRT_FFI_Extension, register_handler) + std::mem::size_of::<Unused>();
+
+/// `PJRT_FFI_Type_Info`: optional callbacks for a registered type.
+#[repr(C)]
+pub(crate) struct PJRT_FFI_Type_Info {
+    pub deleter: Option<unsafe extern "C" fn(*mut c_void)>,
+    pub serialize: Option<unsafe extern "C" fn()>,
+    pub deserialize: Option<unsafe extern "C" fn()>,
+}
+
+/// `PJRT_FFI_Type_Register_Args` (the plugin at 0.81 wants its 48 bytes:
+/// the `type_info` pointer after `type_id`).
+#[repr(C)]
+pub(crate) struct PJRT_FFI_TypeID_Register_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub type_name: *const c_char,
+    pub type_name_size: usize,
+    /// In/out: 0 asks XLA to assign one.
+    pub type_id: i64,
+    pub type_info: *mut PJRT_FFI_Type_Info,
+}
+
+/// `PJRT_FFI_UserData`.
+#[repr(C)]
+pub(crate) struct PJRT_FFI_UserData {
+    pub type_id: i64,
+    pub data: *mut c_void,
+    pub deleter: Option<unsafe extern "C" fn(data: *mut c_void)>,
+}
+
+/// `PJRT_FFI_UserData_Add_Args`.
+#[repr(C)]
+pub(crate) struct PJRT_FFI_UserData_Add_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub context: *mut PJRT_ExecuteContext,
+    pub user_data: PJRT_FFI_UserData,
+}
+
+/// `PJRT_FFI_Register_Handler_Args` (the layout with `traits`, no
+/// `extension_start`: the CPU plugin at 0.81 checks `struct_size >= 52`
+/// and reads `target_name` at 8, `platform_name` at 32).
+#[repr(C)]
+pub(crate) struct PJRT_FFI_Register_Handler_Args {
+    pub struct_size: usize,
+    pub target_name: *const c_char,
+    pub target_name_size: usize,
+    /// An `XLA_FFI_Handler*`.
+    pub handler: *mut c_void,
+    pub platform_name: *const c_char,
+    pub platform_name_size: usize,
+    /// `PJRT_FFI_Handler_TraitsBits`.
+    pub traits: u32,
+}
+
+/// `STRUCT_SIZE` and `new` for the FFI extension's argument structs (not
+/// in [`STRUCT_SIZES`], which lists `pjrt_c_api.h`'s).
+macro_rules! sized {
+    ($($name:ident => $last:ident),* $(,)?) => {$(
+        impl $name {
+            pub(crate) const STRUCT_SIZE: usize =
+                std::mem::offset_of!($name, $last) + field_size(|s: &$name| &s.$last);
+            pub(crate) fn new() -> Self {
+                // SAFETY: pointers, integers and nullable function pointers:
+                // all-zero bytes are valid.
+                let mut s: Self = unsafe { std::mem::zeroed() };
+                s.struct_size = Self::STRUCT_SIZE;
+                s
+            }
+        }
+    )*};
+}
+
+sized!(
+    PJRT_FFI_TypeID_Register_Args => type_info,
+    PJRT_FFI_UserData_Add_Args => user_data,
+    PJRT_FFI_Register_Handler_Args => traits,
+);
+
+/// The entry points of [`PJRT_FFI_Extension`], typed.
+pub(crate) type FfiTypeIdRegister = unsafe extern "C" fn(*mut PJRT_FFI_TypeID_Register_Args) -> *mut PJRT_Error;
+pub(crate) type FfiUserDataAdd = unsafe extern "C" fn(*mut PJRT_FFI_UserData_Add_Args) -> *mut PJRT_Error;
+pub(crate) type FfiRegisterHandler = unsafe extern "C" fn(*mut PJRT_FFI_Register_Handler_Args) -> *mut PJRT_Error;
+
+#[repr(C)]
+pub(crate) struct PJRT_ExecuteContext_Create_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub context: *mut PJRT_ExecuteContext,
+}
+
+#[repr(C)]
+pub(crate) struct PJRT_ExecuteContext_Destroy_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut PJRT_Extension_Base,
+    pub context: *mut PJRT_ExecuteContext,
+}
+
+/// `offsetof(PJRT_Api, PJRT_ExecuteContext_Create)` at 0.81 (gcc); `_Destroy`
+/// follows. Read only when the plugin's table reaches [`API_CONTEXT_END`].
+pub(crate) const API_CONTEXT_CREATE_OFFSET: usize = 824;
+/// The `struct_size` a table needs for both execute-context entries.
+pub(crate) const API_CONTEXT_END: usize = API_CONTEXT_CREATE_OFFSET + 16;
+
+// ------------------------- XLA FFI C ABI (c_api.h) --------------------------
+//
+// `xla/ffi/api/c_api.h` at XLA FFI API 0.1, the oldest version the CPU
+// plugin accepts from a handler (it supports 0.1 to 0.2: its
+// `kMinSupportedApiVersion` and `kMaxSupportedApiVersion`); only the prefix
+// of each struct that loopvm's handler reads.
+
+/// `XLA_FFI_API_MAJOR` / `XLA_FFI_API_MINOR` the handler implements.
+pub(crate) const XLA_FFI_API_MAJOR: c_int = 0;
+pub(crate) const XLA_FFI_API_MINOR: c_int = 1;
+/// `XLA_FFI_Extension_Metadata`.
+pub(crate) const XLA_FFI_EXTENSION_METADATA: c_int = 1;
+/// `XLA_FFI_ExecutionStage_EXECUTE`.
+pub(crate) const XLA_FFI_EXECUTION_STAGE_EXECUTE: c_int = 3;
+/// `XLA_FFI_ArgType_BUFFER`.
+pub(crate) const XLA_FFI_ARG_TYPE_BUFFER: c_int = 1;
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Extension_Base {
+    pub struct_size: usize,
+    /// `XLA_FFI_Extension_Type`.
+    pub type_: c_int,
+    pub next: *mut XLA_FFI_Extension_Base,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Api_Version {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub major_version: c_int,
+    pub minor_version: c_int,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Metadata {
+    pub struct_size: usize,
+    pub api_version: XLA_FFI_Api_Version,
+    /// `XLA_FFI_Handler_Traits`.
+    pub traits: u32,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Metadata_Extension {
+    pub extension_base: XLA_FFI_Extension_Base,
+    pub metadata: *mut XLA_FFI_Metadata,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Buffer {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    /// `XLA_FFI_DataType` (= `PJRT_Buffer_Type` numbering: PRED 1, S32 4, S64 5, F32 11, F64 12).
+    pub dtype: c_int,
+    pub data: *mut c_void,
+    pub rank: i64,
+    pub dims: *mut i64,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub size: i64,
+    /// `XLA_FFI_ArgType*`.
+    pub types: *mut c_int,
+    pub args: *mut *mut c_void,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Rets {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub size: i64,
+    pub types: *mut c_int,
+    pub rets: *mut *mut c_void,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_Attrs {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub size: i64,
+    pub types: *mut c_int,
+    pub names: *mut *mut c_void,
+    pub attrs: *mut *mut c_void,
+}
+
+opaque!(XLA_FFI_Api, XLA_FFI_ExecutionContext, XLA_FFI_Error);
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_CallFrame {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub api: *const XLA_FFI_Api,
+    pub ctx: *mut XLA_FFI_ExecutionContext,
+    /// `XLA_FFI_ExecutionStage`.
+    pub stage: c_int,
+    pub args: XLA_FFI_Args,
+    pub rets: XLA_FFI_Rets,
+    pub attrs: XLA_FFI_Attrs,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_TypeId {
+    pub type_id: i64,
+}
+
+#[repr(C)]
+pub(crate) struct XLA_FFI_ExecutionContext_Get_Args {
+    pub struct_size: usize,
+    pub extension_start: *mut XLA_FFI_Extension_Base,
+    pub ctx: *mut XLA_FFI_ExecutionContext,
+    pub type_id: *mut XLA_FFI_TypeId,
+    pub data: *mut c_void,
+}
+
+/// `offsetof(XLA_FFI_Api, XLA_FFI_ExecutionContext_Get)`: `struct_size`,
+/// `extension_start`, `api_version` (24), `internal_api`, then
+/// `Error_Create`, `Error_GetMessage`, `Error_Destroy`, `Handler_Register`,
+/// `Stream_Get`, `TypeId_Register`, `ExecutionContext_Get`.
+pub(crate) const XLA_FFI_API_CONTEXT_GET_OFFSET: usize = 8 + 8 + 24 + 8 + 6 * 8;
+
+/// `XLA_FFI_Error* XLA_FFI_ExecutionContext_Get(args)`.
+pub(crate) type XlaFfiContextGet = unsafe extern "C" fn(*mut XLA_FFI_ExecutionContext_Get_Args) -> *mut XLA_FFI_Error;
+
+/// `XLA_FFI_Error* XLA_FFI_Handler(XLA_FFI_CallFrame*)`.
+pub(crate) type XlaFfiHandler = unsafe extern "C" fn(*mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Error;
+
+/// `XLA_FFI_STRUCT_SIZE` of the XLA FFI structs, as the header computes it.
+pub(crate) const XLA_FFI_API_VERSION_STRUCT_SIZE: usize =
+    std::mem::offset_of!(XLA_FFI_Api_Version, minor_version) + std::mem::size_of::<c_int>();
+pub(crate) const XLA_FFI_METADATA_STRUCT_SIZE: usize =
+    std::mem::offset_of!(XLA_FFI_Metadata, traits) + std::mem::size_of::<u32>();
+pub(crate) const XLA_FFI_CONTEXT_GET_STRUCT_SIZE: usize =
+    std::mem::offset_of!(XLA_FFI_ExecutionContext_Get_Args, data) + std::mem::size_of::<*mut c_void>();
 
 // -------------------------------- API table ---------------------------------
 
@@ -617,7 +919,7 @@ pub(crate) struct PJRT_Api {
     pub PJRT_Executable_GetCostAnalysis: Unused,
     pub PJRT_Executable_OutputMemoryKinds: Unused,
     pub PJRT_Executable_OptimizedProgram: Unused,
-    pub PJRT_Executable_Serialize: Unused,
+    pub PJRT_Executable_Serialize: Fn<PJRT_Executable_Serialize_Args>,
 
     pub PJRT_LoadedExecutable_Destroy: Fn<PJRT_LoadedExecutable_Destroy_Args>,
     pub PJRT_LoadedExecutable_GetExecutable: Fn<PJRT_LoadedExecutable_GetExecutable_Args>,
@@ -625,7 +927,7 @@ pub(crate) struct PJRT_Api {
     pub PJRT_LoadedExecutable_Delete: Unused,
     pub PJRT_LoadedExecutable_IsDeleted: Unused,
     pub PJRT_LoadedExecutable_Execute: Fn<PJRT_LoadedExecutable_Execute_Args>,
-    pub PJRT_Executable_DeserializeAndLoad: Unused,
+    pub PJRT_Executable_DeserializeAndLoad: Fn<PJRT_Executable_DeserializeAndLoad_Args>,
     pub PJRT_LoadedExecutable_Fingerprint: Unused,
 
     pub PJRT_Buffer_Destroy: Fn<PJRT_Buffer_Destroy_Args>,
@@ -707,7 +1009,11 @@ mod tests {
         ("PJRT_Executable_NumOutputs_Args", 32, 32),
         ("PJRT_LoadedExecutable_Destroy_Args", 24, 24),
         ("PJRT_LoadedExecutable_GetExecutable_Args", 32, 32),
+        ("PJRT_Executable_Serialize_Args", 56, 56),
+        ("PJRT_Executable_DeserializeAndLoad_Args", 64, 64),
         ("PJRT_ExecuteOptions", 112, 112),
+        ("PJRT_ExecuteContext_Create_Args", 24, 24),
+        ("PJRT_ExecuteContext_Destroy_Args", 24, 24),
         ("PJRT_LoadedExecutable_Execute_Args", 80, 80),
         ("PJRT_Buffer_Destroy_Args", 24, 24),
         ("PJRT_Buffer_ElementType_Args", 28, 32),
@@ -729,7 +1035,8 @@ mod tests {
                 STRUCT_SIZES.iter().find(|(n, _, _)| *n == name).unwrap_or_else(|| panic!("{name} is not declared")).2;
             assert_eq!(ours, struct_size, "{name}_STRUCT_SIZE");
         }
-        // Every declared struct (except the API table, a prefix) is checked.
+        // Every declared struct (except the API table, a prefix) is checked;
+        // the FFI extension's, from another header, in `ffi_structs_match_headers`.
         assert_eq!(STRUCT_SIZES.len(), HEADER_0_81.len() + 1);
     }
 
@@ -768,7 +1075,11 @@ mod tests {
             PJRT_Executable_NumOutputs_Args,
             PJRT_LoadedExecutable_Destroy_Args,
             PJRT_LoadedExecutable_GetExecutable_Args,
+            PJRT_Executable_Serialize_Args,
+            PJRT_Executable_DeserializeAndLoad_Args,
             PJRT_ExecuteOptions,
+            PJRT_ExecuteContext_Create_Args,
+            PJRT_ExecuteContext_Destroy_Args,
             PJRT_LoadedExecutable_Execute_Args,
             PJRT_Buffer_Destroy_Args,
             PJRT_Buffer_ElementType_Args,
@@ -783,6 +1094,44 @@ mod tests {
         );
     }
 
+    /// `pjrt_c_api_ffi_extension.h` (the version with `register_handler`)
+    /// and `xla/ffi/api/c_api.h` 0.1, from gcc on LP64: `STRUCT_SIZE` and
+    /// `sizeof`.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn ffi_structs_match_headers() {
+        assert_eq!(PJRT_FFI_TypeID_Register_Args::STRUCT_SIZE, 48);
+        assert_eq!(size_of::<PJRT_FFI_Type_Info>(), 24);
+        assert_eq!(size_of::<PJRT_FFI_UserData>(), 24);
+        assert_eq!(PJRT_FFI_UserData_Add_Args::STRUCT_SIZE, 48);
+        assert_eq!(PJRT_FFI_Register_Handler_Args::STRUCT_SIZE, 52);
+        assert_eq!(size_of::<PJRT_FFI_Register_Handler_Args>(), 56);
+        assert_eq!(size_of::<XLA_FFI_Extension_Base>(), 24);
+        assert_eq!(XLA_FFI_API_VERSION_STRUCT_SIZE, 24);
+        assert_eq!(XLA_FFI_METADATA_STRUCT_SIZE, 36);
+        assert_eq!(size_of::<XLA_FFI_Metadata_Extension>(), 32);
+        assert_eq!(size_of::<XLA_FFI_Buffer>(), 48);
+        assert_eq!(size_of::<XLA_FFI_Args>(), 40);
+        assert_eq!(size_of::<XLA_FFI_Attrs>(), 48);
+        assert_eq!(offset_of!(XLA_FFI_CallFrame, stage), 32);
+        assert_eq!(offset_of!(XLA_FFI_CallFrame, args), 40);
+        assert_eq!(offset_of!(XLA_FFI_CallFrame, rets), 80);
+        assert_eq!(offset_of!(XLA_FFI_CallFrame, attrs), 120);
+        assert_eq!(XLA_FFI_CONTEXT_GET_STRUCT_SIZE, 40);
+        assert_eq!(XLA_FFI_API_CONTEXT_GET_OFFSET, 96);
+    }
+
+    /// `PJRT_Extension_Base` is 24 bytes and `PJRT_FFI_Extension` 48 (gcc,
+    /// LP64; the CPU plugin's FFI extension reports `struct_size` 48).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn extension_structs_match_header() {
+        assert_eq!(size_of::<PJRT_Extension_Base_Fields>(), 24);
+        assert_eq!(offset_of!(PJRT_Extension_Base_Fields, next), 16);
+        assert_eq!(FFI_EXTENSION_STRUCT_SIZE, 48);
+        assert_eq!(size_of::<PJRT_FFI_Extension>(), 48);
+    }
+
     /// `offsetof(PJRT_Api, f)` from gcc at API 0.81, for the entries used.
     #[cfg(target_pointer_width = "64")]
     #[test]
@@ -794,7 +1143,9 @@ mod tests {
         assert_eq!(offset_of!(PJRT_Api, PJRT_Device_GetDescription), 272);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_Destroy), 360);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_NumOutputs), 392);
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_Serialize), 432);
         assert_eq!(offset_of!(PJRT_Api, PJRT_LoadedExecutable_Destroy), 440);
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Executable_DeserializeAndLoad), 488);
         assert_eq!(offset_of!(PJRT_Api, PJRT_LoadedExecutable_Execute), 480);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_Destroy), 504);
         assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_OnDeviceSizeInBytes), 552);

@@ -19,13 +19,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod disk_cache;
 mod error;
 pub(crate) mod ffi;
+pub mod host_print;
 pub mod pjrt;
 pub mod plugin;
 mod tensor;
 pub mod tier;
 
+pub use disk_cache::DiskCache;
 pub use error::{ErrorCode, XlaError};
 pub use ffi::{HEADER_API_MAJOR, HEADER_API_MINOR, STRUCT_SIZES};
 pub use pjrt::{ApiVersion, Buffer, Client, DeviceInfo, ElementType, Executable, Plugin};

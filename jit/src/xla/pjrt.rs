@@ -310,6 +310,78 @@ impl Plugin {
         Ok(out)
     }
 
+    /// The plugin's extensions, as (`PJRT_Extension_Type`, `struct_size`),
+    /// in chain order (at most 64: a longer or cyclic chain is cut).
+    pub fn extensions(&self) -> Vec<(i32, usize)> {
+        let mut out = Vec::new();
+        let mut e = self.api().extension_start.cast::<ffi::PJRT_Extension_Base_Fields>();
+        while !e.is_null() && out.len() < 64 {
+            // SAFETY: the chain's nodes are the plugin's static extension
+            // structs, each starting with `PJRT_Extension_Base`.
+            let base = unsafe { &*e };
+            out.push((base.type_, base.struct_size));
+            e = base.next;
+        }
+        out
+    }
+
+    /// Whether the plugin has the PJRT FFI extension with
+    /// `PJRT_FFI_Register_Handler` (what host callbacks for `print` on XLA
+    /// will need).
+    pub fn has_ffi_extension(&self) -> bool {
+        self.extensions()
+            .iter()
+            .any(|&(t, size)| t == ffi::EXTENSION_TYPE_FFI && size >= ffi::FFI_EXTENSION_STRUCT_SIZE)
+    }
+
+    /// The plugin's `PJRT_FFI_Extension`, when its chain has one with
+    /// `register_handler`.
+    pub(crate) fn ffi_extension(&self) -> Option<&'static ffi::PJRT_FFI_Extension> {
+        let mut e = self.api().extension_start.cast::<ffi::PJRT_Extension_Base_Fields>();
+        let mut n = 0;
+        while !e.is_null() && n < 64 {
+            // SAFETY: as in `extensions`.
+            let base = unsafe { &*e };
+            if base.type_ == ffi::EXTENSION_TYPE_FFI && base.struct_size >= ffi::FFI_EXTENSION_STRUCT_SIZE {
+                // SAFETY: an FFI node of at least `FFI_EXTENSION_STRUCT_SIZE`
+                // bytes is a `PJRT_FFI_Extension`, static in the plugin.
+                return Some(unsafe { &*e.cast::<ffi::PJRT_FFI_Extension>() });
+            }
+            e = base.next;
+            n += 1;
+        }
+        None
+    }
+
+    /// `PJRT_ExecuteContext_Create` and `_Destroy`, when the table reaches them.
+    pub(crate) fn context_fns(
+        &self,
+    ) -> Option<(ffi::Fn<ffi::PJRT_ExecuteContext_Create_Args>, ffi::Fn<ffi::PJRT_ExecuteContext_Destroy_Args>)> {
+        // SAFETY: `struct_size` is the first field of every table version.
+        let size = unsafe { ptr::addr_of!((*self.inner.api.as_ptr()).struct_size).read() };
+        if size < ffi::API_CONTEXT_END {
+            return None;
+        }
+        // SAFETY: the table is `size` bytes long, covering both entries, at
+        // pointer-aligned offsets; entries are nullable function pointers.
+        unsafe {
+            let base = self.inner.api.as_ptr().cast::<u8>().add(ffi::API_CONTEXT_CREATE_OFFSET);
+            Some((
+                base.cast::<ffi::Fn<ffi::PJRT_ExecuteContext_Create_Args>>().read(),
+                base.add(8).cast::<ffi::Fn<ffi::PJRT_ExecuteContext_Destroy_Args>>().read(),
+            ))
+        }
+    }
+
+    /// Calls a PJRT entry point, turning its error into [`XlaError`].
+    ///
+    /// # Safety
+    /// As for `call`.
+    pub(crate) unsafe fn call_raw<A>(&self, op: &'static str, f: ffi::Fn<A>, args: &mut A) -> Result<()> {
+        // SAFETY: forwarded.
+        unsafe { self.call(op, f, args) }
+    }
+
     fn api(&self) -> &'static PJRT_Api {
         // SAFETY: `api` is non-null, points to the plugin's table, which
         // lives as long as the process (the library is never unloaded) and is
@@ -489,7 +561,7 @@ impl std::fmt::Debug for Client {
 /// "not set", as `CompileOptions().ToProto()` writes it), `num_replicas = 4`
 /// (tag `0x20`) and `num_partitions = 5` (tag `0x28`). An empty
 /// `CompileOptionsProto` (0 replicas) crashes the CPU plugin.
-const COMPILE_OPTIONS_PROTO: &[u8] = &[
+pub(crate) const COMPILE_OPTIONS_PROTO: &[u8] = &[
     0x1a, 15, // executable_build_options, 15 bytes:
     0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, // device_ordinal = -1
     0x20, 0x01, // num_replicas = 1
@@ -625,6 +697,59 @@ impl Client {
         Ok(exe)
     }
 
+    /// Loads an executable serialised by [`Executable::serialize`]
+    /// (`PJRT_Executable_DeserializeAndLoad`) onto the client's device. The
+    /// bytes must come from the same plugin build; anything else is an
+    /// error from the plugin (never undefined behaviour, as far as the
+    /// plugin checks its input: callers verify a checksum first).
+    pub fn deserialize(&self, bytes: &[u8]) -> Result<Executable> {
+        let plugin = self.inner.plugin;
+        let mut args = PJRT_Executable_DeserializeAndLoad_Args::new();
+        args.client = self.inner.raw.as_ptr();
+        args.serialized_executable = bytes.as_ptr().cast();
+        args.serialized_executable_size = bytes.len();
+        // SAFETY: live client; `bytes` outlives the call, which only reads
+        // them; null compile options mean the executable's own;
+        // `loaded_executable` is an out field.
+        unsafe {
+            plugin.call(
+                "PJRT_Executable_DeserializeAndLoad",
+                plugin.api().PJRT_Executable_DeserializeAndLoad,
+                &mut args,
+            )?
+        };
+        let raw = NonNull::new(args.loaded_executable).ok_or(XlaError::Pjrt {
+            op: "PJRT_Executable_DeserializeAndLoad",
+            code: ErrorCode::Internal,
+            message: "the plugin returned no executable".into(),
+        })?;
+        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0 };
+        exe.num_outputs = exe.query_num_outputs()?;
+        Ok(exe)
+    }
+
+    /// What identifies the code this client compiles, for a persistent
+    /// cache key: the plugin file (path, size, modification time), its PJRT
+    /// API version and attributes (`xla_version`, ...), the platform's name
+    /// and version, and the first device's kind.
+    pub fn cache_identity(&self) -> String {
+        let plugin = self.inner.plugin;
+        let mut s = format!("plugin={}\n", plugin.path().display());
+        if let Ok(md) = std::fs::metadata(plugin.path()) {
+            let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            s.push_str(&format!("plugin_size={}\nplugin_mtime={:?}\n", md.len(), mtime));
+        }
+        s.push_str(&format!("api={}\n", plugin.api_version()));
+        for (k, v) in plugin.attributes().unwrap_or_default() {
+            s.push_str(&format!("attr.{k}={v}\n"));
+        }
+        s.push_str(&format!("platform={}\n", self.platform_name()));
+        s.push_str(&format!("platform_version={}\n", self.platform_version().unwrap_or_default()));
+        let kind = self.devices().ok().and_then(|d| d.into_iter().next()).map(|d| d.kind).unwrap_or_default();
+        s.push_str(&format!("device_kind={kind}\n"));
+        s
+    }
+
     /// Copies a dense, row-major host array to the client's device.
     /// `data` holds the elements in native byte order (`Pred`: one byte, 0 or
     /// 1, per element) and its length must be the product of `dims` times
@@ -752,11 +877,64 @@ impl Executable {
         status.map(|()| num.num_outputs)
     }
 
+    /// The executable serialised by the plugin (`PJRT_Executable_Serialize`),
+    /// for [`Client::deserialize`] in a later process with the same plugin.
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        let plugin = self.client.plugin;
+        let api = plugin.api();
+        let mut get = PJRT_LoadedExecutable_GetExecutable_Args::new();
+        get.loaded_executable = self.raw.as_ptr();
+        // SAFETY: live loaded executable; `executable` is an out field whose
+        // result we own and destroy below.
+        unsafe {
+            plugin.call("PJRT_LoadedExecutable_GetExecutable", api.PJRT_LoadedExecutable_GetExecutable, &mut get)?
+        };
+        let mut ser = PJRT_Executable_Serialize_Args::new();
+        ser.executable = get.executable;
+        // SAFETY: `get.executable` is the live executable just returned; the
+        // out fields are filled by the plugin.
+        let status = unsafe { plugin.call("PJRT_Executable_Serialize", api.PJRT_Executable_Serialize, &mut ser) };
+        let bytes = status.map(|()| {
+            if ser.serialized_bytes.is_null() {
+                Vec::new()
+            } else {
+                // SAFETY: the plugin returned `serialized_bytes_size` bytes
+                // backed by `serialized_executable`, freed only below.
+                unsafe { std::slice::from_raw_parts(ser.serialized_bytes.cast::<u8>(), ser.serialized_bytes_size) }
+                    .to_vec()
+            }
+        });
+        if let (Some(del), false) = (ser.serialized_executable_deleter, ser.serialized_executable.is_null()) {
+            // SAFETY: the backing object is freed once, with the plugin's
+            // deleter, after its bytes were copied.
+            unsafe { del(ser.serialized_executable) };
+        }
+        let mut destroy = PJRT_Executable_Destroy_Args::new();
+        destroy.executable = get.executable;
+        // SAFETY: destroys the executable returned by GetExecutable, once.
+        unsafe { plugin.call("PJRT_Executable_Destroy", api.PJRT_Executable_Destroy, &mut destroy)? };
+        let bytes = bytes?;
+        if bytes.is_empty() {
+            return Err(XlaError::Pjrt {
+                op: "PJRT_Executable_Serialize",
+                code: ErrorCode::Internal,
+                message: "the plugin returned no bytes".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Runs the program on the client's device with `args` (which must be
     /// buffers of the same client, in the order of `main`'s parameters), waits
     /// for it to finish and returns its results. The arguments are never
     /// donated: they stay valid and unchanged.
     pub fn execute(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
+        self.execute_in(args, ptr::null_mut())
+    }
+
+    /// [`Executable::execute`] with a `PJRT_ExecuteContext` (null: none),
+    /// whose user data FFI handlers read.
+    pub(crate) fn execute_in(&self, args: &[&Buffer], context: *mut PJRT_ExecuteContext) -> Result<Vec<Buffer>> {
         if let Some(i) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
             return Err(XlaError::InvalidArgument(format!("argument {i} is a buffer of another PJRT client")));
         }
@@ -770,6 +948,7 @@ impl Executable {
         let mut options = PJRT_ExecuteOptions::new();
         options.non_donatable_input_indices = non_donatable.as_ptr();
         options.num_non_donatable_input_indices = non_donatable.len();
+        options.context = context;
 
         let mut exec = PJRT_LoadedExecutable_Execute_Args::new();
         exec.executable = self.raw.as_ptr();

@@ -17,6 +17,8 @@
 //! shapes); what failed to lower is remembered too, so a region is emitted
 //! at most once per argument types.
 
+use super::disk_cache::DiskCache;
+use super::host_print::{HostPrint, PrintOutput};
 use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
 use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
 use hashbrown::HashMap;
@@ -70,14 +72,18 @@ struct Key {
 /// A cache entry: a compiled executable, or why the region did not lower
 /// (declined to the interpreter) or did not compile (an error).
 enum Entry {
-    /// The executable and the module's [`Lowered::peak_bytes`].
-    Ready(Arc<Executable>, usize),
+    /// The executable, the module's [`Lowered::peak_bytes`] and whether it
+    /// prints (calls the host's `loopvm_print`).
+    Ready(Arc<Executable>, usize, bool),
     Declined,
     Failed(String),
 }
 
+/// A compiled region: the executable, its peak bytes, whether it prints.
+type Ready = (Arc<Executable>, usize, bool);
+
 /// Counters of one back end.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct XlaStats {
     /// Regions (functions and loops) compiled by XLA.
     pub regions_compiled: u64,
@@ -106,6 +112,51 @@ pub struct XlaStats {
     /// The unroll factor of each loop of each compiled region (one line per
     /// region with loops).
     pub unrolls: Vec<String>,
+    /// Whether the persistent executable cache was in use (set by
+    /// [`XlaBackend::set_disk_cache`] and [`XlaBackend::set_disk_cache_enabled`]).
+    pub disk_cache: bool,
+    /// Regions loaded from the persistent executable cache instead of compiled.
+    pub disk_hits: u64,
+    /// Time spent looking up, reading and loading (`PJRT_Executable_DeserializeAndLoad`)
+    /// entries of the persistent cache.
+    pub disk_load_time: Duration,
+    /// Regions serialised and written to the persistent cache.
+    pub disk_stores: u64,
+    /// Time spent serialising and writing entries.
+    pub disk_store_time: Duration,
+    /// Problems with the persistent cache (each made the region compile;
+    /// only the first of a process is printed, to stderr).
+    pub disk_warnings: Vec<String>,
+    /// How `print` runs: `Ok` when host callbacks are registered (through
+    /// the PJRT FFI extension), else why a region with a print falls back
+    /// to the interpreter.
+    pub host_print: Result<(), String>,
+}
+
+impl Default for XlaStats {
+    fn default() -> XlaStats {
+        XlaStats {
+            regions_compiled: 0,
+            executions: 0,
+            functions_run: 0,
+            loops_run: 0,
+            cache_hits: 0,
+            uploads: 0,
+            uploads_skipped: 0,
+            emit_time: Duration::ZERO,
+            compile_time: Duration::ZERO,
+            execute_time: Duration::ZERO,
+            fallbacks: Vec::new(),
+            unrolls: Vec::new(),
+            disk_cache: false,
+            disk_hits: 0,
+            disk_load_time: Duration::ZERO,
+            disk_stores: 0,
+            disk_store_time: Duration::ZERO,
+            disk_warnings: Vec::new(),
+            host_print: Err("not set up".into()),
+        }
+    }
 }
 
 impl XlaStats {
@@ -124,6 +175,22 @@ impl XlaStats {
             self.uploads,
             self.uploads_skipped
         );
+        if self.disk_cache {
+            s.push_str(&format!(
+                "\nxla: executable cache: {} regions loaded in {:.3} s, {} stored in {:.3} s, {} problems",
+                self.disk_hits,
+                self.disk_load_time.as_secs_f64(),
+                self.disk_stores,
+                self.disk_store_time.as_secs_f64(),
+                self.disk_warnings.len()
+            ));
+        } else {
+            s.push_str("\nxla: executable cache: off");
+        }
+        match &self.host_print {
+            Ok(()) => s.push_str("\nxla: print: host callbacks (PJRT FFI extension, custom call `loopvm_print`)"),
+            Err(why) => s.push_str(&format!("\nxla: print: runs in the interpreter ({why})")),
+        }
         for f in &self.fallbacks {
             s.push_str("\nxla: fallback to the interpreter: ");
             s.push_str(&f.to_string());
@@ -157,6 +224,15 @@ pub struct XlaBackend {
     resident: VecDeque<(Tensor, Arc<Buffer>)>,
     resident_limit: usize,
     corrupt_next: bool,
+    /// The persistent executable cache, when one is set.
+    disk: Option<DiskCache>,
+    disk_enabled: bool,
+    /// [`Client::cache_identity`] and the XLA flags, asked once.
+    identity: Option<(String, String)>,
+    /// The registered `print` handler, or why there is none.
+    host_print: Result<HostPrint, String>,
+    /// Where `print`s inside executables go.
+    print_out: PrintOutput,
     /// Counters, readable at any time.
     pub stats: XlaStats,
 }
@@ -174,7 +250,12 @@ impl std::fmt::Debug for XlaBackend {
 impl XlaBackend {
     /// A back end running on `client`'s device.
     pub fn new(client: Client, mode: XlaMode) -> XlaBackend {
+        let host_print = HostPrint::register(&client);
+        let stats =
+            XlaStats { host_print: host_print.as_ref().map(|_| ()).map_err(|e| e.clone()), ..Default::default() };
         XlaBackend {
+            host_print,
+            print_out: Arc::new(std::sync::Mutex::new(Box::new(std::io::stdout()))),
             unroll: hlo::UnrollOptions::for_platform(client.platform_name()),
             client,
             mode,
@@ -184,7 +265,10 @@ impl XlaBackend {
             resident: VecDeque::new(),
             resident_limit: DEFAULT_RESIDENT,
             corrupt_next: false,
-            stats: XlaStats::default(),
+            disk: None,
+            disk_enabled: true,
+            identity: None,
+            stats,
         }
     }
 
@@ -232,6 +316,97 @@ impl XlaBackend {
     /// that a test can check that PJRT's error surfaces as an error.
     pub fn corrupt_next_compile_for_test(&mut self) {
         self.corrupt_next = true;
+    }
+
+    /// Keeps compiled executables in `cache` across processes too (none, the
+    /// default for [`XlaBackend::new`]: compile in every process).
+    pub fn set_disk_cache(&mut self, cache: Option<DiskCache>) {
+        self.disk = cache;
+        self.stats.disk_cache = self.disk.is_some() && self.disk_enabled;
+    }
+
+    /// Bypasses the persistent cache (`--no-cache`) while `false`.
+    pub fn set_disk_cache_enabled(&mut self, on: bool) {
+        self.disk_enabled = on;
+        self.stats.disk_cache = self.disk.is_some() && self.disk_enabled;
+    }
+
+    /// Sends the output of `print` inside executables to `w` (default:
+    /// stdout). Give it the interpreter's output, so lines keep their order.
+    pub fn set_output(&mut self, w: Box<dyn std::io::Write + Send>) {
+        self.print_out = Arc::new(std::sync::Mutex::new(w));
+    }
+
+    /// Lowers `print` to host callbacks from now on only if `on` (and the
+    /// handler is registered); off, a region with a print falls back to the
+    /// interpreter. For tests and comparisons.
+    pub fn set_host_print(&mut self, on: bool) {
+        if !on {
+            self.host_print = Err("switched off".into());
+            self.stats.host_print = Err("switched off".into());
+        }
+    }
+
+    /// The persistent cache, when one is set.
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_ref()
+    }
+
+    /// Records a problem with the persistent cache; the first of the
+    /// process is printed to stderr as one line.
+    fn disk_warning(&mut self, msg: String) {
+        static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !PRINTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("loopvm: warning: executable cache: {msg}");
+        }
+        self.stats.disk_warnings.push(msg);
+    }
+
+    /// Compiles `text`, or loads it from the persistent cache; a compiled
+    /// executable is stored there. Any problem with the cache means compiling
+    /// (and a warning), never an error.
+    fn compile_or_load(&mut self, text: &str, label: &str) -> Result<Executable, XlaError> {
+        let disk = match &self.disk {
+            Some(d) if self.disk_enabled && !self.corrupt_next => d.clone(),
+            _ => return self.compile_text(text),
+        };
+        let t = Instant::now();
+        let client = self.client.clone();
+        let (identity, flags) = self
+            .identity
+            .get_or_insert_with(|| (client.cache_identity(), std::env::var("XLA_FLAGS").unwrap_or_default()));
+        let key = DiskCache::key(text, super::pjrt::COMPILE_OPTIONS_PROTO, identity, flags);
+        let path = disk.path_of(&key);
+        let loaded = match disk.load(&key) {
+            Ok(Some(bytes)) => match self.client.deserialize(&bytes) {
+                Ok(exe) => Some(exe),
+                Err(e) => {
+                    self.disk_warning(format!("cannot load {} ({e}); compiling again", path.display()));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.disk_warning(format!("{}: {e}; compiling again", path.display()));
+                None
+            }
+        };
+        self.stats.disk_load_time += t.elapsed();
+        if let Some(exe) = loaded {
+            self.stats.disk_hits += 1;
+            return Ok(exe);
+        }
+        let exe = self.compile_text(text)?;
+        let t = Instant::now();
+        match exe.serialize() {
+            Ok(bytes) => match disk.store(&key, label, &bytes) {
+                Ok(()) => self.stats.disk_stores += 1,
+                Err(e) => self.disk_warning(format!("cannot write to {} ({e}); not cached", disk.dir().display())),
+            },
+            Err(e) => self.disk_warning(format!("the plugin cannot serialise executables ({e}); not cached")),
+        }
+        self.stats.disk_store_time += t.elapsed();
+        Ok(exe)
     }
 
     /// Drops every cached executable and remembered fallback, and every
@@ -311,10 +486,11 @@ impl XlaBackend {
         exe: &Executable,
         args: &[&Tensor],
         metered: bool,
+        prints: bool,
         meter: &mut Meter,
     ) -> Result<Vec<Tensor>, ExecError> {
         if !metered {
-            return self.execute(exe, args);
+            return self.execute(exe, args, prints);
         }
         let mut chunk = if meter.deadline().is_some() { FIRST_CHUNK } else { u64::MAX };
         loop {
@@ -323,7 +499,7 @@ impl XlaBackend {
             let f = Tensor::scalar(fuel as i64);
             let mut all: Vec<&Tensor> = args.to_vec();
             all.push(&f);
-            let mut outs = self.execute(exe, &all)?;
+            let mut outs = self.execute(exe, &all, false)?;
             let left = outs
                 .pop()
                 .and_then(|t| t.scalar_i64())
@@ -342,12 +518,19 @@ impl XlaBackend {
     }
 
     /// Runs `exe` on `args` and copies its results back.
-    fn execute(&mut self, exe: &Executable, args: &[&Tensor]) -> Result<Vec<Tensor>, ExecError> {
+    fn execute(&mut self, exe: &Executable, args: &[&Tensor], prints: bool) -> Result<Vec<Tensor>, ExecError> {
         let t = Instant::now();
         let r = (|| {
             let bufs = args.iter().map(|a| self.device_buffer(a)).collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&Buffer> = bufs.iter().map(|b| &**b).collect();
-            let outs = exe.execute(&refs)?;
+            let outs = match (&self.host_print, prints) {
+                (Ok(hp), true) => {
+                    let r = hp.with_context(&self.print_out, |ctx| exe.execute_in(&refs, ctx));
+                    let _ = self.print_out.lock().unwrap_or_else(|p| p.into_inner()).flush();
+                    r?
+                }
+                _ => exe.execute(&refs)?,
+            };
             let mut res = Vec::with_capacity(outs.len());
             for b in outs {
                 let t = b.to_tensor()?;
@@ -370,12 +553,12 @@ impl XlaBackend {
         key: Key,
         what: impl Fn() -> String,
         lower: impl FnOnce(&EmitOptions) -> Result<Lowered, EmitError>,
-    ) -> Option<Result<(Arc<Executable>, usize), ExecError>> {
+    ) -> Option<Result<Ready, ExecError>> {
         if let Some(e) = self.cache.get(&key) {
             return match e {
-                Entry::Ready(x, peak) => {
+                Entry::Ready(x, peak, prints) => {
                     self.stats.cache_hits += 1;
-                    Some(Ok((x.clone(), *peak)))
+                    Some(Ok((x.clone(), *peak, *prints)))
                 }
                 Entry::Declined => None,
                 Entry::Failed(m) => Some(Err(ExecError::Other(m.clone()))),
@@ -396,11 +579,13 @@ impl XlaBackend {
                 return None;
             }
         };
-        match self.compile_text(&lowered.text) {
+        let label = what();
+        match self.compile_or_load(&lowered.text, &label) {
             Ok(exe) => {
                 let exe = Arc::new(exe);
-                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes));
-                Some(Ok((exe, lowered.peak_bytes)))
+                let prints = lowered.text.contains(super::host_print::TARGET);
+                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes, prints));
+                Some(Ok((exe, lowered.peak_bytes, prints)))
             }
             Err(e) => {
                 let m = format!("XLA could not compile {}: {e}", what());
@@ -448,8 +633,9 @@ impl Backend for XlaBackend {
         let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone(), metered };
         let what = || format!("{} (body b{}) in `{}`", loop_kind(site.inst), site.body.0, site.func.name);
         let u = self.unroll;
-        let (exe, peak) = match self.entry(key, what, |o| {
-            let o = EmitOptions { metered, ..*o };
+        let host_print = self.host_print.is_ok();
+        let (exe, peak, prints) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, host_print: host_print && !metered, ..*o };
             hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, &o, &u)
         })? {
             Ok(x) => x,
@@ -458,7 +644,7 @@ impl Backend for XlaBackend {
         if let Err(e) = check_memory(peak, "an XLA loop region", meter) {
             return Some(Err(e));
         }
-        let r = self.execute_metered(&exe, inputs, metered, meter);
+        let r = self.execute_metered(&exe, inputs, metered, prints, meter);
         if r.is_ok() {
             self.stats.loops_run += 1;
         }
@@ -481,8 +667,9 @@ impl Backend for XlaBackend {
         let name = m.funcs.get(f.0 as usize).map_or("?", |x| x.name.as_str());
         let what = || format!("function `{name}`");
         let u = self.unroll;
-        let (exe, peak) = match self.entry(key, what, |o| {
-            let o = EmitOptions { metered, ..*o };
+        let host_print = self.host_print.is_ok();
+        let (exe, peak, prints) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, host_print: host_print && !metered, ..*o };
             hlo::lower_function_with(m, f, &types, &o, &u)
         })? {
             Ok(x) => x,
@@ -492,7 +679,7 @@ impl Backend for XlaBackend {
             return Some(Err(e));
         }
         let refs: Vec<&Tensor> = args.iter().collect();
-        let r = self.execute_metered(&exe, &refs, metered, meter);
+        let r = self.execute_metered(&exe, &refs, metered, prints, meter);
         if r.is_ok() {
             self.stats.functions_run += 1;
         }

@@ -137,9 +137,12 @@ impl Lowerer<'_, '_> {
                 }
                 return Ok(());
             }
-            Inst::MatMul { .. } | Inst::Print { .. } => {
-                return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name)
+            Inst::Print { srcs } => {
+                let vals = srcs.iter().map(|r| env.get(*r).cloned()).collect::<Result<Vec<_>, _>>()?;
+                self.lower_print(&vals);
+                return Ok(());
             }
+            Inst::MatMul { .. } => return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name),
         };
         env.set(*v.0, v.1);
         Ok(())

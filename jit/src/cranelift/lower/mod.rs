@@ -121,6 +121,9 @@ pub(crate) struct Lowered {
     pub loops: Vec<(FuncId, BlockId)>,
     /// Constants the code reads by address: kept alive as long as the code.
     pub keep: Vec<Tensor>,
+    /// The operand types of each `print` in the region, by site number
+    /// (what `libcalls::print` is told).
+    pub prints: Vec<Vec<TType>>,
 }
 
 /// What to lower: a loop instruction and the types it runs with.
@@ -185,6 +188,8 @@ pub(crate) fn lower_region(
         depth: 0,
         meter: None,
         abort: None,
+        meter_ptr,
+        prints: Vec::new(),
     };
     if r.metered {
         let fuel = lw.b.declare_var(types::I64);
@@ -240,9 +245,9 @@ pub(crate) fn lower_region(
         lw.b.ins().return_(&[]);
     }
     lw.b.seal_all_blocks();
-    let Lowerer { b, loops, keep, .. } = lw;
+    let Lowerer { b, loops, keep, prints, .. } = lw;
     b.finalize(cfg);
-    Ok(Lowered { outs: out_types, loops, keep })
+    Ok(Lowered { outs: out_types, loops, keep, prints })
 }
 
 /// A value at compile time: a dtype, a static shape and its elements.
@@ -325,6 +330,10 @@ struct Lowerer<'a, 'f> {
     meter: Option<(Value, Variable)>,
     /// The block that returns when the meter stops the run.
     abort: Option<ir::Block>,
+    /// The `meter` argument (also read by `print`).
+    meter_ptr: Value,
+    /// The operand types of each `print` lowered so far.
+    prints: Vec<Vec<TType>>,
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -435,6 +444,35 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    /// `print(vals...)`: each value's elements in memory (a stack slot, or
+    /// where an input already is), an array of their addresses, and a call
+    /// of `libcalls::print` with the meter (which carries the host's
+    /// printer) and this print's site number, whose operand types the host
+    /// is given with the code ([`Lowered::prints`]).
+    fn lower_print(&mut self, vals: &[Val]) {
+        let psz = self.ptr.bytes() as usize;
+        let table = (vals.len() * psz).max(1) as u32;
+        let ts = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, table, 3));
+        let ptrs = self.b.ins().stack_addr(self.ptr, ts, 0);
+        for (k, v) in vals.iter().enumerate() {
+            let p = match &v.repr {
+                Repr::Mem(p) => *p,
+                Repr::Elems(xs) => {
+                    let size = (xs.len() * v.dtype.size_in_bytes()).max(1) as u32;
+                    let ss = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 3));
+                    let p = self.b.ins().stack_addr(self.ptr, ss, 0);
+                    self.store_elems(v.dtype, p, 0, xs);
+                    p
+                }
+            };
+            self.b.ins().store(MemFlagsData::trusted(), p, ptrs, (k * psz) as i32);
+        }
+        let site = self.iconst(types::I64, self.prints.len() as i64);
+        self.prints.push(vals.iter().map(|v| TType { dtype: v.dtype, shape: v.shape.clone() }).collect());
+        let mp = self.meter_ptr;
+        self.call(libcalls::print_addr(), &[self.ptr, types::I64, self.ptr], types::I64, &[mp, site, ptrs]);
+    }
+
     /// `p + i * bytes` for a dynamic `i64` index.
     fn offset_addr(&mut self, p: Value, i: Value, bytes: usize) -> Value {
         let i = if self.ptr == types::I64 { i } else { self.b.ins().ireduce(self.ptr, i) };
@@ -524,7 +562,7 @@ mod tests {
     fn the_table_drives_eligibility() {
         assert!(jit_lowerable(Opcode::Binary));
         assert!(jit_lowerable(Opcode::If));
-        assert!(!jit_lowerable(Opcode::Print));
+        assert!(jit_lowerable(Opcode::Print));
         assert!(!jit_lowerable(Opcode::MatMul));
     }
 }

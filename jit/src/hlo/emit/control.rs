@@ -58,6 +58,22 @@ impl Emitter<'_> {
     /// Emits the code of block `b` of `func`.
     pub(super) fn block(&mut self, func: &Func, b: BlockId, env: &mut Env) -> Result<()> {
         let blk = func.blocks.get(b.0 as usize).ok_or_else(|| EmitError::new("block", format!("no block b{}", b.0)))?;
+        if self.opts.host_print {
+            // Two prints (or ops holding prints) side by side share no data:
+            // XLA may run them in either order, so such code stays in the
+            // interpreter. One per block is ordered by the control flow.
+            let effects = blk.code.iter().filter(|i| prints_in(self.m, func, i, 0)).count();
+            if effects > 1 {
+                return Err(EmitError::new(
+                    "print",
+                    format!(
+                        "{effects} prints (or loops, ifs or calls that print) side by side in `{}`: XLA could \
+                         reorder them, so they print on the host",
+                        func.name
+                    ),
+                ));
+            }
+        }
         for inst in &blk.code {
             self.inst(func, inst, env)?;
         }
@@ -268,6 +284,22 @@ impl Emitter<'_> {
             }
         }
         if ndsts == 0 {
+            // A statement `if`: pure branches are dropped; branches that
+            // print (host callbacks) become an `if` with no results.
+            let target = format!("@{}(", crate::xla::host_print::TARGET);
+            if t_text.contains(&target) || e_text.contains(&target) {
+                self.line(&format!("\"stablehlo.if\"({}) ({{", c.name));
+                self.out.push_str(&t_text);
+                self.indent += 1;
+                self.line("stablehlo.return");
+                self.indent -= 1;
+                self.line("}, {");
+                self.out.push_str(&e_text);
+                self.indent += 1;
+                self.line("stablehlo.return");
+                self.indent -= 1;
+                self.line("}) : (tensor<i1>) -> ()");
+            }
             return Ok(Vec::new());
         }
         let types: Vec<String> = t_res.iter().map(Val::ty).collect();
@@ -573,5 +605,25 @@ impl Emitter<'_> {
             ct,
         };
         self.scan_partial(&ctx, source, init)
+    }
+}
+
+/// Whether `inst` prints, itself or in a block or callee it runs (to depth 64).
+pub(super) fn prints_in(m: &Module, func: &Func, inst: &Inst, depth: usize) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    let in_block = |b: &BlockId| {
+        func.blocks.get(b.0 as usize).is_some_and(|blk| blk.code.iter().any(|i| prints_in(m, func, i, depth + 1)))
+    };
+    match inst {
+        Inst::Print { .. } => true,
+        Inst::If { then_, else_, .. } => in_block(then_) || in_block(else_),
+        Inst::Fori { body, .. } | Inst::Scan { body, .. } => in_block(body),
+        Inst::While { cond, body, .. } => in_block(cond) || in_block(body),
+        Inst::Call { func: callee, .. } => m.funcs.get(callee.0 as usize).is_some_and(|cf| {
+            cf.blocks.get(cf.body.0 as usize).is_some_and(|blk| blk.code.iter().any(|i| prints_in(m, cf, i, depth + 1)))
+        }),
+        _ => false,
     }
 }

@@ -248,7 +248,8 @@ impl<'m> Emitter<'m> {
 
     fn inst(&mut self, func: &Func, inst: &Inst, env: &mut Env) -> Result<()> {
         let info = inst.opcode().info();
-        if !info.flags.contains(OpFlags::XLA) {
+        let host_print = self.opts.host_print && matches!(inst, Inst::Print { .. });
+        if !info.flags.contains(OpFlags::XLA) && !host_print {
             return Err(EmitError::new(op_name(inst), info.no_xla));
         }
         let g = |r: &Reg| Self::get(env, inst, *r);
@@ -305,6 +306,18 @@ impl<'m> Emitter<'m> {
                 let s: Vec<i32> = a.shape.iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
                 let t = Tensor::from_vec(&[s.len()], s).map_err(|e| EmitError::new(name(), e.message))?;
                 (*dst, self.constant(&t))
+            }
+            Inst::Print { srcs } if host_print => {
+                let vs = srcs.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
+                let tys: Vec<String> = vs.iter().map(Val::ty).collect();
+                self.line(&format!(
+                    "stablehlo.custom_call @{}({}) {{api_version = 4 : i32, backend_config = {{}}, has_side_effect = true}} : ({}) -> ()",
+                    crate::xla::host_print::TARGET,
+                    names.join(", "),
+                    tys.join(", ")
+                ));
+                return Ok(());
             }
             Inst::Print { .. } => return Err(EmitError::new(name(), info.no_xla)),
             Inst::Call { dsts, func: callee, args } => {
@@ -434,6 +447,14 @@ pub(crate) fn lower_function(
     }
     let mut params = params_of(args)?;
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
+    // Copies of a body that prints would print in an order XLA may change.
+    let forced;
+    let unroll = if opts.host_print && body.code.iter().any(|i| control::prints_in(m, func, i, 0)) {
+        forced = UnrollOptions::forced(1);
+        &forced
+    } else {
+        unroll
+    };
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);
     e.block(func, func.body, &mut env)?;
@@ -463,6 +484,13 @@ pub(crate) fn lower_loop(
     }
     let mut params = params_of(inputs)?;
     let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
+    let forced;
+    let unroll = if opts.host_print && control::prints_in(m, func, inst, 0) {
+        forced = UnrollOptions::forced(1);
+        &forced
+    } else {
+        unroll
+    };
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);
     e.inst(func, inst, &mut env)?;
