@@ -398,6 +398,7 @@ fn make_config(
         timeout,
         capture_print: false,
         jit_threshold: None,
+        no_cache: false,
     })
 }
 

@@ -168,6 +168,9 @@ impl Emitter<'_> {
         let zero = self.splat(d, &a.shape, Lit::I(0));
         let one = self.splat(d, &a.shape, Lit::I(1));
         let m1 = self.splat(d, &a.shape, Lit::I(-1));
+        // `b < 0` must not be folded to false for a `b` XLA takes for
+        // non-negative (a wrapped square: see `shield`).
+        let b = &if self.may_be_non_negative_int(b) { self.barrier(b) } else { b.clone() };
         let neg = self.cmp("LT", b, &zero);
         let mut e = self.select(&neg, &zero, b);
         let mut base = a.clone();

@@ -28,7 +28,7 @@ impl Emitter<'_> {
         if numel(&shape).is_none() {
             return Err(EmitError::new("matmul", format!("result too large, {}", types())));
         }
-        Ok(self.op(
+        let r = self.op(
             a.dtype,
             &shape,
             format!(
@@ -39,7 +39,17 @@ impl Emitter<'_> {
                 b.ty(),
                 tensor_type(a.dtype, &shape)
             ),
-        ))
+        );
+        // As for sums: the interpreter accumulates from +0, so a product is
+        // never -0, but XLA turns a dot over a length-1 dim into a multiply
+        // (`0 * -38.25` is -0): adding a zero it cannot see makes it +0.
+        Ok(if a.dtype.is_float() {
+            let z = self.zero(a.dtype, &shape);
+            let z = self.barrier(&z);
+            self.bin("add", &r, &z)
+        } else {
+            r
+        })
     }
 
     // ------------------------------------------------------------ reductions
