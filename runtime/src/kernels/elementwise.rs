@@ -106,12 +106,13 @@ fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> R
 /// integers and floats with XLA semantics (see [`BinaryOp`]); `maximum` and
 /// `minimum` also take bools; comparisons take any dtype and give `bool`;
 /// `and` / `or` take bools.
+#[inline]
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     if a.dtype() != b.dtype() {
         return Err(binary_error(op.as_str(), "dtype mismatch in", a, b));
     }
     if !op.accepts().accepts(a.dtype()) {
-        return Err(binary_error(op.as_str(), &format!("{} required in", op.accepts().operands()), a, b));
+        return Err(binary_dtype_error(op, a, b));
     }
     match a.dtype() {
         DType::Bool => binary_bool(op, a, b, out),
@@ -120,6 +121,12 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) ->
         DType::F32 => binary_num::<f32>(op, a, b, out),
         DType::F64 => binary_num::<f64>(op, a, b, out),
     }
+}
+
+/// `"numeric operands required in {op}, lhs: {a}, rhs: {b}"` (the row's class).
+#[cold]
+fn binary_dtype_error(op: BinaryOp, a: &Tensor, b: &Tensor) -> RuntimeError {
+    binary_error(op.as_str(), &format!("{} required in", op.accepts().operands()), a, b)
 }
 
 /// `"{what} {op}, lhs: {a}, rhs: {b}"`.

@@ -30,26 +30,52 @@ use crate::{rules, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tens
 
 // The entry points: each runs its family's kernel under `catch_oom`, so that
 // a result buffer that cannot be allocated is an out-of-memory error naming
-// the op (see `crate::alloc`), not an abort.
+// the op (see `crate::alloc`), not an abort. The elementwise ones skip it
+// for results of at most `SMALL` elements (bounded by their operands' sizes):
+// such a buffer fails to allocate only where any small allocation of the
+// process would, and the guard cost the interpreter's scalar loops 14 % of
+// their instructions (`docs/performance.md`).
+
+/// The most elements a result may have to be allocated without `catch_oom`.
+const SMALL: usize = 1 << 12;
+
+/// `true` when the product of the element counts `ns` is at most [`SMALL`]
+/// (an elementwise result has at most that many elements).
+#[inline]
+fn small(ns: &[usize]) -> bool {
+    ns.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).is_some_and(|n| n <= SMALL)
+}
 
 /// The elementwise unary `op` of `a` (`neg`, `abs`, `relu` on numbers, `not`
 /// on bools, `exp`, `log`, ... on floats), of `a`'s dtype and shape.
 pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if small(&[a.numel()]) {
+        return elementwise::unary(op, a, out);
+    }
     catch_oom(op.as_str(), || elementwise::unary(op, a, out))
 }
 
 /// The elementwise binary `op` of `a` and `b` (one dtype), with NumPy broadcasting.
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if small(&[a.numel(), b.numel()]) {
+        return elementwise::binary(op, a, b, out);
+    }
     catch_oom(op.as_str(), || elementwise::binary(op, a, b, out))
 }
 
 /// `c ? a : b` elementwise (`c` bool; `a`, `b` one dtype), with broadcasting.
 pub fn select(c: &Tensor, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if small(&[c.numel(), a.numel(), b.numel()]) {
+        return elementwise::select(c, a, b, out);
+    }
     catch_oom("select", || elementwise::select(c, a, b, out))
 }
 
 /// `a` converted to dtype `to`.
 pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if small(&[a.numel()]) {
+        return elementwise::cast(a, to, out);
+    }
     catch_oom("cast", || elementwise::cast(a, to, out))
 }
 
