@@ -186,10 +186,6 @@ impl BinaryOp {
     pub const fn is_compare(self) -> bool {
         matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
     }
-    /// `true` for `and` / `or`, which take bools.
-    pub const fn is_logic(self) -> bool {
-        matches!(self, BinaryOp::And | BinaryOp::Or)
-    }
     /// The result dtype for operands of `d`: `bool` for the comparisons.
     pub const fn result_dtype(self, d: crate::DType) -> crate::DType {
         if self.is_compare() {

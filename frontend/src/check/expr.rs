@@ -335,20 +335,7 @@ impl<'a> Checker<'a> {
                 if let Some(named) = args.iter().find_map(|a| a.name.as_ref()) {
                     return err("lambdas take positional arguments only", named.span);
                 }
-                if cl.params.len() != args.len() {
-                    let d = Diagnostic::new(
-                        format!(
-                            "this lambda takes {} argument{} but {} {} given",
-                            cl.params.len(),
-                            if cl.params.len() == 1 { "" } else { "s" },
-                            args.len(),
-                            if args.len() == 1 { "was" } else { "were" }
-                        ),
-                        span,
-                    )
-                    .with_label(cl.span, "the lambda");
-                    return Err(boxed(d));
-                }
+                cl.check_arity(args.len(), span)?;
                 let mut values = Vec::new();
                 for a in args {
                     values.push(self.expr(cx, env, &a.value)?);

@@ -166,20 +166,7 @@ impl<'a> Checker<'a> {
                 Ok(project_grad(cx, call, with_value, span))
             }
             Callable::Lambda(cl) => {
-                if cl.params.len() != args.len() {
-                    let d = Diagnostic::new(
-                        format!(
-                            "this lambda takes {} argument{} but {} {} given",
-                            cl.params.len(),
-                            if cl.params.len() == 1 { "" } else { "s" },
-                            args.len(),
-                            if args.len() == 1 { "was" } else { "were" }
-                        ),
-                        span,
-                    )
-                    .with_label(cl.span, "the lambda");
-                    return Err(boxed(d));
-                }
+                cl.check_arity(args.len(), span)?;
                 for a in args {
                     values.push(self.expr(cx, env, &a.value)?);
                     arg_spans.push(a.value.span);

@@ -110,6 +110,26 @@ struct Closure<'a> {
     span: Span,
 }
 
+impl Closure<'_> {
+    /// An error at `span` unless the lambda takes `n` arguments.
+    fn check_arity(&self, n: usize, span: Span) -> DResult<()> {
+        if self.params.len() == n {
+            return Ok(());
+        }
+        let d = Diagnostic::new(
+            format!(
+                "this lambda takes {} argument{} but {n} {} given",
+                self.params.len(),
+                if self.params.len() == 1 { "" } else { "s" },
+                if n == 1 { "was" } else { "were" }
+            ),
+            span,
+        )
+        .with_label(self.span, "the lambda");
+        Err(boxed(d))
+    }
+}
+
 impl<'a> Env<'a> {
     fn bind(&self, name: &'a str, bind: Binding<'a>) -> Env<'a> {
         Env(Some(Rc::new(EnvNode { name, bind, next: self.clone() })))

@@ -856,7 +856,10 @@ impl Executable {
         self.num_outputs
     }
 
-    fn query_num_outputs(&self) -> Result<usize> {
+    /// Runs `f` on the executable behind this loaded one
+    /// (`PJRT_LoadedExecutable_GetExecutable`), destroyed afterwards whatever
+    /// `f` returns.
+    fn with_executable<R>(&self, f: impl FnOnce(*mut PJRT_Executable) -> Result<R>) -> Result<R> {
         let plugin = self.client.plugin;
         let api = plugin.api();
         let mut get = PJRT_LoadedExecutable_GetExecutable_Args::new();
@@ -866,53 +869,53 @@ impl Executable {
         unsafe {
             plugin.call("PJRT_LoadedExecutable_GetExecutable", api.PJRT_LoadedExecutable_GetExecutable, &mut get)?
         };
-        let mut num = PJRT_Executable_NumOutputs_Args::new();
-        num.executable = get.executable;
-        // SAFETY: `get.executable` is the live executable just returned.
-        let status = unsafe { plugin.call("PJRT_Executable_NumOutputs", api.PJRT_Executable_NumOutputs, &mut num) };
+        let r = f(get.executable);
         let mut destroy = PJRT_Executable_Destroy_Args::new();
         destroy.executable = get.executable;
         // SAFETY: destroys the executable returned by GetExecutable, once.
         unsafe { plugin.call("PJRT_Executable_Destroy", api.PJRT_Executable_Destroy, &mut destroy)? };
-        status.map(|()| num.num_outputs)
+        r
+    }
+
+    fn query_num_outputs(&self) -> Result<usize> {
+        let plugin = self.client.plugin;
+        self.with_executable(|executable| {
+            let mut num = PJRT_Executable_NumOutputs_Args::new();
+            num.executable = executable;
+            // SAFETY: `executable` is live for this closure.
+            unsafe { plugin.call("PJRT_Executable_NumOutputs", plugin.api().PJRT_Executable_NumOutputs, &mut num)? };
+            Ok(num.num_outputs)
+        })
     }
 
     /// The executable serialised by the plugin (`PJRT_Executable_Serialize`),
     /// for [`Client::deserialize`] in a later process with the same plugin.
     pub fn serialize(&self) -> Result<Vec<u8>> {
         let plugin = self.client.plugin;
-        let api = plugin.api();
-        let mut get = PJRT_LoadedExecutable_GetExecutable_Args::new();
-        get.loaded_executable = self.raw.as_ptr();
-        // SAFETY: live loaded executable; `executable` is an out field whose
-        // result we own and destroy below.
-        unsafe {
-            plugin.call("PJRT_LoadedExecutable_GetExecutable", api.PJRT_LoadedExecutable_GetExecutable, &mut get)?
-        };
-        let mut ser = PJRT_Executable_Serialize_Args::new();
-        ser.executable = get.executable;
-        // SAFETY: `get.executable` is the live executable just returned; the
-        // out fields are filled by the plugin.
-        let status = unsafe { plugin.call("PJRT_Executable_Serialize", api.PJRT_Executable_Serialize, &mut ser) };
-        let bytes = status.map(|()| {
-            if ser.serialized_bytes.is_null() {
-                Vec::new()
-            } else {
-                // SAFETY: the plugin returned `serialized_bytes_size` bytes
-                // backed by `serialized_executable`, freed only below.
-                unsafe { std::slice::from_raw_parts(ser.serialized_bytes.cast::<u8>(), ser.serialized_bytes_size) }
-                    .to_vec()
+        let bytes = self.with_executable(|executable| {
+            let mut ser = PJRT_Executable_Serialize_Args::new();
+            ser.executable = executable;
+            // SAFETY: `executable` is live for this closure; the out fields
+            // are filled by the plugin.
+            let status =
+                unsafe { plugin.call("PJRT_Executable_Serialize", plugin.api().PJRT_Executable_Serialize, &mut ser) };
+            let bytes = status.map(|()| {
+                if ser.serialized_bytes.is_null() {
+                    Vec::new()
+                } else {
+                    // SAFETY: the plugin returned `serialized_bytes_size` bytes
+                    // backed by `serialized_executable`, freed only below.
+                    unsafe { std::slice::from_raw_parts(ser.serialized_bytes.cast::<u8>(), ser.serialized_bytes_size) }
+                        .to_vec()
+                }
+            });
+            if let (Some(del), false) = (ser.serialized_executable_deleter, ser.serialized_executable.is_null()) {
+                // SAFETY: the backing object is freed once, with the plugin's
+                // deleter, after its bytes were copied.
+                unsafe { del(ser.serialized_executable) };
             }
+            bytes
         });
-        if let (Some(del), false) = (ser.serialized_executable_deleter, ser.serialized_executable.is_null()) {
-            // SAFETY: the backing object is freed once, with the plugin's
-            // deleter, after its bytes were copied.
-            unsafe { del(ser.serialized_executable) };
-        }
-        let mut destroy = PJRT_Executable_Destroy_Args::new();
-        destroy.executable = get.executable;
-        // SAFETY: destroys the executable returned by GetExecutable, once.
-        unsafe { plugin.call("PJRT_Executable_Destroy", api.PJRT_Executable_Destroy, &mut destroy)? };
         let bytes = bytes?;
         if bytes.is_empty() {
             return Err(XlaError::Pjrt {
