@@ -47,6 +47,18 @@ pub enum Builtin {
     Grad,
     /// `value_and_grad(f)`: called at once, `value_and_grad(f)(args)`.
     ValueAndGrad,
+    /// `softmax(x, axis: k)`
+    Softmax,
+    /// `log_softmax(x, axis: k)`
+    LogSoftmax,
+    /// `logsumexp(x, axis: k, keepdims: b)`
+    Logsumexp,
+    /// `gelu(x, approximate: b)`
+    Gelu,
+    /// `stop_gradient(x)`
+    StopGradient,
+    /// `tree_map(f, t1, t2, ...)`
+    TreeMap,
 }
 
 /// Static facts about a builtin.
@@ -114,6 +126,12 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     ),
     b("grad", Builtin::Grad, 1, 1, &["argnums"], "grad(f, argnums: [i, ...])"),
     b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
+    b("softmax", Builtin::Softmax, 1, 1, AXIS, "softmax(x, axis: k)"),
+    b("log_softmax", Builtin::LogSoftmax, 1, 1, AXIS, "log_softmax(x, axis: k)"),
+    b("logsumexp", Builtin::Logsumexp, 1, 1, &["axis", "keepdims"], "logsumexp(x, axis: k, keepdims: b)"),
+    b("gelu", Builtin::Gelu, 1, 1, &["approximate"], "gelu(x, approximate: b)"),
+    b("stop_gradient", Builtin::StopGradient, 1, 1, &[], "stop_gradient(x)"),
+    b("tree_map", Builtin::TreeMap, 2, usize::MAX, &[], "tree_map(|a, b, ...| leaf, tree_a, tree_b, ...)"),
 ];
 
 /// The builtins that are rows of an op table: the elementwise unary ones,
@@ -128,8 +146,8 @@ fn table_builtins() -> &'static [BuiltinInfo] {
             b(op.as_str(), Builtin::Unary(op), 1, 1, &[], signature)
         });
         let reduce = ReduceOp::ALL.iter().map(|&op| {
-            let signature: &'static str = Box::leak(format!("{op}(x, axis: k)").into_boxed_str());
-            b(op.as_str(), Builtin::Reduce(op), 1, 1, AXIS, signature)
+            let signature: &'static str = Box::leak(format!("{op}(x, axis: k, keepdims: b)").into_boxed_str());
+            b(op.as_str(), Builtin::Reduce(op), 1, 1, &["axis", "keepdims"], signature)
         });
         unary.chain(reduce).collect()
     })

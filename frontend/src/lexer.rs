@@ -187,6 +187,8 @@ pub fn lex(src: &str) -> DResult<Vec<Token>> {
                 "true" => Tok::True,
                 "false" => Tok::False,
                 "as" => Tok::As,
+                "inf" => Tok::Float(f64::INFINITY, None),
+                "nan" => Tok::Float(f64::NAN, None),
                 _ => Tok::Ident(word.to_string()),
             };
             out.push(Token { tok, span: Span::new(start, i) });

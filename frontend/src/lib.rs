@@ -23,6 +23,7 @@
 
 pub mod ad;
 pub mod ast;
+mod build;
 pub mod builtins;
 pub mod check;
 pub mod diag;

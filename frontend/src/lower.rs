@@ -339,6 +339,7 @@ impl<'p> FnLower<'p> {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::ShapeOf { dst, a })
             }
+            K::StopGradient(x) => self.expr(m, x),
             K::Print(x) => {
                 let srcs = self.expr(m, x)?;
                 self.emit(Inst::Print { srcs });

@@ -194,6 +194,8 @@ pub enum ExprKind {
     ShapeOf(Box<Expr>),
     /// `print(x)`: prints every leaf; its value is `()`.
     Print(Box<Expr>),
+    /// `stop_gradient(x)`: `x`, through which `grad` passes no cotangent.
+    StopGradient(Box<Expr>),
     /// A tuple.
     Tuple(Vec<Expr>),
     /// `{ stmts; result }`.

@@ -263,7 +263,7 @@ impl Generator {
         let fl = tt.dt.is_float();
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
-        let w: [u32; 23] = [
+        let w: [u32; 25] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -287,6 +287,8 @@ impl Generator {
             if num { 0 } else { 3 },                          // 20 logic
             1,                                                // 21 builders: iota, full, shape
             if fl && !exact { 3 } else { 0 },                 // 22 float chains on edge values
+            if fl && !exact { 2 } else { 0 },                 // 23 softmax, logsumexp, gelu
+            1,                                                // 24 stop_gradient
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -367,7 +369,12 @@ impl Generator {
                     Some(bin(op, a, b, tt))
                 }
                 21 => self.builder(tt, d, exact),
-                _ => Some(self.float_chain(tt, d)),
+                22 => Some(self.float_chain(tt, d)),
+                23 => self.nn(tt, d),
+                _ => {
+                    let a = self.expr(tt, d, exact);
+                    Some(call("stop_gradient", vec![CallArg::Expr(a)], tt))
+                }
             };
             if let Some(e) = e {
                 return e;
@@ -478,6 +485,57 @@ impl Generator {
         bin(op, a, b, tt)
     }
 
+    /// A composite of `jax.nn`: `softmax` or `log_softmax` along an axis,
+    /// `logsumexp` (reducing an axis, or keeping it), `gelu` in either form.
+    pub(crate) fn nn(&mut self, tt: &TensorType, d: u32) -> Option<Expr> {
+        let rank = tt.dims.len() as i64;
+        let axis = |g: &mut Self, rank: i64| {
+            let k = g.rng.range(0, rank - 1);
+            if g.rng.chance(30) {
+                k - rank
+            } else {
+                k
+            }
+        };
+        match self.rng.below(4) {
+            0 if rank > 0 => {
+                let f = if self.rng.chance(50) { "softmax" } else { "log_softmax" };
+                let x = self.expr(tt, d, false);
+                let k = axis(self, rank);
+                let mut args = vec![CallArg::Expr(x)];
+                if k != -1 || self.rng.chance(50) {
+                    args.push(CallArg::Raw(format!("axis: {k}")));
+                }
+                Some(call(f, args, tt))
+            }
+            1 if rank < 3 => {
+                let k = self.rng.below(tt.dims.len() + 1);
+                let mut dims = tt.dims.clone();
+                dims.insert(k, self.rng.pick(&[1, 2, 3, 4]));
+                let x = self.expr(&TensorType { dt: tt.dt, dims }, d, false);
+                Some(call("logsumexp", vec![CallArg::Expr(x), CallArg::Raw(format!("axis: {k}"))], tt))
+            }
+            2 if tt.dims.contains(&1) => {
+                let ones: Vec<usize> = (0..tt.dims.len()).filter(|&k| tt.dims[k] == 1).collect();
+                let k = self.rng.pick(&ones);
+                let mut dims = tt.dims.clone();
+                dims[k] = self.rng.pick(&[1, 2, 3, 4]);
+                let x = self.expr(&TensorType { dt: tt.dt, dims }, d, false);
+                let args = vec![CallArg::Expr(x), CallArg::Raw(format!("axis: {k}, keepdims: true"))];
+                Some(call("logsumexp", args, tt))
+            }
+            3 => {
+                let x = self.expr(tt, d, false);
+                let mut args = vec![CallArg::Expr(x)];
+                if self.rng.chance(50) {
+                    args.push(CallArg::Raw("approximate: false".into()));
+                }
+                Some(call("gelu", args, tt))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn reduction(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
         let fl = tt.dt.is_float();
         // (op, source dtype)
@@ -496,7 +554,15 @@ impl Generator {
             4 if tt.dt == ElemType::I32 => ("argmax", self.rng.pick(&NUMERIC_ELEM_TYPES)),
             _ => return None,
         };
-        if tt.dims.len() < 3 && (!tt.dims.is_empty() || self.rng.chance(50)) {
+        if tt.dims.contains(&1) && op != "argmax" && self.rng.chance(20) {
+            // `keepdims: true`: the reduced axis stays as size 1.
+            let ones: Vec<usize> = (0..tt.dims.len()).filter(|&k| tt.dims[k] == 1).collect();
+            let k = self.rng.pick(&ones);
+            let mut dims = tt.dims.clone();
+            dims[k] = self.rng.pick(&[1, 2, 3, 4]);
+            let x = self.expr(&TensorType { dt: src, dims }, d, true);
+            Some(call(op, vec![CallArg::Expr(x), CallArg::Raw(format!("axis: {k}, keepdims: true"))], tt))
+        } else if tt.dims.len() < 3 && (!tt.dims.is_empty() || self.rng.chance(50)) {
             let k = self.rng.below(tt.dims.len() + 1);
             let n = self.rng.pick(&[1, 2, 3, 4]);
             let mut dims = tt.dims.clone();

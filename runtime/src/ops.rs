@@ -138,6 +138,8 @@ op_table! {
         Rsqrt = 12, "rsqrt", "stablehlo.rsqrt", Float, true;
         /// `log(1 + x)`, accurate for small `x`.
         Log1p = 13, "log1p", "stablehlo.log_plus_one", Float, true;
+        /// `erfc(x) = 1 - erf(x)`, accurate where `erf(x)` is near 1.
+        Erfc = 16, "erfc", "chlo.erfc", Float, true;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Step 2, activity: which float variables depend on a differentiated argument.
 
-use super::ir::{Atom, Body, Stmt};
+use super::ir::{Atom, Body, Op, Stmt};
 use super::{is_float, Ad};
 use crate::diag::DResult;
 use crate::typed::VarId;
@@ -24,6 +24,7 @@ impl Ad<'_> {
     pub(super) fn act_body(&mut self, b: &Body) -> DResult<()> {
         for s in &b.stmts {
             match s {
+                Stmt::Prim { op: Op::StopGradient, .. } => {}
                 Stmt::Prim { out, args, .. } => {
                     if args.iter().any(|a| self.is_active(a)) {
                         self.mark(*out);

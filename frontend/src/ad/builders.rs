@@ -3,12 +3,18 @@
 
 use super::ir::Atom;
 use super::{err, internal, known, scalar_const, slice_range, Ad, MAX_STMTS};
+use crate::build::Build;
 use crate::diag::DResult;
 use crate::typed::{self as t, ExprKind as K, Pattern, StaticIndex, VarId, VarInfo};
-use crate::types::{broadcast_dims, Dim, TensorTy, Type};
+use crate::types::{Dim, TensorTy, Type};
 use loopvm_runtime::{rules as shape_rules, BinaryOp, DType, ReduceOp, Shape, UnaryOp};
 
 impl Ad<'_> {
+    /// The typed-IR builder at the differentiated span.
+    pub(super) fn b(&self) -> Build {
+        Build { span: self.span }
+    }
+
     /// A fresh variable of type `ty` (appended to the variable table).
     pub(super) fn new_var(&mut self, ty: Type) -> VarId {
         let id = VarId(u32::try_from(self.vars.len()).unwrap_or(u32::MAX));
@@ -39,7 +45,7 @@ impl Ad<'_> {
 
     /// A tensor expression of kind `kind` and type `ty`, at the differentiated span.
     pub(super) fn mk(&self, kind: K, ty: TensorTy) -> t::Expr {
-        t::Expr { kind, ty: Type::Tensor(ty), span: self.span }
+        self.b().mk(kind, ty)
     }
 
     /// Variable `v` as an expression.
@@ -64,41 +70,32 @@ impl Ad<'_> {
 
     /// The scalar constant `v` of type `dtype`.
     pub(super) fn cst(&self, dtype: DType, v: f64) -> t::Expr {
-        self.mk(K::Const(scalar_const(dtype, v)), TensorTy::scalar(dtype))
+        self.b().cst(dtype, v)
     }
 
     /// The tensor type of expression `e` (an `f32` scalar if it is a tuple).
     pub(super) fn et(e: &t::Expr) -> TensorTy {
-        e.ty.tensor().cloned().unwrap_or_else(|| TensorTy::scalar(DType::F32))
+        Build::et(e)
     }
 
     /// `a op b`, typed by broadcasting (comparisons give `bool`).
     pub(super) fn bin(&self, op: BinaryOp, a: t::Expr, b: t::Expr) -> t::Expr {
-        let (at, bt) = (Self::et(&a), Self::et(&b));
-        let dims = broadcast_dims(&at.dims, &bt.dims).unwrap_or_else(|_| at.dims.clone());
-        let dtype = op.result_dtype(at.dtype);
-        self.mk(K::Binary(op, Box::new(a), Box::new(b)), TensorTy { dtype, dims })
+        self.b().bin(op, a, b)
     }
 
     /// `op(a)`.
     pub(super) fn un(&self, op: UnaryOp, a: t::Expr) -> t::Expr {
-        let ty = Self::et(&a);
-        self.mk(K::Unary(op, Box::new(a)), ty)
+        self.b().un(op, a)
     }
 
     /// `select(c, a, b)`, typed by broadcasting.
     pub(super) fn sel(&self, c: t::Expr, a: t::Expr, b: t::Expr) -> t::Expr {
-        let (ct, at, bt) = (Self::et(&c), Self::et(&a), Self::et(&b));
-        let d1 = broadcast_dims(&at.dims, &bt.dims).unwrap_or_else(|_| at.dims.clone());
-        let dims = broadcast_dims(&ct.dims, &d1).unwrap_or(d1);
-        self.mk(K::Select(Box::new(c), Box::new(a), Box::new(b)), TensorTy { dtype: at.dtype, dims })
+        self.b().sel(c, a, b)
     }
 
     /// The reduction `op` of `a` along `axis` (all axes when `None`).
     pub(super) fn reduce(&self, op: ReduceOp, a: t::Expr, axis: Option<u32>) -> t::Expr {
-        let at = Self::et(&a);
-        let dims = shape_rules::reduce(&at.dims, axis.map(|k| k as usize)).unwrap_or_else(|_| at.dims.clone());
-        self.mk(K::Reduce(op, Box::new(a), axis), TensorTy { dtype: op.result_dtype(at.dtype), dims })
+        self.b().reduce(op, a, axis)
     }
 
     /// `a` with its axes permuted by `perm` (reversed when `None`).
@@ -121,14 +118,7 @@ impl Ad<'_> {
 
     /// Inserts an axis of size 1 at `k`.
     pub(super) fn expand(&self, a: t::Expr, k: usize) -> t::Expr {
-        let at = Self::et(&a);
-        let mut dims = at.dims.clone();
-        dims.insert(k.min(dims.len()), Dim::Known(1));
-        let ty = TensorTy { dtype: at.dtype, dims };
-        match known(&ty.dims) {
-            Some(shape) => self.mk(K::Reshape(Box::new(a), shape), ty),
-            None => self.mk(K::Stack(vec![a], k as u32), ty),
-        }
+        self.b().expand(a, k)
     }
 
     /// The static slice `a[specs]`.

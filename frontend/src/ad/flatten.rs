@@ -110,6 +110,24 @@ impl Ad<'_> {
         Ok(Tree::Leaf(Atom::Var(v)))
     }
 
+    /// Every leaf of `tree` through `Op::StopGradient`: new variables that
+    /// activity never marks.
+    fn stop_gradient(&mut self, tree: Tree, out: &mut Vec<Stmt>) -> DResult<Tree> {
+        match tree {
+            Tree::Leaf(a) => {
+                let ty = Type::Tensor(self.aty(&a));
+                self.prim(Op::StopGradient, vec![a], &ty, out)
+            }
+            Tree::Node(ts) => {
+                let mut r = Vec::new();
+                for t in ts {
+                    r.push(self.stop_gradient(t, out)?);
+                }
+                Ok(Tree::Node(r))
+            }
+        }
+    }
+
     fn conv_body(&mut self, e: &t::Expr) -> DResult<Body> {
         let mut b = Body::default();
         let tree = self.conv(e, &mut b.stmts)?;
@@ -194,6 +212,10 @@ impl Ad<'_> {
             K::ShapeOf(x) => {
                 let x = a!(x);
                 self.prim(Op::ShapeOf, vec![x], &e.ty, out)
+            }
+            K::StopGradient(x) => {
+                let tree = self.conv(x, out)?;
+                self.stop_gradient(tree, out)
             }
             K::Print(x) => {
                 let tree = self.conv(x, out)?;
@@ -530,6 +552,7 @@ impl Ad<'_> {
             }
             K::ShapeOf(x) => K::ShapeOf(c!(x)),
             K::Print(x) => K::Print(c!(x)),
+            K::StopGradient(x) => K::StopGradient(c!(x)),
             K::Tuple(xs) => K::Tuple(cs!(xs)),
             K::Block(stmts, r) => {
                 let mut out = Vec::new();

@@ -244,6 +244,10 @@ impl Ad<'_> {
                 Some(a) => K::ShapeOf(a),
                 None => return bad(),
             },
+            Op::StopGradient => match next() {
+                Some(a) => K::StopGradient(a),
+                None => return bad(),
+            },
         };
         Ok(self.mk(kind, ty))
     }

@@ -53,6 +53,8 @@ pub(super) enum Op {
     Index,
     Update(UpdateMode),
     ShapeOf,
+    /// `stop_gradient`: the operand, inactive.
+    StopGradient,
 }
 
 /// A flattened block: statements and result atoms.

@@ -53,10 +53,10 @@ mod vars;
 
 use crate::diag::{err, DResult, Span};
 use crate::typed::{self as t, ConstData, ConstValues, ExprKind as K, VarId, VarInfo};
-use crate::types::{Dim, TensorTy, Type};
+use crate::types::{TensorTy, Type};
 use forward::Mode;
 use ir::{Atom, Body, Tree};
-use loopvm_runtime::{rules as shape_rules, DType};
+use loopvm_runtime::rules as shape_rules;
 use residuals::Scope;
 use std::collections::{HashMap, HashSet};
 
@@ -126,18 +126,7 @@ fn is_float(t: &TensorTy) -> bool {
     t.dtype.is_float()
 }
 
-fn known(dims: &[Dim]) -> Option<Vec<u64>> {
-    dims.iter().map(Dim::known).collect()
-}
-
-fn scalar_const(dtype: DType, v: f64) -> ConstData {
-    let values = match dtype {
-        DType::Bool => ConstValues::Bool(vec![v != 0.0]),
-        DType::I32 | DType::I64 => ConstValues::Int(vec![v as i64]),
-        _ => ConstValues::Float(vec![v]),
-    };
-    ConstData { dtype, shape: Vec::new(), values }
-}
+use crate::build::{known, scalar_const};
 
 fn const_int(c: &ConstData) -> Option<i64> {
     match (&c.values, c.shape.is_empty()) {

@@ -80,13 +80,14 @@ impl Ad<'_> {
                         let d = self.un(UnaryOp::Neg, d);
                         self.bin(BinaryOp::Mul, ge, d)
                     }
-                    UnaryOp::Erf => {
-                        // erf'(x) = 2/√π · exp(-x²)
+                    UnaryOp::Erf | UnaryOp::Erfc => {
+                        // erf'(x) = 2/√π · exp(-x²) = -erfc'(x)
                         let x = self.pv(&arg(0));
                         let xx = self.bin(BinaryOp::Mul, x.clone(), x);
                         let nxx = self.un(UnaryOp::Neg, xx);
                         let e = self.un(UnaryOp::Exp, nxx);
-                        let d = self.bin(BinaryOp::Mul, e, c(self, std::f64::consts::FRAC_2_SQRT_PI));
+                        let k = if *u == UnaryOp::Erf { 1.0 } else { -1.0 } * std::f64::consts::FRAC_2_SQRT_PI;
+                        let d = self.bin(BinaryOp::Mul, e, c(self, k));
                         self.bin(BinaryOp::Mul, ge, d)
                     }
                     UnaryOp::Rsqrt => {
@@ -332,7 +333,7 @@ impl Ad<'_> {
                     out_v.push((0, self.unbroadcast(ge, &aty(self, 0))));
                 }
             }
-            Op::Iota(..) | Op::ShapeOf => {}
+            Op::Iota(..) | Op::ShapeOf | Op::StopGradient => {}
             Op::Concat(axis) => {
                 let ax = *axis as usize;
                 if args.len() == 1 {

@@ -30,7 +30,8 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         | K::Broadcast(x, _)
         | K::Slice(x, _)
         | K::ShapeOf(x)
-        | K::Print(x) => collect_vars(x, bound, used),
+        | K::Print(x)
+        | K::StopGradient(x) => collect_vars(x, bound, used),
         K::Binary(_, x, y) | K::MatMul(x, y) => {
             collect_vars(x, bound, used);
             collect_vars(y, bound, used);

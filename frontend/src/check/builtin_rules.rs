@@ -10,6 +10,7 @@ use super::expr::fold_stack;
 use super::literals::{coerce, int_lit, lit, unify_literals};
 use super::{boxed, broadcast_error, dtype_of, mk, tensor_ty, Checker, Env, FnCtx};
 use crate::ast::{self, ExprKind as A, LitValue};
+use crate::build::Build;
 use crate::builtins::{Builtin, BuiltinInfo};
 use crate::diag::{err, DResult, Diagnostic, Span};
 use crate::typed as t;
@@ -71,6 +72,8 @@ impl<'a> BuiltinCall<'a> {
         if pos.len() < info.min_args || pos.len() > info.max_args {
             let want = if info.min_args == info.max_args {
                 format!("{}", info.min_args)
+            } else if info.max_args == usize::MAX {
+                format!("at least {}", info.min_args)
             } else {
                 format!("{} to {}", info.min_args, info.max_args)
             };
@@ -110,6 +113,33 @@ impl<'a> BuiltinCall<'a> {
     /// The named argument `n`, if given.
     pub(super) fn named_arg(&self, n: &str) -> Option<&'a ast::Expr> {
         self.named.iter().find(|(m, _)| m.name == n).map(|(_, e)| *e)
+    }
+
+    /// The named `true`/`false` literal `n` (`default` when not given).
+    pub(super) fn flag(&self, n: &str, default: bool) -> DResult<bool> {
+        match self.named_arg(n) {
+            None => Ok(default),
+            Some(e) => match &e.kind {
+                A::Lit(LitValue::Bool(b), _) => Ok(*b),
+                _ => err(format!("`{n}` must be `true` or `false`"), e.span),
+            },
+        }
+    }
+
+    /// The literal `axis:` of a tensor of type `xt`, normalised (negative
+    /// counts from the end); `default` when not given.
+    pub(super) fn axis(&self, xt: &TensorTy, default: Option<i128>) -> DResult<Option<u32>> {
+        let (a, span) = match self.named_arg("axis") {
+            None => match default {
+                None => return Ok(None),
+                Some(a) => (a, self.span),
+            },
+            Some(e) => match int_lit(e) {
+                Some(a) => (a, e.span),
+                None => return err("`axis` must be an integer literal", e.span),
+            },
+        };
+        norm_axis(a, xt.rank(), xt, span).map(Some)
     }
 }
 
@@ -156,6 +186,12 @@ impl<'a> Checker<'a> {
             Builtin::WhileLoop => self.check_while_loop(cx, env, &c),
             Builtin::Scan => self.check_scan(cx, env, &c),
             Builtin::Grad | Builtin::ValueAndGrad => check_grad_value(&c),
+            Builtin::Softmax => self.check_softmax(cx, env, &c, false),
+            Builtin::LogSoftmax => self.check_softmax(cx, env, &c, true),
+            Builtin::Logsumexp => self.check_logsumexp(cx, env, &c),
+            Builtin::Gelu => self.check_gelu(cx, env, &c),
+            Builtin::StopGradient => self.check_stop_gradient(cx, env, &c),
+            Builtin::TreeMap => self.check_tree_map(cx, env, &c),
         }
     }
 
@@ -291,22 +327,13 @@ impl<'a> Checker<'a> {
         let xa = c.arg(0)?;
         let x = self.expr(cx, env, xa)?;
         let xt = self.tensor(&x, &format!("`{name}`"))?.clone();
-        let axis = match c.named_arg("axis") {
-            None => None,
-            Some(e) => {
-                let Some(a) = int_lit(e) else {
-                    return err("`axis` must be an integer literal", e.span);
-                };
-                Some(norm_axis(a, xt.rank(), &xt, e.span)?)
-            }
-        };
-        let dtype = op.result_dtype(xt.dtype);
-        // `norm_axis` has checked the axis.
-        let dims = rules::reduce(&xt.dims, axis.map(|a| a as usize)).unwrap_or_default();
+        let axis = c.axis(&xt, None)?;
+        let keepdims = c.flag("keepdims", false)?;
         if op == ReduceOp::Argmax && xt.dims.contains(&Dim::Known(0)) {
             return err(format!("`argmax` of an empty tensor {xt}"), xa.span);
         }
-        Ok(mk(t::ExprKind::Reduce(op, Box::new(x), axis), tensor_ty(TensorTy { dtype, dims }), c.span))
+        let b = Build { span: c.span };
+        Ok(if keepdims { b.reduce_keep(op, x, axis) } else { b.reduce(op, x, axis) })
     }
 
     // -----------------------------------------------------------------------

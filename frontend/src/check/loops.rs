@@ -4,7 +4,7 @@
 use super::builtin_rules::BuiltinCall;
 use super::literals::{int_lit, unify_literals};
 use super::{boxed, mk, tail_span, Callable, Checker, Env, FnCtx};
-use crate::ast::{self, ExprKind as A, LitValue};
+use crate::ast;
 use crate::diag::{err, DResult, Diagnostic};
 use crate::typed as t;
 use crate::types::{Dim, TensorTy, Type};
@@ -128,21 +128,9 @@ impl<'a> Checker<'a> {
             Some(e) => Some(self.static_uint(cx, env, e, "`length`")?),
             None => None,
         };
-        let reverse = match call.named_arg("reverse") {
-            None => false,
-            Some(e) => match &e.kind {
-                A::Lit(LitValue::Bool(b), _) => *b,
-                _ => return err("`reverse` must be `true` or `false`", e.span),
-            },
-        };
+        let reverse = call.flag("reverse", false)?;
         let unroll = self.unroll_arg(call.named_arg("unroll"))?;
-        let checkpoint = match call.named_arg("checkpoint") {
-            None => false,
-            Some(e) => match &e.kind {
-                A::Lit(LitValue::Bool(b), _) => *b,
-                _ => return err("`checkpoint` must be `true` or `false`", e.span),
-            },
-        };
+        let checkpoint = call.flag("checkpoint", false)?;
         let (x_ty, n) = match &xs {
             Some((x, xa)) => {
                 let mut n: Option<Dim> = None;

@@ -12,7 +12,8 @@
 //! (expressions, blocks, calls, `if`, lists), `index` (indexing and
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
 //! (builtin arguments, dispatch and the tensor builtins' rules), `loops` (the
-//! loop builtins) and `grad` (derivatives).
+//! loop builtins), `nn` (the composite builtins: `softmax`, `gelu`,
+//! `tree_map`, ...) and `grad` (derivatives).
 
 mod builtin_rules;
 mod expr;
@@ -21,6 +22,7 @@ mod index;
 mod instances;
 mod literals;
 mod loops;
+mod nn;
 
 use crate::ast::{self, ExprKind as A};
 use crate::diag::{DResult, Diagnostic, Span};

@@ -49,6 +49,8 @@ pub trait Float: Num {
     fn cos(a: Self) -> Self;
     /// The error function (libm's).
     fn erf(a: Self) -> Self;
+    /// The complementary error function `1 - erf(a)`.
+    fn erfc(a: Self) -> Self;
     /// `1 / √a`, two correctly rounded operations.
     fn rsqrt(a: Self) -> Self;
     /// `ln(1 + a)` (libm's).
@@ -126,7 +128,7 @@ int_num!(i32);
 int_num!(i64);
 
 macro_rules! float_num {
-    ($t:ty, $erf:path) => {
+    ($t:ty, $erf:path, $erfc:path) => {
         impl Num for $t {
             #[inline]
             fn add(a: Self, b: Self) -> Self {
@@ -210,6 +212,10 @@ macro_rules! float_num {
                 $erf(a)
             }
             #[inline]
+            fn erfc(a: Self) -> Self {
+                $erfc(a)
+            }
+            #[inline]
             fn rsqrt(a: Self) -> Self {
                 1.0 / a.sqrt()
             }
@@ -221,8 +227,8 @@ macro_rules! float_num {
     };
 }
 
-float_num!(f32, libm::erff);
-float_num!(f64, libm::erf);
+float_num!(f32, libm::erff, libm::erfcf);
+float_num!(f64, libm::erf, libm::erfc);
 
 /// Receives the scalar function of a float unary op from [`float_unary`],
 /// statically (each op's function is its own type, so a kernel's loop
@@ -253,6 +259,7 @@ pub fn float_unary<T: Float, V: FloatUnaryVisitor<T>>(op: crate::UnaryOp, v: V) 
         UnaryOp::Sin => v.apply(T::sin),
         UnaryOp::Cos => v.apply(T::cos),
         UnaryOp::Erf => v.apply(T::erf),
+        UnaryOp::Erfc => v.apply(T::erfc),
         UnaryOp::Rsqrt => v.apply(T::rsqrt),
         UnaryOp::Log1p => v.apply(T::ln_1p),
         UnaryOp::Not => return None,

@@ -66,6 +66,7 @@ impl Made {
             | UnaryOp::Sin
             | UnaryOp::Cos
             | UnaryOp::Erf
+            | UnaryOp::Erfc
             | UnaryOp::Log1p => Made::Other,
         }
     }
