@@ -332,7 +332,8 @@ impl Ad<'_> {
                     out_v.push((0, self.unbroadcast(ge, &aty(self, 0))));
                 }
             }
-            Op::Iota(..) | Op::ShapeOf => {}
+            // Bits carry no derivative (as integers do): `bitcast` stops the gradient.
+            Op::Iota(..) | Op::ShapeOf | Op::Bitcast(_) => {}
             Op::Concat(axis) => {
                 let ax = *axis as usize;
                 if args.len() == 1 {
