@@ -88,6 +88,10 @@ typedef enum loopvm_dtype {
    * `f64`: `double`.
    */
   LOOPVM_F64 = 4,
+  /**
+   * `u32`: `uint32_t`.
+   */
+  LOOPVM_U32 = 5,
 } loopvm_dtype;
 
 /**
@@ -303,8 +307,8 @@ enum loopvm_status loopvm_tensor_new(int32_t dtype,
                                      struct loopvm_error **err);
 
 /**
- * Reads a `.npy` file (a little-endian bool, i32, i64, f32 or f64 array in C
- * order) into a new tensor.
+ * Reads a `.npy` file (a little-endian bool, i32, i64, u32, f32 or f64 array
+ * in C order) into a new tensor.
  *
  * # Safety
  * `path` is `NULL` or a NUL-terminated string; `out` and `err` are `NULL`

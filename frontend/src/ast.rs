@@ -105,6 +105,8 @@ pub enum UnOp {
     Neg,
     /// `!x`
     Not,
+    /// `~x`
+    BitNot,
 }
 
 /// A binary operator as written.
@@ -140,6 +142,16 @@ pub enum BinOp {
     And,
     /// `||`
     Or,
+    /// `&`
+    BitAnd,
+    /// `|`
+    BitOr,
+    /// `^`
+    BitXor,
+    /// `<<`
+    Shl,
+    /// `>>`
+    Shr,
 }
 
 impl BinOp {
@@ -161,6 +173,11 @@ impl BinOp {
             BinOp::Ge => ">=",
             BinOp::And => "&&",
             BinOp::Or => "||",
+            BinOp::BitAnd => "&",
+            BinOp::BitOr => "|",
+            BinOp::BitXor => "^",
+            BinOp::Shl => "<<",
+            BinOp::Shr => ">>",
         }
     }
 }

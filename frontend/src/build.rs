@@ -17,8 +17,8 @@ pub(crate) fn known(dims: &[Dim]) -> Option<Vec<u64>> {
 pub(crate) fn scalar_const(dtype: DType, v: f64) -> ConstData {
     let values = match dtype {
         DType::Bool => ConstValues::Bool(vec![v != 0.0]),
-        DType::I32 | DType::I64 => ConstValues::Int(vec![v as i64]),
-        _ => ConstValues::Float(vec![v]),
+        d if d.is_float() => ConstValues::Float(vec![v]),
+        _ => ConstValues::Int(vec![v as i64]),
     };
     ConstData { dtype, shape: Vec::new(), values }
 }

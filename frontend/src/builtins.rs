@@ -37,6 +37,8 @@ pub enum Builtin {
     Print,
     /// `shape(x)`
     Shape,
+    /// `bitcast(x, dtype)`
+    Bitcast,
     /// `fori_loop(lo, hi, body, init)`
     ForiLoop,
     /// `while_loop(cond, body, init)`
@@ -107,6 +109,7 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("stack", Builtin::Stack, 1, 1, AXIS, "stack([a, b, ...], axis: k)"),
     b("print", Builtin::Print, 1, 1, &[], "print(x)"),
     b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
+    b("bitcast", Builtin::Bitcast, 2, 2, &[], "bitcast(x, dtype)"),
     b("fori_loop", Builtin::ForiLoop, 4, 4, &["unroll"], "fori_loop(lower, upper, |i, carry| new_carry, init)"),
     b(
         "while_loop",

@@ -1,7 +1,7 @@
 //! The lexer: source text to tokens with spans.
 //!
 //! Comments run from `#` to the end of the line. Numbers may carry a dtype
-//! suffix (`1i64`, `0.5f64`, `1f32`) and `_` separators.
+//! suffix (`1i64`, `0.5f64`, `1f32`, `7u32`) and `_` separators.
 
 use crate::diag::{err, DResult, Span};
 use loopvm_runtime::DType;
@@ -55,6 +55,16 @@ pub enum Tok {
     PipePipe,
     /// `&&`
     AmpAmp,
+    /// `&`
+    Amp,
+    /// `^`
+    Caret,
+    /// `~`
+    Tilde,
+    /// `<<`
+    Shl,
+    /// `>>`
+    Shr,
     /// `!`
     Bang,
     /// `!=`
@@ -126,6 +136,11 @@ impl Tok {
             Tok::Pipe => "|",
             Tok::PipePipe => "||",
             Tok::AmpAmp => "&&",
+            Tok::Amp => "&",
+            Tok::Caret => "^",
+            Tok::Tilde => "~",
+            Tok::Shl => "<<",
+            Tok::Shr => ">>",
             Tok::Bang => "!",
             Tok::Ne => "!=",
             Tok::EqEq => "==",
@@ -205,6 +220,8 @@ pub fn lex(src: &str) -> DResult<Vec<Token>> {
             (b'-', Some(b'>')) => (Tok::Arrow, 2),
             (b'|', Some(b'|')) => (Tok::PipePipe, 2),
             (b'&', Some(b'&')) => (Tok::AmpAmp, 2),
+            (b'<', Some(b'<')) => (Tok::Shl, 2),
+            (b'>', Some(b'>')) => (Tok::Shr, 2),
             (b'!', Some(b'=')) => (Tok::Ne, 2),
             (b'=', Some(b'=')) => (Tok::EqEq, 2),
             (b'<', Some(b'=')) => (Tok::Le, 2),
@@ -220,6 +237,9 @@ pub fn lex(src: &str) -> DResult<Vec<Token>> {
             (b';', _) => (Tok::Semi, 1),
             (b':', _) => (Tok::Colon, 1),
             (b'|', _) => (Tok::Pipe, 1),
+            (b'&', _) => (Tok::Amp, 1),
+            (b'^', _) => (Tok::Caret, 1),
+            (b'~', _) => (Tok::Tilde, 1),
             (b'!', _) => (Tok::Bang, 1),
             (b'=', _) => (Tok::Eq, 1),
             (b'<', _) => (Tok::Lt, 1),
@@ -234,12 +254,7 @@ pub fn lex(src: &str) -> DResult<Vec<Token>> {
             _ => {
                 let ch = src[start..].chars().next().unwrap_or('?');
                 let end = start + ch.len_utf8();
-                let msg = if c == b'&' {
-                    "unexpected character `&` (logical and is `&&`)".to_string()
-                } else {
-                    format!("unexpected character `{}`", ch.escape_debug())
-                };
-                return err(msg, Span::new(start, end));
+                return err(format!("unexpected character `{}`", ch.escape_debug()), Span::new(start, end));
             }
         };
         i += len;
@@ -290,7 +305,7 @@ fn lex_number(src: &str, start: usize) -> DResult<(Tok, usize)> {
             Some(d) if d != DType::Bool => Some(d),
             _ => {
                 return err(format!("invalid suffix `{suffix_text}` on a number"), Span::new(num_end, i))
-                    .map_err(|d| Box::new(d.with_note("number suffixes are i32, i64, f32 and f64")))
+                    .map_err(|d| Box::new(d.with_note("number suffixes are i32, i64, u32, f32 and f64")))
             }
         }
     };

@@ -92,6 +92,7 @@ impl ModLower {
             (ConstValues::Bool(v), DType::Bool) => Tensor::from_vec(&shape, v.clone()),
             (ConstValues::Int(v), DType::I32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as i32).collect()),
             (ConstValues::Int(v), DType::I64) => Tensor::from_vec(&shape, v.clone()),
+            (ConstValues::Int(v), DType::U32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as u32).collect()),
             (ConstValues::Float(v), DType::F32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as f32).collect()),
             (ConstValues::Float(v), DType::F64) => Tensor::from_vec(&shape, v.clone()),
             _ => return err(format!("internal error: constant data does not match dtype {}", c.dtype), span),
@@ -284,6 +285,10 @@ impl<'p> FnLower<'p> {
                 let a = self.single(m, a)?;
                 let b = self.single(m, b)?;
                 self.one(m, ty, |dst| Inst::Select { dst, c, a, b })
+            }
+            K::Bitcast(a, to) => {
+                let a = self.single(m, a)?;
+                self.one(m, ty, |dst| Inst::Bitcast { dst, a, to: *to })
             }
             K::Cast(a, to) => {
                 let a = self.single(m, a)?;

@@ -41,7 +41,9 @@ struct Parser {
     depth: usize,
 }
 
-/// Binding power of a binary operator token (higher binds tighter).
+/// Binding power of a binary operator token (higher binds tighter). The
+/// bit operators sit between the comparisons and `+`, as in Python:
+/// `x & 1 == 0` is `(x & 1) == 0`, `a + b << 2` is `(a + b) << 2`.
 fn binop(t: &Tok) -> Option<(BinOp, u8)> {
     Some(match t {
         Tok::PipePipe => (BinOp::Or, 1),
@@ -52,12 +54,17 @@ fn binop(t: &Tok) -> Option<(BinOp, u8)> {
         Tok::Le => (BinOp::Le, 3),
         Tok::Gt => (BinOp::Gt, 3),
         Tok::Ge => (BinOp::Ge, 3),
-        Tok::Plus => (BinOp::Add, 4),
-        Tok::Minus => (BinOp::Sub, 4),
-        Tok::Star => (BinOp::Mul, 5),
-        Tok::Slash => (BinOp::Div, 5),
-        Tok::Percent => (BinOp::Rem, 5),
-        Tok::At => (BinOp::MatMul, 5),
+        Tok::Pipe => (BinOp::BitOr, 4),
+        Tok::Caret => (BinOp::BitXor, 5),
+        Tok::Amp => (BinOp::BitAnd, 6),
+        Tok::Shl => (BinOp::Shl, 7),
+        Tok::Shr => (BinOp::Shr, 7),
+        Tok::Plus => (BinOp::Add, 8),
+        Tok::Minus => (BinOp::Sub, 8),
+        Tok::Star => (BinOp::Mul, 9),
+        Tok::Slash => (BinOp::Div, 9),
+        Tok::Percent => (BinOp::Rem, 9),
+        Tok::At => (BinOp::MatMul, 9),
         _ => return None,
     })
 }
@@ -404,6 +411,7 @@ impl Parser {
         let op = match self.peek() {
             Tok::Minus => UnOp::Neg,
             Tok::Bang => UnOp::Not,
+            Tok::Tilde => UnOp::BitNot,
             _ => return self.power(),
         };
         let start = self.bump();

@@ -159,6 +159,8 @@ pub enum ExprKind {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// `e as dtype`.
     Cast(Box<Expr>, DType),
+    /// `bitcast(e, dtype)`: the bits read as `dtype` (same element width).
+    Bitcast(Box<Expr>, DType),
     /// `a @ b`.
     MatMul(Box<Expr>, Box<Expr>),
     /// A reduction over all elements (`None`) or one axis.

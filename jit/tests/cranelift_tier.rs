@@ -45,6 +45,7 @@ fn same(a: &[Tensor], b: &[Tensor]) -> Result<(), String> {
                 (Buffer::Bool(p), Buffer::Bool(q)) => p == q,
                 (Buffer::I32(p), Buffer::I32(q)) => p == q,
                 (Buffer::I64(p), Buffer::I64(q)) => p == q,
+                (Buffer::U32(p), Buffer::U32(q)) => p == q,
                 (Buffer::F32(p), Buffer::F32(q)) => {
                     p.iter().zip(q.iter()).all(|(u, v)| u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()))
                 }
@@ -259,6 +260,11 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("loops/while_collatz", &["main:while_loop:cranelift"]),
     ("ops/arith", &[]),
     ("ops/indexing", &["main:fori_loop:cranelift"]),
+    ("ops/int_bits", &["main:fori_loop:cranelift"]),
+    ("ops/threefry", &["main:fori_loop:cranelift"]),
+    ("ops/threefry_edge", &["main:fori_loop:cranelift"]),
+    ("ops/u32_arith", &["main:fori_loop:cranelift"]),
+    ("ops/u32_casts", &["main:fori_loop:cranelift"]),
     ("ops/math", &[]),
     ("ops/matmul_if", &[]),
     ("ops/reductions", &[]),
@@ -702,13 +708,18 @@ fn int_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
         BinaryOp::Lt,
         BinaryOp::Ge,
         BinaryOp::Ne,
+        BinaryOp::And,
+        BinaryOp::Or,
+        BinaryOp::Xor,
+        BinaryOp::Shl,
+        BinaryOp::Shr,
     ] {
         out.push(a.bin(b, op, x, y));
     }
-    for op in [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Relu] {
+    for op in [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Relu, UnaryOp::Not] {
         out.push(a.un(b, op, x));
     }
-    for to in [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64] {
+    for to in DType::ALL {
         out.push(a.cast(b, x, to));
     }
     let dtype = a.ty(x).dtype;
@@ -716,6 +727,7 @@ fn int_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
     for d in [0i64, -1, 2, 7, -3] {
         let k = match dtype {
             DType::I32 => a.k(b, Tensor::scalar(d as i32)),
+            DType::U32 => a.k(b, Tensor::scalar(d as u32)),
             _ => a.k(b, Tensor::scalar(d)),
         };
         out.push(a.bin(b, BinaryOp::Div, x, k));
@@ -740,6 +752,15 @@ fn integer_edge_cases_match_the_interpreter() {
     let mut pairs = Vec::new();
     for &x in &edges64 {
         for &y in &edges64 {
+            pairs.push((Tensor::scalar(x), Tensor::scalar(y)));
+        }
+    }
+    check_pairs(&m, &pairs);
+    let edges_u = [0u32, 1, 2, 7, 31, 32, 33, 0x7fff_ffff, 0x8000_0000, u32::MAX, u32::MAX - 1];
+    let m = op_module(DType::U32, &int_ops);
+    let mut pairs = Vec::new();
+    for &x in &edges_u {
+        for &y in &edges_u {
             pairs.push((Tensor::scalar(x), Tensor::scalar(y)));
         }
     }
@@ -770,7 +791,7 @@ fn float_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
     for &op in UnaryOp::ALL.iter().filter(|op| op.accepts().accepts(DType::F32)) {
         out.push(a.un(b, op, x));
     }
-    for to in [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64] {
+    for to in DType::ALL {
         out.push(a.cast(b, x, to));
     }
     out
@@ -818,12 +839,20 @@ fn float_edge_cases_match_the_interpreter() {
 fn bool_ops_match_the_interpreter() {
     let m = op_module(DType::Bool, &|a, b, x, y| {
         let mut out = Vec::new();
-        for op in [BinaryOp::And, BinaryOp::Or, BinaryOp::Max, BinaryOp::Min, BinaryOp::Eq, BinaryOp::Lt, BinaryOp::Ge]
-        {
+        for op in [
+            BinaryOp::And,
+            BinaryOp::Or,
+            BinaryOp::Xor,
+            BinaryOp::Max,
+            BinaryOp::Min,
+            BinaryOp::Eq,
+            BinaryOp::Lt,
+            BinaryOp::Ge,
+        ] {
             out.push(a.bin(b, op, x, y));
         }
         out.push(a.un(b, UnaryOp::Not, x));
-        for to in [DType::I32, DType::I64, DType::F32, DType::F64] {
+        for to in [DType::I32, DType::I64, DType::U32, DType::F32, DType::F64] {
             out.push(a.cast(b, x, to));
         }
         out

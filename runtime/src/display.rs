@@ -59,6 +59,7 @@ impl Tensor {
             Buffer::I64(v) => conv(v),
             Buffer::F32(v) => conv(v),
             Buffer::F64(v) => conv(v),
+            Buffer::U32(v) => conv(v),
         }
     }
 
@@ -88,6 +89,7 @@ fn for_each_elem(b: &Buffer, limit: usize, mut f: impl FnMut(usize, &str)) {
         Buffer::I64(v) => go(v, limit, &mut f),
         Buffer::F32(v) => go(v, limit, &mut f),
         Buffer::F64(v) => go(v, limit, &mut f),
+        Buffer::U32(v) => go(v, limit, &mut f),
     }
 }
 
@@ -123,6 +125,7 @@ impl fmt::Display for Tensor {
             Buffer::I64(v) => write_nested(f, shape, v),
             Buffer::F32(v) => write_nested(f, shape, v),
             Buffer::F64(v) => write_nested(f, shape, v),
+            Buffer::U32(v) => write_nested(f, shape, v),
         }
     }
 }

@@ -16,11 +16,13 @@ pub enum DType {
     F32 = 3,
     /// `f64`: IEEE-754 binary64.
     F64 = 4,
+    /// `u32`: 32-bit unsigned integer.
+    U32 = 5,
 }
 
 impl DType {
     /// Every dtype, in tag order.
-    pub const ALL: [DType; 5] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64];
+    pub const ALL: [DType; 6] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64, DType::U32];
 
     /// The name used in source, disassembly and error messages (`f32`).
     pub const fn as_str(self) -> &'static str {
@@ -30,10 +32,11 @@ impl DType {
             DType::I64 => "i64",
             DType::F32 => "f32",
             DType::F64 => "f64",
+            DType::U32 => "u32",
         }
     }
 
-    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`).
+    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`, `ui32`).
     pub const fn stablehlo(self) -> &'static str {
         match self {
             DType::Bool => "i1",
@@ -41,6 +44,7 @@ impl DType {
             DType::I64 => "i64",
             DType::F32 => "f32",
             DType::F64 => "f64",
+            DType::U32 => "ui32",
         }
     }
 
@@ -48,7 +52,7 @@ impl DType {
     pub const fn size_in_bytes(self) -> usize {
         match self {
             DType::Bool => 1,
-            DType::I32 | DType::F32 => 4,
+            DType::I32 | DType::F32 | DType::U32 => 4,
             DType::I64 | DType::F64 => 8,
         }
     }
@@ -58,9 +62,22 @@ impl DType {
         matches!(self, DType::F32 | DType::F64)
     }
 
-    /// `true` for `i32` and `i64`.
+    /// `true` for the integers, signed (`i32`, `i64`) and unsigned (`u32`).
     pub const fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64)
+        matches!(self, DType::I32 | DType::I64 | DType::U32)
+    }
+
+    /// `true` for the unsigned integers (`u32`): their division, remainder,
+    /// comparisons, `>>` and conversions read them as unsigned.
+    pub const fn is_unsigned(self) -> bool {
+        matches!(self, DType::U32)
+    }
+
+    /// `true` when `bitcast(x, to)` of an element of `self` is defined
+    /// (`lax.bitcast_convert_type` of equal widths): both numbers of one
+    /// size in bytes (`u32`, `i32` and `f32`; `i64` and `f64`).
+    pub const fn can_bitcast(self, to: DType) -> bool {
+        !matches!(self, DType::Bool) && !matches!(to, DType::Bool) && self.size_in_bytes() == to.size_in_bytes()
     }
 
     /// Parses a dtype name as written in source (`f32`).

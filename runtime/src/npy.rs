@@ -40,6 +40,7 @@ fn type_str(d: DType) -> &'static str {
         DType::I64 => "<i8",
         DType::F32 => "<f4",
         DType::F64 => "<f8",
+        DType::U32 => "<u4",
     }
 }
 
@@ -51,6 +52,7 @@ fn dtype_of(s: &str) -> Option<DType> {
         "<i8" => DType::I64,
         "<f4" => DType::F32,
         "<f8" => DType::F64,
+        "<u4" => DType::U32,
         _ => return None,
     })
 }
@@ -158,6 +160,7 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, RuntimeError> {
         DType::Bool => decode::<bool>(file, &dims),
         DType::I32 => decode::<i32>(file, &dims),
         DType::I64 => decode::<i64>(file, &dims),
+        DType::U32 => decode::<u32>(file, &dims),
         DType::F32 => decode::<f32>(file, &dims),
         DType::F64 => decode::<f64>(file, &dims),
     }
@@ -191,6 +194,7 @@ pub fn write(t: &Tensor) -> Result<Vec<u8>, RuntimeError> {
         crate::Buffer::Bool(v) => encode(v, t),
         crate::Buffer::I32(v) => encode(v, t),
         crate::Buffer::I64(v) => encode(v, t),
+        crate::Buffer::U32(v) => encode(v, t),
         crate::Buffer::F32(v) => encode(v, t),
         crate::Buffer::F64(v) => encode(v, t),
     }
@@ -229,6 +233,7 @@ mod tests {
             Tensor::from_vec(&[1, 3], vec![1.5f32, f32::INFINITY, -0.0]).unwrap(),
             Tensor::from_vec(&[2, 1, 2], vec![0.1f64, 2.0, -3.0, 1e300]).unwrap(),
             Tensor::scalar(42i32),
+            Tensor::from_vec(&[3], vec![0u32, 1, u32::MAX]).unwrap(),
             Tensor::zeros(DType::F32, &[0, 3]).unwrap(),
         ];
         for t in cases {
@@ -270,7 +275,7 @@ mod tests {
         // Unsupported layouts and dtypes.
         let b = file("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", &data);
         assert!(msg(&b).contains("Fortran"));
-        for d in ["'>f4'", "'<u4'", "'<f2'", "'|O'", "[('a', '<f4')]", "'<c8'"] {
+        for d in ["'>f4'", "'>u4'", "'<u2'", "'|O'", "[('a', '<f4')]", "'<c8'"] {
             let b = file(&format!("{{'descr': {d}, 'fortran_order': False, 'shape': (2,), }}"), &data);
             assert!(read(&b).is_err(), "{d}");
         }

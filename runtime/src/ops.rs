@@ -39,6 +39,10 @@ macro_rules! op_enum {
 pub enum Accepts {
     /// `bool` only.
     Bool,
+    /// Integers (signed and unsigned).
+    Int,
+    /// Integers and bools: the bit ops.
+    Bits,
     /// Integers and floats.
     Number,
     /// `f32` and `f64`.
@@ -52,6 +56,8 @@ impl Accepts {
     pub const fn accepts(self, d: crate::DType) -> bool {
         match self {
             Accepts::Bool => matches!(d, crate::DType::Bool),
+            Accepts::Int => d.is_int(),
+            Accepts::Bits => d.is_int() || matches!(d, crate::DType::Bool),
             Accepts::Number => !matches!(d, crate::DType::Bool),
             Accepts::Float => d.is_float(),
             Accepts::Any => true,
@@ -61,6 +67,8 @@ impl Accepts {
     pub const fn requirement(self) -> &'static str {
         match self {
             Accepts::Bool => "a bool operand",
+            Accepts::Int => "an integer operand",
+            Accepts::Bits => "an integer or bool operand",
             Accepts::Number => "an integer or float operand",
             Accepts::Float => "a float operand",
             Accepts::Any => "an operand",
@@ -71,6 +79,8 @@ impl Accepts {
     pub const fn operands(self) -> &'static str {
         match self {
             Accepts::Bool => "bool operands",
+            Accepts::Int => "integer operands",
+            Accepts::Bits => "integer or bool operands",
             Accepts::Number => "numeric operands",
             Accepts::Float => "float operands",
             Accepts::Any => "operands",
@@ -112,8 +122,8 @@ op_table! {
     UnaryOp {
         /// `-x` (wrapping for integers).
         Neg = 0, "neg", "stablehlo.negate", Number, true;
-        /// `!x` on bools.
-        Not = 1, "not", "stablehlo.not", Bool, false;
+        /// `!x` on bools, `~x` (every bit flipped) on integers.
+        Not = 1, "not", "stablehlo.not", Bits, false;
         /// `exp(x)`.
         Exp = 2, "exp", "stablehlo.exponential", Float, true;
         /// `log(x)`.
@@ -176,10 +186,18 @@ op_table! {
         Gt = 12, "gt", "GT", Any, false;
         /// `a >= b` (bool result).
         Ge = 13, "ge", "GE", Any, false;
-        /// `a && b` on bools.
-        And = 14, "and", "stablehlo.and", Bool, false;
-        /// `a || b` on bools.
-        Or = 15, "or", "stablehlo.or", Bool, false;
+        /// `a && b` on bools, `a & b` bitwise on integers.
+        And = 14, "and", "stablehlo.and", Bits, false;
+        /// `a || b` on bools, `a | b` bitwise on integers.
+        Or = 15, "or", "stablehlo.or", Bits, false;
+        /// `a ^ b`: bitwise exclusive or (`!=` on bools).
+        Xor = 16, "xor", "stablehlo.xor", Bits, false;
+        /// `a << b`: 0 when `b`, read as unsigned, is at least the bit width.
+        Shl = 17, "shl", "stablehlo.shift_left", Int, false;
+        /// `a >> b`: arithmetic on signed integers, logical on unsigned ones
+        /// (`stablehlo.shift_right_logical`); by the bit width or more
+        /// (`b` read as unsigned) 0, or -1 for a negative signed `a`.
+        Shr = 18, "shr", "stablehlo.shift_right_arithmetic", Int, false;
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Buffer {
     F32(Arc<Vec<f32>>),
     /// `f64` elements.
     F64(Arc<Vec<f64>>),
+    /// `u32` elements.
+    U32(Arc<Vec<u32>>),
 }
 
 impl Buffer {
@@ -32,6 +34,7 @@ impl Buffer {
             Buffer::I64(_) => DType::I64,
             Buffer::F32(_) => DType::F32,
             Buffer::F64(_) => DType::F64,
+            Buffer::U32(_) => DType::U32,
         }
     }
     /// Number of elements.
@@ -42,6 +45,7 @@ impl Buffer {
             Buffer::I64(v) => v.len(),
             Buffer::F32(v) => v.len(),
             Buffer::F64(v) => v.len(),
+            Buffer::U32(v) => v.len(),
         }
     }
     /// `true` when there are no elements.
@@ -118,6 +122,7 @@ element!(i32, I32, 0, |x| x as f64, |y| y as i64);
 element!(i64, I64, 0, |x| x as f64, |y| y);
 element!(f32, F32, 0.0, |x| x as f64, |y| y as i64);
 element!(f64, F64, 0.0, |x| x, |y| y as i64);
+element!(u32, U32, 0, |x| x as f64, |y| y as i64);
 
 /// Calls `$body` with `$T` bound to the Rust element type of dtype `$d`.
 #[macro_export]
@@ -142,6 +147,10 @@ macro_rules! with_dtype {
             }
             $crate::DType::F64 => {
                 type $T = f64;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
                 $body
             }
         }
@@ -239,6 +248,7 @@ impl Tensor {
             Buffer::I64(a) => ptr(a),
             Buffer::F32(a) => ptr(a),
             Buffer::F64(a) => ptr(a),
+            Buffer::U32(a) => ptr(a),
         };
         p(&self.buf) == p(&other.buf)
     }
@@ -288,6 +298,7 @@ impl Tensor {
             Buffer::I64(a) => one(a),
             Buffer::F32(a) => one(a),
             Buffer::F64(a) => one(a),
+            Buffer::U32(a) => one(a),
         }
     }
     /// The single element of a one-element `bool` tensor.

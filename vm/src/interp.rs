@@ -395,6 +395,7 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::select(get(frame, *c)?, get(frame, *a)?, get(frame, *b)?, &mut out))
             }
             Inst::Cast { dst, a, to } => kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out)),
+            Inst::Bitcast { dst, a, to } => kernel!(*dst, |out| kernels::bitcast(get(frame, *a)?, *to, &mut out)),
             Inst::Iota { dst, dtype, n } => {
                 let n = usize::try_from(*n).map_err(|_| ExecError::Other("iota length too large".into()))?;
                 self.reserve(frame, "iota", n.checked_mul(dtype.size_in_bytes()))?;

@@ -372,6 +372,7 @@ fn write_tensor(w: &mut Writer, t: &Tensor) {
         Buffer::I64(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::F32(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::F64(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
+        Buffer::U32(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
     }
 }
 
@@ -399,6 +400,10 @@ fn read_tensor(r: &mut Reader<'_>) -> Result<Tensor, DecodeError> {
         DType::F32 => Tensor::from_vec(
             &shape,
             raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        ),
+        DType::U32 => Tensor::from_vec(
+            &shape,
+            raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         ),
         DType::I64 => Tensor::from_vec(
             &shape,

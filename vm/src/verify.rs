@@ -189,8 +189,8 @@ impl<'a> FuncVerifier<'a> {
             }
             Inst::Fori { dsts, lo, hi, init, body, .. } => {
                 let (dl, dh) = (self.dtype(*lo)?, self.dtype(*hi)?);
-                if dl != dh || !dl.is_int() {
-                    return Err(format!("fori_loop bounds are {dl} and {dh}, not one integer dtype"));
+                if dl != dh || !dl.is_int() || dl.is_unsigned() {
+                    return Err(format!("fori_loop bounds are {dl} and {dh}, not one signed integer dtype"));
                 }
                 let blk = self.take_block(*body)?;
                 let Some((i, carry)) = blk.params.split_first() else {
@@ -281,6 +281,12 @@ impl<'a> FuncVerifier<'a> {
             }
             Inst::Fori { unroll, .. } | Inst::Scan { unroll, .. } if *unroll == 0 => {
                 return Err("unroll must be at least 1".into());
+            }
+            Inst::Bitcast { dst, a, to } => {
+                let from = self.dtype(*a)?;
+                if !from.can_bitcast(*to) || self.dtype(*dst)? != *to {
+                    return Err(format!("bitcast of r{} ({from}) to {to} into r{}", a.0, dst.0));
+                }
             }
             _ => {}
         }

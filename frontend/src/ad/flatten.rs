@@ -161,6 +161,10 @@ impl Ad<'_> {
                 let x = a!(x);
                 self.prim(Op::Cast(*d), vec![x], &e.ty, out)
             }
+            K::Bitcast(x, d) => {
+                let x = a!(x);
+                self.prim(Op::Bitcast(*d), vec![x], &e.ty, out)
+            }
             K::MatMul(x, y) => {
                 let (x, y) = (a!(x), a!(y));
                 self.prim(Op::MatMul, vec![x, y], &e.ty, out)
@@ -537,6 +541,7 @@ impl Ad<'_> {
             K::Binary(op, x, y) => K::Binary(*op, c!(x), c!(y)),
             K::Select(a, x, y) => K::Select(c!(a), c!(x), c!(y)),
             K::Cast(x, d) => K::Cast(c!(x), *d),
+            K::Bitcast(x, d) => K::Bitcast(c!(x), *d),
             K::MatMul(x, y) => K::MatMul(c!(x), c!(y)),
             K::Reduce(op, x, a) => K::Reduce(*op, c!(x), *a),
             K::Reshape(x, s) => K::Reshape(c!(x), s.clone()),

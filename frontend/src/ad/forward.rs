@@ -203,6 +203,10 @@ impl Ad<'_> {
                 Some(a) => K::Cast(a, *d),
                 None => return bad(),
             },
+            Op::Bitcast(d) => match next() {
+                Some(a) => K::Bitcast(a, *d),
+                None => return bad(),
+            },
             Op::MatMul => match (next(), next()) {
                 (Some(a), Some(b)) => K::MatMul(a, b),
                 _ => return bad(),

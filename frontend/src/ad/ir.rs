@@ -41,6 +41,7 @@ pub(super) enum Op {
     Binary(BinaryOp),
     Select,
     Cast(DType),
+    Bitcast(DType),
     MatMul,
     Reduce(ReduceOp, Option<u32>),
     Reshape(Vec<u64>),

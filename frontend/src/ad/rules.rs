@@ -333,7 +333,8 @@ impl Ad<'_> {
                     out_v.push((0, self.unbroadcast(ge, &aty(self, 0))));
                 }
             }
-            Op::Iota(..) | Op::ShapeOf | Op::StopGradient => {}
+            // Bits carry no derivative (as integers do): `bitcast` stops the gradient.
+            Op::Iota(..) | Op::ShapeOf | Op::StopGradient | Op::Bitcast(_) => {}
             Op::Concat(axis) => {
                 let ax = *axis as usize;
                 if args.len() == 1 {

@@ -24,6 +24,7 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         K::Const(_) | K::Iota(..) => {}
         K::Unary(_, x)
         | K::Cast(x, _)
+        | K::Bitcast(x, _)
         | K::Reduce(_, x, _)
         | K::Reshape(x, _)
         | K::Transpose(x, _)

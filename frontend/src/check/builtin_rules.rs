@@ -182,6 +182,7 @@ impl<'a> Checker<'a> {
             Builtin::Stack => self.check_stack(cx, env, &c),
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
+            Builtin::Bitcast => self.check_bitcast(cx, env, &c),
             Builtin::ForiLoop => self.check_fori_loop(cx, env, &c),
             Builtin::WhileLoop => self.check_while_loop(cx, env, &c),
             Builtin::Scan => self.check_scan(cx, env, &c),
@@ -491,6 +492,24 @@ impl<'a> Checker<'a> {
         let x = self.expr(cx, env, c.arg(0)?)?;
         let xt = self.tensor(&x, "`shape`")?.clone();
         Ok(mk(t::ExprKind::ShapeOf(Box::new(x)), tensor_ty(TensorTy::known(DType::I32, &[xt.rank() as u64])), c.span))
+    }
+
+    /// `bitcast(x, dtype)`: `lax.bitcast_convert_type` between number
+    /// dtypes of one element width.
+    fn check_bitcast(&mut self, cx: &mut FnCtx, env: &Env<'a>, c: &BuiltinCall<'a>) -> DResult<t::Expr> {
+        let x = self.expr(cx, env, c.arg(0)?)?;
+        let xt = self.tensor(&x, "`bitcast`")?.clone();
+        let to = self.dtype_arg(c.arg(1)?)?;
+        if !xt.dtype.can_bitcast(to) {
+            return Err(boxed(
+                Diagnostic::new(format!("cannot bitcast {xt} to {to}"), c.span)
+                    .with_note("bitcast needs two number dtypes of one element width: u32, i32 and f32; i64 and f64"),
+            ));
+        }
+        if xt.dtype == to {
+            return Ok(x);
+        }
+        Ok(mk(t::ExprKind::Bitcast(Box::new(x), to), tensor_ty(xt.with_dtype(to)), c.span))
     }
 
     // -----------------------------------------------------------------------

@@ -30,8 +30,11 @@ fn binary_op(op: BinOp) -> Option<BinaryOp> {
         BinOp::Le => BinaryOp::Le,
         BinOp::Gt => BinaryOp::Gt,
         BinOp::Ge => BinaryOp::Ge,
-        BinOp::And => BinaryOp::And,
-        BinOp::Or => BinaryOp::Or,
+        BinOp::And | BinOp::BitAnd => BinaryOp::And,
+        BinOp::Or | BinOp::BitOr => BinaryOp::Or,
+        BinOp::BitXor => BinaryOp::Xor,
+        BinOp::Shl => BinaryOp::Shl,
+        BinOp::Shr => BinaryOp::Shr,
         BinOp::MatMul => return None,
     })
 }
@@ -73,13 +76,25 @@ impl<'a> Checker<'a> {
                     return lit(v, default_dtype(v), span);
                 }
                 let v = self.expr(cx, env, x)?;
-                let tt = self.tensor(&v, if *op == UnOp::Neg { "negation" } else { "`!`" })?;
+                let what = match op {
+                    UnOp::Neg => "negation",
+                    UnOp::Not => "`!`",
+                    UnOp::BitNot => "`~`",
+                };
+                let tt = self.tensor(&v, what)?;
+                // `!` is logical (bools only); `~` flips every bit of an
+                // integer and is `!` on bools (the row's class).
                 let (uop, ok) = match op {
                     UnOp::Neg => (UnaryOp::Neg, tt.dtype != DType::Bool),
                     UnOp::Not => (UnaryOp::Not, tt.dtype == DType::Bool),
+                    UnOp::BitNot => (UnaryOp::Not, UnaryOp::Not.accepts().accepts(tt.dtype)),
                 };
                 if !ok {
-                    let what = if *op == UnOp::Neg { "negation needs a number" } else { "`!` needs a bool" };
+                    let what = match op {
+                        UnOp::Neg => "negation needs a number".to_string(),
+                        UnOp::Not => "`!` needs a bool".to_string(),
+                        UnOp::BitNot => format!("`~` needs {}", UnaryOp::Not.accepts().requirement()),
+                    };
                     return err(format!("{what}, got {tt}"), x.span);
                 }
                 let ty = v.ty.clone();
@@ -362,9 +377,32 @@ impl<'a> Checker<'a> {
         ra: &'a ast::Expr,
         span: Span,
     ) -> DResult<t::Expr> {
-        let l = self.expr(cx, env, la)?;
-        let r = self.expr(cx, env, ra)?;
-        let (l, r) = unify_literals(la, l, ra, r)?;
+        // A weak literal beside a typed operand is range-checked in that
+        // operand's dtype only (`h ^ 2166136261` with `h: u32`).
+        let typed_dtype = |e: &t::Expr| e.ty.tensor().map(|t| t.dtype);
+        let (l, r) = match (weak_lit(la), weak_lit(ra)) {
+            (Some(v), None) => {
+                let r = self.expr(cx, env, ra)?;
+                let l = match typed_dtype(&r) {
+                    Some(d) => lit(v, d, la.span)?,
+                    None => self.expr(cx, env, la)?,
+                };
+                (l, r)
+            }
+            (None, Some(v)) => {
+                let l = self.expr(cx, env, la)?;
+                let r = match typed_dtype(&l) {
+                    Some(d) => lit(v, d, ra.span)?,
+                    None => self.expr(cx, env, ra)?,
+                };
+                (l, r)
+            }
+            _ => {
+                let l = self.expr(cx, env, la)?;
+                let r = self.expr(cx, env, ra)?;
+                unify_literals(la, l, ra, r)?
+            }
+        };
         let what = format!("`{}`", op.symbol());
         let lt = self.tensor(&l, &what)?.clone();
         let rt = self.tensor(&r, &what)?.clone();
@@ -373,8 +411,10 @@ impl<'a> Checker<'a> {
         };
         let name = bop.as_str();
         // The dtypes come from the op's row; the texts are the checker's own.
-        if bop.accepts() == Accepts::Bool {
-            if !bop.accepts().accepts(lt.dtype) || !bop.accepts().accepts(rt.dtype) {
+        // `&&` and `||` are logical: bools only (their rows also take the
+        // integers of `&` and `|`).
+        if matches!(op, BinOp::And | BinOp::Or) {
+            if lt.dtype != DType::Bool || rt.dtype != DType::Bool {
                 return err(format!("`{}` needs bool operands, got lhs {lt}, rhs {rt}", op.symbol()), span);
             }
         } else {
@@ -386,7 +426,12 @@ impl<'a> Checker<'a> {
                 return Err(boxed(d));
             }
             if !bop.accepts().accepts(lt.dtype) {
-                return err(format!("`{}` is not defined on bool: lhs {lt}, rhs {rt}", op.symbol()), span);
+                let why = if bop.accepts() == Accepts::Number {
+                    "is not defined on bool".to_string()
+                } else {
+                    format!("needs {}", bop.accepts().operands())
+                };
+                return err(format!("`{}` {why}: lhs {lt}, rhs {rt}", op.symbol()), span);
             }
         }
         let dims = broadcast_dims(&lt.dims, &rt.dims).map_err(|c| broadcast_error(name, &lt, &rt, c, span))?;

@@ -27,7 +27,7 @@ impl<'a> Checker<'a> {
         let mut bound = None;
         for (e, a) in [(&lo, loa), (&hi, hia)] {
             match e.ty.tensor() {
-                Some(tt) if tt.is_scalar() && tt.dtype.is_int() => {
+                Some(tt) if tt.is_scalar() && tt.dtype.is_int() && !tt.dtype.is_unsigned() => {
                     if bound.is_some_and(|d| d != tt.dtype) {
                         return err(
                             format!("`fori_loop` bounds have different dtypes: lower {}, upper {}", lo.ty, hi.ty),

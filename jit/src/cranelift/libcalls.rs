@@ -29,6 +29,7 @@ libcall! {
     pow_f64(a, b): f64 => <f64 as Num>::pow;
     pow_i32(a, b): i32 => <i32 as Num>::pow;
     pow_i64(a, b): i64 => <i64 as Num>::pow;
+    pow_u32(a, b): u32 => <u32 as Num>::pow;
 }
 
 /// What metered native code counts against (`lower`'s module docs): the
@@ -189,6 +190,7 @@ pub(crate) fn binary(op: BinaryOp, dtype: DType) -> Option<usize> {
         (BinaryOp::Pow, DType::F64) => Some(pow_f64 as extern "C" fn(f64, f64) -> f64 as usize),
         (BinaryOp::Pow, DType::I32) => Some(pow_i32 as extern "C" fn(i32, i32) -> i32 as usize),
         (BinaryOp::Pow, DType::I64) => Some(pow_i64 as extern "C" fn(i64, i64) -> i64 as usize),
+        (BinaryOp::Pow, DType::U32) => Some(pow_u32 as extern "C" fn(u32, u32) -> u32 as usize),
         _ => None,
     }
 }
@@ -219,6 +221,7 @@ mod tests {
         assert_eq!(pow_i32(-1, -5), -1);
         assert_eq!(pow_i64(-3, 3), -27);
         assert_eq!(pow_i64(0, 0), 1);
+        assert_eq!(pow_u32(3, 21), 3u32.wrapping_pow(21));
     }
 
     /// Every float unary op has a call whose result is the kernel's, bit for

@@ -13,6 +13,7 @@ impl From<DType> for ElementType {
             DType::I64 => ElementType::S64,
             DType::F32 => ElementType::F32,
             DType::F64 => ElementType::F64,
+            DType::U32 => ElementType::U32,
         }
     }
 }
@@ -26,6 +27,7 @@ impl ElementType {
             ElementType::S64 => Some(DType::I64),
             ElementType::F32 => Some(DType::F32),
             ElementType::F64 => Some(DType::F64),
+            ElementType::U32 => Some(DType::U32),
             _ => None,
         }
     }
@@ -39,6 +41,7 @@ impl Plain for i32 {}
 impl Plain for i64 {}
 impl Plain for f32 {}
 impl Plain for f64 {}
+impl Plain for u32 {}
 
 /// Element types for which every bit pattern is a valid value.
 trait AnyBits: Plain {}
@@ -46,6 +49,7 @@ impl AnyBits for i32 {}
 impl AnyBits for i64 {}
 impl AnyBits for f32 {}
 impl AnyBits for f64 {}
+impl AnyBits for u32 {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `T: Plain` has no padding and all bytes initialised, so its
@@ -78,6 +82,7 @@ impl Client {
             HostBuffer::I64(v) => bytes_of(v.as_slice()),
             HostBuffer::F32(v) => bytes_of(v.as_slice()),
             HostBuffer::F64(v) => bytes_of(v.as_slice()),
+            HostBuffer::U32(v) => bytes_of(v.as_slice()),
         };
         self.buffer_from_host(bytes, t.shape(), t.dtype().into())
     }
@@ -109,6 +114,7 @@ impl Buffer {
             DType::I64 => self.read_as::<i64>(&dims, n)?,
             DType::F32 => self.read_as::<f32>(&dims, n)?,
             DType::F64 => self.read_as::<f64>(&dims, n)?,
+            DType::U32 => self.read_as::<u32>(&dims, n)?,
         };
         tensor.map_err(|e| XlaError::InvalidArgument(e.to_string()))
     }

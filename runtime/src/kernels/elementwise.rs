@@ -6,7 +6,7 @@
 //! (equal shapes, which includes scalar ⊕ scalar; tensor ⊕ scalar; scalar ⊕
 //! tensor) before the general strided broadcast.
 
-use super::num::{float_unary, max_nan, min_nan, Conv, Float, FloatUnaryVisitor, Num};
+use super::num::{float_unary, max_nan, min_nan, Conv, Float, FloatUnaryVisitor, Int, Num};
 use super::{broadcast_copy, broadcast_shapes, broadcast_strides, elems, for_each_row, PAR_THRESHOLD};
 use crate::{checked_numel, out_buffer, BinaryOp, DType, Element, RuntimeError, Tensor, UnaryOp};
 use rayon::prelude::*;
@@ -63,6 +63,7 @@ pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         },
         DType::I32 => unary_int::<i32>(op, a, out),
         DType::I64 => unary_int::<i64>(op, a, out),
+        DType::U32 => unary_int::<u32>(op, a, out),
         DType::F32 => unary_float::<f32>(op, a, out),
         DType::F64 => unary_float::<f64>(op, a, out),
     }
@@ -74,10 +75,11 @@ fn unary_type_error(op: UnaryOp, a: &Tensor) -> RuntimeError {
     RuntimeError::new(op.as_str(), format!("{} requires {want}, got {}", op.as_str(), a.type_string()))
 }
 
-fn unary_int<T: Num>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+fn unary_int<T: Int>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     let name = op.as_str();
     match op {
         UnaryOp::Neg => map1::<T, T>(name, a, out, T::neg),
+        UnaryOp::Not => map1::<T, T>(name, a, out, T::not),
         UnaryOp::Abs => map1::<T, T>(name, a, out, T::abs),
         UnaryOp::Relu => map1::<T, T>(name, a, out, |x| max_nan(x, T::ZERO)),
         _ => Err(unary_type_error(op, a)),
@@ -116,8 +118,9 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) ->
     }
     match a.dtype() {
         DType::Bool => binary_bool(op, a, b, out),
-        DType::I32 => binary_num::<i32>(op, a, b, out),
-        DType::I64 => binary_num::<i64>(op, a, b, out),
+        DType::I32 => binary_int::<i32>(op, a, b, out),
+        DType::I64 => binary_int::<i64>(op, a, b, out),
+        DType::U32 => binary_int::<u32>(op, a, b, out),
         DType::F32 => binary_num::<f32>(op, a, b, out),
         DType::F64 => binary_num::<f64>(op, a, b, out),
     }
@@ -152,7 +155,23 @@ fn binary_num<T: Num>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Ten
         BinaryOp::Le => zip2::<T, bool>(n, a, b, out, |x, y| x <= y),
         BinaryOp::Gt => zip2::<T, bool>(n, a, b, out, |x, y| x > y),
         BinaryOp::Ge => zip2::<T, bool>(n, a, b, out, |x, y| x >= y),
-        BinaryOp::And | BinaryOp::Or => Err(binary_error(n, "bool operands required in", a, b)),
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
+            Err(binary_error(n, "integer or bool operands required in", a, b))
+        }
+        BinaryOp::Shl | BinaryOp::Shr => Err(binary_error(n, "integer operands required in", a, b)),
+    }
+}
+
+/// An integer binary op: the bit ops here, the arithmetic in [`binary_num`].
+fn binary_int<T: Int>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    let n = op.as_str();
+    match op {
+        BinaryOp::And => zip2::<T, T>(n, a, b, out, T::and),
+        BinaryOp::Or => zip2::<T, T>(n, a, b, out, T::or),
+        BinaryOp::Xor => zip2::<T, T>(n, a, b, out, T::xor),
+        BinaryOp::Shl => zip2::<T, T>(n, a, b, out, T::shl),
+        BinaryOp::Shr => zip2::<T, T>(n, a, b, out, T::shr),
+        _ => binary_num::<T>(op, a, b, out),
     }
 }
 
@@ -162,6 +181,7 @@ fn binary_bool(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -
     match op {
         BinaryOp::And | BinaryOp::Min => zip2::<bool, bool>(n, a, b, out, |x, y| x & y),
         BinaryOp::Or | BinaryOp::Max => zip2::<bool, bool>(n, a, b, out, |x, y| x | y),
+        BinaryOp::Xor => zip2::<bool, bool>(n, a, b, out, |x, y| x ^ y),
         BinaryOp::Eq => zip2::<bool, bool>(n, a, b, out, |x, y| x == y),
         BinaryOp::Ne => zip2::<bool, bool>(n, a, b, out, |x, y| x != y),
         BinaryOp::Lt => zip2::<bool, bool>(n, a, b, out, |x, y| x < y),
@@ -314,6 +334,80 @@ pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Runti
     crate::with_dtype!(a.dtype(), S => crate::with_dtype!(to, D => map1::<S, D>("cast", a, out, Conv::<D>::conv)))
 }
 
+/// The bits of an element, for [`bitcast`]: every number type, zero-extended
+/// to 64 bits.
+trait Bits: Element {
+    fn to_bits(self) -> u64;
+    fn from_bits(b: u64) -> Self;
+}
+
+macro_rules! bits {
+    ($($t:ty => |$x:ident| $to:expr, |$b:ident| $from:expr;)*) => {
+        $(impl Bits for $t {
+            #[inline]
+            fn to_bits(self) -> u64 {
+                let $x = self;
+                $to
+            }
+            #[inline]
+            fn from_bits($b: u64) -> Self {
+                $from
+            }
+        })*
+    };
+}
+
+bits! {
+    i32 => |x| u64::from(x as u32), |b| b as u32 as i32;
+    i64 => |x| x as u64, |b| b as i64;
+    u32 => |x| u64::from(x), |b| b as u32;
+    f32 => |x| u64::from(x.to_bits()), |b| f32::from_bits(b as u32);
+    f64 => |x| x.to_bits(), |b| f64::from_bits(b);
+}
+
+/// `bitcast(a, to)` (`lax.bitcast_convert_type`): the bits of every element
+/// read as dtype `to`, which must have the element width of `a`'s dtype
+/// ([`DType::can_bitcast`]; no bool). Bitcasting to `a`'s own dtype shares
+/// its buffer.
+pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    fn go<S: Bits, D: Bits>(a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+        map1::<S, D>("bitcast", a, out, |x| D::from_bits(x.to_bits()))
+    }
+    fn into<S: Bits>(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+        match to {
+            DType::I32 => go::<S, i32>(a, out),
+            DType::I64 => go::<S, i64>(a, out),
+            DType::U32 => go::<S, u32>(a, out),
+            DType::F32 => go::<S, f32>(a, out),
+            DType::F64 => go::<S, f64>(a, out),
+            DType::Bool => Err(bitcast_error(a, DType::Bool)),
+        }
+    }
+    if !a.dtype().can_bitcast(to) {
+        return Err(bitcast_error(a, to));
+    }
+    if a.dtype() == to {
+        *out = Some(a.clone());
+        return Ok(());
+    }
+    match a.dtype() {
+        DType::I32 => into::<i32>(a, to, out),
+        DType::I64 => into::<i64>(a, to, out),
+        DType::U32 => into::<u32>(a, to, out),
+        DType::F32 => into::<f32>(a, to, out),
+        DType::F64 => into::<f64>(a, to, out),
+        DType::Bool => Err(bitcast_error(a, to)),
+    }
+}
+
+#[cold]
+fn bitcast_error(a: &Tensor, to: DType) -> RuntimeError {
+    RuntimeError::new(
+        "bitcast",
+        format!("bitcast of {} to {to} needs two number dtypes of one element width", a.type_string()),
+    )
+}
+
 /// `[0, 1, …, n-1]` as a rank-1 tensor of `dtype` (an integer or float
 /// dtype; for `i32`, `n - 1` must fit).
 pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
@@ -330,6 +424,10 @@ pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), Runt
         }
         DType::I32 => fill::<i32>(n, out),
         DType::I64 => fill::<i64>(n, out),
+        DType::U32 if n > u32::MAX as usize + 1 => {
+            Err(RuntimeError::new("iota", format!("iota of u32[{n}] overflows u32")))
+        }
+        DType::U32 => fill::<u32>(n, out),
         DType::F32 => fill::<f32>(n, out),
         DType::F64 => fill::<f64>(n, out),
     }
@@ -390,7 +488,9 @@ mod tests {
         assert_eq!(un(UnaryOp::Relu, &i).unwrap().as_slice::<i32>().unwrap(), &[0, 0, 4]);
         let b = t(&[2], vec![true, false]);
         assert_eq!(un(UnaryOp::Not, &b).unwrap().as_slice::<bool>().unwrap(), &[false, true]);
-        assert_eq!(un(UnaryOp::Not, &i).unwrap_err().message, "not requires a bool operand, got i32[3]");
+        assert_eq!(un(UnaryOp::Not, &i).unwrap().as_slice::<i32>().unwrap(), &[i32::MAX, 2, -5]);
+        let f = t(&[1], vec![1.0f32]);
+        assert_eq!(un(UnaryOp::Not, &f).unwrap_err().message, "not requires an integer or bool operand, got f32[1]");
         assert_eq!(un(UnaryOp::Exp, &i).unwrap_err().message, "exp requires a float operand, got i32[3]");
         assert!(un(UnaryOp::Neg, &b).is_err());
         assert_eq!(un(UnaryOp::Sqrt, &Tensor::scalar(9.0f32)).unwrap().shape(), &[] as &[usize]);
@@ -481,7 +581,19 @@ mod tests {
         assert_eq!(bin(BinaryOp::And, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[true, false]);
         assert_eq!(bin(BinaryOp::Or, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[true, true]);
         assert!(bin(BinaryOp::Add, &bt, &bf).is_err());
-        assert!(bin(BinaryOp::And, &Tensor::scalar(1i32), &Tensor::scalar(1i32)).is_err());
+        assert_eq!(bin(BinaryOp::And, &Tensor::scalar(6i32), &Tensor::scalar(3i32)).unwrap().scalar_i64(), Some(2));
+        assert!(bin(BinaryOp::Xor, &Tensor::scalar(1.0f32), &Tensor::scalar(1.0f32)).is_err());
+        assert!(bin(BinaryOp::Shl, &bt, &bf).is_err());
+        let u = t(&[3], vec![u32::MAX, 7, 0x8000_0000]);
+        let s = t(&[3], vec![4u32, 32, 31]);
+        assert_eq!(bin(BinaryOp::Shr, &u, &s).unwrap().as_slice::<u32>().unwrap(), &[0x0fff_ffff, 0, 1]);
+        assert_eq!(bin(BinaryOp::Shl, &u, &s).unwrap().as_slice::<u32>().unwrap(), &[0xffff_fff0, 0, 0]);
+        assert_eq!(bin(BinaryOp::Xor, &u, &s).unwrap().as_slice::<u32>().unwrap(), &[!4u32, 39, 0x8000_001f]);
+        assert_eq!(bin(BinaryOp::Lt, &u, &s).unwrap().as_slice::<bool>().unwrap(), &[false, true, false]);
+        assert_eq!(
+            bin(BinaryOp::Div, &u, &t(&[3], vec![2u32, 0, 3])).unwrap().as_slice::<u32>().unwrap(),
+            &[0x7fff_ffff, u32::MAX, 0x2aaa_aaaa]
+        );
         assert_eq!(bin(BinaryOp::Lt, &bt, &bf).unwrap().as_slice::<bool>().unwrap(), &[false, true]);
     }
 
@@ -556,6 +668,20 @@ mod tests {
         assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[-1]);
         cast(&f, DType::F32, &mut out).unwrap();
         assert!(out.as_ref().unwrap().shares_buffer(&f));
+    }
+
+    #[test]
+    fn bitcasts() {
+        let mut out = None;
+        bitcast(&t(&[3], vec![1.0f32, -0.0, f32::INFINITY]), DType::U32, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<u32>().unwrap(), &[0x3f80_0000, 0x8000_0000, 0x7f80_0000]);
+        bitcast(&t(&[2], vec![u32::MAX, 0x3f80_0000]), DType::I32, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[-1, 0x3f80_0000]);
+        bitcast(&t(&[1], vec![-1i64]), DType::F64, &mut out).unwrap();
+        assert!(out.as_ref().unwrap().as_slice::<f64>().unwrap()[0].is_nan());
+        let e = bitcast(&t(&[1], vec![1i64]), DType::F32, &mut out).unwrap_err();
+        assert_eq!(e.message, "bitcast of i64[1] to f32 needs two number dtypes of one element width");
+        assert!(bitcast(&t(&[1], vec![true]), DType::Bool, &mut out).is_err());
     }
 
     #[test]

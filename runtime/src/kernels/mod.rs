@@ -8,7 +8,7 @@
 //! operands for every bad input; none panics.
 //!
 //! Families live in their own files: elementwise ([`unary`], [`binary`],
-//! [`select`], [`cast`], [`iota`], [`full`]), reductions ([`reduce`]), shape
+//! [`select`], [`cast`], [`bitcast`], [`iota`], [`full`]), reductions ([`reduce`]), shape
 //! ops ([`reshape`], [`transpose`], [`broadcast_to`], [`concat()`], [`stack`]),
 //! indexing ([`slice()`], [`dynamic_index`], [`dynamic_update`],
 //! [`dynamic_update_in_place`]) and [`matmul`].
@@ -23,7 +23,7 @@ mod reduce;
 mod shape;
 
 pub use index::SliceSpec;
-pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Num};
+pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Int, Num};
 
 use crate::alloc::catch_oom;
 use crate::{rules, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};
@@ -77,6 +77,14 @@ pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Runti
         return elementwise::cast(a, to, out);
     }
     catch_oom("cast", || elementwise::cast(a, to, out))
+}
+
+/// The bits of `a` read as dtype `to` (same element width).
+pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    if small(&[a.numel()]) {
+        return elementwise::bitcast(a, to, out);
+    }
+    catch_oom("bitcast", || elementwise::bitcast(a, to, out))
 }
 
 /// `[0, 1, ..., n - 1]` of an integer or float `dtype`.
@@ -347,7 +355,7 @@ mod no_panic {
             (0..self.below(4)).map(|_| self.below(4)).collect()
         }
         fn dtype(&mut self) -> DType {
-            DType::ALL[self.below(5)]
+            DType::ALL[self.below(DType::ALL.len())]
         }
         fn tensor(&mut self, dtype: DType, shape: &[usize]) -> Tensor {
             let n: usize = shape.iter().product();

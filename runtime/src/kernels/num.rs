@@ -127,6 +127,133 @@ macro_rules! int_num {
 int_num!(i32);
 int_num!(i64);
 
+/// Unsigned integers: wrapping arithmetic, `x / 0` is the largest value
+/// (all ones, as XLA gives), `x % 0 = x`, `abs` and `relu` are the identity.
+macro_rules! uint_num {
+    ($t:ty) => {
+        impl Num for $t {
+            #[inline]
+            fn add(a: Self, b: Self) -> Self {
+                a.wrapping_add(b)
+            }
+            #[inline]
+            fn sub(a: Self, b: Self) -> Self {
+                a.wrapping_sub(b)
+            }
+            #[inline]
+            fn mul(a: Self, b: Self) -> Self {
+                a.wrapping_mul(b)
+            }
+            #[inline]
+            fn div(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    <$t>::MAX
+                } else {
+                    a / b
+                }
+            }
+            #[inline]
+            fn rem(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    a
+                } else {
+                    a % b
+                }
+            }
+            #[inline]
+            fn pow(a: Self, b: Self) -> Self {
+                let (mut base, mut e, mut acc): (Self, Self, Self) = (a, b, 1);
+                while e > 0 {
+                    if e & 1 == 1 {
+                        acc = acc.wrapping_mul(base);
+                    }
+                    e >>= 1;
+                    base = base.wrapping_mul(base);
+                }
+                acc
+            }
+            #[inline]
+            fn neg(a: Self) -> Self {
+                a.wrapping_neg()
+            }
+            #[inline]
+            fn abs(a: Self) -> Self {
+                a
+            }
+            #[inline]
+            fn from_usize(n: usize) -> Self {
+                n as Self
+            }
+        }
+    };
+}
+
+uint_num!(u32);
+
+/// Integer element types: the bit ops, with XLA's shifts. A shift amount
+/// is read as unsigned, so a negative one is at least the bit width; a
+/// shift by the bit width or more gives 0, or -1 for a negative signed
+/// value shifted right. `>>` is arithmetic on signed types, logical on
+/// unsigned ones.
+pub trait Int: Num {
+    /// `a & b`.
+    fn and(a: Self, b: Self) -> Self;
+    /// `a | b`.
+    fn or(a: Self, b: Self) -> Self;
+    /// `a ^ b`.
+    fn xor(a: Self, b: Self) -> Self;
+    /// `~a`.
+    fn not(a: Self) -> Self;
+    /// `a << b`.
+    fn shl(a: Self, b: Self) -> Self;
+    /// `a >> b`.
+    fn shr(a: Self, b: Self) -> Self;
+}
+
+macro_rules! int_bits {
+    ($t:ty, $u:ty, |$a:ident| $fill:expr) => {
+        impl Int for $t {
+            #[inline]
+            fn and(a: Self, b: Self) -> Self {
+                a & b
+            }
+            #[inline]
+            fn or(a: Self, b: Self) -> Self {
+                a | b
+            }
+            #[inline]
+            fn xor(a: Self, b: Self) -> Self {
+                a ^ b
+            }
+            #[inline]
+            fn not(a: Self) -> Self {
+                !a
+            }
+            #[inline]
+            fn shl(a: Self, b: Self) -> Self {
+                if (b as $u) >= <$t>::BITS as $u {
+                    0
+                } else {
+                    a << (b as $u)
+                }
+            }
+            #[inline]
+            fn shr($a: Self, b: Self) -> Self {
+                if (b as $u) >= <$t>::BITS as $u {
+                    $fill
+                } else {
+                    $a >> (b as $u)
+                }
+            }
+        }
+    };
+}
+
+// The fill of a shift right by the bit width or more: the sign.
+int_bits!(i32, u32, |a| a >> 31);
+int_bits!(i64, u64, |a| a >> 63);
+int_bits!(u32, u32, |a| 0);
+
 macro_rules! float_num {
     ($t:ty, $erf:path, $erfc:path) => {
         impl Num for $t {
@@ -326,7 +453,7 @@ macro_rules! accumulate_num {
     };
 }
 
-accumulate_num!(i32, i64, f32, f64);
+accumulate_num!(i32, i64, f32, f64, u32);
 
 impl Accumulate for bool {
     #[inline]
@@ -335,9 +462,10 @@ impl Accumulate for bool {
     }
 }
 
-/// Elementwise conversion with `astype` semantics: numbers convert with Rust
-/// `as` (floats saturate into integers, NaN gives 0; integers wrap), numbers
-/// become bools as `x != 0`, bools become 0 or 1.
+/// Elementwise conversion with `astype` semantics, as XLA converts: numbers
+/// convert with Rust `as` (floats saturate into integers, NaN gives 0, so a
+/// negative float gives 0 as `u32`; integers wrap), numbers become bools as
+/// `x != 0`, bools become 0 or 1.
 pub(crate) trait Conv<U> {
     fn conv(self) -> U;
 }
@@ -349,6 +477,7 @@ macro_rules! conv_num {
             impl Conv<i64> for $s { #[inline] fn conv(self) -> i64 { self as i64 } }
             impl Conv<f32> for $s { #[inline] fn conv(self) -> f32 { self as f32 } }
             impl Conv<f64> for $s { #[inline] fn conv(self) -> f64 { self as f64 } }
+            impl Conv<u32> for $s { #[inline] fn conv(self) -> u32 { self as u32 } }
             impl Conv<bool> for $s {
                 #[inline]
                 #[allow(clippy::float_cmp)]
@@ -358,7 +487,7 @@ macro_rules! conv_num {
     };
 }
 
-conv_num!(i32, i64, f32, f64);
+conv_num!(i32, i64, f32, f64, u32);
 
 impl Conv<bool> for bool {
     #[inline]
@@ -376,6 +505,12 @@ impl Conv<i64> for bool {
     #[inline]
     fn conv(self) -> i64 {
         self as i64
+    }
+}
+impl Conv<u32> for bool {
+    #[inline]
+    fn conv(self) -> u32 {
+        self as u32
     }
 }
 impl Conv<f32> for bool {
@@ -425,6 +560,36 @@ mod tests {
     }
 
     #[test]
+    fn unsigned_arithmetic() {
+        assert_eq!(<u32 as Num>::sub(0, 1), u32::MAX);
+        assert_eq!(<u32 as Num>::mul(0x8000_0000, 2), 0);
+        assert_eq!(<u32 as Num>::div(u32::MAX, 2), 0x7fff_ffff);
+        assert_eq!(<u32 as Num>::div(5, 0), u32::MAX);
+        assert_eq!(<u32 as Num>::rem(5, 0), 5);
+        assert_eq!(<u32 as Num>::rem(u32::MAX, 10), 5);
+        assert_eq!(<u32 as Num>::neg(1), u32::MAX);
+        assert_eq!(<u32 as Num>::abs(u32::MAX), u32::MAX);
+        assert_eq!(<u32 as Num>::pow(3, 21), 3u32.wrapping_pow(21));
+        assert_eq!(max_nan(u32::MAX, 1), u32::MAX);
+    }
+
+    #[test]
+    fn xla_shifts() {
+        // JAX 0.10.2: lax.shift_left / shift_right_arithmetic / shift_right_logical.
+        let amounts = [0i32, 1, 31, 32, 33, -1, 100];
+        let shl: Vec<i32> = amounts.iter().map(|&s| Int::shl(-8i32, s)).collect();
+        assert_eq!(shl, [-8, -16, 0, 0, 0, 0, 0]);
+        let sar: Vec<i32> = amounts.iter().map(|&s| Int::shr(-8i32, s)).collect();
+        assert_eq!(sar, [-8, -4, -1, -1, -1, -1, -1]);
+        let shr: Vec<u32> = amounts.iter().map(|&s| Int::shr(-8i32 as u32, s as u32)).collect();
+        assert_eq!(shr, [4294967288, 2147483644, 1, 0, 0, 0, 0]);
+        assert_eq!(Int::shr(8i64, 64), 0);
+        assert_eq!(Int::shr(-8i64, 63), -1);
+        assert_eq!(Int::shl(1i64, 63), i64::MIN);
+        assert_eq!(Int::not(7u32), !7u32);
+    }
+
+    #[test]
     fn nan_max_min_argmax() {
         assert!(max_nan(f32::NAN, 1.0).is_nan());
         assert!(max_nan(1.0, f32::NAN).is_nan());
@@ -450,5 +615,13 @@ mod tests {
         assert!(!Conv::<bool>::conv(-0.0f64));
         assert!(Conv::<bool>::conv(-3i64));
         assert_eq!(Conv::<f32>::conv(true), 1.0);
+        // XLA's convert (JAX 0.10.2, `benches/peers/ref_dtypes.py`).
+        assert_eq!(Conv::<u32>::conv(-1.0f32), 0);
+        assert_eq!(Conv::<u32>::conv(4294967296.0f32), u32::MAX);
+        assert_eq!(Conv::<u32>::conv(f32::NAN), 0);
+        assert_eq!(Conv::<u32>::conv(f64::INFINITY), u32::MAX);
+        assert_eq!(Conv::<u32>::conv(-1i32), u32::MAX);
+        assert_eq!(Conv::<i32>::conv(u32::MAX), -1);
+        assert_eq!(Conv::<f32>::conv(u32::MAX), 4294967296.0);
     }
 }

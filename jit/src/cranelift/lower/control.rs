@@ -60,6 +60,7 @@ impl Lowerer<'_, '_> {
                 (dst, self.select(&c, &a, &b)?)
             }
             Inst::Cast { dst, a, to } => (dst, self.cast(&env.get(*a)?.clone(), *to)?),
+            Inst::Bitcast { dst, a, to } => (dst, self.bitcast(&env.get(*a)?.clone(), *to)?),
             Inst::Iota { dst, dtype, n } => {
                 let n = *n as usize;
                 if n > MAX_ELEMS || *dtype == DType::Bool {
@@ -671,7 +672,9 @@ pub(super) fn is_cheap(func: &Func, b: BlockId) -> bool {
     let dtype = |r: Reg| func.reg_types.get(r.0 as usize).map(|t| t.dtype);
     block.code.len() <= MAX_CHEAP_BRANCH
         && block.code.iter().all(|i| match i {
-            Inst::Const { .. } | Inst::Move { .. } | Inst::Select { .. } | Inst::Cast { .. } => true,
+            Inst::Const { .. } | Inst::Move { .. } | Inst::Select { .. } | Inst::Cast { .. } | Inst::Bitcast { .. } => {
+                true
+            }
             Inst::Unary { op, .. } => matches!(op, UnaryOp::Neg | UnaryOp::Not | UnaryOp::Abs | UnaryOp::Relu),
             Inst::Binary { op: BinaryOp::Pow, .. } => false,
             Inst::Binary { op: BinaryOp::Div | BinaryOp::Rem, a, b, .. } => {

@@ -106,7 +106,7 @@ fn type_string(dtype: DType, shape: &[usize]) -> String {
 pub(crate) fn clif_type(d: DType) -> Type {
     match d {
         DType::Bool => types::I8,
-        DType::I32 => types::I32,
+        DType::I32 | DType::U32 => types::I32,
         DType::I64 => types::I64,
         DType::F32 => types::F32,
         DType::F64 => types::F64,
@@ -490,6 +490,7 @@ impl Lowerer<'_, '_> {
                 Buffer::Bool(v) => v.iter().map(|&x| self.iconst(types::I8, i64::from(x))).collect(),
                 Buffer::I32(v) => v.iter().map(|&x| self.iconst(types::I32, i64::from(x))).collect(),
                 Buffer::I64(v) => v.iter().map(|&x| self.iconst(types::I64, x)).collect(),
+                Buffer::U32(v) => v.iter().map(|&x| self.iconst(types::I32, i64::from(x))).collect(),
                 Buffer::F32(v) => v.iter().map(|&x| self.b.ins().f32const(x)).collect(),
                 Buffer::F64(v) => v.iter().map(|&x| self.b.ins().f64const(x)).collect(),
             };
@@ -499,6 +500,7 @@ impl Lowerer<'_, '_> {
             Buffer::Bool(v) => v.as_ptr() as usize,
             Buffer::I32(v) => v.as_ptr() as usize,
             Buffer::I64(v) => v.as_ptr() as usize,
+            Buffer::U32(v) => v.as_ptr() as usize,
             Buffer::F32(v) => v.as_ptr() as usize,
             Buffer::F64(v) => v.as_ptr() as usize,
         };

@@ -67,6 +67,47 @@ impl Lowerer<'_, '_> {
         self.b.ins().select(y0, x, r)
     }
 
+    /// Unsigned `x / y` (`x / 0` is all ones) or `x % y` (`x % 0 = x`); never traps.
+    pub(super) fn udiv_rem(&mut self, div: bool, ty: Type, x: Value, y: Value) -> Value {
+        if let Some(d) = self.const_int(y) {
+            return match (d, div) {
+                (0, true) => self.iconst(ty, -1),
+                (0, false) => x,
+                (_, true) => self.b.ins().udiv(x, y),
+                (_, false) => self.b.ins().urem(x, y),
+            };
+        }
+        let (zero, one) = (self.iconst(ty, 0), self.iconst(ty, 1));
+        let y0 = self.b.ins().icmp(IntCC::Equal, y, zero);
+        let safe = self.b.ins().select(y0, one, y);
+        if div {
+            let q = self.b.ins().udiv(x, safe);
+            let all = self.iconst(ty, -1);
+            self.b.ins().select(y0, all, q)
+        } else {
+            let r = self.b.ins().urem(x, safe);
+            self.b.ins().select(y0, x, r)
+        }
+    }
+
+    /// XLA's shifts (the `Int` kernels'): the amount read as unsigned; at or
+    /// above the bit width, 0, or the sign for an arithmetic right shift.
+    pub(super) fn shift(&mut self, op: BinaryOp, d: DType, x: Value, y: Value) -> Value {
+        let ty = clif_type(d);
+        let bits = self.iconst(ty, i64::from(ty.bits()));
+        let over = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, y, bits);
+        // Cranelift masks the amount to the bit width; `over` picks the fill.
+        let (r, fill) = match op {
+            BinaryOp::Shl => (self.b.ins().ishl(x, y), self.iconst(ty, 0)),
+            _ if d.is_unsigned() => (self.b.ins().ushr(x, y), self.iconst(ty, 0)),
+            _ => {
+                let top = self.iconst(ty, i64::from(ty.bits()) - 1);
+                (self.b.ins().sshr(x, y), self.b.ins().sshr(x, top))
+            }
+        };
+        self.b.ins().select(over, fill, r)
+    }
+
     /// The kernels' `max_nan(a, b)`: `a` if `a` is NaN or `b <= a`, else `b`.
     pub(super) fn max_nan(&mut self, d: DType, a: Value, b: Value) -> Value {
         if d.is_float() {
@@ -75,7 +116,8 @@ impl Lowerer<'_, '_> {
             let c = self.b.ins().bor(a_nan, le);
             self.b.ins().select(c, a, b)
         } else {
-            let le = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, b, a);
+            let cc = if d.is_unsigned() { IntCC::UnsignedLessThanOrEqual } else { IntCC::SignedLessThanOrEqual };
+            let le = self.b.ins().icmp(cc, b, a);
             self.b.ins().select(le, a, b)
         }
     }
@@ -88,7 +130,8 @@ impl Lowerer<'_, '_> {
             let c = self.b.ins().bor(a_nan, ge);
             self.b.ins().select(c, a, b)
         } else {
-            let ge = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, b, a);
+            let cc = if d.is_unsigned() { IntCC::UnsignedGreaterThanOrEqual } else { IntCC::SignedGreaterThanOrEqual };
+            let ge = self.b.ins().icmp(cc, b, a);
             self.b.ins().select(ge, a, b)
         }
     }
@@ -99,6 +142,7 @@ impl Lowerer<'_, '_> {
             DType::Bool => match op {
                 BinaryOp::And | BinaryOp::Min => self.b.ins().band(x, y),
                 BinaryOp::Or | BinaryOp::Max => self.b.ins().bor(x, y),
+                BinaryOp::Xor => self.b.ins().bxor(x, y),
                 BinaryOp::Eq => self.b.ins().icmp(IntCC::Equal, x, y),
                 BinaryOp::Ne => self.b.ins().icmp(IntCC::NotEqual, x, y),
                 BinaryOp::Lt => self.b.ins().icmp(IntCC::UnsignedLessThan, x, y),
@@ -106,6 +150,29 @@ impl Lowerer<'_, '_> {
                 BinaryOp::Gt => self.b.ins().icmp(IntCC::UnsignedGreaterThan, x, y),
                 BinaryOp::Ge => self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, x, y),
                 _ => return unsupported!("{op} of bool operands (the interpreter reports the error)"),
+            },
+            DType::U32 => match op {
+                BinaryOp::Add => self.b.ins().iadd(x, y),
+                BinaryOp::Sub => self.b.ins().isub(x, y),
+                BinaryOp::Mul => self.imul(x, y),
+                BinaryOp::Div => self.udiv_rem(true, ty, x, y),
+                BinaryOp::Rem => self.udiv_rem(false, ty, x, y),
+                BinaryOp::Max => self.max_nan(d, x, y),
+                BinaryOp::Min => self.min_nan(d, x, y),
+                BinaryOp::Eq => self.b.ins().icmp(IntCC::Equal, x, y),
+                BinaryOp::Ne => self.b.ins().icmp(IntCC::NotEqual, x, y),
+                BinaryOp::Lt => self.b.ins().icmp(IntCC::UnsignedLessThan, x, y),
+                BinaryOp::Le => self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, x, y),
+                BinaryOp::Gt => self.b.ins().icmp(IntCC::UnsignedGreaterThan, x, y),
+                BinaryOp::Ge => self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, x, y),
+                BinaryOp::And => self.b.ins().band(x, y),
+                BinaryOp::Or => self.b.ins().bor(x, y),
+                BinaryOp::Xor => self.b.ins().bxor(x, y),
+                BinaryOp::Shl | BinaryOp::Shr => self.shift(op, d, x, y),
+                BinaryOp::Pow => match libcalls::binary(op, d) {
+                    Some(f) => self.call(f, &[ty, ty], ty, &[x, y]),
+                    None => return unsupported!("{op} on {d}"),
+                },
             },
             DType::I32 | DType::I64 => match op {
                 BinaryOp::Eq | BinaryOp::Ne if self.is_rem_pow2_test(x, y).is_some() => {
@@ -133,9 +200,10 @@ impl Lowerer<'_, '_> {
                     Some(f) => self.call(f, &[ty, ty], ty, &[x, y]),
                     None => return unsupported!("{op} on {d}"),
                 },
-                BinaryOp::And | BinaryOp::Or => {
-                    return unsupported!("{op} of {d} operands (the interpreter reports the error)")
-                }
+                BinaryOp::And => self.b.ins().band(x, y),
+                BinaryOp::Or => self.b.ins().bor(x, y),
+                BinaryOp::Xor => self.b.ins().bxor(x, y),
+                BinaryOp::Shl | BinaryOp::Shr => self.shift(op, d, x, y),
             },
             DType::F32 | DType::F64 => match op {
                 BinaryOp::Add => self.b.ins().fadd(x, y),
@@ -154,7 +222,7 @@ impl Lowerer<'_, '_> {
                     Some(f) => self.call(f, &[ty, ty], ty, &[x, y]),
                     None => return unsupported!("{op} on {d}"),
                 },
-                BinaryOp::And | BinaryOp::Or => {
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl | BinaryOp::Shr => {
                     return unsupported!("{op} of {d} operands (the interpreter reports the error)")
                 }
             },
@@ -168,8 +236,11 @@ impl Lowerer<'_, '_> {
                 let one = self.iconst(types::I8, 1);
                 self.b.ins().bxor(x, one)
             }
-            (DType::Bool, _) | (_, UnaryOp::Not) => return bad(),
-            (DType::I32 | DType::I64, UnaryOp::Neg) => self.b.ins().ineg(x),
+            (DType::Bool, _) => return bad(),
+            (DType::I32 | DType::I64 | DType::U32, UnaryOp::Not) => self.b.ins().bnot(x),
+            (_, UnaryOp::Not) => return bad(),
+            (DType::I32 | DType::I64 | DType::U32, UnaryOp::Neg) => self.b.ins().ineg(x),
+            (DType::U32, UnaryOp::Abs | UnaryOp::Relu) => x,
             (DType::I32 | DType::I64, UnaryOp::Abs) => {
                 let z = self.zero(d);
                 let neg = self.b.ins().icmp(IntCC::SignedLessThan, x, z);
@@ -180,7 +251,7 @@ impl Lowerer<'_, '_> {
                 let z = self.zero(d);
                 self.max_nan(d, x, z)
             }
-            (DType::I32 | DType::I64, _) => return bad(),
+            (DType::I32 | DType::I64 | DType::U32, _) => return bad(),
             (_, UnaryOp::Neg) => self.b.ins().fneg(x),
             (_, UnaryOp::Abs) => self.b.ins().fabs(x),
             (_, UnaryOp::Sqrt) => self.b.ins().sqrt(x),
@@ -209,12 +280,12 @@ impl Lowerer<'_, '_> {
         let tt = clif_type(to);
         match (from, to) {
             _ if from == to => x,
-            (DType::Bool, DType::I32 | DType::I64) => self.b.ins().uextend(tt, x),
+            (DType::Bool, DType::I32 | DType::I64 | DType::U32) => self.b.ins().uextend(tt, x),
             (DType::Bool, _) => {
                 let w = self.b.ins().uextend(types::I32, x);
                 self.b.ins().fcvt_from_sint(tt, w)
             }
-            (DType::I32 | DType::I64, DType::Bool) => {
+            (DType::I32 | DType::I64 | DType::U32, DType::Bool) => {
                 let z = self.zero(from);
                 self.b.ins().icmp(IntCC::NotEqual, x, z)
             }
@@ -222,11 +293,15 @@ impl Lowerer<'_, '_> {
                 let z = self.zero(from);
                 self.b.ins().fcmp(FloatCC::NotEqual, x, z)
             }
+            (DType::I32, DType::U32) | (DType::U32, DType::I32) => x,
             (DType::I32, DType::I64) => self.b.ins().sextend(tt, x),
-            (DType::I64, DType::I32) => self.b.ins().ireduce(tt, x),
+            (DType::U32, DType::I64) => self.b.ins().uextend(tt, x),
+            (DType::I64, DType::I32 | DType::U32) => self.b.ins().ireduce(tt, x),
+            (DType::U32, _) => self.b.ins().fcvt_from_uint(tt, x),
             (DType::I32 | DType::I64, _) => self.b.ins().fcvt_from_sint(tt, x),
             (DType::F32, DType::F64) => self.b.ins().fpromote(tt, x),
             (DType::F64, DType::F32) => self.b.ins().fdemote(tt, x),
+            (_, DType::U32) => self.b.ins().fcvt_to_uint_sat(tt, x),
             (_, _) => self.b.ins().fcvt_to_sint_sat(tt, x),
         }
     }

@@ -39,6 +39,20 @@ impl Lowerer<'_, '_> {
         Ok(Val::elems(to, a.shape.clone(), out))
     }
 
+    /// `bitcast(a, to)`: each element's bits read as `to` (same width).
+    pub(super) fn bitcast(&mut self, a: &Val, to: DType) -> Result<Val, CompileError> {
+        if !a.dtype.can_bitcast(to) {
+            return unsupported!("bitcast of {} to {to} (the interpreter reports the error)", a.type_string());
+        }
+        let (from_ty, to_ty) = (clif_type(a.dtype), clif_type(to));
+        let xs = self.elems(a, "bitcast")?.to_vec();
+        let out = xs
+            .iter()
+            .map(|&x| if from_ty == to_ty { x } else { self.b.ins().bitcast(to_ty, MemFlagsData::new(), x) })
+            .collect();
+        Ok(Val::elems(to, a.shape.clone(), out))
+    }
+
     pub(super) fn select(&mut self, c: &Val, a: &Val, b: &Val) -> Result<Val, CompileError> {
         let types = || format!("cond: {}, lhs: {}, rhs: {}", c.type_string(), a.type_string(), b.type_string());
         if c.dtype != DType::Bool || a.dtype != b.dtype {
@@ -158,7 +172,11 @@ impl Lowerer<'_, '_> {
                 return unsupported!("{op}: index is {}, not an integer", i.type_string());
             }
             let x = self.scalar(i, "a dynamic index")?;
-            let x = if i.dtype == DType::I32 { self.b.ins().sextend(types::I64, x) } else { x };
+            let x = match i.dtype {
+                DType::I32 => self.b.ins().sextend(types::I64, x),
+                DType::U32 => self.b.ins().uextend(types::I64, x),
+                _ => x,
+            };
             let z = self.iconst(types::I64, 0);
             let dv = self.iconst(types::I64, d as i64);
             let neg = self.b.ins().icmp(IntCC::SignedLessThan, x, z);

@@ -15,6 +15,12 @@ impl Emitter<'_> {
             return Err(EmitError::new(format!("unary {op}"), why));
         }
         Ok(match op {
+            // StableHLO's `abs` takes no unsigned operand; it is the identity.
+            UnaryOp::Abs if a.dtype.is_unsigned() => a.clone(),
+            UnaryOp::Neg if a.dtype.is_unsigned() => {
+                let z = self.zero(a.dtype, &a.shape);
+                self.bin("subtract", &z, a)
+            }
             UnaryOp::Neg => {
                 // -(a * c1) * c2 is reassociated too: the negation carries the maker.
                 let r = self.un("negate", a);
@@ -126,7 +132,12 @@ impl Emitter<'_> {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
             }
             BinaryOp::Max | BinaryOp::Min if d.is_float() => self.max_min_float(op == BinaryOp::Max, &x, &y),
-            BinaryOp::Max | BinaryOp::Min | BinaryOp::And | BinaryOp::Or => self.bin(op.hlo_name(), &x, &y),
+            BinaryOp::Max | BinaryOp::Min | BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl => {
+                self.bin(op.hlo_name(), &x, &y)
+            }
+            // `>>` is logical on unsigned integers (the row names the signed one).
+            BinaryOp::Shr if d.is_unsigned() => self.bin("shift_right_logical", &x, &y),
+            BinaryOp::Shr => self.bin(op.hlo_name(), &x, &y),
             // The comparisons' row holds their direction.
             BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
                 self.compare(op.stablehlo(), &x, &y)
@@ -139,6 +150,21 @@ impl Emitter<'_> {
     /// MIN (XLA's constant folder traps on those).
     pub(super) fn int_div_rem(&mut self, div: bool, a: &Val, b: &Val) -> Val {
         let d = a.dtype;
+        if d.is_unsigned() {
+            // `x / 0` is all ones, `x % 0 = x`; there is no overflow.
+            let zero = self.splat(d, &a.shape, Lit::I(0));
+            let one = self.splat(d, &a.shape, Lit::I(1));
+            let bz = self.cmp("EQ", b, &zero);
+            let safe = self.select(&bz, &one, b);
+            return if div {
+                let max = self.splat(d, &a.shape, Lit::I(int_max(d)));
+                let q = self.bin("divide", a, &safe);
+                self.select(&bz, &max, &q)
+            } else {
+                let r = self.bin("remainder", a, &safe);
+                self.select(&bz, a, &r)
+            };
+        }
         let zero = self.splat(d, &a.shape, Lit::I(0));
         let one = self.splat(d, &a.shape, Lit::I(1));
         let m1 = self.splat(d, &a.shape, Lit::I(-1));
@@ -222,14 +248,21 @@ impl Emitter<'_> {
         }
         if from.is_float() && to.is_int() {
             // Saturate, NaN → 0 (Rust's `as`): clamp into the range where
-            // `convert` is exact truncation, and pick MAX at or above 2^bits.
-            let bits = if to == DType::I64 { 63 } else { 31 };
+            // `convert` is exact truncation, and pick MAX at or above 2^bits
+            // (an unsigned type's range starts at 0, where negatives go).
+            let bits = match to {
+                DType::I64 => 63,
+                DType::U32 => 32,
+                _ => 31,
+            };
             let (lo, top, below) = if from == DType::F32 {
                 let top = (2.0f32).powi(bits);
-                (f64::from(-top), f64::from(top), f64::from(f32::from_bits(top.to_bits() - 1)))
+                let lo = if to.is_unsigned() { 0.0 } else { -top };
+                (f64::from(lo), f64::from(top), f64::from(f32::from_bits(top.to_bits() - 1)))
             } else {
                 let top = (2.0f64).powi(bits);
-                (-top, top, f64::from_bits(top.to_bits() - 1))
+                let lo = if to.is_unsigned() { 0.0 } else { -top };
+                (lo, top, f64::from_bits(top.to_bits() - 1))
             };
             let lo_v = self.splat(from, &a.shape, Lit::F(lo));
             let hi_v = self.splat(from, &a.shape, Lit::F(below));
@@ -254,12 +287,24 @@ impl Emitter<'_> {
         r
     }
 
+    /// `bitcast(a, to)`: the bits of each element read as `to`.
+    pub(super) fn bitcast(&mut self, a: &Val, to: DType) -> Result<Val> {
+        if !a.dtype.can_bitcast(to) {
+            let why = format!("bitcast of {} to {to} needs two number dtypes of one element width", a.ty());
+            return Err(EmitError::new("bitcast", why));
+        }
+        Ok(self.bitcast_convert(a, to))
+    }
+
     pub(super) fn iota(&mut self, dtype: DType, n: u64) -> Result<Val> {
         let n = usize::try_from(n).map_err(|_| EmitError::new("iota", "iota length too large"))?;
         match dtype {
             DType::Bool => Err(EmitError::new("iota", format!("iota of bool[{n}] is not defined"))),
             DType::I32 if n > i32::MAX as usize + 1 => {
                 Err(EmitError::new("iota", format!("iota of i32[{n}] overflows i32")))
+            }
+            DType::U32 if n > u32::MAX as usize + 1 => {
+                Err(EmitError::new("iota", format!("iota of u32[{n}] overflows u32")))
             }
             _ => Ok(self.op(dtype, &[n], format!("stablehlo.iota dim = 0 : {}", tensor_type(dtype, &[n])))),
         }

@@ -264,6 +264,7 @@ impl<'m> Emitter<'m> {
             Inst::Binary { op, dst, a, b } => (*dst, self.binary(*op, &g(a)?, &g(b)?)?),
             Inst::Select { dst, c, a, b } => (*dst, self.where_(&g(c)?, &g(a)?, &g(b)?)?),
             Inst::Cast { dst, a, to } => (*dst, self.cast(&g(a)?, *to)),
+            Inst::Bitcast { dst, a, to } => (*dst, self.bitcast(&g(a)?, *to)?),
             Inst::Iota { dst, dtype, n } => (*dst, self.iota(*dtype, *n)?),
             Inst::MatMul { dst, a, b } => (*dst, self.matmul(&g(a)?, &g(b)?)?),
             Inst::Reduce { op, dst, a, axis } => (*dst, self.reduce(*op, &g(a)?, axis.0)?),

@@ -156,7 +156,8 @@ impl Emitter<'_> {
                 format!("{} indices for {}, which has rank {}", idx.len(), a.ty(), a.shape.len()),
             ));
         }
-        let it = if idx.iter().any(|v| v.dtype == DType::I64) { DType::I64 } else { DType::I32 };
+        // A `u32` index is read as its value: through `i64`, where it fits.
+        let it = if idx.iter().any(|v| matches!(v.dtype, DType::I64 | DType::U32)) { DType::I64 } else { DType::I32 };
         let mut out = Vec::with_capacity(a.shape.len());
         for (ax, (v, &dim)) in idx.iter().zip(&a.shape).enumerate() {
             if dim == 0 {

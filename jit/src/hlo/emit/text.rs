@@ -15,18 +15,18 @@ pub(crate) fn tensor_type(dtype: DType, shape: &[usize]) -> String {
 }
 
 pub(super) fn int_min(d: DType) -> i64 {
-    if d == DType::I64 {
-        i64::MIN
-    } else {
-        i64::from(i32::MIN)
+    match d {
+        DType::I64 => i64::MIN,
+        DType::U32 => 0,
+        _ => i64::from(i32::MIN),
     }
 }
 
 pub(super) fn int_max(d: DType) -> i64 {
-    if d == DType::I64 {
-        i64::MAX
-    } else {
-        i64::from(i32::MAX)
+    match d {
+        DType::I64 => i64::MAX,
+        DType::U32 => i64::from(u32::MAX),
+        _ => i64::from(i32::MAX),
     }
 }
 
@@ -54,7 +54,9 @@ pub(super) fn lit_text(dtype: DType, v: Lit) -> String {
         (DType::Bool, Lit::F(f)) => (f != 0.0).to_string(),
         (DType::I32, Lit::I(i)) => (i as i32).to_string(),
         (DType::I64, Lit::I(i)) => i.to_string(),
-        (DType::I32 | DType::I64, Lit::B(b)) => i32::from(b).to_string(),
+        (DType::U32, Lit::I(i)) => (i as u32).to_string(),
+        (DType::I32 | DType::I64 | DType::U32, Lit::B(b)) => i32::from(b).to_string(),
+        (DType::U32, Lit::F(f)) => (f as u32).to_string(),
         (DType::I32, Lit::F(f)) => (f as i32).to_string(),
         (DType::I64, Lit::F(f)) => (f as i64).to_string(),
         (DType::F32, Lit::F(f)) => fmt_f32(f as f32),
@@ -72,6 +74,7 @@ pub(super) fn elements(t: &Tensor) -> Vec<String> {
         Buffer::Bool(v) => v.iter().map(|b| b.to_string()).collect(),
         Buffer::I32(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::I64(v) => v.iter().map(|x| x.to_string()).collect(),
+        Buffer::U32(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::F32(v) => v.iter().map(|x| fmt_f32(*x)).collect(),
         Buffer::F64(v) => v.iter().map(|x| fmt_f64(*x)).collect(),
     }
@@ -89,6 +92,7 @@ pub(super) fn hex_bytes(t: &Tensor) -> Option<String> {
         Buffer::Bool(_) => return None,
         Buffer::I32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::I64(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
+        Buffer::U32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::F32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::F64(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
     }
@@ -137,7 +141,7 @@ pub(super) fn dense(t: &Tensor) -> String {
 
 pub(super) fn cmp_type(d: DType) -> &'static str {
     match d {
-        DType::Bool => "UNSIGNED",
+        DType::Bool | DType::U32 => "UNSIGNED",
         DType::I32 | DType::I64 => "SIGNED",
         DType::F32 | DType::F64 => "FLOAT",
     }
@@ -245,6 +249,19 @@ impl Emitter<'_> {
             format!("stablehlo.select {}, {}, {} : {}, {}", c.name, a.name, b.name, c.ty(), a.ty()),
         );
         self.fold_from(r, &[c, a, b])
+    }
+
+    /// `bitcast(a, to)`: `stablehlo.bitcast_convert` (same element width).
+    pub(super) fn bitcast_convert(&mut self, a: &Val, to: DType) -> Val {
+        if a.dtype == to {
+            return a.clone();
+        }
+        let r = self.op(
+            to,
+            &a.shape,
+            format!("stablehlo.bitcast_convert {} : ({}) -> {}", a.name, a.ty(), tensor_type(to, &a.shape)),
+        );
+        self.fold_from(r, &[a])
     }
 
     pub(super) fn convert(&mut self, a: &Val, to: DType) -> Val {
