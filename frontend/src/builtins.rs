@@ -61,6 +61,22 @@ pub enum Builtin {
     StopGradient,
     /// `tree_map(f, t1, t2, ...)`
     TreeMap,
+    /// `key(seed)`: a PRNG key, `u32[2]`.
+    Key,
+    /// `split(k, n)`
+    Split,
+    /// `fold_in(k, x)`
+    FoldIn,
+    /// `random_bits(k, [dims])`
+    RandomBits,
+    /// `uniform(k, dtype, [dims], minval: a, maxval: b)`
+    Uniform,
+    /// `normal(k, dtype, [dims])`
+    Normal,
+    /// `bernoulli(k, p, [dims])`
+    Bernoulli,
+    /// `categorical(k, logits, axis: k)`
+    Categorical,
 }
 
 /// Static facts about a builtin.
@@ -135,6 +151,14 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("gelu", Builtin::Gelu, 1, 1, &["approximate"], "gelu(x, approximate: b)"),
     b("stop_gradient", Builtin::StopGradient, 1, 1, &[], "stop_gradient(x)"),
     b("tree_map", Builtin::TreeMap, 2, usize::MAX, &[], "tree_map(|a, b, ...| leaf, tree_a, tree_b, ...)"),
+    b("key", Builtin::Key, 1, 1, &[], "key(seed)"),
+    b("split", Builtin::Split, 1, 2, &[], "split(key, n)"),
+    b("fold_in", Builtin::FoldIn, 2, 2, &[], "fold_in(key, x)"),
+    b("random_bits", Builtin::RandomBits, 2, 2, &[], "random_bits(key, [dims])"),
+    b("uniform", Builtin::Uniform, 3, 3, &["minval", "maxval"], "uniform(key, dtype, [dims], minval: a, maxval: b)"),
+    b("normal", Builtin::Normal, 3, 3, &[], "normal(key, dtype, [dims])"),
+    b("bernoulli", Builtin::Bernoulli, 2, 3, &[], "bernoulli(key, p, [dims])"),
+    b("categorical", Builtin::Categorical, 2, 2, AXIS, "categorical(key, logits, axis: k)"),
 ];
 
 /// The builtins that are rows of an op table: the elementwise unary ones,

@@ -263,7 +263,7 @@ impl Generator {
         let fl = tt.dt.is_float();
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
-        let w: [u32; 25] = [
+        let w: [u32; 26] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -289,6 +289,7 @@ impl Generator {
             if fl && !exact { 3 } else { 0 },                 // 22 float chains on edge values
             if fl && !exact { 2 } else { 0 },                 // 23 softmax, logsumexp, gelu
             1,                                                // 24 stop_gradient
+            if tt.dt == ElemType::I64 { 0 } else { 1 },       // 25 random draws
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -371,6 +372,7 @@ impl Generator {
                 21 => self.builder(tt, d, exact),
                 22 => Some(self.float_chain(tt, d)),
                 23 => self.nn(tt, d),
+                25 => self.random(tt, d),
                 _ => {
                     let a = self.expr(tt, d, exact);
                     Some(call("stop_gradient", vec![CallArg::Expr(a)], tt))
@@ -531,6 +533,49 @@ impl Generator {
                     args.push(CallArg::Raw("approximate: false".into()));
                 }
                 Some(call("gelu", args, tt))
+            }
+            _ => None,
+        }
+    }
+
+    /// A key written out: `key(S)`, `fold_in(key(S), T)` or a row of
+    /// `split(key(S), 3)`.
+    fn key_text(&mut self) -> String {
+        let s = self.rng.range(-3, 1 << 20);
+        match self.rng.below(3) {
+            0 => format!("key({s})"),
+            1 => format!("fold_in(key({s}), {})", self.rng.range(-5, 100)),
+            _ => format!("split(key({s}), 3)[{}]", self.rng.below(3)),
+        }
+    }
+
+    /// A random draw of type `tt`: `uniform` (bounds that are expressions)
+    /// or `normal` for floats, `bernoulli` for bools, `categorical` for
+    /// `i32`.
+    pub(crate) fn random(&mut self, tt: &TensorType, d: u32) -> Option<Expr> {
+        let k = CallArg::Raw(self.key_text());
+        let dims = CallArg::Raw(tt.dims_text());
+        match tt.dt {
+            ElemType::F32 | ElemType::F64 => {
+                let dt = CallArg::Raw(tt.dt.name().into());
+                if self.rng.chance(50) {
+                    return Some(call("normal", vec![k, dt, dims], tt));
+                }
+                let lo = self.expr(&TensorType::scalar(tt.dt), d.min(2), true);
+                let hi = self.expr_bc(tt.dt, &tt.dims, d, true);
+                let (lo, hi) = (CallArg::Named("minval", lo), CallArg::Named("maxval", hi));
+                Some(call("uniform", vec![k, dt, dims, lo, hi], tt))
+            }
+            ElemType::Bool => {
+                let p = self.expr_bc(ElemType::F32, &tt.dims, d, true);
+                Some(call("bernoulli", vec![k, CallArg::Expr(p), dims], tt))
+            }
+            ElemType::I32 if tt.dims.len() < 3 => {
+                let ax = self.rng.below(tt.dims.len() + 1);
+                let mut ld = tt.dims.clone();
+                ld.insert(ax, self.rng.pick(&[1, 2, 3, 5]));
+                let logits = self.expr(&TensorType { dt: ElemType::F32, dims: ld }, d, false);
+                Some(call("categorical", vec![k, CallArg::Expr(logits), CallArg::Raw(format!("axis: {ax}"))], tt))
             }
             _ => None,
         }

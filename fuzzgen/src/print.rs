@@ -31,6 +31,11 @@ impl Expr {
                     }
                     match a {
                         CallArg::Expr(e) => e.render(out, ind),
+                        CallArg::Named(n, e) => {
+                            out.push_str(n);
+                            out.push_str(": ");
+                            e.render(out, ind);
+                        }
                         CallArg::Raw(s) => out.push_str(s),
                         CallArg::List(es) => {
                             out.push('[');

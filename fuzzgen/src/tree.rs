@@ -107,6 +107,8 @@ pub(crate) enum CallArg {
     Raw(String),
     /// A list of expressions (`concat([a, b])`).
     List(Vec<Expr>),
+    /// A named argument whose value is an expression (`minval: e`).
+    Named(&'static str, Expr),
 }
 
 /// An index.
@@ -231,7 +233,7 @@ macro_rules! children {
             ExprKind::Call(_, args) => {
                 for a in args.$iter() {
                     match a {
-                        CallArg::Expr(e) => v.push(e),
+                        CallArg::Expr(e) | CallArg::Named(_, e) => v.push(e),
                         CallArg::List(es) => v.extend(es.$iter()),
                         CallArg::Raw(_) => {}
                     }

@@ -150,6 +150,8 @@ op_table! {
         Log1p = 13, "log1p", "stablehlo.log_plus_one", Float, true;
         /// `erfc(x) = 1 - erf(x)`, accurate where `erf(x)` is near 1.
         Erfc = 16, "erfc", "chlo.erfc", Float, true;
+        /// The inverse error function on `[-1, 1]` (`±inf` at `±1`, NaN outside).
+        ErfInv = 17, "erf_inv", "chlo.erf_inv", Float, true;
     }
 }
 

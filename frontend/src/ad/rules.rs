@@ -90,6 +90,14 @@ impl Ad<'_> {
                         let d = self.bin(BinaryOp::Mul, e, c(self, k));
                         self.bin(BinaryOp::Mul, ge, d)
                     }
+                    UnaryOp::ErfInv => {
+                        // erf_inv'(x) = √π/2 · exp(erf_inv(x)²)
+                        let y = self.pv(&Atom::Var(out));
+                        let yy = self.bin(BinaryOp::Mul, y.clone(), y);
+                        let e = self.un(UnaryOp::Exp, yy);
+                        let d = self.bin(BinaryOp::Mul, e, c(self, std::f64::consts::PI.sqrt() / 2.0));
+                        self.bin(BinaryOp::Mul, ge, d)
+                    }
                     UnaryOp::Rsqrt => {
                         // rsqrt'(x) = -y³ / 2 with y = rsqrt(x)
                         let y = self.pv(&Atom::Var(out));

@@ -193,6 +193,14 @@ impl<'a> Checker<'a> {
             Builtin::Gelu => self.check_gelu(cx, env, &c),
             Builtin::StopGradient => self.check_stop_gradient(cx, env, &c),
             Builtin::TreeMap => self.check_tree_map(cx, env, &c),
+            Builtin::Key => self.check_key(cx, env, &c),
+            Builtin::Split => self.check_split(cx, env, &c),
+            Builtin::FoldIn => self.check_fold_in(cx, env, &c),
+            Builtin::RandomBits => self.check_random_bits(cx, env, &c),
+            Builtin::Uniform => self.check_uniform(cx, env, &c, false),
+            Builtin::Normal => self.check_uniform(cx, env, &c, true),
+            Builtin::Bernoulli => self.check_bernoulli(cx, env, &c),
+            Builtin::Categorical => self.check_categorical(cx, env, &c),
         }
     }
 
@@ -516,7 +524,7 @@ impl<'a> Checker<'a> {
     // Static arguments
 
     /// A dtype name such as `f32`.
-    fn dtype_arg(&self, e: &ast::Expr) -> DResult<DType> {
+    pub(super) fn dtype_arg(&self, e: &ast::Expr) -> DResult<DType> {
         match &e.kind {
             A::Name(n) => dtype_of(&ast::Ident { name: n.clone(), span: e.span }),
             _ => err("expected a dtype such as `f32`", e.span),
@@ -553,7 +561,7 @@ impl<'a> Checker<'a> {
 
     /// A static list of integers `[2, 3]` (or a single integer). `-1` is
     /// accepted only when `allow_hole`.
-    fn shape_arg(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr, allow_hole: bool) -> DResult<Vec<i64>> {
+    pub(super) fn shape_arg(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr, allow_hole: bool) -> DResult<Vec<i64>> {
         let items: Vec<&ast::Expr> = match &e.kind {
             A::List(xs) => xs.iter().collect(),
             _ => vec![e],

@@ -134,7 +134,7 @@ impl<'a> Checker<'a> {
             Some(Binding::Lambda(_)) | Some(Binding::Fn(_)) => {
                 err(format!("`{n}` is a function: call it, or pass it to a loop"), span)
             }
-            None if self.fn_by_name.contains_key(n) || builtins::lookup(n).is_some() => {
+            None if self.fn_named(n).is_some() || builtins::lookup(n).is_some() => {
                 err(format!("`{n}` is a function: call it, or pass it to a loop"), span)
             }
             None if DType::parse(n).is_some() => err(format!("the dtype `{n}` is not a value"), span),
@@ -243,7 +243,7 @@ impl<'a> Checker<'a> {
                 Some(Binding::Lambda(c)) => Some(Callable::Lambda(c.clone())),
                 Some(Binding::Fn(i)) => Some(Callable::Fn(*i)),
                 Some(Binding::Value(..)) => None,
-                None => self.fn_by_name.get(n.as_str()).map(|i| Callable::Fn(*i)),
+                None => self.fn_named(n).map(Callable::Fn),
             },
             _ => None,
         }
@@ -315,7 +315,7 @@ impl<'a> Checker<'a> {
                 }
                 Some(_) => {}
                 None => {
-                    if !self.fn_by_name.contains_key(n.as_str()) {
+                    if self.fn_named(n).is_none() {
                         return match builtins::lookup(n) {
                             Some(info) => self.builtin(cx, env, info, args, span),
                             None => err(format!("unknown function `{n}`"), callee.span),
@@ -326,9 +326,7 @@ impl<'a> Checker<'a> {
         }
         if let A::Call(inner, gargs) = &callee.kind {
             if let A::Name(n) = &inner.kind {
-                if matches!(n.as_str(), "grad" | "value_and_grad")
-                    && env.get(n).is_none()
-                    && !self.fn_by_name.contains_key(n.as_str())
+                if matches!(n.as_str(), "grad" | "value_and_grad") && env.get(n).is_none() && self.fn_named(n).is_none()
                 {
                     return self.grad_call(cx, env, n == "value_and_grad", callee, gargs, args, span);
                 }

@@ -11,12 +11,37 @@ use loopvm_runtime::DType;
 use std::collections::BTreeMap;
 
 impl<'a> Checker<'a> {
-    /// The `fn` item `idx` of the program.
+    /// The `fn` item `idx`: of the program, or of the standard library after it.
     fn item(&self, idx: usize) -> DResult<&'a ast::FnItem> {
-        self.prog
-            .fns
-            .get(idx)
-            .ok_or_else(|| boxed(Diagnostic::new("internal error: bad function index", Span::default())))
+        let n = self.prog.fns.len();
+        let item = match idx.checked_sub(n) {
+            None => self.prog.fns.get(idx),
+            Some(i) => self.prelude.get(i),
+        };
+        item.ok_or_else(|| boxed(Diagnostic::new("internal error: bad function index", Span::default())))
+    }
+
+    /// `true` while a function of the standard library is being checked.
+    fn in_prelude(&self) -> bool {
+        self.stack.last().is_some_and(|&i| i >= self.prog.fns.len())
+    }
+
+    /// The `fn` item called `name` as the code being checked sees it: the
+    /// program's own, or the standard library's inside the standard library.
+    pub(super) fn fn_named(&self, name: &str) -> Option<usize> {
+        if self.in_prelude() {
+            return self.prelude.iter().position(|f| f.name.name == name).map(|i| i + self.prog.fns.len());
+        }
+        self.fn_by_name.get(name).copied()
+    }
+
+    /// Calls the standard library's function `name` (a builtin's expansion).
+    pub(super) fn call_std(&mut self, name: &str, args: Vec<t::Expr>, span: Span) -> DResult<t::Expr> {
+        let Some(i) = self.prelude.iter().position(|f| f.name.name == name) else {
+            return err(format!("internal error: the standard library has no `{name}`"), span);
+        };
+        let args = args.into_iter().map(|value| ArgIn { value, ast: None, name: None, span }).collect();
+        self.call_fn(i + self.prog.fns.len(), args, span)
     }
 
     /// Instantiates function `idx` with its shape variables left symbolic.
@@ -109,7 +134,9 @@ impl<'a> Checker<'a> {
             None => body.ty.clone(),
         };
         self.stack.pop();
-        let name = if symbolic || bindings.is_empty() {
+        let name = if idx >= self.prog.fns.len() {
+            format!("std.{}", item.name.name)
+        } else if symbolic || bindings.is_empty() {
             item.name.name.clone()
         } else {
             let parts: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -13,7 +13,9 @@
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
 //! (builtin arguments, dispatch and the tensor builtins' rules), `loops` (the
 //! loop builtins), `nn` (the composite builtins: `softmax`, `gelu`,
-//! `tree_map`, ...) and `grad` (derivatives).
+//! `tree_map`, ...), `random` (JAX's random numbers, which call the
+//! standard library's `.lb` functions: [`prelude`]) and `grad`
+//! (derivatives).
 
 mod builtin_rules;
 mod expr;
@@ -23,6 +25,7 @@ mod instances;
 mod literals;
 mod loops;
 mod nn;
+mod random;
 
 use crate::ast::{self, ExprKind as A};
 use crate::diag::{DResult, Diagnostic, Span};
@@ -36,6 +39,16 @@ use std::rc::Rc;
 pub const MAX_DEPTH: usize = 256;
 /// Most typed expressions one program may produce (bounds lambda inlining).
 pub const MAX_NODES: usize = 2_000_000;
+
+/// The standard library: `fn` items written in `.lb`
+/// (`frontend/src/prelude/*.lb`) that builtins expand into calls of, parsed
+/// once. Their function indices follow the program's own; only code of the
+/// standard library can name them, and an instance is named `std.f`.
+pub fn prelude() -> &'static [ast::FnItem] {
+    static PRELUDE: std::sync::OnceLock<Vec<ast::FnItem>> = std::sync::OnceLock::new();
+    PRELUDE
+        .get_or_init(|| crate::parser::parse(include_str!("../prelude/random.lb")).map(|p| p.fns).unwrap_or_default())
+}
 
 /// Checks a parsed program and produces the typed IR.
 pub fn check_program(prog: &ast::Program) -> DResult<t::Program> {
@@ -52,6 +65,7 @@ pub fn check_program(prog: &ast::Program) -> DResult<t::Program> {
     let mut c = Checker {
         prog,
         fn_by_name,
+        prelude: prelude(),
         funcs: Vec::new(),
         instances: HashMap::new(),
         instantiated: vec![false; prog.fns.len()],
@@ -181,6 +195,9 @@ struct ArgIn<'a> {
 struct Checker<'a> {
     prog: &'a ast::Program,
     fn_by_name: HashMap<&'a str, usize>,
+    /// The standard library's `fn` items ([`prelude`]): index `i` is
+    /// function `prog.fns.len() + i`.
+    prelude: &'static [ast::FnItem],
     funcs: Vec<t::Func>,
     instances: HashMap<(usize, Vec<Type>), FuncId>,
     instantiated: Vec<bool>,
@@ -253,4 +270,17 @@ fn broadcast_error(
         d = d.with_note("NumPy broadcasting: aligned from the right, each pair of dims must be equal or one of them 1");
     }
     boxed(d)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The standard library parses, and has the functions the random
+    /// builtins call.
+    #[test]
+    fn the_prelude_parses() {
+        let names: Vec<&str> = super::prelude().iter().map(|f| f.name.name.as_str()).collect();
+        for f in ["threefry2x32", "split", "fold_in", "bits32", "bits64", "unit32", "unit64"] {
+            assert!(names.contains(&f), "no `{f}` in the standard library: {names:?}");
+        }
+    }
 }

@@ -67,6 +67,7 @@ impl Made {
             | UnaryOp::Cos
             | UnaryOp::Erf
             | UnaryOp::Erfc
+            | UnaryOp::ErfInv
             | UnaryOp::Log1p => Made::Other,
         }
     }
