@@ -31,7 +31,7 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         | K::Slice(x, _)
         | K::ShapeOf(x)
         | K::Print(x) => collect_vars(x, bound, used),
-        K::Binary(_, x, y) | K::MatMul(x, y) => {
+        K::Binary(_, x, y) | K::MatMul(x, y) | K::DotGeneral(x, y, _) => {
             collect_vars(x, bound, used);
             collect_vars(y, bound, used);
         }

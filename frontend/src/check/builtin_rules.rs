@@ -150,6 +150,7 @@ impl<'a> Checker<'a> {
             Builtin::Broadcast => self.check_broadcast(cx, env, &c),
             Builtin::Concat => self.check_concat(cx, env, &c),
             Builtin::Stack => self.check_stack(cx, env, &c),
+            Builtin::Einsum => self.check_einsum(cx, env, &c),
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
             Builtin::ForiLoop => self.check_fori_loop(cx, env, &c),

@@ -11,10 +11,12 @@
 //! One file per phase: `instances` (functions and their instances), `expr`
 //! (expressions, blocks, calls, `if`, lists), `index` (indexing and
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
-//! (builtin arguments, dispatch and the tensor builtins' rules), `loops` (the
+//! (builtin arguments, dispatch and the tensor builtins' rules), `contract`
+//! (batched `@` and `einsum` as one `dot_general`), `loops` (the
 //! loop builtins) and `grad` (derivatives).
 
 mod builtin_rules;
+mod contract;
 mod expr;
 mod grad;
 mod index;
