@@ -51,7 +51,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
 /// then the rhs's (each in axis order). Both operands share an integer or
 /// float dtype, which is the result's; integers wrap. Each operand is copied
 /// to a contiguous `[batch, M, K]` (lhs) or `[batch, K, N]` (rhs) layout
-/// when its axes are not in that order already, then every batch is one
+/// when its axes are not in that order already (floats also take
+/// `[batch, K, M]` and `[batch, N, K]` in place), then every batch is one
 /// GEMM.
 pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     const OP: &str = "dot_general";
@@ -95,36 +96,48 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
         batch.iter().map(|&i| i as usize).chain(first.iter().copied()).chain(second.iter().copied()).collect()
     };
     let contract = |c: &[u32]| c.iter().map(|&i| i as usize).collect::<Vec<_>>();
-    let pa = perm(&dims.lhs_batch, &g.lhs_free_axes, &contract(&dims.lhs_contract));
-    let pb = perm(&dims.rhs_batch, &contract(&dims.rhs_contract), &g.rhs_free_axes);
-    let laid_out = |t: &Tensor, p: &[usize]| -> Result<Option<Tensor>, RuntimeError> {
-        if empty || p.iter().enumerate().all(|(i, &j)| i == j) {
+    let (lc, rc) = (contract(&dims.lhs_contract), contract(&dims.rhs_contract));
+    let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &j)| i == j);
+    // Float GEMMs also read an lhs laid out [batch, K, M] and an rhs laid
+    // out [batch, N, K] in place; anything else is copied into
+    // [batch, M, K] and [batch, K, N].
+    let float = a.dtype().is_float();
+    let a_t = float
+        && !identity(&perm(&dims.lhs_batch, &g.lhs_free_axes, &lc))
+        && identity(&perm(&dims.lhs_batch, &lc, &g.lhs_free_axes));
+    let b_t = float
+        && !identity(&perm(&dims.rhs_batch, &rc, &g.rhs_free_axes))
+        && identity(&perm(&dims.rhs_batch, &g.rhs_free_axes, &rc));
+    let laid_out = |t: &Tensor, p: &[usize], in_place: bool| -> Result<Option<Tensor>, RuntimeError> {
+        if empty || in_place || identity(p) {
             return Ok(None);
         }
         let mut o = None;
         super::shape::transpose(t, Some(p), &mut o)?;
         Ok(o)
     };
-    let (ta, tb) = (laid_out(a, &pa)?, laid_out(b, &pb)?);
+    let ta = laid_out(a, &perm(&dims.lhs_batch, &g.lhs_free_axes, &lc), a_t)?;
+    let tb = laid_out(b, &perm(&dims.rhs_batch, &rc, &g.rhs_free_axes), b_t)?;
     let (x, y) = (ta.as_ref().unwrap_or(a), tb.as_ref().unwrap_or(b));
     macro_rules! batches {
-        ($t:ty, $f:expr) => {{
+        ($t:ty, |$m:ident, $k:ident, $n:ident, $xa:ident, $yb:ident, $c:ident| $call:expr) => {{
             let (x, y) = (elems::<$t>(OP, x)?, elems::<$t>(OP, y)?);
             let o = out_buffer::<$t>(out, &shape);
             if !empty {
-                for (i, c) in o.chunks_exact_mut(m * n).enumerate().take(nb) {
-                    let xa = x.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
-                    let yb = y.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
-                    $f(m, k, n, xa, yb, c);
+                for (i, $c) in o.chunks_exact_mut(m * n).enumerate().take(nb) {
+                    let $xa = x.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
+                    let $yb = y.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
+                    let ($m, $k, $n) = (m, k, n);
+                    $call;
                 }
             }
         }};
     }
     match a.dtype() {
-        DType::F32 => batches!(f32, gemm_f32),
-        DType::F64 => batches!(f64, gemm_f64),
-        DType::I32 => batches!(i32, int_matmul::<i32>),
-        DType::I64 => batches!(i64, int_matmul::<i64>),
+        DType::F32 => batches!(f32, |m, k, n, xa, yb, c| gemm_f32_strided(m, k, n, xa, a_t, yb, b_t, c)),
+        DType::F64 => batches!(f64, |m, k, n, xa, yb, c| gemm_f64_strided(m, k, n, xa, a_t, yb, b_t, c)),
+        DType::I32 => batches!(i32, |m, k, n, xa, yb, c| int_matmul::<i32>(m, k, n, xa, yb, c)),
+        DType::I64 => batches!(i64, |m, k, n, xa, yb, c| int_matmul::<i64>(m, k, n, xa, yb, c)),
         DType::Bool => {}
     }
     Ok(())
@@ -202,6 +215,57 @@ macro_rules! gemm {
 
 gemm!(gemm_f32, f32, sgemm);
 gemm!(gemm_f64, f64, dgemm);
+
+/// Defines `$name`: `c := a @ b` like [`gemm!`]'s, for `a` stored row-major
+/// as `m×k` or, with `a_t`, as `k×m` (its transpose), and `b` as `k×n` or,
+/// with `b_t`, as `n×k`: `matrixmultiply` reads either through strides, so
+/// `dot_general` need not copy an operand whose contracted axis comes
+/// first (lhs) or last (rhs), as in `bqd,bkd->bqk`.
+macro_rules! gemm_strided {
+    ($name:ident, $t:ty, $gemm:ident, $plain:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(m: usize, k: usize, n: usize, a: &[$t], a_t: bool, b: &[$t], b_t: bool, c: &mut [$t]) {
+            if !a_t && !b_t {
+                return $plain(m, k, n, a, b, c);
+            }
+            if m == 0 || n == 0 {
+                return;
+            }
+            if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
+                c.fill(0.0);
+                return;
+            }
+            let (rsa, csa) = if a_t { (1, m) } else { (k, 1) };
+            let (rsb, csb) = if b_t { (1, k) } else { (n, 1) };
+            // SAFETY: as in `gemm!`: element (i, l) of `a` is read at
+            // i * rsa + l * csa, at most m*k - 1 for either layout, and (l, j)
+            // of `b` at l * rsb + j * csb, at most k*n - 1; the slices have
+            // exactly those lengths (checked above); `c` is a unique borrow,
+            // row-major, initialised or not (beta = 0).
+            unsafe {
+                matrixmultiply::$gemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    rsa as isize,
+                    csa as isize,
+                    b.as_ptr(),
+                    rsb as isize,
+                    csb as isize,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    };
+}
+
+gemm_strided!(gemm_f32_strided, f32, sgemm, gemm_f32);
+gemm_strided!(gemm_f64_strided, f64, dgemm, gemm_f64);
 
 /// Wrapping integer `c := a @ b` (row-major), in i-k-j order so the inner
 /// loop runs along rows of `b` and `c`.
@@ -334,6 +398,9 @@ mod tests {
             (vec![2, 7, 3], vec![2, 5, 3], dd(&[0], &[0], &[2], &[2])),
             // rank-3 @ rank-2 without batch axes
             (vec![2, 3, 4], vec![4, 6], dd(&[], &[], &[2], &[0])),
+            // lhs laid out [b, k, m] and rhs [b, n, k] (both read in place for floats), m above SMALL_M
+            (vec![2, 3, 9], vec![2, 7, 3], dd(&[0], &[0], &[1], &[2])),
+            (vec![3, 9], vec![7, 3], dd(&[], &[], &[0], &[1])),
             // batch axes not leading, two contracting axes out of order
             (vec![4, 2, 3, 5], vec![3, 5, 6, 2], dd(&[1], &[3], &[2, 3], &[0, 1])),
             // outer product, no contraction
