@@ -1,7 +1,9 @@
 """JAX's values for the batched `@` and `einsum` spec programs (issue 14).
 
-Mirrors, input for input, `tests/spec/ops/batched_matmul.lb` and
-`tests/spec/ops/einsum.lb` (the inputs are the programs' `iota` formulas) and
+Mirrors, input for input, `tests/spec/ops/batched_matmul.lb`,
+`tests/spec/ops/einsum.lb` (the inputs are the programs' `iota` formulas),
+`tests/spec/ops/batched_matmul_shape_vars.lb` (its `# args:` too) and
+`tests/spec/grad/fd_dot_general.lb` (JAX's gradient, its `want` argument), and
 prints each program's `# expect:` line as `loopvm run --tier interp` prints
 it. CPU only, with the peers' virtual environment:
 
@@ -123,6 +125,19 @@ def einsum():
     )
 
 
+def shape_vars():
+    """`tests/spec/ops/batched_matmul_shape_vars.lb`: `main`'s arguments
+    (`# args:`) and its result."""
+    a = (jnp.arange(24).reshape(2, 1, 3, 4) % 5 - 2).astype(jnp.float32)
+    b = (jnp.arange(40).reshape(5, 4, 2) % 3 - 1).astype(jnp.float32)
+    q = (jnp.arange(24).reshape(2, 3, 4) % 7 - 3).astype(jnp.float32)
+    k = (jnp.arange(40).reshape(2, 5, 4) % 4 - 2).astype(jnp.float32)
+    ga = jax.grad(lambda x: jnp.sum((x @ b) * (x @ b)))(a)
+    arg = lambda name, x: f"{name}=" + fmt(x).split("] ", 1)[1].replace(" ", "")
+    args = "# args: " + " ".join(arg(n, x) for n, x in [("a", a), ("b", b), ("q", q), ("k", k)])
+    return expect(a @ b, jnp.einsum("btd,bsd->bts", q, k), jnp.einsum("btd->bt", q), q @ b[0], ga) + "\n" + args
+
+
 if __name__ == "__main__":
     print("batched_matmul.lb")
     print(batched_matmul())
@@ -153,5 +168,7 @@ def fd_dot_general():
 
 
 if __name__ == "__main__":
+    print("batched_matmul_shape_vars.lb")
+    print(shape_vars())
     print("fd_dot_general.lb (JAX's gradient)")
     print(fd_dot_general())

@@ -256,6 +256,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("loops/while_collatz", &["main:while_loop:cranelift"]),
     ("ops/arith", &[]),
     ("ops/batched_matmul", &["main:fori_loop:interp"]),
+    ("ops/batched_matmul_shape_vars", &[]),
     ("ops/einsum", &["main:fori_loop:interp"]),
     ("ops/indexing", &["main:fori_loop:cranelift"]),
     ("ops/math", &[]),
