@@ -7,6 +7,7 @@ use super::elems;
 use super::num::Num;
 use crate::rules::{self, DotDims, DotGeneralError, MatmulError};
 use crate::{checked_numel, out_buffer, DType, RuntimeError, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `a @ b` for ranks 1 and 2: `(k) @ (k) -> ()`, `(m, k) @ (k) -> (m)`,
 /// `(k) @ (k, n) -> (n)`, `(m, k) @ (k, n) -> (m, n)`. Both operands share
@@ -53,7 +54,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
 /// to a contiguous `[batch, M, K]` (lhs) or `[batch, K, N]` (rhs) layout
 /// when its axes are not in that order already (floats also take
 /// `[batch, K, M]` and `[batch, N, K]` in place), then every batch is one
-/// GEMM.
+/// GEMM (on the rayon pool for large products).
 pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     const OP: &str = "dot_general";
     let types = || format!("lhs: {}, rhs: {}", a.type_string(), b.type_string());
@@ -123,13 +124,18 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
         ($t:ty, |$m:ident, $k:ident, $n:ident, $xa:ident, $yb:ident, $c:ident| $call:expr) => {{
             let (x, y) = (elems::<$t>(OP, x)?, elems::<$t>(OP, y)?);
             let o = out_buffer::<$t>(out, &shape);
-            if !empty {
-                for (i, $c) in o.chunks_exact_mut(m * n).enumerate().take(nb) {
-                    let $xa = x.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
-                    let $yb = y.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
-                    let ($m, $k, $n) = (m, k, n);
-                    $call;
-                }
+            let one = |(i, $c): (usize, &mut [$t])| {
+                let $xa = x.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
+                let $yb = y.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
+                let ($m, $k, $n) = (m, k, n);
+                $call;
+            };
+            if empty {
+            } else if nb > 1 && m.saturating_mul(k).saturating_mul(n).saturating_mul(nb) >= PAR_MULADDS {
+                // Batches are independent: each is the same GEMM on any thread.
+                o.par_chunks_exact_mut(m * n).enumerate().take(nb).for_each(one);
+            } else {
+                o.chunks_exact_mut(m * n).enumerate().take(nb).for_each(one);
             }
         }};
     }
@@ -142,6 +148,10 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
     }
     Ok(())
 }
+
+/// A `dot_general` of at least this many multiply-adds (and more than one
+/// batch) runs its batches on the rayon pool.
+const PAR_MULADDS: usize = 1 << 20;
 
 /// Rows of `a` at most this many take the row-by-row path: for a
 /// vector-matrix product (an RNN step) it beats packing `b` for a GEMM.
@@ -413,6 +423,8 @@ mod tests {
             (vec![2, 0, 3], vec![2, 0, 4], dd(&[0], &[0], &[1], &[1])),
             (vec![0, 2, 3], vec![0, 3, 4], dd(&[0], &[0], &[2], &[1])),
             (vec![2, 17, 9], vec![2, 9, 13], dd(&[0], &[0], &[2], &[1])),
+            // enough multiply-adds for the batches to run on the rayon pool
+            (vec![4, 64, 64], vec![4, 64, 64], dd(&[0], &[0], &[2], &[1])),
         ];
         for (sa, sb, d) in cases {
             let (na, nb): (usize, usize) = (sa.iter().product(), sb.iter().product());
