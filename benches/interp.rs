@@ -1,5 +1,5 @@
 //! Interpreter benchmarks: dispatch cost per op, small-tensor ops, and an
-//! RNN-cell scan. Workloads are `.lb` files under `benches/workloads/`.
+//! RNN-cell scan, and a batched matrix product. Workloads are `.lb` files under `benches/workloads/`.
 //! Throughput is reported in executed ops (or scan steps) per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -46,6 +46,25 @@ fn execute_interp(c: &mut Criterion) {
     g.finish();
 }
 
+/// `[8, 64, 64] @ [8, 64, 64]` in f32 on the interpreter (one `DotGeneral`);
+/// throughput in floating-point operations (2 per multiply-add), so
+/// criterion's "elem/s" is FLOP/s. `benches/peers/matmul_numpy.py` times
+/// NumPy's `np.matmul` on the same shapes and values.
+fn batched_matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("execute/interp");
+    let p = load("batched_matmul.lb");
+    let (nb, n) = (8usize, 64usize);
+    let vals =
+        |mul: usize| -> Vec<f32> { (0..nb * n * n).map(|i| ((i * mul % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect() };
+    let args = [
+        Tensor::from_vec(&[nb, n, n], vals(7919)).unwrap_or_else(|e| panic!("{e}")),
+        Tensor::from_vec(&[nb, n, n], vals(104729)).unwrap_or_else(|e| panic!("{e}")),
+    ];
+    g.throughput(Throughput::Elements((2 * nb * n * n * n) as u64));
+    g.bench_function("batched_matmul_8x64x64_flops", |b| b.iter(|| run(&p, black_box(&args))));
+    g.finish();
+}
+
 fn compile(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads/rnn_cell.lb"))
@@ -54,5 +73,5 @@ fn compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, execute_interp, compile);
+criterion_group!(benches, execute_interp, batched_matmul, compile);
 criterion_main!(benches);

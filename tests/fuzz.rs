@@ -152,6 +152,7 @@ fn generated_programs_compile_and_cover_the_language() {
         "1e-40f32",
         "&&",
         "fn f",
+        "einsum(",
     ] {
         assert!(all.contains(construct), "the generator never produced `{construct}`");
     }

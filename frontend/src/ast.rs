@@ -254,6 +254,8 @@ pub enum ExprKind {
     Lit(LitValue, Option<DType>),
     /// A name.
     Name(String),
+    /// A string literal (only `einsum`'s subscripts take one).
+    Str(String),
     /// `[a, b, c]`.
     List(Vec<Expr>),
     /// `(a, b)`, `(a,)`, `()`.

@@ -33,6 +33,8 @@ pub enum Builtin {
     Concat,
     /// `stack([a, b], axis: k)`
     Stack,
+    /// `einsum("ij,jk->ik", a, b)`, one or two operands
+    Einsum,
     /// `print(x)`
     Print,
     /// `shape(x)`
@@ -123,6 +125,7 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("broadcast", Builtin::Broadcast, 2, 2, &[], "broadcast(x, [dims])"),
     b("concat", Builtin::Concat, 1, 1, AXIS, "concat([a, b, ...], axis: k)"),
     b("stack", Builtin::Stack, 1, 1, AXIS, "stack([a, b, ...], axis: k)"),
+    b("einsum", Builtin::Einsum, 2, 3, &[], "einsum(\"ij,jk->ik\", a, b)"),
     b("print", Builtin::Print, 1, 1, &[], "print(x)"),
     b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
     b("bitcast", Builtin::Bitcast, 2, 2, &[], "bitcast(x, dtype)"),

@@ -15,6 +15,8 @@ pub enum Tok {
     Int(u64, Option<DType>),
     /// A float literal and its suffix, if any.
     Float(f64, Option<DType>),
+    /// A string literal (`"ij,jk->ik"`), without its quotes; no escapes.
+    Str(String),
     /// `fn`
     Fn,
     /// `let`
@@ -108,6 +110,7 @@ impl Tok {
             Tok::Ident(s) => format!("`{s}`"),
             Tok::Int(v, _) => format!("number `{v}`"),
             Tok::Float(v, _) => format!("number `{v}`"),
+            Tok::Str(s) => format!("string \"{s}\""),
             Tok::Eof => "end of input".to_string(),
             t => format!("`{}`", t.text()),
         }
@@ -157,7 +160,7 @@ impl Tok {
             Tok::Percent => "%",
             Tok::At => "@",
             Tok::Dot => ".",
-            Tok::Ident(_) | Tok::Int(..) | Tok::Float(..) | Tok::Eof => "",
+            Tok::Ident(_) | Tok::Int(..) | Tok::Float(..) | Tok::Str(_) | Tok::Eof => "",
         }
     }
 }
@@ -213,6 +216,19 @@ pub fn lex(src: &str) -> DResult<Vec<Token>> {
             let (tok, end) = lex_number(src, start)?;
             i = end;
             out.push(Token { tok, span: Span::new(start, i) });
+            continue;
+        }
+        if c == b'"' {
+            // A string ends at the next quote on the same line (no escapes).
+            let len = src[start + 1..].find(['"', '\n']).filter(|&n| b[start + 1 + n] == b'"');
+            let Some(len) = len else {
+                return err(
+                    "unterminated string (strings end with `\"` on the same line)",
+                    Span::new(start, start + 1),
+                );
+            };
+            i = start + len + 2;
+            out.push(Token { tok: Tok::Str(src[start + 1..start + 1 + len].to_string()), span: Span::new(start, i) });
             continue;
         }
         let two = if i + 1 < b.len() { Some(b[i + 1]) } else { None };

@@ -299,6 +299,11 @@ impl<'p> FnLower<'p> {
                 let b = self.single(m, b)?;
                 self.one(m, ty, |dst| Inst::MatMul { dst, a, b })
             }
+            K::DotGeneral(a, b, dims) => {
+                let a = self.single(m, a)?;
+                let b = self.single(m, b)?;
+                self.one(m, ty, |dst| Inst::DotGeneral { dst, a, b, dims: dims.clone() })
+            }
             K::Reduce(op, a, axis) => {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Reduce { op: *op, dst, a, axis: OptAxis(*axis) })

@@ -575,6 +575,10 @@ impl Parser {
                 self.bump();
                 Ok(Expr { kind: ExprKind::Name(name), span })
             }
+            Tok::Str(text) => {
+                self.bump();
+                Ok(Expr { kind: ExprKind::Str(text), span })
+            }
             Tok::LParen => {
                 let open = self.bump();
                 let mut items = Vec::new();

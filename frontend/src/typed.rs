@@ -11,6 +11,7 @@
 
 use crate::diag::Span;
 use crate::types::Type;
+use loopvm_runtime::rules::DotDims;
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 
 /// A variable of one function.
@@ -161,8 +162,11 @@ pub enum ExprKind {
     Cast(Box<Expr>, DType),
     /// `bitcast(e, dtype)`: the bits read as `dtype` (same element width).
     Bitcast(Box<Expr>, DType),
-    /// `a @ b`.
+    /// `a @ b` (rank-1 and rank-2 operands).
     MatMul(Box<Expr>, Box<Expr>),
+    /// StableHLO's `dot_general` (batched `@`, `einsum`): batch dims, then
+    /// the lhs's free dims, then the rhs's.
+    DotGeneral(Box<Expr>, Box<Expr>, DotDims),
     /// A reduction over all elements (`None`) or one axis.
     Reduce(ReduceOp, Box<Expr>, Option<u32>),
     /// `reshape(x, shape)` (static).

@@ -159,6 +159,33 @@ fn matmul_all_ranks() {
 }
 
 #[test]
+fn batched_matmul_and_einsum() {
+    // Every batched rank form of `@` and einsum with batch axes not leading,
+    // contracted axes in any position and order, summed letters, an outer
+    // product and one operand: JAX's dot_general transpose rules.
+    let src = "fn f(a: f64[2, 3, 4], b: f64[2, 4, 3], c: f64[1, 3, 4], v: f64[4], m: f64[4, 3]) -> f64 {
+        let p = a @ b;
+        let q = c @ b;
+        let r = (a @ v) * (v @ b);
+        let s = a @ m;
+        let t = m @ a;
+        let e = einsum(\"bij,bjk->ik\", a, b);
+        let g = einsum(\"ibj,jkb->kib\", transpose(a, [1, 0, 2]), transpose(b, [1, 2, 0]));
+        let h = einsum(\"bij,k->kb\", a, v);
+        let o = einsum(\"ij->ji\", m) * einsum(\"i,j->ji\", v, [1.0f64, 2.0, 3.0]);
+        let w = einsum(\"xyz,zy\", c, m);
+        sum(tanh(p) * q) + sum(r * r) + sum(sin(s)) + sum(t * t) + sum(e * e) + sum(g * g) + sum(h * h) + sum(o) + sum(w * w)
+    }";
+    fd_check(
+        src,
+        "a: f64[2, 3, 4], b: f64[2, 4, 3], c: f64[1, 3, 4], v: f64[4], m: f64[4, 3]",
+        "a, b, c, v, m",
+        &[0, 1, 2, 3, 4],
+        &[rand(&[2, 3, 4], 21), rand(&[2, 4, 3], 22), rand(&[1, 3, 4], 23), rand(&[4], 24), rand(&[4, 3], 25)],
+    );
+}
+
+#[test]
 fn reductions() {
     let x = rand(&[3, 4], 13);
     for body in [

@@ -263,7 +263,7 @@ impl Generator {
         let fl = tt.dt.is_float();
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
-        let w: [u32; 26] = [
+        let w: [u32; 27] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -290,6 +290,7 @@ impl Generator {
             if fl && !exact { 2 } else { 0 },                 // 23 softmax, logsumexp, gelu
             1,                                                // 24 stop_gradient
             if tt.dt == ElemType::I64 { 0 } else { 1 },       // 25 random draws
+            if num { 1 } else { 0 },                          // 26 einsum
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -372,11 +373,12 @@ impl Generator {
                 21 => self.builder(tt, d, exact),
                 22 => Some(self.float_chain(tt, d)),
                 23 => self.nn(tt, d),
-                25 => self.random(tt, d),
-                _ => {
+                24 => {
                     let a = self.expr(tt, d, exact);
                     Some(call("stop_gradient", vec![CallArg::Expr(a)], tt))
                 }
+                25 => self.random(tt, d),
+                _ => self.einsum(tt, d, exact),
             };
             if let Some(e) = e {
                 return e;
@@ -735,7 +737,29 @@ impl Generator {
             return None;
         }
         let k = self.rng.pick(&[1, 2, 3]);
+        // One batch dim of the result from an operand that lacks it (or has 1).
+        let one_or_none = |g: &mut Self, b: usize, rest: Vec<usize>| -> Vec<usize> {
+            if g.rng.chance(50) {
+                rest
+            } else {
+                [if g.rng.chance(50) { 1 } else { b }].into_iter().chain(rest).collect()
+            }
+        };
         let (a, b) = match tt.dims[..] {
+            // Batched forms with rank-1 operands: [m, n] from [m, n, k] @ [k] or [k] @ [m, k, n].
+            [m, n] if self.rng.chance(25) => {
+                if self.rng.chance(50) {
+                    (vec![m, n, k], vec![k])
+                } else {
+                    (vec![k], vec![m, k, n])
+                }
+            }
+            // [b, m, n]: equal batch dims, a batch dim on one side only or of 1.
+            [b, m, n] => match self.rng.below(3) {
+                0 => (vec![b, m, k], vec![b, k, n]),
+                1 => (vec![b, m, k], one_or_none(self, b, vec![k, n])),
+                _ => (one_or_none(self, b, vec![m, k]), vec![b, k, n]),
+            },
             [] => (vec![k], vec![k]),
             [m] => {
                 if self.rng.chance(50) {
@@ -750,6 +774,83 @@ impl Generator {
         let a = self.expr(&TensorType { dt: tt.dt, dims: a }, d, exact);
         let b = self.expr(&TensorType { dt: tt.dt, dims: b }, d, exact);
         Some(bin("@", a, b, tt))
+    }
+
+    /// `einsum` giving `tt`: the output letters name `tt`'s axes; with one
+    /// operand some letters are summed; with two each output letter is the
+    /// lhs's, the rhs's or both's (a batch letter), some letters are
+    /// contracted, and a letter of one operand only may be summed. Each
+    /// operand's letters are shuffled; implicit output (no `->`) where it
+    /// means the same.
+    pub(crate) fn einsum(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
+        if tt.dt.is_float() && exact {
+            return None;
+        }
+        let letters = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+        let out: Vec<(char, usize)> = tt.dims.iter().enumerate().map(|(i, &n)| (letters[i], n)).collect();
+        let mut next = out.len();
+        let mut fresh = |g: &mut Self| {
+            let c = letters[next];
+            next += 1;
+            (c, g.rng.pick(&[1, 2, 3]))
+        };
+        let two = self.rng.chance(75);
+        let (mut la, mut lb) = (Vec::new(), Vec::new());
+        let mut batch = false;
+        for &l in &out {
+            match if two { self.rng.below(3) } else { 0 } {
+                0 => la.push(l),
+                1 => lb.push(l),
+                _ => {
+                    la.push(l);
+                    lb.push(l);
+                    batch = true;
+                }
+            }
+        }
+        let mut summed_once = false;
+        for _ in 0..self.rng.below(3) {
+            let l = fresh(self);
+            if two && self.rng.chance(75) {
+                la.push(l);
+                lb.push(l);
+            } else {
+                summed_once = true;
+                if !two || self.rng.chance(50) {
+                    la.push(l)
+                } else {
+                    lb.push(l)
+                }
+            }
+        }
+        if la.len() > 4 || lb.len() > 4 {
+            return None;
+        }
+        self.shuffle(&mut la);
+        self.shuffle(&mut lb);
+        let term = |ls: &[(char, usize)]| ls.iter().map(|l| l.0).collect::<String>();
+        let implicit = !batch && !summed_once && self.rng.chance(30);
+        let spec = match (two, implicit) {
+            (true, true) => format!("{},{}", term(&la), term(&lb)),
+            (true, false) => format!("{},{}->{}", term(&la), term(&lb), term(&out)),
+            (false, true) => term(&la),
+            (false, false) => format!("{}->{}", term(&la), term(&out)),
+        };
+        // Implicit output is the letters used once, sorted: `out`'s, in order.
+        let dims = |ls: &[(char, usize)]| ls.iter().map(|l| l.1).collect::<Vec<_>>();
+        let mut args = vec![CallArg::Raw(format!("\"{spec}\""))];
+        args.push(CallArg::Expr(self.expr(&TensorType { dt: tt.dt, dims: dims(&la) }, d, exact)));
+        if two {
+            args.push(CallArg::Expr(self.expr(&TensorType { dt: tt.dt, dims: dims(&lb) }, d, exact)));
+        }
+        Some(call("einsum", args, tt))
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.rng.below(i + 1);
+            v.swap(i, j);
+        }
     }
 
     pub(crate) fn shape_op(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {

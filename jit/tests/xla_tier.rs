@@ -221,6 +221,11 @@ impl Fb {
         let r = kernels::matmul(&self.sample(x), &self.sample(y), &mut o);
         self.out(b, r, o, |dst| Inst::MatMul { dst, a: x, b: y })
     }
+    fn dot_general(&mut self, b: BlockId, x: Reg, y: Reg, dims: DotDims) -> Reg {
+        let mut o = None;
+        let r = kernels::dot_general(&self.sample(x), &self.sample(y), &dims, &mut o);
+        self.out(b, r, o, |dst| Inst::DotGeneral { dst, a: x, b: y, dims })
+    }
     fn index(&mut self, b: BlockId, a: Reg, idx: &[Reg]) -> Reg {
         let mut o = None;
         let r = kernels::dynamic_index(&self.sample(a), &vec![0; idx.len()], &mut o);
@@ -586,6 +591,40 @@ fn matmul_rank_rules() {
     let mut f = Fb::new(&[(DType::I64, &[2, 2])]);
     let r = f.matmul(ENTRY, f.p(0), f.p(0));
     check(&f.module(vec![r]), &[ai], "i64 matmul wraps");
+}
+
+#[test]
+fn dot_general_edges() {
+    let dd = |lb: &[u32], rb: &[u32], lc: &[u32], rc: &[u32]| DotDims {
+        lhs_batch: lb.to_vec(),
+        rhs_batch: rb.to_vec(),
+        lhs_contract: lc.to_vec(),
+        rhs_contract: rc.to_vec(),
+    };
+    // A length-1 contraction of 0 and a negative number: XLA makes it a
+    // multiply (-0); the interpreter accumulates from +0.
+    let z = f32s(&[2, 1, 2], &[0.0, -0.0, 0.0, 0.0]);
+    let n = f32s(&[2, 1, 3], &[-38.25, 1.0, -2.0, -1.0, -0.0, 3.0]);
+    // Batch axes not leading, contracted axes first (lhs) and last (rhs),
+    // two contracted axes in another order, an empty contraction, wrapping i64.
+    let a = f32s(&[3, 2, 4], &(0..24).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>());
+    let b = f32s(&[2, 5, 3], &(0..30).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>());
+    let e = f32s(&[2, 0], &[]);
+    let e2 = f32s(&[0, 3], &[]);
+    let ai = i64s(&[1, 2], &[i64::MAX, 2]);
+    let cases: Vec<(Tensor, Tensor, DotDims, &str)> = vec![
+        (z.clone(), n.clone(), dd(&[0], &[0], &[1], &[1]), "length-1 contraction keeps +0"),
+        (a.clone(), b.clone(), dd(&[1], &[0], &[0], &[2]), "batch axis 1 against 0, lhs [k, b, m], rhs [b, n, k]"),
+        (a.clone(), a.clone(), dd(&[], &[], &[0, 2], &[0, 2]), "two contracted axes"),
+        (a.clone(), b.clone(), dd(&[], &[], &[], &[]), "outer product"),
+        (e, e2, dd(&[], &[], &[1], &[0]), "empty contraction"),
+        (ai.clone(), ai, dd(&[0], &[0], &[1], &[1]), "i64 wraps"),
+    ];
+    for (x, y, dims, what) in cases {
+        let mut f = Fb::new(&[(x.dtype(), &dims_of(&x)), (y.dtype(), &dims_of(&y))]);
+        let r = f.dot_general(ENTRY, f.p(0), f.p(1), dims);
+        check(&f.module(vec![r]), &[x, y], what);
+    }
 }
 
 #[test]

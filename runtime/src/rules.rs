@@ -243,6 +243,130 @@ pub fn matmul<D: Extent>(a: &[D], b: &[D]) -> Result<Matmul<D>, MatmulError<D>> 
 }
 
 // ---------------------------------------------------------------------------
+// DotGeneral
+
+/// The dimension numbers of a general contraction (StableHLO's
+/// `dot_general`): which axes of each operand are batch axes (paired in
+/// order) and which are contracted (paired in order). The other axes are
+/// free.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DotDims {
+    /// The lhs's batch axes.
+    pub lhs_batch: Vec<u32>,
+    /// The rhs's batch axes (as many as the lhs's).
+    pub rhs_batch: Vec<u32>,
+    /// The lhs's contracting axes.
+    pub lhs_contract: Vec<u32>,
+    /// The rhs's contracting axes (as many as the lhs's).
+    pub rhs_contract: Vec<u32>,
+}
+
+/// The shape facts of a `dot_general`: the batch, lhs-free, rhs-free and
+/// contracted dims, and the free axes of each operand in order. The result
+/// is `batch ++ lhs_free ++ rhs_free`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DotGeneral<D> {
+    /// The batch dims (the lhs's, equal to the rhs's).
+    pub batch: Vec<D>,
+    /// The lhs's free dims, in axis order.
+    pub lhs_free: Vec<D>,
+    /// The rhs's free dims, in axis order.
+    pub rhs_free: Vec<D>,
+    /// The contracted dims (the lhs's, equal to the rhs's).
+    pub contract: Vec<D>,
+    /// The lhs's free axes.
+    pub lhs_free_axes: Vec<usize>,
+    /// The rhs's free axes.
+    pub rhs_free_axes: Vec<usize>,
+}
+
+impl<D: Clone> DotGeneral<D> {
+    /// The result shape: batch, then lhs free, then rhs free dims.
+    pub fn dims<C: FromIterator<D>>(&self) -> C {
+        self.batch.iter().chain(&self.lhs_free).chain(&self.rhs_free).cloned().collect()
+    }
+}
+
+/// Why dimension numbers do not fit two shapes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DotGeneralError<D> {
+    /// The lhs and rhs name different numbers of batch (`true`) or
+    /// contracting (`false`) axes.
+    Count(bool),
+    /// An axis is out of range for its operand (`lhs` says which).
+    Axis {
+        /// The lhs (`true`) or the rhs.
+        lhs: bool,
+        /// The axis.
+        axis: u32,
+    },
+    /// An axis is named twice (as batch or contracting axis) for one operand.
+    Repeated {
+        /// The lhs (`true`) or the rhs.
+        lhs: bool,
+        /// The axis.
+        axis: u32,
+    },
+    /// The `i`-th batch (`batch: true`) or contracting pair has different sizes.
+    Size {
+        /// A batch pair (else a contracting one).
+        batch: bool,
+        /// The lhs's dim.
+        a: D,
+        /// The rhs's dim.
+        b: D,
+    },
+}
+
+/// The shape of `dot_general(a, b, dims)`: batch pairs and contracting
+/// pairs must have equal dims (no broadcasting); every axis named at most
+/// once per operand.
+pub fn dot_general<D: Extent>(a: &[D], b: &[D], dims: &DotDims) -> Result<DotGeneral<D>, DotGeneralError<D>> {
+    if dims.lhs_batch.len() != dims.rhs_batch.len() {
+        return Err(DotGeneralError::Count(true));
+    }
+    if dims.lhs_contract.len() != dims.rhs_contract.len() {
+        return Err(DotGeneralError::Count(false));
+    }
+    let free = |shape: &[D], named: &[&[u32]; 2], lhs: bool| -> Result<Vec<usize>, DotGeneralError<D>> {
+        let mut used = vec![false; shape.len()];
+        for &axis in named.iter().flat_map(|l| l.iter()) {
+            let slot = used.get_mut(axis as usize).ok_or(DotGeneralError::Axis { lhs, axis })?;
+            if *slot {
+                return Err(DotGeneralError::Repeated { lhs, axis });
+            }
+            *slot = true;
+        }
+        Ok((0..shape.len()).filter(|&i| !used[i]).collect())
+    };
+    let lhs_free_axes = free(a, &[&dims.lhs_batch, &dims.lhs_contract], true)?;
+    let rhs_free_axes = free(b, &[&dims.rhs_batch, &dims.rhs_contract], false)?;
+    let pairs = |la: &[u32], rb: &[u32], batch: bool| -> Result<Vec<D>, DotGeneralError<D>> {
+        la.iter()
+            .zip(rb)
+            .map(|(&i, &j)| {
+                let (x, y) = (&a[i as usize], &b[j as usize]);
+                if x == y {
+                    Ok(x.clone())
+                } else {
+                    Err(DotGeneralError::Size { batch, a: x.clone(), b: y.clone() })
+                }
+            })
+            .collect()
+    };
+    let batch = pairs(&dims.lhs_batch, &dims.rhs_batch, true)?;
+    let contract = pairs(&dims.lhs_contract, &dims.rhs_contract, false)?;
+    Ok(DotGeneral {
+        batch,
+        lhs_free: lhs_free_axes.iter().map(|&i| a[i].clone()).collect(),
+        rhs_free: rhs_free_axes.iter().map(|&i| b[i].clone()).collect(),
+        contract,
+        lhs_free_axes,
+        rhs_free_axes,
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Concat and stack
 
 /// Why operands do not join (`concat` or `stack`). Operand positions count
@@ -476,6 +600,40 @@ mod tests {
         assert_eq!(index_position(3, 3), None);
         assert_eq!(index_position(3, -4), None);
         assert_eq!(index_position(0, 0), None);
+    }
+
+    #[test]
+    fn dot_general_shapes() {
+        let d = |lb: &[u32], rb: &[u32], lc: &[u32], rc: &[u32]| DotDims {
+            lhs_batch: lb.to_vec(),
+            rhs_batch: rb.to_vec(),
+            lhs_contract: lc.to_vec(),
+            rhs_contract: rc.to_vec(),
+        };
+        let dims = |a: &[usize], b: &[usize], dd: &DotDims| dot_general(a, b, dd).map(|g| g.dims::<Vec<usize>>());
+        // bqd,bkd->bqk
+        assert_eq!(dims(&[2, 3, 4], &[2, 5, 4], &d(&[0], &[0], &[2], &[2])), Ok(vec![2, 3, 5]));
+        // rank-3 @ rank-2 without batch axes: [b, m] free, then [n].
+        assert_eq!(dims(&[2, 3, 4], &[4, 6], &d(&[], &[], &[2], &[0])), Ok(vec![2, 3, 6]));
+        // outer product
+        assert_eq!(dims(&[2], &[3], &d(&[], &[], &[], &[])), Ok(vec![2, 3]));
+        assert_eq!(dims(&[2, 3], &[3], &d(&[0], &[], &[1], &[0])), Err(DotGeneralError::Count(true)));
+        assert_eq!(dims(&[2, 3], &[3], &d(&[], &[], &[1, 0], &[0])), Err(DotGeneralError::Count(false)));
+        assert_eq!(dims(&[2, 3], &[3], &d(&[], &[], &[2], &[0])), Err(DotGeneralError::Axis { lhs: true, axis: 2 }));
+        assert_eq!(
+            dims(&[3, 3], &[3, 3], &d(&[0], &[0], &[1], &[0])),
+            Err(DotGeneralError::Repeated { lhs: false, axis: 0 })
+        );
+        assert_eq!(
+            dims(&[2, 3], &[4, 3], &d(&[0], &[0], &[1], &[1])),
+            Err(DotGeneralError::Size { batch: true, a: 2, b: 4 })
+        );
+        assert_eq!(
+            dims(&[2, 3], &[2, 4], &d(&[0], &[0], &[1], &[1])),
+            Err(DotGeneralError::Size { batch: false, a: 3, b: 4 })
+        );
+        let g = dot_general(&[2usize, 3, 4], &[4, 2, 5], &d(&[0], &[1], &[2], &[0])).unwrap();
+        assert_eq!((g.lhs_free_axes, g.rhs_free_axes, g.contract), (vec![1], vec![2], vec![4]));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Dis<'_> {
             .into_iter()
             .filter(|(name, _)| !matches!(*name, "dst" | "dsts" | "body" | "cond" | "then_" | "else_"))
             .map(|(name, v)| match name {
-                "op" | "mode" | "to" | "dtype" | "axis" | "perm" | "length" => v,
+                "op" | "mode" | "to" | "dtype" | "axis" | "perm" | "length" | "dims" => v,
                 "func" => format!("@{}", self.func_name(inst)),
                 _ => format!("{name}={v}"),
             })

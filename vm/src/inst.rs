@@ -5,7 +5,9 @@ use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::op::{OpFlags, OpInfo};
 #[allow(unused_imports)]
-use crate::operand::{Axis, BlockId, ConstId, Dims, FuncId, Operand, OptAxes, OptAxis, OptLen, Reg, RegList, Slices};
+use crate::operand::{
+    Axis, BlockId, ConstId, Dims, DotDims, FuncId, Operand, OptAxes, OptAxis, OptLen, Reg, RegList, Slices,
+};
 #[allow(unused_imports)]
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 

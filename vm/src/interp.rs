@@ -414,6 +414,17 @@ impl<'m> Interpreter<'m> {
                 }
                 kernel!(*dst, |out| kernels::matmul(get(frame, *a)?, get(frame, *b)?, &mut out))
             }
+            Inst::DotGeneral { dst, a, b, dims } => {
+                if self.meter.max_memory().is_some() {
+                    let (x, y) = (get(frame, *a)?, get(frame, *b)?);
+                    if let Ok(g) = loopvm_runtime::rules::dot_general(x.shape(), y.shape(), dims) {
+                        let shape: Vec<usize> = g.dims();
+                        let n = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+                        self.reserve(frame, "dot_general", n.and_then(|n| n.checked_mul(x.dtype().size_in_bytes())))?;
+                    }
+                }
+                kernel!(*dst, |out| kernels::dot_general(get(frame, *a)?, get(frame, *b)?, dims, &mut out))
+            }
             Inst::Reduce { op, dst, a, axis } => {
                 kernel!(*dst, |out| kernels::reduce(*op, get(frame, *a)?, axis.0.map(|x| x as usize), &mut out))
             }

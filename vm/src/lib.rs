@@ -27,5 +27,5 @@ pub use interp::{print_line, Interpreter, LoopStats, Profile, RunOptions};
 pub use meter::Meter;
 pub use module::{Block, Dim, Func, Module, Param, TensorType, TypeTree};
 pub use op::{OpFlags, OpInfo};
-pub use operand::{Axis, BlockId, ConstId, Dims, FuncId, OptAxes, OptAxis, OptLen, Reg, RegList, Slices};
+pub use operand::{Axis, BlockId, ConstId, Dims, DotDims, FuncId, OptAxes, OptAxis, OptLen, Reg, RegList, Slices};
 pub use verify::verify;

@@ -109,6 +109,8 @@ macro_rules! for_each_op {
             0x17 While { def dsts: RegList, use init: RegList, attr cond: BlockId, attr body: BlockId } [XLA | JIT | TRAP | REGION] "";
             /// R[dsts...] := scan(body, R[init...], R[xs...]); body params (carry..., x...), results (carry..., y...); dsts = carry ++ ys
             0x18 Scan { def dsts: RegList, use init: RegList, use xs: RegList, attr length: OptLen, attr reverse: bool, attr unroll: u32, attr body: BlockId } [XLA | JIT | TRAP | ALLOC | REGION] "";
+            /// R[dst] := dot_general(R[a], R[b], dims): batch dims, then a's free dims, then b's, contracting the paired axes
+            0x19 DotGeneral { def dst: Reg, use a: Reg, use b: Reg, attr dims: DotDims } [XLA | TRAP | ALLOC] "";
             /// R[dst] := the bits of R[a] read as dtype to (`lax.bitcast_convert_type`; same element width, no bool)
             0x1f Bitcast { def dst: Reg, use a: Reg, attr to: DType } [XLA | JIT | TRAP | ALLOC] "";
         }

@@ -5,6 +5,7 @@
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
 use loopvm_runtime::kernels::SliceSpec;
+pub use loopvm_runtime::rules::DotDims;
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 use std::fmt::Write as _;
 
@@ -306,6 +307,32 @@ impl Operand for Slices {
             }
         }
         out.push(']');
+    }
+}
+
+/// The four axis lists of [`DotDims`], each a count and the axes.
+impl Operand for DotDims {
+    fn encode(&self, w: &mut Writer) {
+        for l in [&self.lhs_batch, &self.rhs_batch, &self.lhs_contract, &self.rhs_contract] {
+            w.uleb(l.len() as u64);
+            for a in l {
+                w.uleb(u64::from(*a));
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let list = |r: &mut Reader<'_>| -> Result<Vec<u32>, DecodeError> {
+            let n = r.len(1)?;
+            (0..n).map(|_| r.u32()).collect()
+        };
+        Ok(DotDims { lhs_batch: list(r)?, rhs_batch: list(r)?, lhs_contract: list(r)?, rhs_contract: list(r)? })
+    }
+    fn dis(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "batch={:?}x{:?} contract={:?}x{:?}",
+            self.lhs_batch, self.rhs_batch, self.lhs_contract, self.rhs_contract
+        );
     }
 }
 

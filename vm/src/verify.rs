@@ -279,6 +279,22 @@ impl<'a> FuncVerifier<'a> {
                     ));
                 }
             }
+            Inst::DotGeneral { dst, a, b, dims } => {
+                let (ta, tb, td) = (self.ty(*a)?, self.ty(*b)?, self.ty(*dst)?);
+                if ta.dtype != tb.dtype || ta.dtype != td.dtype || ta.dtype == DType::Bool {
+                    return Err(format!(
+                        "dot_general of r{} ({}) and r{} ({}) into r{} ({}): one numeric dtype needed",
+                        a.0, ta.dtype, b.0, tb.dtype, dst.0, td.dtype
+                    ));
+                }
+                let loose = |t: &crate::TensorType| t.dims.iter().map(|d| LooseDim(*d)).collect::<Vec<_>>();
+                let g = loopvm_runtime::rules::dot_general(&loose(ta), &loose(tb), dims)
+                    .map_err(|e| format!("dot_general of r{} and r{} with {dims:?}: {e:?}", a.0, b.0))?;
+                let want: Vec<LooseDim> = g.dims();
+                if want != loose(td) {
+                    return Err(format!("dot_general result r{} does not have the contraction's shape", dst.0));
+                }
+            }
             Inst::Fori { unroll, .. } | Inst::Scan { unroll, .. } if *unroll == 0 => {
                 return Err("unroll must be at least 1".into());
             }
@@ -342,4 +358,31 @@ fn check_call_graph(m: &Module) -> Result<(), VerifyError> {
         }
     }
     Ok(())
+}
+
+/// A static dim as the verifier compares them: a shape variable matches any
+/// dim (its value is known only per call; the kernel checks it then).
+#[derive(Clone, Copy, Debug)]
+struct LooseDim(crate::module::Dim);
+
+impl PartialEq for LooseDim {
+    fn eq(&self, other: &Self) -> bool {
+        use crate::module::Dim::Fixed;
+        match (self.0, other.0) {
+            (Fixed(x), Fixed(y)) => x == y,
+            _ => true,
+        }
+    }
+}
+
+impl loopvm_runtime::rules::Extent for LooseDim {
+    fn known(&self) -> Option<u64> {
+        match self.0 {
+            crate::module::Dim::Fixed(n) => Some(n),
+            crate::module::Dim::Var(_) => None,
+        }
+    }
+    fn from_known(n: u64) -> Option<Self> {
+        Some(LooseDim(crate::module::Dim::Fixed(n)))
+    }
 }

@@ -311,3 +311,60 @@ fn backend_is_offered_loops_and_running_loops() {
     };
     assert_eq!(got[0].as_slice::<f32>().unwrap(), run_fori(&m, RESUME_INTERVAL as i32).as_slice());
 }
+
+/// `main(a: f32[2, 3, 4], b: f32[2, 5, 4]) -> f32[2, 3, 5]`: one
+/// `DotGeneral` (attention scores, `bqd,bkd->bqk`).
+fn dot_general_module(dims: DotDims, out: &[u64]) -> Module {
+    let regs = vec![t(DType::F32, &[2, 3, 4]), t(DType::F32, &[2, 5, 4]), t(DType::F32, out)];
+    let entry = Block {
+        params: vec![Reg(0), Reg(1)],
+        code: vec![Inst::DotGeneral { dst: Reg(2), a: Reg(0), b: Reg(1), dims }],
+        results: vec![Reg(2)],
+    };
+    Module {
+        symbols: vec![],
+        consts: vec![],
+        funcs: vec![Func {
+            name: "main".into(),
+            params: vec![
+                Param { name: "a".into(), ty: TypeTree::Tensor(t(DType::F32, &[2, 3, 4])) },
+                Param { name: "b".into(), ty: TypeTree::Tensor(t(DType::F32, &[2, 5, 4])) },
+            ],
+            result: TypeTree::Tensor(t(DType::F32, out)),
+            reg_types: regs,
+            blocks: vec![entry],
+            body: BlockId(0),
+        }],
+        main: Some(FuncId(0)),
+    }
+}
+
+fn bqd_bkd() -> DotDims {
+    DotDims { lhs_batch: vec![0], rhs_batch: vec![0], lhs_contract: vec![2], rhs_contract: vec![2] }
+}
+
+#[test]
+fn dot_general_round_trips_runs_and_is_verified() {
+    let m = dot_general_module(bqd_bkd(), &[2, 3, 5]);
+    verify(&m).unwrap();
+    let back = Module::from_bytes(&m.to_bytes()).unwrap();
+    assert_eq!(back.funcs[0].blocks[0].code, m.funcs[0].blocks[0].code);
+    assert!(disassemble(&m).contains("dotgeneral a=r0 b=r1 batch=[0]x[0] contract=[2]x[2]"), "{}", disassemble(&m));
+    let a = Tensor::from_vec(&[2, 3, 4], (0..24).map(|i| i as f32).collect()).unwrap();
+    let b = Tensor::from_vec(&[2, 5, 4], (0..40).map(|i| (i % 3) as f32).collect()).unwrap();
+    let out = Interpreter::new(&m, RunOptions::default()).call(FuncId(0), &[a.clone(), b.clone()]).unwrap();
+    let (x, y, r) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap(), out[0].as_slice::<f32>().unwrap());
+    for (bi, q, k) in (0..2).flat_map(|bi| (0..3).flat_map(move |q| (0..5).map(move |k| (bi, q, k)))) {
+        let want: f32 = (0..4).map(|d| x[bi * 12 + q * 4 + d] * y[bi * 20 + k * 4 + d]).sum();
+        assert_eq!(r[bi * 15 + q * 5 + k], want);
+    }
+    let rejects = |dims: DotDims, out: &[u64], want: &str| {
+        let e = verify(&dot_general_module(dims, out)).unwrap_err().to_string();
+        assert!(e.contains(want), "wanted `{want}`, got: {e}");
+    };
+    rejects(DotDims { lhs_contract: vec![3], ..bqd_bkd() }, &[2, 3, 5], "Axis");
+    rejects(DotDims { rhs_contract: vec![1], ..bqd_bkd() }, &[2, 3, 5], "Size");
+    rejects(DotDims { lhs_batch: vec![], ..bqd_bkd() }, &[2, 3, 5], "Count");
+    rejects(DotDims { lhs_contract: vec![0], ..bqd_bkd() }, &[2, 3, 5], "Repeated");
+    rejects(bqd_bkd(), &[2, 5, 3], "does not have the contraction's shape");
+}

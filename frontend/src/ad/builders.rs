@@ -7,6 +7,7 @@ use crate::build::Build;
 use crate::diag::DResult;
 use crate::typed::{self as t, ExprKind as K, Pattern, StaticIndex, VarId, VarInfo};
 use crate::types::{Dim, TensorTy, Type};
+use loopvm_runtime::rules::DotDims;
 use loopvm_runtime::{rules as shape_rules, BinaryOp, DType, ReduceOp, Shape, UnaryOp};
 
 impl Ad<'_> {
@@ -114,6 +115,56 @@ impl Ad<'_> {
         let (at, bt) = (Self::et(&a), Self::et(&b));
         let dims = shape_rules::matmul(&at.dims, &bt.dims).map(|mm| mm.dims()).unwrap_or_default();
         self.mk(K::MatMul(Box::new(a), Box::new(b)), TensorTy { dtype: at.dtype, dims })
+    }
+
+    /// `dot_general(a, b, dims)`: batch dims, then `a`'s free dims, then `b`'s.
+    pub(super) fn dot_general(&self, a: t::Expr, b: t::Expr, dims: DotDims) -> t::Expr {
+        let (at, bt) = (Self::et(&a), Self::et(&b));
+        let shape = shape_rules::dot_general(&at.dims, &bt.dims, &dims).map(|g| g.dims()).unwrap_or_default();
+        self.mk(K::DotGeneral(Box::new(a), Box::new(b), dims), TensorTy { dtype: at.dtype, dims: shape })
+    }
+
+    /// JAX's `_dot_general_transpose_lhs`: the cotangent of `x` (rank
+    /// `x_rank`) in `dot_general(x, y, d)` from the result's cotangent `g`:
+    /// `g` contracted with `y` over `y`'s free axes (batch with batch), which
+    /// leaves `x`'s batch, free and contracted axes (the last in `y`'s order),
+    /// then transposed into `x`'s order. With `swap`, `x` is the rhs of the
+    /// original product (`d` swapped by the caller), whose free dims come
+    /// first in `g`.
+    pub(super) fn dot_general_transpose_lhs(
+        &self,
+        g: t::Expr,
+        y: t::Expr,
+        x_rank: usize,
+        d: &DotDims,
+        swap: bool,
+    ) -> t::Expr {
+        let y_rank = Self::et(&y).rank();
+        let remaining = |n: usize, a: &[u32], b: &[u32]| -> Vec<u32> {
+            (0..n as u32).filter(|i| !a.contains(i) && !b.contains(i)).collect()
+        };
+        let x_kept = remaining(x_rank, &d.lhs_contract, &d.lhs_batch);
+        let y_kept = remaining(y_rank, &d.rhs_contract, &d.rhs_batch);
+        let nb = d.lhs_batch.len() as u32;
+        let first_y = if swap { nb } else { nb + x_kept.len() as u32 };
+        let dims = DotDims {
+            lhs_batch: (0..nb).collect(),
+            rhs_batch: d.rhs_batch.clone(),
+            lhs_contract: (first_y..first_y + y_kept.len() as u32).collect(),
+            rhs_contract: y_kept,
+        };
+        let mut order: Vec<usize> = (0..d.rhs_contract.len()).collect();
+        order.sort_by_key(|&i| d.rhs_contract[i]);
+        let layout: Vec<u32> =
+            d.lhs_batch.iter().chain(&x_kept).copied().chain(order.iter().map(|&i| d.lhs_contract[i])).collect();
+        let mut perm: Vec<u32> = (0..layout.len() as u32).collect();
+        perm.sort_by_key(|&i| layout[i as usize]);
+        let r = self.dot_general(g, y, dims);
+        if perm.iter().enumerate().all(|(i, &p)| i as u32 == p) {
+            r
+        } else {
+            self.transpose(r, Some(perm))
+        }
     }
 
     /// Inserts an axis of size 1 at `k`.

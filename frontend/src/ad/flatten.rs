@@ -169,6 +169,10 @@ impl Ad<'_> {
                 let (x, y) = (a!(x), a!(y));
                 self.prim(Op::MatMul, vec![x, y], &e.ty, out)
             }
+            K::DotGeneral(x, y, d) => {
+                let (x, y) = (a!(x), a!(y));
+                self.prim(Op::DotGeneral(d.clone()), vec![x, y], &e.ty, out)
+            }
             K::Reduce(op, x, axis) => {
                 let x = a!(x);
                 self.prim(Op::Reduce(*op, *axis), vec![x], &e.ty, out)
@@ -543,6 +547,7 @@ impl Ad<'_> {
             K::Cast(x, d) => K::Cast(c!(x), *d),
             K::Bitcast(x, d) => K::Bitcast(c!(x), *d),
             K::MatMul(x, y) => K::MatMul(c!(x), c!(y)),
+            K::DotGeneral(x, y, d) => K::DotGeneral(c!(x), c!(y), d.clone()),
             K::Reduce(op, x, a) => K::Reduce(*op, c!(x), *a),
             K::Reshape(x, s) => K::Reshape(c!(x), s.clone()),
             K::Transpose(x, p) => K::Transpose(c!(x), p.clone()),

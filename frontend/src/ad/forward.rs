@@ -211,6 +211,10 @@ impl Ad<'_> {
                 (Some(a), Some(b)) => K::MatMul(a, b),
                 _ => return bad(),
             },
+            Op::DotGeneral(d) => match (next(), next()) {
+                (Some(a), Some(b)) => K::DotGeneral(a, b, d.clone()),
+                _ => return bad(),
+            },
             Op::Reduce(r, ax) => match next() {
                 Some(a) => K::Reduce(*r, a, *ax),
                 None => return bad(),

@@ -4,6 +4,7 @@
 use crate::diag::Span;
 use crate::typed::{self as t, ConstData, Pattern, StaticIndex, VarId};
 use crate::types::Dim;
+use loopvm_runtime::rules::DotDims;
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 
 /// A tensor operand: a leaf variable or a constant.
@@ -43,6 +44,7 @@ pub(super) enum Op {
     Cast(DType),
     Bitcast(DType),
     MatMul,
+    DotGeneral(DotDims),
     Reduce(ReduceOp, Option<u32>),
     Reshape(Vec<u64>),
     Transpose(Option<Vec<u32>>),

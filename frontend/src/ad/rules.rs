@@ -11,6 +11,7 @@ use super::{err, internal, is_float, known, scalar_const, slice_range, Ad};
 use crate::diag::DResult;
 use crate::typed::{self as t, ExprKind as K, StaticIndex, VarId};
 use crate::types::{Dim, TensorTy};
+use loopvm_runtime::rules::DotDims;
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp, UpdateMode};
 
 impl Ad<'_> {
@@ -263,6 +264,27 @@ impl Ad<'_> {
                 }
                 if let (true, Some(e)) = (on(1), gb) {
                     out_v.push((1, e));
+                }
+            }
+            Op::DotGeneral(d) => {
+                // JAX's transpose rules of `dot_general`: each operand's
+                // cotangent is a `dot_general` of `ge` with the other
+                // operand, transposed into the operand's axis order.
+                let (x, y) = (self.pv(&arg(0)), self.pv(&arg(1)));
+                if on(0) {
+                    out_v.push((
+                        0,
+                        self.dot_general_transpose_lhs(ge.clone(), y.clone(), aty(self, 0).rank(), d, false),
+                    ));
+                }
+                if on(1) {
+                    let swapped = DotDims {
+                        lhs_batch: d.rhs_batch.clone(),
+                        rhs_batch: d.lhs_batch.clone(),
+                        lhs_contract: d.rhs_contract.clone(),
+                        rhs_contract: d.lhs_contract.clone(),
+                    };
+                    out_v.push((1, self.dot_general_transpose_lhs(ge, x, aty(self, 1).rank(), &swapped, true)));
                 }
             }
             Op::Reduce(r, axis) => {

@@ -33,7 +33,7 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         | K::ShapeOf(x)
         | K::Print(x)
         | K::StopGradient(x) => collect_vars(x, bound, used),
-        K::Binary(_, x, y) | K::MatMul(x, y) => {
+        K::Binary(_, x, y) | K::MatMul(x, y) | K::DotGeneral(x, y, _) => {
             collect_vars(x, bound, used);
             collect_vars(y, bound, used);
         }

@@ -180,6 +180,7 @@ impl<'a> Checker<'a> {
             Builtin::Broadcast => self.check_broadcast(cx, env, &c),
             Builtin::Concat => self.check_concat(cx, env, &c),
             Builtin::Stack => self.check_stack(cx, env, &c),
+            Builtin::Einsum => self.check_einsum(cx, env, &c),
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
             Builtin::Bitcast => self.check_bitcast(cx, env, &c),

@@ -64,6 +64,7 @@ impl<'a> Checker<'a> {
         match &e.kind {
             A::Lit(v, suffix) => lit(*v, suffix.unwrap_or(default_dtype(*v)), span),
             A::Name(n) => self.name(env, n, span),
+            A::Str(_) => err("a string is only allowed as the subscripts of `einsum`", span),
             A::List(items) => self.list(cx, env, e, items, None),
             A::Tuple(items) => {
                 let xs = items.iter().map(|x| self.expr(cx, env, x)).collect::<DResult<Vec<_>>>()?;
@@ -437,7 +438,8 @@ impl<'a> Checker<'a> {
         Ok(mk(t::ExprKind::Binary(bop, Box::new(l), Box::new(r)), tensor_ty(TensorTy { dtype, dims }), span))
     }
 
-    /// `a @ b` of rank-1 or rank-2 operands.
+    /// `a @ b`: rank-1 or rank-2 operands are one `MatMul`; an operand of
+    /// rank 3 or more makes it a batched product ([`super::contract`]).
     fn matmul(&self, l: t::Expr, lt: TensorTy, r: t::Expr, rt: TensorTy, span: Span) -> DResult<t::Expr> {
         if lt.dtype != rt.dtype {
             return Err(boxed(
@@ -447,6 +449,9 @@ impl<'a> Checker<'a> {
         }
         if lt.dtype == DType::Bool {
             return err(format!("matmul is not defined on bool: lhs {lt}, rhs {rt}"), span);
+        }
+        if lt.rank() > 2 || rt.rank() > 2 {
+            return super::contract::batched_matmul(l, &lt, r, &rt, span);
         }
         let dims = match rules::matmul(&lt.dims, &rt.dims) {
             Ok(mm) => mm.dims(),

@@ -11,13 +11,14 @@
 //! One file per phase: `instances` (functions and their instances), `expr`
 //! (expressions, blocks, calls, `if`, lists), `index` (indexing and
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
-//! (builtin arguments, dispatch and the tensor builtins' rules), `loops` (the
-//! loop builtins), `nn` (the composite builtins: `softmax`, `gelu`,
-//! `tree_map`, ...), `random` (JAX's random numbers, which call the
-//! standard library's `.lb` functions: [`prelude`]) and `grad`
-//! (derivatives).
+//! (builtin arguments, dispatch and the tensor builtins' rules), `contract`
+//! (batched `@` and `einsum` as one `dot_general`), `loops` (the loop
+//! builtins), `nn` (the composite builtins: `softmax`, `gelu`, `tree_map`,
+//! ...), `random` (JAX's random numbers, which call the standard library's
+//! `.lb` functions: [`prelude`]) and `grad` (derivatives).
 
 mod builtin_rules;
+mod contract;
 mod expr;
 mod grad;
 mod index;

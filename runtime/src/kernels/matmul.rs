@@ -1,11 +1,13 @@
-//! Matrix multiplication with NumPy's rank rules for ranks 1 and 2. Floats go
-//! through `matrixmultiply`'s packed GEMM; integers use a plain wrapping
-//! loop.
+//! Matrix multiplication with NumPy's rank rules for ranks 1 and 2, and the
+//! general contraction `dot_general` (batch and contracting axes, as
+//! StableHLO's). Floats go through `matrixmultiply`'s packed GEMM; integers
+//! use a plain wrapping loop.
 
 use super::elems;
 use super::num::Num;
-use crate::rules::{self, MatmulError};
+use crate::rules::{self, DotDims, DotGeneralError, MatmulError};
 use crate::{checked_numel, out_buffer, DType, RuntimeError, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `a @ b` for ranks 1 and 2: `(k) @ (k) -> ()`, `(m, k) @ (k) -> (m)`,
 /// `(k) @ (k, n) -> (n)`, `(m, k) @ (k, n) -> (m, n)`. Both operands share
@@ -45,6 +47,113 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
     }
     Ok(())
 }
+
+/// StableHLO's `dot_general`: batch axes paired, contracting axes paired
+/// and summed over; the result is the batch dims, then the lhs's free dims,
+/// then the rhs's (each in axis order). Both operands share an integer or
+/// float dtype, which is the result's; integers wrap. Each operand is copied
+/// to a contiguous `[batch, M, K]` (lhs) or `[batch, K, N]` (rhs) layout
+/// when its axes are not in that order already (floats also take
+/// `[batch, K, M]` and `[batch, N, K]` in place), then every batch is one
+/// GEMM (on the rayon pool for large products).
+pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    const OP: &str = "dot_general";
+    let types = || format!("lhs: {}, rhs: {}", a.type_string(), b.type_string());
+    if a.dtype() != b.dtype() {
+        return Err(RuntimeError::new(OP, format!("dtype mismatch in dot_general, {}", types())));
+    }
+    if a.dtype() == DType::Bool {
+        return Err(RuntimeError::new(OP, format!("dot_general requires numeric operands, {}", types())));
+    }
+    let g = rules::dot_general(a.shape(), b.shape(), dims).map_err(|e| {
+        let side = |lhs: bool| if lhs { "lhs" } else { "rhs" };
+        let what = |batch: bool| if batch { "batch" } else { "contracting" };
+        RuntimeError::new(
+            OP,
+            match e {
+                DotGeneralError::Count(batch) => {
+                    format!("the operands name different numbers of {} axes, {}", what(batch), types())
+                }
+                DotGeneralError::Axis { lhs, axis } => format!("{} axis {axis} out of range, {}", side(lhs), types()),
+                DotGeneralError::Repeated { lhs, axis } => {
+                    format!("{} axis {axis} named twice, {}", side(lhs), types())
+                }
+                DotGeneralError::Size { batch, a: x, b: y } => {
+                    format!("{} dimensions differ ({x} vs {y}), {}", what(batch), types())
+                }
+            },
+        )
+    })?;
+    let shape: Shape = g.dims();
+    checked_numel(&shape).map_err(|_| RuntimeError::new(OP, format!("result too large, {}", types())))?;
+    // With a non-empty result, the batch and free dims are all non-zero, so
+    // their products are at most the result's element count; the contracted
+    // dims are then an operand's only other dims, so their product is at
+    // most that operand's element count.
+    let prod = |d: &[usize]| d.iter().product::<usize>();
+    let empty = shape.contains(&0);
+    let (nb, m, k, n) =
+        if empty { (0, 0, 0, 0) } else { (prod(&g.batch), prod(&g.lhs_free), prod(&g.contract), prod(&g.rhs_free)) };
+    let perm = |batch: &[u32], first: &[usize], second: &[usize]| -> Vec<usize> {
+        batch.iter().map(|&i| i as usize).chain(first.iter().copied()).chain(second.iter().copied()).collect()
+    };
+    let contract = |c: &[u32]| c.iter().map(|&i| i as usize).collect::<Vec<_>>();
+    let (lc, rc) = (contract(&dims.lhs_contract), contract(&dims.rhs_contract));
+    let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &j)| i == j);
+    // Float GEMMs also read an lhs laid out [batch, K, M] and an rhs laid
+    // out [batch, N, K] in place; anything else is copied into
+    // [batch, M, K] and [batch, K, N].
+    let float = a.dtype().is_float();
+    let a_t = float
+        && !identity(&perm(&dims.lhs_batch, &g.lhs_free_axes, &lc))
+        && identity(&perm(&dims.lhs_batch, &lc, &g.lhs_free_axes));
+    let b_t = float
+        && !identity(&perm(&dims.rhs_batch, &rc, &g.rhs_free_axes))
+        && identity(&perm(&dims.rhs_batch, &g.rhs_free_axes, &rc));
+    let laid_out = |t: &Tensor, p: &[usize], in_place: bool| -> Result<Option<Tensor>, RuntimeError> {
+        if empty || in_place || identity(p) {
+            return Ok(None);
+        }
+        let mut o = None;
+        super::shape::transpose(t, Some(p), &mut o)?;
+        Ok(o)
+    };
+    let ta = laid_out(a, &perm(&dims.lhs_batch, &g.lhs_free_axes, &lc), a_t)?;
+    let tb = laid_out(b, &perm(&dims.rhs_batch, &rc, &g.rhs_free_axes), b_t)?;
+    let (x, y) = (ta.as_ref().unwrap_or(a), tb.as_ref().unwrap_or(b));
+    macro_rules! batches {
+        ($t:ty, |$m:ident, $k:ident, $n:ident, $xa:ident, $yb:ident, $c:ident| $call:expr) => {{
+            let (x, y) = (elems::<$t>(OP, x)?, elems::<$t>(OP, y)?);
+            let o = out_buffer::<$t>(out, &shape);
+            let one = |(i, $c): (usize, &mut [$t])| {
+                let $xa = x.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
+                let $yb = y.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
+                let ($m, $k, $n) = (m, k, n);
+                $call;
+            };
+            if empty {
+            } else if nb > 1 && m.saturating_mul(k).saturating_mul(n).saturating_mul(nb) >= PAR_MULADDS {
+                // Batches are independent: each is the same GEMM on any thread.
+                o.par_chunks_exact_mut(m * n).enumerate().take(nb).for_each(one);
+            } else {
+                o.chunks_exact_mut(m * n).enumerate().take(nb).for_each(one);
+            }
+        }};
+    }
+    match a.dtype() {
+        DType::F32 => batches!(f32, |m, k, n, xa, yb, c| gemm_f32_strided(m, k, n, xa, a_t, yb, b_t, c)),
+        DType::F64 => batches!(f64, |m, k, n, xa, yb, c| gemm_f64_strided(m, k, n, xa, a_t, yb, b_t, c)),
+        DType::I32 => batches!(i32, |m, k, n, xa, yb, c| int_matmul::<i32>(m, k, n, xa, yb, c)),
+        DType::I64 => batches!(i64, |m, k, n, xa, yb, c| int_matmul::<i64>(m, k, n, xa, yb, c)),
+        DType::U32 => batches!(u32, |m, k, n, xa, yb, c| int_matmul::<u32>(m, k, n, xa, yb, c)),
+        DType::Bool => {}
+    }
+    Ok(())
+}
+
+/// A `dot_general` of at least this many multiply-adds (and more than one
+/// batch) runs its batches on the rayon pool.
+const PAR_MULADDS: usize = 1 << 20;
 
 /// Rows of `a` at most this many take the row-by-row path: for a
 /// vector-matrix product (an RNN step) it beats packing `b` for a GEMM.
@@ -119,6 +228,57 @@ macro_rules! gemm {
 gemm!(gemm_f32, f32, sgemm);
 gemm!(gemm_f64, f64, dgemm);
 
+/// Defines `$name`: `c := a @ b` like [`gemm!`]'s, for `a` stored row-major
+/// as `m×k` or, with `a_t`, as `k×m` (its transpose), and `b` as `k×n` or,
+/// with `b_t`, as `n×k`: `matrixmultiply` reads either through strides, so
+/// `dot_general` need not copy an operand whose contracted axis comes
+/// first (lhs) or last (rhs), as in `bqd,bkd->bqk`.
+macro_rules! gemm_strided {
+    ($name:ident, $t:ty, $gemm:ident, $plain:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(m: usize, k: usize, n: usize, a: &[$t], a_t: bool, b: &[$t], b_t: bool, c: &mut [$t]) {
+            if !a_t && !b_t {
+                return $plain(m, k, n, a, b, c);
+            }
+            if m == 0 || n == 0 {
+                return;
+            }
+            if k == 0 || a.len() != m * k || b.len() != k * n || c.len() != m * n {
+                c.fill(0.0);
+                return;
+            }
+            let (rsa, csa) = if a_t { (1, m) } else { (k, 1) };
+            let (rsb, csb) = if b_t { (1, k) } else { (n, 1) };
+            // SAFETY: as in `gemm!`: element (i, l) of `a` is read at
+            // i * rsa + l * csa, at most m*k - 1 for either layout, and (l, j)
+            // of `b` at l * rsb + j * csb, at most k*n - 1; the slices have
+            // exactly those lengths (checked above); `c` is a unique borrow,
+            // row-major, initialised or not (beta = 0).
+            unsafe {
+                matrixmultiply::$gemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    rsa as isize,
+                    csa as isize,
+                    b.as_ptr(),
+                    rsb as isize,
+                    csb as isize,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    };
+}
+
+gemm_strided!(gemm_f32_strided, f32, sgemm, gemm_f32);
+gemm_strided!(gemm_f64_strided, f64, dgemm, gemm_f64);
+
 /// Wrapping integer `c := a @ b` (row-major), in i-k-j order so the inner
 /// loop runs along rows of `b` and `c`.
 fn int_matmul<T: Num>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
@@ -184,6 +344,133 @@ mod tests {
             assert_eq!(r.shape(), &want_shape[..], "{sa:?} @ {sb:?}");
             assert_eq!(r.to_f64_vec(), naive(m, k, n, &x, &y), "{sa:?} @ {sb:?}");
         }
+    }
+
+    /// `dot_general` by its definition: every result element a sum over
+    /// the contracted index tuple, in f64.
+    fn naive_dot_general(sa: &[usize], sb: &[usize], x: &[f64], y: &[f64], d: &DotDims) -> (Vec<usize>, Vec<f64>) {
+        let g = rules::dot_general(sa, sb, d).unwrap();
+        let shape: Vec<usize> = g.dims();
+        let strides = |s: &[usize]| {
+            let mut st = vec![1usize; s.len()];
+            for i in (0..s.len().saturating_sub(1)).rev() {
+                st[i] = st[i + 1] * s[i + 1];
+            }
+            st
+        };
+        let (st_a, st_b) = (strides(sa), strides(sb));
+        let unravel = |mut i: usize, s: &[usize]| {
+            let mut v = vec![0; s.len()];
+            for j in (0..s.len()).rev() {
+                v[j] = i % s[j];
+                i /= s[j];
+            }
+            v
+        };
+        let n: usize = shape.iter().product();
+        let kn: usize = g.contract.iter().product();
+        let mut out = vec![0.0; n];
+        for (o, slot) in out.iter_mut().enumerate() {
+            let idx = unravel(o, &shape);
+            let nbatch = g.batch.len();
+            let nfa = g.lhs_free.len();
+            for kk in 0..kn {
+                let ki = unravel(kk, &g.contract);
+                let (mut ia, mut ib) = (0, 0);
+                for (j, (&la, &rb)) in d.lhs_batch.iter().zip(&d.rhs_batch).enumerate() {
+                    ia += idx[j] * st_a[la as usize];
+                    ib += idx[j] * st_b[rb as usize];
+                }
+                for (j, &ax) in g.lhs_free_axes.iter().enumerate() {
+                    ia += idx[nbatch + j] * st_a[ax];
+                }
+                for (j, &ax) in g.rhs_free_axes.iter().enumerate() {
+                    ib += idx[nbatch + nfa + j] * st_b[ax];
+                }
+                for (j, (&lc, &rc)) in d.lhs_contract.iter().zip(&d.rhs_contract).enumerate() {
+                    ia += ki[j] * st_a[lc as usize];
+                    ib += ki[j] * st_b[rc as usize];
+                }
+                *slot += x[ia] * y[ib];
+            }
+        }
+        (shape, out)
+    }
+
+    fn dd(lb: &[u32], rb: &[u32], lc: &[u32], rc: &[u32]) -> DotDims {
+        DotDims { lhs_batch: lb.to_vec(), rhs_batch: rb.to_vec(), lhs_contract: lc.to_vec(), rhs_contract: rc.to_vec() }
+    }
+
+    fn check_dot_general<T: Element>(conv: fn(f64) -> T) {
+        let mut out = None;
+        let cases: Vec<(Vec<usize>, Vec<usize>, DotDims)> = vec![
+            // batched matmul, [b, m, k] x [b, k, n]
+            (vec![3, 5, 4], vec![3, 4, 6], dd(&[0], &[0], &[2], &[1])),
+            // attention scores bqd,bkd->bqk (rhs laid out [b, n, k])
+            (vec![2, 7, 3], vec![2, 5, 3], dd(&[0], &[0], &[2], &[2])),
+            // rank-3 @ rank-2 without batch axes
+            (vec![2, 3, 4], vec![4, 6], dd(&[], &[], &[2], &[0])),
+            // lhs laid out [b, k, m] and rhs [b, n, k] (both read in place for floats), m above SMALL_M
+            (vec![2, 3, 9], vec![2, 7, 3], dd(&[0], &[0], &[1], &[2])),
+            (vec![3, 9], vec![7, 3], dd(&[], &[], &[0], &[1])),
+            // batch axes not leading, two contracting axes out of order
+            (vec![4, 2, 3, 5], vec![3, 5, 6, 2], dd(&[1], &[3], &[2, 3], &[0, 1])),
+            // outer product, no contraction
+            (vec![3], vec![4], dd(&[], &[], &[], &[])),
+            // inner product
+            (vec![5], vec![5], dd(&[], &[], &[0], &[0])),
+            // two batch axes (bhqd,bhkd->bhqk)
+            (vec![2, 2, 3, 4], vec![2, 2, 5, 4], dd(&[0, 1], &[0, 1], &[3], &[3])),
+            // empty contraction and empty batch
+            (vec![2, 0, 3], vec![2, 0, 4], dd(&[0], &[0], &[1], &[1])),
+            (vec![0, 2, 3], vec![0, 3, 4], dd(&[0], &[0], &[2], &[1])),
+            (vec![2, 17, 9], vec![2, 9, 13], dd(&[0], &[0], &[2], &[1])),
+            // enough multiply-adds for the batches to run on the rayon pool
+            (vec![4, 64, 64], vec![4, 64, 64], dd(&[0], &[0], &[2], &[1])),
+        ];
+        for (sa, sb, d) in cases {
+            let (na, nb): (usize, usize) = (sa.iter().product(), sb.iter().product());
+            let (x, y) = (vals(na, 1), vals(nb, 2));
+            let a = Tensor::from_vec(&sa, x.iter().map(|&v| conv(v)).collect()).unwrap();
+            let b = Tensor::from_vec(&sb, y.iter().map(|&v| conv(v)).collect()).unwrap();
+            dot_general(&a, &b, &d, &mut out).unwrap();
+            let r = out.as_ref().unwrap();
+            let (shape, want) = naive_dot_general(&sa, &sb, &x, &y, &d);
+            assert_eq!(r.shape(), &shape[..], "{sa:?} {sb:?} {d:?}");
+            assert_eq!(r.to_f64_vec(), want, "{sa:?} {sb:?} {d:?}");
+        }
+    }
+
+    #[test]
+    fn dot_general_matches_its_definition_for_every_dtype() {
+        check_dot_general::<f32>(|v| v as f32);
+        check_dot_general::<f64>(|v| v);
+        check_dot_general::<i32>(|v| v as i32);
+        check_dot_general::<i64>(|v| v as i64);
+    }
+
+    #[test]
+    fn dot_general_errors() {
+        let mut out = None;
+        let a = Tensor::zeros(DType::F32, &[2, 3]).unwrap();
+        let b = Tensor::zeros(DType::F32, &[4, 3]).unwrap();
+        let e = dot_general(&a, &b, &dd(&[0], &[0], &[1], &[1]), &mut out).unwrap_err();
+        assert_eq!(e.op, "dot_general");
+        assert_eq!(e.message, "batch dimensions differ (2 vs 4), lhs: f32[2, 3], rhs: f32[4, 3]");
+        let e = dot_general(&a, &b, &dd(&[], &[], &[2], &[1]), &mut out).unwrap_err();
+        assert_eq!(e.message, "lhs axis 2 out of range, lhs: f32[2, 3], rhs: f32[4, 3]");
+        let e = dot_general(&a, &b, &dd(&[], &[], &[1, 1], &[1, 0]), &mut out).unwrap_err();
+        assert_eq!(e.message, "lhs axis 1 named twice, lhs: f32[2, 3], rhs: f32[4, 3]");
+        assert!(dot_general(&a, &b, &dd(&[0], &[], &[1], &[1]), &mut out).is_err());
+        assert!(
+            dot_general(&a, &Tensor::zeros(DType::F64, &[4, 3]).unwrap(), &dd(&[], &[], &[1], &[1]), &mut out).is_err()
+        );
+        let t = Tensor::zeros(DType::Bool, &[2]).unwrap();
+        assert!(dot_general(&t, &t, &dd(&[], &[], &[0], &[0]), &mut out).is_err());
+        let big = Tensor::from_vec(&[1, 2], vec![i32::MAX, 1]).unwrap();
+        let two = Tensor::from_vec(&[1, 2], vec![2i32, 2]).unwrap();
+        dot_general(&big, &two, &dd(&[0], &[0], &[1], &[1]), &mut out).unwrap();
+        assert_eq!(out.unwrap().to_f64_vec(), vec![f64::from(i32::MAX.wrapping_mul(2).wrapping_add(2))]);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub use index::SliceSpec;
 pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Int, Num};
 
 use crate::alloc::catch_oom;
+use crate::rules::DotDims;
 use crate::{rules, BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, Tensor, UnaryOp, UpdateMode};
 
 // The entry points: each runs its family's kernel under `catch_oom`, so that
@@ -158,6 +159,12 @@ pub fn dynamic_update_in_place(
     mode: UpdateMode,
 ) -> Result<(), RuntimeError> {
     catch_oom("dynamic_update", || index::dynamic_update_in_place(target, idx, v, mode))
+}
+
+/// StableHLO's `dot_general` of `a` and `b` (one numeric dtype): batch
+/// dims, then `a`'s free dims, then `b`'s, contracting the paired axes.
+pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("dot_general", || matmul::dot_general(a, b, dims, out))
 }
 
 /// The matrix product of `a` and `b` (rank 1 or 2, one numeric dtype).

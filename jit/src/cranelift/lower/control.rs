@@ -143,7 +143,9 @@ impl Lowerer<'_, '_> {
                 self.lower_print(&vals);
                 return Ok(());
             }
-            Inst::MatMul { .. } => return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name),
+            Inst::MatMul { .. } | Inst::DotGeneral { .. } => {
+                return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name)
+            }
         };
         env.set(*v.0, v.1);
         Ok(())

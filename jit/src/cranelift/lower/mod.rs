@@ -566,5 +566,6 @@ mod tests {
         assert!(jit_lowerable(Opcode::If));
         assert!(jit_lowerable(Opcode::Print));
         assert!(!jit_lowerable(Opcode::MatMul));
+        assert!(!jit_lowerable(Opcode::DotGeneral));
     }
 }

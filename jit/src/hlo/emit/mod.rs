@@ -267,6 +267,7 @@ impl<'m> Emitter<'m> {
             Inst::Bitcast { dst, a, to } => (*dst, self.bitcast(&g(a)?, *to)?),
             Inst::Iota { dst, dtype, n } => (*dst, self.iota(*dtype, *n)?),
             Inst::MatMul { dst, a, b } => (*dst, self.matmul(&g(a)?, &g(b)?)?),
+            Inst::DotGeneral { dst, a, b, dims } => (*dst, self.dot_general(&g(a)?, &g(b)?, dims)?),
             Inst::Reduce { op, dst, a, axis } => (*dst, self.reduce(*op, &g(a)?, axis.0)?),
             Inst::Reshape { dst, a, shape } => {
                 let a = g(a)?;

@@ -1,4 +1,4 @@
-//! Contractions and reductions: `matmul`, `sum`/`max`/... over an axis or
+//! Contractions and reductions: `matmul`, `dot_general`, `sum`/`max`/... over an axis or
 //! all, and `argmax`.
 
 use super::*;
@@ -40,16 +40,61 @@ impl Emitter<'_> {
                 tensor_type(a.dtype, &shape)
             ),
         );
-        // As for sums: the interpreter accumulates from +0, so a product is
-        // never -0, but XLA turns a dot over a length-1 dim into a multiply
-        // (`0 * -38.25` is -0): adding a zero it cannot see makes it +0.
-        Ok(if a.dtype.is_float() {
-            let z = self.zero(a.dtype, &shape);
+        Ok(self.dot_plus_zero(r))
+    }
+
+    /// As for sums: the interpreter accumulates from +0, so a product is
+    /// never -0, but XLA turns a dot over a length-1 dim into a multiply
+    /// (`0 * -38.25` is -0): adding a zero it cannot see makes it +0. For
+    /// both `matmul` and `dot_general`.
+    fn dot_plus_zero(&mut self, r: Val) -> Val {
+        if r.dtype.is_float() {
+            let z = self.zero(r.dtype, &r.shape);
             let z = self.barrier(&z);
             self.bin("add", &r, &z)
         } else {
             r
-        })
+        }
+    }
+
+    /// StableHLO's `dot_general` itself: batch dims, then `a`'s free dims,
+    /// then `b`'s (the interpreter's kernel takes the same shape rule).
+    pub(super) fn dot_general(&mut self, a: &Val, b: &Val, dims: &rules::DotDims) -> Result<Val> {
+        const OP: &str = "dot_general";
+        let types = || format!("lhs: {}, rhs: {}", a.ty(), b.ty());
+        if a.dtype != b.dtype {
+            return Err(EmitError::new(OP, format!("dtype mismatch in dot_general, {}", types())));
+        }
+        if a.dtype == DType::Bool {
+            return Err(EmitError::new(OP, format!("dot_general requires numeric operands, {}", types())));
+        }
+        let g = rules::dot_general(&a.shape, &b.shape, dims)
+            .map_err(|e| EmitError::new(OP, format!("the dimension numbers do not fit ({e:?}), {}", types())))?;
+        let shape: Vec<usize> = g.dims();
+        if numel(&shape).is_none() {
+            return Err(EmitError::new(OP, format!("result too large, {}", types())));
+        }
+        let list = |l: &[u32]| l.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+        let batching = if dims.lhs_batch.is_empty() {
+            String::new()
+        } else {
+            format!("batching_dims = [{}] x [{}], ", list(&dims.lhs_batch), list(&dims.rhs_batch))
+        };
+        let r = self.op(
+            a.dtype,
+            &shape,
+            format!(
+                "stablehlo.dot_general {}, {}, {batching}contracting_dims = [{}] x [{}] : ({}, {}) -> {}",
+                a.name,
+                b.name,
+                list(&dims.lhs_contract),
+                list(&dims.rhs_contract),
+                a.ty(),
+                b.ty(),
+                tensor_type(a.dtype, &shape)
+            ),
+        );
+        Ok(self.dot_plus_zero(r))
     }
 
     // ------------------------------------------------------------ reductions
