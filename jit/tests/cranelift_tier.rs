@@ -269,6 +269,26 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("seed/add_ten", &["main:fori_loop:cranelift"]),
     ("seed/first", &["main:fori_loop:cranelift"]),
     ("seed/while_count", &["main:while_loop:cranelift"]),
+    // Gathers, windows and cumsum: no Cranelift lowering (no `JIT` flag),
+    // so a loop that uses one stays interpreted.
+    ("grad/fd_gather", &["ok:fori_loop:interp"]),
+    (
+        "grad/fd_gather_loops",
+        &[
+            "f:fori_loop:interp",
+            "f:scan:interp",
+            "ok:fori_loop:interp",
+            "value_and_grad(f):scan:interp",
+            "value_and_grad(f):scan:interp",
+            "value_and_grad(f):scan:interp",
+            "value_and_grad(f):scan:interp",
+        ],
+    ),
+    ("ops/cumsum", &["main:fori_loop:interp"]),
+    ("ops/cumsum_order", &[]),
+    ("ops/one_hot", &[]),
+    ("ops/take", &["embed:scan:interp"]),
+    ("ops/windows", &["batches:fori_loop:interp", "main:fori_loop:cranelift"]),
 ];
 
 fn spec_root() -> PathBuf {

@@ -18,7 +18,7 @@ use loopvm_runtime::rules::{self, JoinError, ReshapeError};
 use loopvm_runtime::{Accepts, BinaryOp, DType, ReduceOp, UnaryOp};
 
 /// Normalises a possibly negative axis against `rank`.
-fn norm_axis(axis: i128, rank: usize, ty: &dyn std::fmt::Display, span: Span) -> DResult<u32> {
+pub(super) fn norm_axis(axis: i128, rank: usize, ty: &dyn std::fmt::Display, span: Span) -> DResult<u32> {
     let r = rank as i128;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
@@ -150,6 +150,12 @@ impl<'a> Checker<'a> {
             Builtin::Broadcast => self.check_broadcast(cx, env, &c),
             Builtin::Concat => self.check_concat(cx, env, &c),
             Builtin::Stack => self.check_stack(cx, env, &c),
+            Builtin::Take => self.check_take(cx, env, &c),
+            Builtin::TakeAlongAxis => self.check_take_along_axis(cx, env, &c),
+            Builtin::OneHot => self.check_one_hot(cx, env, &c),
+            Builtin::DynamicSlice => self.check_dynamic_slice(cx, env, &c),
+            Builtin::DynamicUpdateSlice => self.check_dynamic_update_slice(cx, env, &c),
+            Builtin::Cumsum => self.check_cumsum(cx, env, &c),
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
             Builtin::ForiLoop => self.check_fori_loop(cx, env, &c),
@@ -470,7 +476,7 @@ impl<'a> Checker<'a> {
     // Static arguments
 
     /// A dtype name such as `f32`.
-    fn dtype_arg(&self, e: &ast::Expr) -> DResult<DType> {
+    pub(super) fn dtype_arg(&self, e: &ast::Expr) -> DResult<DType> {
         match &e.kind {
             A::Name(n) => dtype_of(&ast::Ident { name: n.clone(), span: e.span }),
             _ => err("expected a dtype such as `f32`", e.span),
@@ -507,7 +513,7 @@ impl<'a> Checker<'a> {
 
     /// A static list of integers `[2, 3]` (or a single integer). `-1` is
     /// accepted only when `allow_hole`.
-    fn shape_arg(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr, allow_hole: bool) -> DResult<Vec<i64>> {
+    pub(super) fn shape_arg(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr, allow_hole: bool) -> DResult<Vec<i64>> {
         let items: Vec<&ast::Expr> = match &e.kind {
             A::List(xs) => xs.iter().collect(),
             _ => vec![e],

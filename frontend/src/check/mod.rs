@@ -11,11 +11,13 @@
 //! One file per phase: `instances` (functions and their instances), `expr`
 //! (expressions, blocks, calls, `if`, lists), `index` (indexing and
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
-//! (builtin arguments, dispatch and the tensor builtins' rules), `loops` (the
-//! loop builtins) and `grad` (derivatives).
+//! (builtin arguments, dispatch and the tensor builtins' rules), `gather`
+//! (gathers, windows and `cumsum`), `loops` (the loop builtins) and `grad`
+//! (derivatives).
 
 mod builtin_rules;
 mod expr;
+mod gather;
 mod grad;
 mod index;
 mod instances;

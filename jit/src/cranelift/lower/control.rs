@@ -103,6 +103,13 @@ impl Lowerer<'_, '_> {
                 let (a, v) = (env.get(*a)?.clone(), env.get(*v)?.clone());
                 (dst, self.update(*mode, &a, &Self::vals(env, idx)?, &v)?)
             }
+            Inst::Take { .. }
+            | Inst::ScatterAdd { .. }
+            | Inst::DynSlice { .. }
+            | Inst::DynUpdateSlice { .. }
+            | Inst::Cumsum { .. } => {
+                return unsupported!("`{}` in `{}` (not flagged JIT)", op.info().name.to_lowercase(), func.name)
+            }
             Inst::ShapeOf { dst, a } => {
                 let a = env.get(*a)?.clone();
                 if a.shape.len() > MAX_ELEMS {
