@@ -3,7 +3,7 @@
 Run: JAX_PLATFORMS=cpu benches/peers/.venv/bin/python benches/peers/ref_gather.py
 
 Prints one `# expect:` line per spec program (tests/spec/ops/take.lb,
-windows.lb, cumsum.lb, one_hot.lb), in `loopvm run`'s format; each program
+take_large.lb, windows.lb, cumsum.lb, one_hot.lb), in `loopvm run`'s format; each program
 below mirrors its spec line by line. JAX 0.10.2 on CPU made the lines kept in
 the specs.
 """
@@ -86,6 +86,19 @@ def spec_take():
     )
 
 
+def spec_take_large():
+    table = jnp.arange(60, dtype=F32).reshape(20, 3) * F32(0.25)
+
+    def step(acc, t):
+        e = take(table, t, axis=0)
+        return acc + e, e - acc
+
+    acc, rows = lax.scan(step, jnp.zeros(3, F32), jnp.array([19, -1, 7, 25, 3], I32))
+    data = jnp.arange(64, dtype=F32).reshape(32, 2)
+    s = lax.fori_loop(0, 12, lambda i, s: s + lax.dynamic_slice(data, (i * 3, 0), (2, 2)), jnp.zeros((2, 2), F32))
+    return (acc, rows, s)
+
+
 def spec_windows():
     x = jnp.array([0.0, 10.0, 20.0, 30.0, 40.0], F32)
     sq = jnp.arange(9, dtype=F32).reshape(3, 3)
@@ -142,7 +155,7 @@ def spec_one_hot():
 
 
 if __name__ == "__main__":
-    for name, f in [("take", spec_take), ("windows", spec_windows), ("cumsum", spec_cumsum),
+    for name, f in [("take", spec_take), ("take_large", spec_take_large), ("windows", spec_windows), ("cumsum", spec_cumsum),
                     ("one_hot", spec_one_hot)]:
         print(f"tests/spec/ops/{name}.lb")
         print(f"# expect: {fmt(f())}")

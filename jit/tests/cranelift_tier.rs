@@ -269,26 +269,28 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("seed/add_ten", &["main:fori_loop:cranelift"]),
     ("seed/first", &["main:fori_loop:cranelift"]),
     ("seed/while_count", &["main:while_loop:cranelift"]),
-    // Gathers, windows and cumsum: no Cranelift lowering (no `JIT` flag),
-    // so a loop that uses one stays interpreted.
-    ("grad/fd_gather", &["ok:fori_loop:interp"]),
+    // Gathers, windows and cumsum: lowered in registers (values of at most
+    // 16 elements; a larger operand of `take` or `dynamic_slice` is read
+    // from memory).
+    ("grad/fd_gather", &["ok:fori_loop:cranelift"]),
     (
         "grad/fd_gather_loops",
         &[
-            "f:fori_loop:interp",
-            "f:scan:interp",
-            "ok:fori_loop:interp",
-            "value_and_grad(f):scan:interp",
-            "value_and_grad(f):scan:interp",
-            "value_and_grad(f):scan:interp",
-            "value_and_grad(f):scan:interp",
+            "f:fori_loop:inlined",
+            "f:scan:inlined",
+            "ok:fori_loop:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
         ],
     ),
-    ("ops/cumsum", &["main:fori_loop:interp"]),
+    ("ops/cumsum", &["main:fori_loop:cranelift"]),
     ("ops/cumsum_order", &[]),
     ("ops/one_hot", &[]),
-    ("ops/take", &["embed:scan:interp"]),
-    ("ops/windows", &["batches:fori_loop:interp", "main:fori_loop:cranelift"]),
+    ("ops/take", &["embed:scan:cranelift"]),
+    ("ops/take_large", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
 ];
 
 fn spec_root() -> PathBuf {
