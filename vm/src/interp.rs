@@ -462,6 +462,14 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::dynamic_update(get(frame, *a)?, &ix, get(frame, *v)?, *mode, &mut out))
             }
             Inst::Take { dst, a, ids, axis } => {
+                if self.meter.max_memory().is_some() {
+                    // The result can be far larger than the operands: ids × a row.
+                    let (x, i) = (get(frame, *a)?, get(frame, *ids)?);
+                    let n = x.shape().get(axis.0 as usize).copied().unwrap_or(1).max(1);
+                    let bytes =
+                        (x.numel() / n).checked_mul(i.numel()).and_then(|k| k.checked_mul(x.dtype().size_in_bytes()));
+                    self.reserve(frame, "take", bytes)?;
+                }
                 kernel!(*dst, |out| kernels::take(get(frame, *a)?, get(frame, *ids)?, axis.0 as usize, &mut out))
             }
             Inst::ScatterAdd { dst, a, ids, u, axis } => kernel!(*dst, |out| kernels::scatter_add(
