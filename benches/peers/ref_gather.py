@@ -3,7 +3,7 @@
 Run: JAX_PLATFORMS=cpu benches/peers/.venv/bin/python benches/peers/ref_gather.py
 
 Prints one `# expect:` line per spec program (tests/spec/ops/take.lb,
-take_large.lb, windows.lb, cumsum.lb, one_hot.lb), in `loopvm run`'s format; each program
+take_large.lb, take_grad_order.lb, windows.lb, cumsum.lb, one_hot.lb), in `loopvm run`'s format; each program
 below mirrors its spec line by line. JAX 0.10.2 on CPU made the lines kept in
 the specs.
 """
@@ -99,6 +99,22 @@ def spec_take_large():
     return (acc, rows, s)
 
 
+def spec_take_grad_order():
+    def loss(x):
+        ids = jnp.array([0, 2, 0, -5, 9], I32)
+        return jnp.sum(take(x, ids) * jnp.array([1e8, 1.0, 1.0, -1e8, 4.0], F32))
+
+    def loss2(x):
+        def step(s, t):
+            return s + take(x, t) * (t.astype(F32) + F32(0.5)), 0
+
+        s, _ = lax.scan(step, F32(0.0), jnp.array([2, 0, 1, 0, 7], I32))
+        return s
+
+    x = jnp.array([1.0, 2.0, 3.0], F32)
+    return (jax.grad(loss)(x), jax.grad(loss2)(x))
+
+
 def spec_windows():
     x = jnp.array([0.0, 10.0, 20.0, 30.0, 40.0], F32)
     sq = jnp.arange(9, dtype=F32).reshape(3, 3)
@@ -155,7 +171,8 @@ def spec_one_hot():
 
 
 if __name__ == "__main__":
-    for name, f in [("take", spec_take), ("take_large", spec_take_large), ("windows", spec_windows), ("cumsum", spec_cumsum),
+    for name, f in [("take", spec_take), ("take_large", spec_take_large),
+                    ("take_grad_order", spec_take_grad_order), ("windows", spec_windows), ("cumsum", spec_cumsum),
                     ("one_hot", spec_one_hot)]:
         print(f"tests/spec/ops/{name}.lb")
         print(f"# expect: {fmt(f())}")

@@ -290,6 +290,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/one_hot", &[]),
     ("ops/take", &["embed:scan:cranelift"]),
     ("ops/take_large", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("ops/take_grad_order", &["value_and_grad(loss2):scan:cranelift", "value_and_grad(loss2):scan:cranelift"]),
     ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
 ];
 
