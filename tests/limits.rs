@@ -126,9 +126,13 @@ fn an_oversized_tensor_is_refused_before_it_is_allocated_on_every_tier() {
     // A scan whose ys (i32[10^6], 4 MB) are refused: scalar rows, so the
     // jit tier compiles the loop and checks its results.
     let ys = prog("fn main(n: i32) -> i32[1000000] { let (c, ys) = scan(|c, _| (c + n, c), 0, length: 1000000); ys }");
+    // A take whose result (f32[1000, 1000], 4 MB) is far larger than its operands.
+    let take = prog(
+        "fn main(n: i32) -> f32 { sum(take(broadcast(iota(f32, 1000), [2, 1000]), iota(i32, 1000) % n, axis: 0)) }",
+    );
     let n = [Tensor::scalar(3i32)];
     for tier in TIERS {
-        for p in [&big, &ys] {
+        for p in [&big, &ys, &take] {
             let e = err(p, &n, &RunConfig { max_memory: Some(1 << 20), ..cfg(tier) });
             assert!(e.contains("memory limit exceeded") && e.contains("(--max-memory)"), "{tier:?}: {e}");
             assert!(p.run(&n, &RunConfig { max_memory: Some(64 << 20), ..cfg(tier) }).is_ok(), "{tier:?}");

@@ -35,6 +35,18 @@ pub enum Builtin {
     Stack,
     /// `einsum("ij,jk->ik", a, b)`, one or two operands
     Einsum,
+    /// `take(x, ids, axis: k)`
+    Take,
+    /// `take_along_axis(x, idx, axis: k)`
+    TakeAlongAxis,
+    /// `one_hot(ids, n, dtype: d)`
+    OneHot,
+    /// `dynamic_slice(x, [starts], [sizes])`
+    DynamicSlice,
+    /// `dynamic_update_slice(x, u, [starts])`
+    DynamicUpdateSlice,
+    /// `cumsum(x, axis: k, reverse: b)`
+    Cumsum,
     /// `print(x)`
     Print,
     /// `shape(x)`
@@ -126,6 +138,12 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("concat", Builtin::Concat, 1, 1, AXIS, "concat([a, b, ...], axis: k)"),
     b("stack", Builtin::Stack, 1, 1, AXIS, "stack([a, b, ...], axis: k)"),
     b("einsum", Builtin::Einsum, 2, 3, &[], "einsum(\"ij,jk->ik\", a, b)"),
+    b("take", Builtin::Take, 2, 2, AXIS, "take(x, ids, axis: k)"),
+    b("take_along_axis", Builtin::TakeAlongAxis, 2, 2, AXIS, "take_along_axis(x, idx, axis: k)"),
+    b("one_hot", Builtin::OneHot, 2, 2, &["dtype"], "one_hot(ids, n, dtype: f32)"),
+    b("dynamic_slice", Builtin::DynamicSlice, 3, 3, &[], "dynamic_slice(x, [starts], [sizes])"),
+    b("dynamic_update_slice", Builtin::DynamicUpdateSlice, 3, 3, &[], "dynamic_update_slice(x, u, [starts])"),
+    b("cumsum", Builtin::Cumsum, 1, 1, &["axis", "reverse"], "cumsum(x, axis: k, reverse: false)"),
     b("print", Builtin::Print, 1, 1, &[], "print(x)"),
     b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
     b("bitcast", Builtin::Bitcast, 2, 2, &[], "bitcast(x, dtype)"),

@@ -345,6 +345,28 @@ impl<'p> FnLower<'p> {
                 let v = self.single(m, value)?;
                 self.one(m, ty, |dst| Inst::Update { mode: *mode, dst, a, idx, v })
             }
+            K::Take(a, ids, axis) => {
+                let (a, ids) = (self.single(m, a)?, self.single(m, ids)?);
+                self.one(m, ty, |dst| Inst::Take { dst, a, ids, axis: Axis(*axis) })
+            }
+            K::ScatterAdd(a, ids, u, axis) => {
+                let (a, ids, u) = (self.single(m, a)?, self.single(m, ids)?, self.single(m, u)?);
+                self.one(m, ty, |dst| Inst::ScatterAdd { dst, a, ids, u, axis: Axis(*axis) })
+            }
+            K::DynSlice(a, starts, sizes) => {
+                let a = self.single(m, a)?;
+                let starts = starts.iter().map(|x| self.single(m, x)).collect::<DResult<Vec<_>>>()?;
+                self.one(m, ty, |dst| Inst::DynSlice { dst, a, starts, sizes: Dims(sizes.clone()) })
+            }
+            K::DynUpdateSlice(a, u, starts) => {
+                let (a, u) = (self.single(m, a)?, self.single(m, u)?);
+                let starts = starts.iter().map(|x| self.single(m, x)).collect::<DResult<Vec<_>>>()?;
+                self.one(m, ty, |dst| Inst::DynUpdateSlice { dst, a, u, starts })
+            }
+            K::Cumsum(a, axis, reverse) => {
+                let a = self.single(m, a)?;
+                self.one(m, ty, |dst| Inst::Cumsum { dst, a, axis: Axis(*axis), reverse: *reverse })
+            }
             K::ShapeOf(a) => {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::ShapeOf { dst, a })

@@ -196,6 +196,18 @@ pub enum ExprKind {
         /// The new value (or the addend).
         value: Box<Expr>,
     },
+    /// `take(x, ids, axis: k)`: axis `k` replaced by the shape of the
+    /// integer tensor `ids`, ids clamped into range.
+    Take(Box<Expr>, Box<Expr>, u32),
+    /// The transpose of `take`: `(base, ids, updates, axis)`, `base` with
+    /// each update added at the position its id selects.
+    ScatterAdd(Box<Expr>, Box<Expr>, Box<Expr>, u32),
+    /// `dynamic_slice(x, starts, sizes)`: integer scalar starts, one per axis.
+    DynSlice(Box<Expr>, Vec<Expr>, Vec<u64>),
+    /// `dynamic_update_slice(x, u, starts)`.
+    DynUpdateSlice(Box<Expr>, Box<Expr>, Vec<Expr>),
+    /// `cumsum(x, axis: k, reverse: b)`.
+    Cumsum(Box<Expr>, u32, bool),
     /// `shape(x)`.
     ShapeOf(Box<Expr>),
     /// `print(x)`: prints every leaf; its value is `()`.

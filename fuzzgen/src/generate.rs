@@ -263,7 +263,7 @@ impl Generator {
         let fl = tt.dt.is_float();
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
-        let w: [u32; 27] = [
+        let w: [u32; 28] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -291,6 +291,7 @@ impl Generator {
             1,                                                // 24 stop_gradient
             if tt.dt == ElemType::I64 { 0 } else { 1 },       // 25 random draws
             if num { 1 } else { 0 },                          // 26 einsum
+            2,                                                // 27 gathers, windows, cumsum
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -378,7 +379,8 @@ impl Generator {
                     Some(call("stop_gradient", vec![CallArg::Expr(a)], tt))
                 }
                 25 => self.random(tt, d),
-                _ => self.einsum(tt, d, exact),
+                26 => self.einsum(tt, d, exact),
+                _ => self.gather(tt, d, exact),
             };
             if let Some(e) = e {
                 return e;
@@ -730,6 +732,100 @@ impl Generator {
             kind: ExprKind::At { base: Box::new(base), idx, add, v: Box::new(v) },
             ty: ValueType::Tensor(tt.clone()),
         })
+    }
+
+    /// An integer tensor of ids or indices (any values: out of range,
+    /// negative, extreme) of dims `dims`.
+    pub(crate) fn ids_expr(&mut self, dims: &[usize], d: u32) -> Expr {
+        let dt = if self.rng.chance(75) { ElemType::I32 } else { ElemType::I64 };
+        self.expr(&TensorType { dt, dims: dims.to_vec() }, d.min(2), true)
+    }
+
+    /// `take`, `take_along_axis`, `one_hot`, `dynamic_slice`,
+    /// `dynamic_update_slice` and `cumsum` giving `tt`: ids and starts in and
+    /// out of range, negative axes, ids of rank 0 to 2.
+    pub(crate) fn gather(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
+        let r = tt.dims.len();
+        let n = self.rng.pick(&[1, 2, 3, 4]);
+        let axis_text = |k: usize, rank: usize, neg: bool| {
+            if neg {
+                format!("axis: {}", k as i64 - rank as i64)
+            } else {
+                format!("axis: {k}")
+            }
+        };
+        match self.rng.below(6) {
+            0 => {
+                // take: axis k of x replaced by ids of rank q.
+                let q = self.rng.below(r.min(2) + 1);
+                let k = self.rng.below(r - q + 1);
+                let mut xd = tt.dims[..k].to_vec();
+                xd.push(n);
+                xd.extend_from_slice(&tt.dims[k + q..]);
+                let x = self.expr(&TensorType { dt: tt.dt, dims: xd.clone() }, d, exact);
+                let ids = self.ids_expr(&tt.dims[k..k + q], d);
+                let mut args = vec![CallArg::Expr(x), CallArg::Expr(ids)];
+                if xd.len() > 1 || self.rng.chance(50) {
+                    args.push(CallArg::Raw(axis_text(k, xd.len(), self.rng.chance(25))));
+                }
+                Some(call("take", args, tt))
+            }
+            1 if r >= 1 => {
+                // take_along_axis: idx has the result's shape; x has n on axis k,
+                // and 1 (broadcast) on another axis sometimes.
+                let k = self.rng.below(r);
+                let mut xd = tt.dims.clone();
+                xd[k] = n;
+                let mut id = tt.dims.clone();
+                if r >= 2 && self.rng.chance(30) {
+                    let j = (k + 1) % r;
+                    if self.rng.chance(50) {
+                        xd[j] = 1;
+                    } else {
+                        id[j] = 1;
+                    }
+                }
+                let x = self.expr(&TensorType { dt: tt.dt, dims: xd }, d, exact);
+                let idx = self.ids_expr(&id, d);
+                let axis = CallArg::Raw(axis_text(k, r, self.rng.chance(25)));
+                Some(call("take_along_axis", vec![CallArg::Expr(x), CallArg::Expr(idx), axis], tt))
+            }
+            2 if r >= 1 => {
+                let ids = self.ids_expr(&tt.dims[..r - 1], d);
+                let mut args = vec![CallArg::Expr(ids), CallArg::Raw(tt.dims[r - 1].to_string())];
+                if tt.dt != ElemType::F32 || self.rng.chance(30) {
+                    args.push(CallArg::Raw(format!("dtype: {}", tt.dt.name())));
+                }
+                Some(call("one_hot", args, tt))
+            }
+            3 if r >= 1 => {
+                let xd: Vec<usize> = tt.dims.iter().map(|&s| s + self.rng.below(3)).collect();
+                let x = self.expr(&TensorType { dt: tt.dt, dims: xd }, d, exact);
+                let starts: Vec<Expr> = (0..r).map(|_| self.index_expr(d)).collect();
+                let sizes = CallArg::Raw(tt.dims_text());
+                Some(call("dynamic_slice", vec![CallArg::Expr(x), CallArg::List(starts), sizes], tt))
+            }
+            4 if r >= 1 => {
+                let x = self.expr(tt, d, exact);
+                let ud: Vec<usize> = tt.dims.iter().map(|&s| s.min(1 + self.rng.below(s))).collect();
+                let u = self.expr(&TensorType { dt: tt.dt, dims: ud }, d, exact);
+                let starts: Vec<Expr> = (0..r).map(|_| self.index_expr(d)).collect();
+                Some(call("dynamic_update_slice", vec![CallArg::Expr(x), CallArg::Expr(u), CallArg::List(starts)], tt))
+            }
+            5 if r >= 1 && tt.dt != ElemType::Bool && (!tt.dt.is_float() || !exact) => {
+                let x = self.expr(tt, d, exact);
+                let mut args = vec![CallArg::Expr(x)];
+                if r > 1 || self.rng.chance(50) {
+                    let k = self.rng.below(r);
+                    args.push(CallArg::Raw(axis_text(k, r, self.rng.chance(25))));
+                }
+                if self.rng.chance(40) {
+                    args.push(CallArg::Raw("reverse: true".into()));
+                }
+                Some(call("cumsum", args, tt))
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn matmul(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {

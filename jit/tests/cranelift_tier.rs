@@ -301,6 +301,29 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("seed/add_ten", &["main:fori_loop:cranelift"]),
     ("seed/first", &["main:fori_loop:cranelift"]),
     ("seed/while_count", &["main:while_loop:cranelift"]),
+    // Gathers, windows and cumsum: lowered in registers (values of at most
+    // 16 elements; a larger operand of `take` or `dynamic_slice` is read
+    // from memory).
+    ("grad/fd_gather", &["ok:fori_loop:cranelift"]),
+    (
+        "grad/fd_gather_loops",
+        &[
+            "f:fori_loop:inlined",
+            "f:scan:inlined",
+            "ok:fori_loop:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
+            "value_and_grad(f):scan:cranelift",
+        ],
+    ),
+    ("ops/cumsum", &["main:fori_loop:cranelift"]),
+    ("ops/cumsum_order", &[]),
+    ("ops/one_hot", &[]),
+    ("ops/take", &["embed:scan:cranelift"]),
+    ("ops/take_large", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("ops/take_grad_order", &["value_and_grad(loss2):scan:cranelift", "value_and_grad(loss2):scan:cranelift"]),
+    ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
 ];
 
 fn spec_root() -> PathBuf {

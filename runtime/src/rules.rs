@@ -475,6 +475,67 @@ pub fn reduce<D: Clone, C: FromIterator<D>>(dims: &[D], axis: Option<usize>) -> 
     }
 }
 
+// ---------------------------------------------------------------------------
+// Gathers, windows and running sums
+
+/// The shape of `take(x, ids, axis)` (and of the updates its transpose,
+/// `scatter_add`, adds): axis `axis` of `x` replaced by the dims of `ids`,
+/// `x.shape[..axis] ++ ids.shape ++ x.shape[axis + 1..]`.
+pub fn take<D: Clone, C: FromIterator<D>>(x: &[D], ids: &[D], axis: usize) -> Result<C, AxisOutOfRange> {
+    if axis >= x.len() {
+        return Err(AxisOutOfRange);
+    }
+    Ok(x[..axis].iter().chain(ids).chain(&x[axis + 1..]).cloned().collect())
+}
+
+/// Why a static window does not fit its operand (`dynamic_slice`,
+/// `dynamic_update_slice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowError {
+    /// The window has `got` dims, the operand `rank`.
+    Rank {
+        /// The operand's rank.
+        rank: usize,
+        /// The window's rank.
+        got: usize,
+    },
+    /// The window is longer than the operand along `axis`.
+    TooLarge {
+        /// The first axis where it is.
+        axis: usize,
+    },
+}
+
+/// Checks a window of `sizes` against an operand of dims `x`: one size per
+/// axis, none longer than its axis (a symbolic axis is checked at run time).
+pub fn window<D: Extent>(x: &[D], sizes: &[u64]) -> Result<(), WindowError> {
+    if sizes.len() != x.len() {
+        return Err(WindowError::Rank { rank: x.len(), got: sizes.len() });
+    }
+    match x.iter().zip(sizes).position(|(d, &s)| d.known().is_some_and(|n| s > n)) {
+        Some(axis) => Err(WindowError::TooLarge { axis }),
+        None => Ok(()),
+    }
+}
+
+/// The first position of a window of `size` along an axis of `len` starting
+/// at the run-time `start`, as `lax.dynamic_slice` places it: a negative
+/// start has `len` added once, then the start is clamped so that the window
+/// fits, into `[0, len - size]`. The caller has checked `size <= len`.
+pub fn window_start(len: u64, size: u64, start: i64) -> u64 {
+    let l = i128::from(len);
+    let s = i128::from(start);
+    let s = if s < 0 { s + l } else { s };
+    s.clamp(0, l - i128::from(size.min(len))) as u64
+}
+
+/// The position `take` reads for the run-time id `id` on an axis of `len`
+/// (`len > 0`): `jnp.take(..., mode="clip")`, ids clamped into
+/// `[0, len - 1]` (a negative id reads position 0, it does not wrap).
+pub fn take_position(len: u64, id: i64) -> u64 {
+    (id.max(0) as u64).min(len.saturating_sub(1))
+}
+
 /// `perm` is not a permutation of the axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotAPermutation;
@@ -581,6 +642,25 @@ mod tests {
         assert!(broadcasts_to::<usize>(&[], &[]));
         assert!(!broadcasts_to(&[2usize, 3], &[3]));
         assert!(!broadcasts_to(&[2usize], &[1]));
+    }
+
+    #[test]
+    fn gathers_and_windows() {
+        assert_eq!(take::<usize, Vec<usize>>(&[2, 5, 3], &[4, 1], 1), Ok(vec![2, 4, 1, 3]));
+        assert_eq!(take::<usize, Vec<usize>>(&[5], &[], 0), Ok(vec![]));
+        assert_eq!(take::<usize, Vec<usize>>(&[5], &[2], 1), Err(AxisOutOfRange));
+        assert_eq!(window(&[4usize, 3], &[2, 3]), Ok(()));
+        assert_eq!(window(&[4usize, 3], &[2]), Err(WindowError::Rank { rank: 2, got: 1 }));
+        assert_eq!(window(&[4usize, 3], &[2, 4]), Err(WindowError::TooLarge { axis: 1 }));
+        assert_eq!(window_start(5, 2, -2), 3);
+        assert_eq!(window_start(5, 2, -9), 0);
+        assert_eq!(window_start(5, 2, 4), 3);
+        assert_eq!(window_start(5, 5, i64::MAX), 0);
+        assert_eq!(window_start(5, 0, 9), 5);
+        assert_eq!(take_position(5, -1), 0);
+        assert_eq!(take_position(5, 7), 4);
+        assert_eq!(take_position(5, i64::MIN), 0);
+        assert_eq!(take_position(5, 3), 3);
     }
 
     #[test]

@@ -473,6 +473,36 @@ impl<'m> Interpreter<'m> {
                 let ix = indices(frame, idx)?;
                 kernel!(*dst, |out| kernels::dynamic_update(get(frame, *a)?, &ix, get(frame, *v)?, *mode, &mut out))
             }
+            Inst::Take { dst, a, ids, axis } => {
+                if self.meter.max_memory().is_some() {
+                    // The result can be far larger than the operands: ids × a row.
+                    let (x, i) = (get(frame, *a)?, get(frame, *ids)?);
+                    let n = x.shape().get(axis.0 as usize).copied().unwrap_or(1).max(1);
+                    let bytes =
+                        (x.numel() / n).checked_mul(i.numel()).and_then(|k| k.checked_mul(x.dtype().size_in_bytes()));
+                    self.reserve(frame, "take", bytes)?;
+                }
+                kernel!(*dst, |out| kernels::take(get(frame, *a)?, get(frame, *ids)?, axis.0 as usize, &mut out))
+            }
+            Inst::ScatterAdd { dst, a, ids, u, axis } => kernel!(*dst, |out| kernels::scatter_add(
+                get(frame, *a)?,
+                get(frame, *ids)?,
+                get(frame, *u)?,
+                axis.0 as usize,
+                &mut out
+            )),
+            Inst::DynSlice { dst, a, starts, sizes } => {
+                let st = indices(frame, starts)?;
+                let s = dims(&sizes.0)?;
+                kernel!(*dst, |out| kernels::dynamic_slice(get(frame, *a)?, &st, &s, &mut out))
+            }
+            Inst::DynUpdateSlice { dst, a, u, starts } => {
+                let st = indices(frame, starts)?;
+                kernel!(*dst, |out| kernels::dynamic_update_slice(get(frame, *a)?, get(frame, *u)?, &st, &mut out))
+            }
+            Inst::Cumsum { dst, a, axis, reverse } => {
+                kernel!(*dst, |out| kernels::cumsum(get(frame, *a)?, axis.0 as usize, *reverse, &mut out))
+            }
             Inst::ShapeOf { dst, a } => {
                 let s: Vec<i32> =
                     get(frame, *a)?.shape().iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();

@@ -111,6 +111,16 @@ macro_rules! for_each_op {
             0x18 Scan { def dsts: RegList, use init: RegList, use xs: RegList, attr length: OptLen, attr reverse: bool, attr unroll: u32, attr body: BlockId } [XLA | JIT | TRAP | ALLOC | REGION] "";
             /// R[dst] := dot_general(R[a], R[b], dims): batch dims, then a's free dims, then b's, contracting the paired axes
             0x19 DotGeneral { def dst: Reg, use a: Reg, use b: Reg, attr dims: DotDims } [XLA | TRAP | ALLOC] "";
+            /// R[dst] := take(R[a], R[ids], axis): axis replaced by R[ids]'s shape, ids clamped into [0, n-1]
+            0x1a Take { def dst: Reg, use a: Reg, use ids: Reg, attr axis: Axis } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := R[a] with each row of R[u] added at the position take(R[a], R[ids], axis) reads it from
+            0x1b ScatterAdd { def dst: Reg, use a: Reg, use ids: Reg, use u: Reg, attr axis: Axis } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := dynamic_slice(R[a], R[starts...], sizes): starts wrapped once, clamped so the window fits
+            0x1c DynSlice { def dst: Reg, use a: Reg, use starts: RegList, attr sizes: Dims } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := dynamic_update_slice(R[a], R[u], R[starts...]): the window placed as in DynSlice
+            0x1d DynUpdateSlice { def dst: Reg, use a: Reg, use u: Reg, use starts: RegList } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := cumsum(R[a], axis), from the end when reverse; each sum starts from +0
+            0x1e Cumsum { def dst: Reg, use a: Reg, attr axis: Axis, attr reverse: bool } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := the bits of R[a] read as dtype to (`lax.bitcast_convert_type`; same element width, no bool)
             0x1f Bitcast { def dst: Reg, use a: Reg, attr to: DType } [XLA | JIT | TRAP | ALLOC] "";
         }

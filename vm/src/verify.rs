@@ -295,6 +295,49 @@ impl<'a> FuncVerifier<'a> {
                     return Err(format!("dot_general result r{} does not have the contraction's shape", dst.0));
                 }
             }
+            Inst::Take { dst, a, ids, axis } | Inst::ScatterAdd { dst, a, ids, axis, .. } => {
+                let (rank, ir) = (self.ty(*a)?.rank(), self.ty(*ids)?.rank());
+                if !self.dtype(*ids)?.is_int() {
+                    return Err(format!("take ids r{} are not integers", ids.0));
+                }
+                if axis.0 as usize >= rank {
+                    return Err(format!("take axis {} is out of range for rank {rank}", axis.0));
+                }
+                let want = if matches!(inst, Inst::Take { .. }) { rank - 1 + ir } else { rank };
+                if self.ty(*dst)?.rank() != want || self.dtype(*dst)? != self.dtype(*a)? {
+                    return Err(format!("take result r{} does not have the operand's dtype and rank {want}", dst.0));
+                }
+                if let Inst::ScatterAdd { u, .. } = inst {
+                    if self.ty(*u)?.rank() != rank - 1 + ir || self.dtype(*u)? != self.dtype(*a)? {
+                        return Err(format!("scatter_add updates r{} do not match the operand", u.0));
+                    }
+                }
+            }
+            Inst::DynSlice { a, starts, .. } | Inst::DynUpdateSlice { a, starts, .. } => {
+                let rank = self.ty(*a)?.rank();
+                if starts.len() != rank {
+                    return Err(format!("{} window starts for rank {rank}", starts.len()));
+                }
+                for r in starts.iter() {
+                    if !self.dtype(*r)?.is_int() || self.ty(*r)?.rank() != 0 {
+                        return Err(format!("window start r{} is not an integer scalar", r.0));
+                    }
+                }
+                match inst {
+                    Inst::DynSlice { sizes, .. } if sizes.0.len() != rank => {
+                        return Err(format!("a window of {} sizes for rank {rank}", sizes.0.len()));
+                    }
+                    Inst::DynUpdateSlice { u, .. }
+                        if self.ty(*u)?.rank() != rank || self.dtype(*u)? != self.dtype(*a)? =>
+                    {
+                        return Err(format!("dynamic_update_slice update r{} does not match the operand", u.0));
+                    }
+                    _ => {}
+                }
+            }
+            Inst::Cumsum { a, axis, .. } if axis.0 as usize >= self.ty(*a)?.rank() => {
+                return Err(format!("cumsum axis {} is out of range", axis.0));
+            }
             Inst::Fori { unroll, .. } | Inst::Scan { unroll, .. } if *unroll == 0 => {
                 return Err("unroll must be at least 1".into());
             }

@@ -231,6 +231,22 @@ fn verifier_rejects_broken_structure() {
         },
         "owned twice",
     );
+    // The gathers, windows and cumsum: operand dtypes, ranks and axes.
+    let inst = |i: Inst| move |m: &mut Module| m.funcs[0].blocks[1].code[4] = i.clone();
+    let (d, a) = (Reg(10), Reg(9));
+    check(&inst(Inst::Take { dst: d, a, ids: Reg(7), axis: Axis(0) }), "are not integers");
+    check(&inst(Inst::Take { dst: d, a, ids: Reg(4), axis: Axis(1) }), "out of range for rank 1");
+    check(&inst(Inst::Take { dst: d, a, ids: Reg(4), axis: Axis(0) }), "does not have the operand's dtype and rank 0");
+    check(&inst(Inst::ScatterAdd { dst: d, a, ids: Reg(4), u: Reg(4), axis: Axis(0) }), "updates r4 do not match");
+    check(&inst(Inst::DynSlice { dst: d, a, starts: vec![], sizes: Dims(vec![4]) }), "0 window starts for rank 1");
+    check(&inst(Inst::DynSlice { dst: d, a, starts: vec![Reg(6)], sizes: Dims(vec![4]) }), "not an integer scalar");
+    check(&inst(Inst::DynSlice { dst: d, a, starts: vec![Reg(4)], sizes: Dims(vec![]) }), "a window of 0 sizes");
+    check(&inst(Inst::DynUpdateSlice { dst: d, a, u: Reg(4), starts: vec![Reg(4)] }), "update r4 does not match");
+    check(&inst(Inst::Cumsum { dst: d, a, axis: Axis(1), reverse: false }), "cumsum axis 1 is out of range");
+    let mut m = fori_module();
+    inst(Inst::Cumsum { dst: d, a, axis: Axis(0), reverse: true })(&mut m);
+    verify(&m).unwrap();
+    assert_eq!(run_fori(&m, 1), [4.0, 3.0, 2.0, 1.0]);
 }
 
 #[test]

@@ -217,6 +217,32 @@ impl Ad<'_> {
                 args.push(a!(value));
                 self.prim(Op::Update(*mode), args, &e.ty, out)
             }
+            K::Take(x, ids, axis) => {
+                let (x, ids) = (a!(x), a!(ids));
+                self.prim(Op::Take(*axis), vec![x, ids], &e.ty, out)
+            }
+            K::ScatterAdd(x, ids, u, axis) => {
+                let (x, ids, u) = (a!(x), a!(ids), a!(u));
+                self.prim(Op::ScatterAdd(*axis), vec![x, ids, u], &e.ty, out)
+            }
+            K::DynSlice(x, starts, sizes) => {
+                let mut args = vec![a!(x)];
+                for s in starts {
+                    args.push(a!(s));
+                }
+                self.prim(Op::DynSlice(sizes.clone()), args, &e.ty, out)
+            }
+            K::DynUpdateSlice(x, u, starts) => {
+                let mut args = vec![a!(x), a!(u)];
+                for s in starts {
+                    args.push(a!(s));
+                }
+                self.prim(Op::DynUpdateSlice, args, &e.ty, out)
+            }
+            K::Cumsum(x, axis, reverse) => {
+                let x = a!(x);
+                self.prim(Op::Cumsum(*axis, *reverse), vec![x], &e.ty, out)
+            }
             K::ShapeOf(x) => {
                 let x = a!(x);
                 self.prim(Op::ShapeOf, vec![x], &e.ty, out)
@@ -560,6 +586,11 @@ impl Ad<'_> {
             K::Update { mode, base, idx, value } => {
                 K::Update { mode: *mode, base: c!(base), idx: cs!(idx), value: c!(value) }
             }
+            K::Take(x, ids, a) => K::Take(c!(x), c!(ids), *a),
+            K::ScatterAdd(x, ids, u, a) => K::ScatterAdd(c!(x), c!(ids), c!(u), *a),
+            K::DynSlice(x, s, sizes) => K::DynSlice(c!(x), cs!(s), sizes.clone()),
+            K::DynUpdateSlice(x, u, s) => K::DynUpdateSlice(c!(x), c!(u), cs!(s)),
+            K::Cumsum(x, a, r) => K::Cumsum(c!(x), *a, *r),
             K::ShapeOf(x) => K::ShapeOf(c!(x)),
             K::Print(x) => K::Print(c!(x)),
             K::StopGradient(x) => K::StopGradient(c!(x)),

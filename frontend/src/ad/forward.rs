@@ -248,6 +248,26 @@ impl Ad<'_> {
                 let Some(value) = rest.pop() else { return bad() };
                 K::Update { mode: *mode, base, idx: rest, value: Box::new(value) }
             }
+            Op::Take(ax) => match (next(), next()) {
+                (Some(a), Some(ids)) => K::Take(a, ids, *ax),
+                _ => return bad(),
+            },
+            Op::ScatterAdd(ax) => match (next(), next(), next()) {
+                (Some(a), Some(ids), Some(u)) => K::ScatterAdd(a, ids, u, *ax),
+                _ => return bad(),
+            },
+            Op::DynSlice(sizes) => match next() {
+                Some(a) => K::DynSlice(a, std::iter::from_fn(|| next().map(|b| *b)).collect(), sizes.clone()),
+                None => return bad(),
+            },
+            Op::DynUpdateSlice => match (next(), next()) {
+                (Some(a), Some(u)) => K::DynUpdateSlice(a, u, std::iter::from_fn(|| next().map(|b| *b)).collect()),
+                _ => return bad(),
+            },
+            Op::Cumsum(ax, rev) => match next() {
+                Some(a) => K::Cumsum(a, *ax, *rev),
+                None => return bad(),
+            },
             Op::ShapeOf => match next() {
                 Some(a) => K::ShapeOf(a),
                 None => return bad(),

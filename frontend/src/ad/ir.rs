@@ -55,6 +55,11 @@ pub(super) enum Op {
     Slice(Vec<StaticIndex>),
     Index,
     Update(UpdateMode),
+    Take(u32),
+    ScatterAdd(u32),
+    DynSlice(Vec<u64>),
+    DynUpdateSlice,
+    Cumsum(u32, bool),
     ShapeOf,
     /// `stop_gradient`: the operand, inactive.
     StopGradient,

@@ -486,8 +486,75 @@ impl Ad<'_> {
                     out_v.push((vi, self.mk(K::Index(Box::new(ge), idx), vt)));
                 }
             }
+            Op::Take(axis) => {
+                // take's transpose: the cotangent added into zeros at the ids.
+                if on(0) {
+                    let at = aty(self, 0);
+                    let z = self.zeros_of(&at, &arg(0));
+                    let ids = self.pv(&arg(1));
+                    out_v.push((0, self.mk(K::ScatterAdd(Box::new(z), Box::new(ids), Box::new(ge), *axis), at)));
+                }
+            }
+            Op::ScatterAdd(axis) => {
+                if on(0) {
+                    out_v.push((0, ge.clone()));
+                }
+                if on(2) {
+                    let ids = self.pv(&arg(1));
+                    out_v.push((2, self.mk(K::Take(Box::new(ge), Box::new(ids), *axis), aty(self, 2))));
+                }
+            }
+            Op::DynSlice(_) => {
+                // The cotangent placed into zeros at the (same, clamped) window.
+                if on(0) {
+                    let at = aty(self, 0);
+                    let z = self.zeros_of(&at, &arg(0));
+                    let starts: Vec<t::Expr> = args.iter().skip(1).map(|a| self.pv(a)).collect();
+                    out_v.push((0, self.mk(K::DynUpdateSlice(Box::new(z), Box::new(ge), starts), at)));
+                }
+            }
+            Op::DynUpdateSlice => {
+                let starts: Vec<t::Expr> = args.iter().skip(2).map(|a| self.pv(a)).collect();
+                if on(0) {
+                    // The operand's cotangent with the overwritten window zeroed.
+                    let ut = aty(self, 1);
+                    let z = self.zeros_of(&ut, &arg(1));
+                    let e = K::DynUpdateSlice(Box::new(ge.clone()), Box::new(z), starts.clone());
+                    out_v.push((0, self.mk(e, oty.clone())));
+                }
+                if on(1) {
+                    let ut = aty(self, 1);
+                    let Some(sizes) = known(&ut.dims) else {
+                        return err(
+                            format!("cannot differentiate a dynamic_update_slice of the symbolic {ut}"),
+                            self.span,
+                        );
+                    };
+                    out_v.push((1, self.mk(K::DynSlice(Box::new(ge), starts, sizes), ut)));
+                }
+            }
+            Op::Cumsum(axis, reverse) => {
+                // The transpose of a running sum is the running sum the other way.
+                if on(0) {
+                    out_v.push((0, self.mk(K::Cumsum(Box::new(ge), *axis, !*reverse), aty(self, 0))));
+                }
+            }
         }
         Ok(out_v)
+    }
+
+    /// Zeros of type `ty` (that of the primal `like`): a constant when the
+    /// shape is known, else `where(false, like, 0)`.
+    fn zeros_of(&mut self, ty: &TensorTy, like: &Atom) -> t::Expr {
+        match self.zeros(ty) {
+            Ok(z) => z,
+            Err(_) => {
+                let x = self.pv(like);
+                let f = self.mk(K::Const(scalar_const(DType::Bool, 0.0)), TensorTy::scalar(DType::Bool));
+                let zero = self.cst(ty.dtype, 0.0);
+                self.sel(f, x, zero)
+            }
+        }
     }
 
     /// The transpose of a static slice: `g` placed into zeros of type `x`.

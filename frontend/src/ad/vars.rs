@@ -30,20 +30,30 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         | K::Transpose(x, _)
         | K::Broadcast(x, _)
         | K::Slice(x, _)
+        | K::Cumsum(x, ..)
         | K::ShapeOf(x)
         | K::Print(x)
         | K::StopGradient(x) => collect_vars(x, bound, used),
-        K::Binary(_, x, y) | K::MatMul(x, y) | K::DotGeneral(x, y, _) => {
+        K::Binary(_, x, y) | K::MatMul(x, y) | K::DotGeneral(x, y, _) | K::Take(x, y, _) => {
             collect_vars(x, bound, used);
             collect_vars(y, bound, used);
         }
-        K::Select(a, x, y) | K::If(a, x, y) => {
+        K::Select(a, x, y) | K::If(a, x, y) | K::ScatterAdd(a, x, y, _) => {
             collect_vars(a, bound, used);
             collect_vars(x, bound, used);
             collect_vars(y, bound, used);
         }
         K::Concat(xs, _) | K::Stack(xs, _) | K::Tuple(xs) | K::Call(_, xs) => {
             xs.iter().for_each(|x| collect_vars(x, bound, used))
+        }
+        K::DynSlice(x, idx, _) => {
+            collect_vars(x, bound, used);
+            idx.iter().for_each(|x| collect_vars(x, bound, used));
+        }
+        K::DynUpdateSlice(x, u, idx) => {
+            collect_vars(x, bound, used);
+            collect_vars(u, bound, used);
+            idx.iter().for_each(|x| collect_vars(x, bound, used));
         }
         K::Index(x, idx) => {
             collect_vars(x, bound, used);

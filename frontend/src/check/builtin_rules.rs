@@ -19,7 +19,7 @@ use loopvm_runtime::rules::{self, JoinError, ReshapeError};
 use loopvm_runtime::{Accepts, BinaryOp, DType, ReduceOp, UnaryOp};
 
 /// Normalises a possibly negative axis against `rank`.
-fn norm_axis(axis: i128, rank: usize, ty: &dyn std::fmt::Display, span: Span) -> DResult<u32> {
+pub(super) fn norm_axis(axis: i128, rank: usize, ty: &dyn std::fmt::Display, span: Span) -> DResult<u32> {
     let r = rank as i128;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
@@ -181,6 +181,12 @@ impl<'a> Checker<'a> {
             Builtin::Concat => self.check_concat(cx, env, &c),
             Builtin::Stack => self.check_stack(cx, env, &c),
             Builtin::Einsum => self.check_einsum(cx, env, &c),
+            Builtin::Take => self.check_take(cx, env, &c),
+            Builtin::TakeAlongAxis => self.check_take_along_axis(cx, env, &c),
+            Builtin::OneHot => self.check_one_hot(cx, env, &c),
+            Builtin::DynamicSlice => self.check_dynamic_slice(cx, env, &c),
+            Builtin::DynamicUpdateSlice => self.check_dynamic_update_slice(cx, env, &c),
+            Builtin::Cumsum => self.check_cumsum(cx, env, &c),
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
             Builtin::Bitcast => self.check_bitcast(cx, env, &c),

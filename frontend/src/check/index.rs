@@ -151,7 +151,7 @@ impl<'a> Checker<'a> {
     }
 
     /// A dynamic index: an integer scalar.
-    fn index_value(&mut self, cx: &mut FnCtx, env: &Env<'a>, e: &'a ast::Expr) -> DResult<t::Expr> {
+    pub(super) fn index_value(&mut self, cx: &mut FnCtx, env: &Env<'a>, e: &'a ast::Expr) -> DResult<t::Expr> {
         let v = self.expr(cx, env, e)?;
         match v.ty.tensor() {
             Some(t) if t.dtype.is_int() && t.is_scalar() => Ok(v),

@@ -12,14 +12,16 @@
 //! (expressions, blocks, calls, `if`, lists), `index` (indexing and
 //! `.at[...]` updates), `literals` (the scalar-literal rule), `builtin_rules`
 //! (builtin arguments, dispatch and the tensor builtins' rules), `contract`
-//! (batched `@` and `einsum` as one `dot_general`), `loops` (the loop
-//! builtins), `nn` (the composite builtins: `softmax`, `gelu`, `tree_map`,
-//! ...), `random` (JAX's random numbers, which call the standard library's
-//! `.lb` functions: [`prelude`]) and `grad` (derivatives).
+//! (batched `@` and `einsum` as one `dot_general`), `gather` (gathers,
+//! windows and `cumsum`), `loops` (the loop builtins), `nn` (the composite
+//! builtins: `softmax`, `gelu`, `tree_map`, ...), `random` (JAX's random
+//! numbers, which call the standard library's `.lb` functions:
+//! [`prelude`]) and `grad` (derivatives).
 
 mod builtin_rules;
 mod contract;
 mod expr;
+mod gather;
 mod grad;
 mod index;
 mod instances;

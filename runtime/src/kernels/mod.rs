@@ -11,11 +11,14 @@
 //! [`select`], [`cast`], [`bitcast`], [`iota`], [`full`]), reductions ([`reduce`]), shape
 //! ops ([`reshape`], [`transpose`], [`broadcast_to`], [`concat()`], [`stack`]),
 //! indexing ([`slice()`], [`dynamic_index`], [`dynamic_update`],
-//! [`dynamic_update_in_place`]) and [`matmul`].
+//! [`dynamic_update_in_place`]), gathers and windows ([`take`],
+//! [`scatter_add`], [`dynamic_slice`], [`dynamic_update_slice`]), running
+//! sums ([`cumsum`]) and [`matmul`].
 //!
 //! [`out_buffer`]: crate::out_buffer
 
 mod elementwise;
+mod gather;
 mod index;
 mod matmul;
 mod num;
@@ -165,6 +168,47 @@ pub fn dynamic_update_in_place(
 /// dims, then `a`'s free dims, then `b`'s, contracting the paired axes.
 pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     catch_oom("dot_general", || matmul::dot_general(a, b, dims, out))
+}
+
+/// `jnp.take(a, ids, axis, mode="clip")`: axis `axis` replaced by the shape of `ids`.
+pub fn take(a: &Tensor, ids: &Tensor, axis: usize, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("take", || gather::take(a, ids, axis, out))
+}
+
+/// The transpose of [`take`]: `base` with each update of `u` added at its id's position.
+pub fn scatter_add(
+    base: &Tensor,
+    ids: &Tensor,
+    u: &Tensor,
+    axis: usize,
+    out: &mut Option<Tensor>,
+) -> Result<(), RuntimeError> {
+    catch_oom("scatter_add", || gather::scatter_add(base, ids, u, axis, out))
+}
+
+/// `lax.dynamic_slice(a, starts, sizes)` (starts wrapped once, then clamped so the window fits).
+pub fn dynamic_slice(
+    a: &Tensor,
+    starts: &[i64],
+    sizes: &[usize],
+    out: &mut Option<Tensor>,
+) -> Result<(), RuntimeError> {
+    catch_oom("dynamic_slice", || gather::dynamic_slice(a, starts, sizes, out))
+}
+
+/// `lax.dynamic_update_slice(a, u, starts)` (the window placed as in [`dynamic_slice`]).
+pub fn dynamic_update_slice(
+    a: &Tensor,
+    u: &Tensor,
+    starts: &[i64],
+    out: &mut Option<Tensor>,
+) -> Result<(), RuntimeError> {
+    catch_oom("dynamic_update_slice", || gather::dynamic_update_slice(a, u, starts, out))
+}
+
+/// `jnp.cumsum(a, axis)`, from the end when `reverse`.
+pub fn cumsum(a: &Tensor, axis: usize, reverse: bool, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    catch_oom("cumsum", || gather::cumsum(a, axis, reverse, out))
 }
 
 /// The matrix product of `a` and `b` (rank 1 or 2, one numeric dtype).

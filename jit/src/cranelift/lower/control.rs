@@ -104,6 +104,25 @@ impl Lowerer<'_, '_> {
                 let (a, v) = (env.get(*a)?.clone(), env.get(*v)?.clone());
                 (dst, self.update(*mode, &a, &Self::vals(env, idx)?, &v)?)
             }
+            Inst::Take { dst, a, ids, axis } => {
+                let (a, ids) = (env.get(*a)?.clone(), env.get(*ids)?.clone());
+                (dst, self.take(&a, &ids, axis.0 as usize)?)
+            }
+            Inst::ScatterAdd { dst, a, ids, u, axis } => {
+                let (a, ids, u) = (env.get(*a)?.clone(), env.get(*ids)?.clone(), env.get(*u)?.clone());
+                (dst, self.scatter_add(&a, &ids, &u, axis.0 as usize)?)
+            }
+            Inst::DynSlice { dst, a, starts, sizes } => {
+                let sizes: Vec<usize> = sizes.0.iter().map(|&d| d as usize).collect();
+                (dst, self.dyn_slice(&env.get(*a)?.clone(), &Self::vals(env, starts)?, &sizes)?)
+            }
+            Inst::DynUpdateSlice { dst, a, u, starts } => {
+                let (a, u) = (env.get(*a)?.clone(), env.get(*u)?.clone());
+                (dst, self.dyn_update_slice(&a, &u, &Self::vals(env, starts)?)?)
+            }
+            Inst::Cumsum { dst, a, axis, reverse } => {
+                (dst, self.cumsum(&env.get(*a)?.clone(), axis.0 as usize, *reverse)?)
+            }
             Inst::ShapeOf { dst, a } => {
                 let a = env.get(*a)?.clone();
                 if a.shape.len() > MAX_ELEMS {

@@ -50,6 +50,7 @@ use loopvm_runtime::{BinaryOp, Buffer, DType, ReduceOp, Tensor, UnaryOp, UpdateM
 use loopvm_vm::{BlockId, Func, FuncId, Inst, Module, OpFlags, Opcode, Reg};
 
 mod control;
+mod gather;
 mod scalar;
 mod tensor;
 pub(crate) use control::verify;

@@ -63,6 +63,7 @@ enum Lit {
 
 mod control;
 mod elementwise;
+mod gather;
 mod meter;
 mod reduce;
 mod shape_ops;
@@ -303,6 +304,20 @@ impl<'m> Emitter<'m> {
                 let ix = idx.iter().map(g).collect::<Result<Vec<_>>>()?;
                 (*dst, self.update(*mode, &g(a)?, &ix, &g(v)?)?)
             }
+            Inst::Take { dst, a, ids, axis } => (*dst, self.take(&g(a)?, &g(ids)?, axis.0 as usize)?),
+            Inst::ScatterAdd { dst, a, ids, u, axis } => {
+                (*dst, self.scatter_add(&g(a)?, &g(ids)?, &g(u)?, axis.0 as usize)?)
+            }
+            Inst::DynSlice { dst, a, starts, sizes } => {
+                let st = starts.iter().map(g).collect::<Result<Vec<_>>>()?;
+                let s = usize_dims(&sizes.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
+                (*dst, self.dyn_slice(&g(a)?, &st, &s)?)
+            }
+            Inst::DynUpdateSlice { dst, a, u, starts } => {
+                let st = starts.iter().map(g).collect::<Result<Vec<_>>>()?;
+                (*dst, self.dyn_update_slice(&g(a)?, &g(u)?, &st)?)
+            }
+            Inst::Cumsum { dst, a, axis, reverse } => (*dst, self.cumsum(&g(a)?, axis.0 as usize, *reverse)?),
             Inst::ShapeOf { dst, a } => {
                 let a = g(a)?;
                 let s: Vec<i32> = a.shape.iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
