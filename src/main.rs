@@ -195,6 +195,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 capture_print: false,
                 jit_threshold: None,
                 no_cache,
+                cancel: None,
             };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {

@@ -103,6 +103,28 @@ fn a_runaway_loop_stops_at_the_deadline_on_every_tier() {
 }
 
 #[test]
+fn a_runaway_loop_stops_when_its_cancel_flag_is_set_on_every_tier() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for (p, args) in runaways() {
+        for tier in TIERS {
+            let flag = Arc::new(AtomicBool::new(false));
+            let c = RunConfig { cancel: Some(flag.clone()), ..cfg(tier) };
+            let setter = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                flag.store(true, Ordering::Relaxed);
+            });
+            let t = Instant::now();
+            let e = err(&p, &args, &c);
+            assert_eq!(e, "error: interrupted", "{tier:?}");
+            assert!(t.elapsed() >= Duration::from_millis(300), "{tier:?}: stopped before the flag was set");
+            assert!(t.elapsed() < Duration::from_secs(60), "{tier:?}");
+            let _ = setter.join();
+        }
+    }
+}
+
+#[test]
 fn a_finite_loop_under_a_deadline_gives_its_result_on_every_tier() {
     // 3 * 10^6 iterations: on XLA more than the first budget, so the
     // region is run again with more.

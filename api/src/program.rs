@@ -75,6 +75,11 @@ pub struct RunConfig {
     /// folder, and store nothing there. The in-memory cache of the program
     /// is used either way.
     pub no_cache: bool,
+    /// Stop the run with [`ExecError`](crate::ExecError)`::Interrupted` once
+    /// this flag is set (from another thread, or a Ctrl-C handler): read every
+    /// 1024 loop iterations in the interpreter, every 65 536 in native code,
+    /// and between chunks of a metered XLA region.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// One loop's counts in a run.
@@ -328,8 +333,13 @@ impl Program {
         sink: &PrintSink,
         backend: Option<&mut dyn Backend>,
     ) -> Result<RunOutput, Error> {
-        let opts =
-            RunOptions { trace: cfg.trace, max_steps: cfg.max_steps, max_memory: cfg.max_memory, timeout: cfg.timeout };
+        let opts = RunOptions {
+            trace: cfg.trace,
+            max_steps: cfg.max_steps,
+            max_memory: cfg.max_memory,
+            timeout: cfg.timeout,
+            cancel: cfg.cancel.clone(),
+        };
         // The tier a loop ran on when a back end took it.
         let tier = cfg.tier;
         let (results, profile, stats) = {

@@ -18,6 +18,7 @@ fn run_options() -> RunOptions {
         max_steps: Some(10_000),
         max_memory: Some(16 << 20),
         timeout: Some(Duration::from_secs(2)),
+        cancel: None,
     }
 }
 

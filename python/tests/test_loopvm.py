@@ -201,6 +201,35 @@ def test_limits(tier):
     assert issubclass(loopvm.LimitError, loopvm.RunError)
 
 
+@pytest.mark.parametrize("tier", TIERS)
+def test_ctrl_c_interrupts_a_long_run(tier):
+    """SIGINT during a run (the GIL released) stops it with KeyboardInterrupt,
+    on every tier, and the next run is not disturbed."""
+    import signal
+
+    prog = loopvm.compile(LOOP)
+    prog.run(10, tier=tier)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prog.run(2**31 - 1, tier=tier)
+    finally:
+        timer.cancel()
+    assert 0.3 <= time.perf_counter() - t < 30
+    assert prog.run(1000, tier=tier) == 1000
+
+
+def test_a_run_error_that_is_not_a_limit():
+    """Running out of memory (an allocation the machine refuses) is a
+    RunError but not a LimitError, and names the op."""
+    prog = loopvm.compile("fn main(n: i32) -> f32 { sum(zeros(f32, [100000, 100000, 100]) + 1.0) }")
+    with pytest.raises(loopvm.RunError, match="out of memory") as e:
+        prog.run(1, tier="interp")
+    assert not isinstance(e.value, loopvm.LimitError)
+
+
 def test_two_threads_run_at_once():
     """The GIL is released while a program runs: two threads' runs overlap
     (on one core as on two), and on two cores take about one run's time."""

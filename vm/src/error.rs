@@ -59,6 +59,9 @@ pub enum ExecError {
         /// The limit.
         max: u64,
     },
+    /// The run was cancelled through its cancel flag (an embedder's Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
     /// The run took longer than `timeout` (`--timeout`).
     #[error("time limit exceeded: the run took more than {timeout:?} (--timeout)")]
     TimeLimit {

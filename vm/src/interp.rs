@@ -36,6 +36,9 @@ pub struct RunOptions {
     /// Stop with an error after this much wall-clock time (checked every
     /// 1024 loop iterations and at every call).
     pub timeout: Option<std::time::Duration>,
+    /// Stop with [`ExecError::Interrupted`] once this flag is set (read where
+    /// the deadline is: every 1024 loop iterations and at every call).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Entry and iteration counts of one loop instruction.
@@ -152,7 +155,7 @@ impl<'m> Interpreter<'m> {
     /// An interpreter for `m`, which must have passed [`crate::verify`].
     /// `print` goes to stdout and the trace to stderr until redirected.
     pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
-        let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout);
+        let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout).with_cancel(opts.cancel.clone());
         Interpreter {
             m,
             opts,

@@ -1,6 +1,8 @@
 //! [`Meter`]: the limits of one run (`--max-steps`, `--max-memory`,
-//! `--timeout`), counted by the interpreter and by every back end that runs
-//! a loop for it, so that a limit means the same on every tier.
+//! `--timeout`) and its cancel flag (an embedder's Ctrl-C), counted by the
+//! interpreter and by every back end that runs a loop for it, so that a
+//! limit means the same on every tier. The cancel flag is read where the
+//! deadline is.
 //!
 //! A *step* is one loop iteration (one run of a loop body), whichever tier
 //! runs it; a run fails once more than `max_steps` iterations have run. The
@@ -8,6 +10,8 @@
 //! [`Meter::CHUNK`] iterations in native code and between executions on XLA.
 
 use crate::error::ExecError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The limits of one run and what has been spent against them.
@@ -17,6 +21,8 @@ pub struct Meter {
     max_memory: Option<usize>,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
+    /// Set (by another thread or a signal handler) to stop the run.
+    cancel: Option<Arc<AtomicBool>>,
     steps: u64,
     /// Bytes the interpreter holds in the running function's registers when
     /// it offers a region to a back end (kept up to date only under
@@ -30,7 +36,25 @@ impl Meter {
 
     /// A meter with these limits (`None`: no limit); the clock starts at [`Meter::start`].
     pub fn new(max_steps: Option<u64>, max_memory: Option<usize>, timeout: Option<Duration>) -> Meter {
-        Meter { max_steps, max_memory, timeout, deadline: None, steps: 0, held: 0 }
+        Meter { max_steps, max_memory, timeout, deadline: None, cancel: None, steps: 0, held: 0 }
+    }
+
+    /// The same meter, stopping the run with [`ExecError::Interrupted`] once
+    /// `cancel` is set.
+    pub fn with_cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Meter {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The cancel flag, for back ends that look at the clock themselves.
+    pub fn cancel_flag(&self) -> Option<&Arc<AtomicBool>> {
+        self.cancel.as_ref()
+    }
+
+    /// `true` when the run must look at the clock or the cancel flag now and
+    /// then (a deadline or a cancel flag is set).
+    pub fn watched(&self) -> bool {
+        self.timeout.is_some() || self.cancel.is_some()
     }
 
     /// Starts the run: no step spent, the deadline `timeout` from now.
@@ -40,10 +64,10 @@ impl Meter {
         self.deadline = self.timeout.map(|t| Instant::now() + t);
     }
 
-    /// `true` when loops must count their iterations (a step limit or a
-    /// deadline is set).
+    /// `true` when loops must count their iterations (a step limit, a
+    /// deadline or a cancel flag is set).
     pub fn counts(&self) -> bool {
-        self.max_steps.is_some() || self.timeout.is_some()
+        self.max_steps.is_some() || self.watched()
     }
 
     /// The step limit.
@@ -96,12 +120,17 @@ impl Meter {
         ExecError::StepLimit { max: self.max_steps.unwrap_or(u64::MAX) }
     }
 
-    /// `true` once the deadline has passed.
+    /// `true` once the deadline has passed or the run is cancelled.
     pub fn expired(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() > d)
+        self.cancelled() || self.deadline.is_some_and(|d| Instant::now() > d)
     }
 
-    /// Fails once the deadline has passed.
+    /// `true` once the cancel flag is set.
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Fails once the deadline has passed or the run is cancelled.
     pub fn check_deadline(&self) -> Result<(), ExecError> {
         if self.expired() {
             Err(self.timeout_error())
@@ -110,9 +139,13 @@ impl Meter {
         }
     }
 
-    /// The deadline's error.
+    /// The error of an expired meter: [`ExecError::Interrupted`] when the
+    /// run was cancelled, else the deadline's.
     #[cold]
     pub fn timeout_error(&self) -> ExecError {
+        if self.cancelled() {
+            return ExecError::Interrupted;
+        }
         ExecError::TimeLimit { timeout: self.timeout.unwrap_or_default() }
     }
 

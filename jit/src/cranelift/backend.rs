@@ -341,6 +341,7 @@ impl CraneliftBackend {
         }
         let mut counters = vec![0u64; code.code.loops.len()];
         let mut nm = NativeMeter::new(meter.steps_left(), meter.deadline());
+        nm.cancel = meter.cancel_flag().cloned();
         let mut printer = Printer { out: &mut *self.out, sites: &code.code.prints };
         nm.printer = (&mut printer as *mut Printer<'_>).cast();
         let ran = code.code.run(inputs, carry, &mut outs, &mut counters, start, &mut nm);

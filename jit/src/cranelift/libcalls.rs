@@ -46,6 +46,8 @@ pub(crate) struct NativeMeter {
     pub budget: u64,
     /// When the run's time is up.
     pub deadline: Option<Instant>,
+    /// The run's cancel flag.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Why the code stopped early: [`STOP_STEPS`], [`STOP_TIME`] or 0.
     pub stop: u8,
     /// Where `print` writes: a live `*mut Printer` for the duration of the
@@ -62,14 +64,22 @@ pub(crate) struct Printer<'a> {
 
 /// The code ran out of steps (`budget` spent and one more iteration begun).
 pub(crate) const STOP_STEPS: u8 = 1;
-/// The deadline passed.
+/// The deadline passed, or the run was cancelled.
 pub(crate) const STOP_TIME: u8 = 2;
 
 impl NativeMeter {
     /// A meter allowing `budget` iterations until `deadline`.
     pub fn new(budget: u64, deadline: Option<Instant>) -> NativeMeter {
         let first = budget.min(Meter::CHUNK);
-        NativeMeter { fuel: first as i64, granted: first, budget, deadline, stop: 0, printer: std::ptr::null_mut() }
+        NativeMeter {
+            fuel: first as i64,
+            granted: first,
+            budget,
+            deadline,
+            cancel: None,
+            stop: 0,
+            printer: std::ptr::null_mut(),
+        }
     }
 
     /// Iterations the code ran (after a normal return).
@@ -90,7 +100,8 @@ extern "C" fn refuel(m: *mut NativeMeter) -> i64 {
         m.stop = STOP_STEPS;
         return 0;
     }
-    if m.deadline.is_some_and(|d| Instant::now() > d) {
+    let cancelled = m.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    if cancelled || m.deadline.is_some_and(|d| Instant::now() > d) {
         m.stop = STOP_TIME;
         return 0;
     }

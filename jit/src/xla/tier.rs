@@ -492,7 +492,7 @@ impl XlaBackend {
         if !metered {
             return self.execute(exe, args, prints);
         }
-        let mut chunk = if meter.deadline().is_some() { FIRST_CHUNK } else { u64::MAX };
+        let mut chunk = if meter.watched() { FIRST_CHUNK } else { u64::MAX };
         loop {
             let budget = meter.steps_left();
             let fuel = budget.min(chunk).min(i64::MAX as u64);
