@@ -151,6 +151,15 @@ fn generated_programs_compile_and_cover_the_language() {
         "9223372036854775807i64",
         "1e-40f32",
         "&&",
+        " & ",
+        " | ",
+        " ^ ",
+        " << ",
+        " >> ",
+        "(~",
+        "bitcast(",
+        "u32[",
+        "4294967295u32",
         "fn f",
     ] {
         assert!(all.contains(construct), "the generator never produced `{construct}`");

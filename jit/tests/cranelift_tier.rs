@@ -121,6 +121,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("print/loop", &["main:fori_loop:cranelift"]),
     ("print/nested", &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:inlined"]),
     ("print/scan", &["main:scan:cranelift"]),
+    ("print/u32", &["main:fori_loop:cranelift"]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
     ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),
