@@ -159,6 +159,8 @@ fn generated_programs_compile_and_cover_the_language() {
         "(~",
         "bitcast(",
         "u32[",
+        "u8[",
+        "255u8",
         "4294967295u32",
         "fn f",
     ] {

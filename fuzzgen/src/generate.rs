@@ -114,6 +114,7 @@ impl Generator {
             ElemType::F32,
             ElemType::F64,
             ElemType::U32,
+            ElemType::U8,
         ]);
         let dims = self.rand_dims(2);
         TensorType { dt, dims }
@@ -145,6 +146,10 @@ impl Generator {
                 } else {
                     self.rng.range(0, 4_000_000_000)
                 };
+                ScalarValue::Int(v)
+            }
+            ElemType::U8 => {
+                let v = if edge { self.rng.pick(&[0, 1, 2, 7, 8, 9, 127, 128, 255]) } else { self.rng.range(0, 255) };
                 ScalarValue::Int(v)
             }
             ElemType::F32 | ElemType::F64 => {
@@ -207,7 +212,7 @@ impl Generator {
         let text = match dt {
             ElemType::Bool => return None,
             ElemType::I32 | ElemType::I64 => self.rng.pick(&["0", "1", "2", "(-1)", "3", "7", "(-5)"]).to_string(),
-            ElemType::U32 => self.rng.pick(&["0", "1", "2", "3", "7", "31"]).to_string(),
+            ElemType::U32 | ElemType::U8 => self.rng.pick(&["0", "1", "2", "3", "7", "31"]).to_string(),
             ElemType::F32 | ElemType::F64 => {
                 self.rng.pick(&["0.0", "1", "0.5", "(-2.5)", "2", "(-0.0)", "1e3"]).to_string()
             }
@@ -315,7 +320,7 @@ impl Generator {
                 1 => self.arith(tt, d, exact),
                 2 => {
                     let a = self.expr(tt, d, exact);
-                    if tt.dt == ElemType::U32 && is_literal(&a) {
+                    if tt.dt.is_unsigned() && is_literal(&a) {
                         // `-(2u32)` is the literal -2, which u32 does not hold.
                         continue;
                     }
@@ -507,7 +512,7 @@ impl Generator {
             let w = tt.dt.bits();
             let mut amounts =
                 vec![0.to_string(), 1.to_string(), (w - 1).to_string(), w.to_string(), (w + 1).to_string()];
-            if tt.dt != ElemType::U32 {
+            if !tt.dt.is_unsigned() {
                 amounts.push("(-1)".into());
             }
             let text = self.rng.pick(&amounts.iter().map(String::as_str).collect::<Vec<_>>()).to_string();

@@ -133,7 +133,7 @@ fn known(dims: &[Dim]) -> Option<Vec<u64>> {
 fn scalar_const(dtype: DType, v: f64) -> ConstData {
     let values = match dtype {
         DType::Bool => ConstValues::Bool(vec![v != 0.0]),
-        DType::I32 | DType::I64 | DType::U32 => ConstValues::Int(vec![v as i64]),
+        DType::I32 | DType::I64 | DType::U32 | DType::U8 => ConstValues::Int(vec![v as i64]),
         _ => ConstValues::Float(vec![v]),
     };
     ConstData { dtype, shape: Vec::new(), values }

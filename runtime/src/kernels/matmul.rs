@@ -41,6 +41,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I32 => int_matmul::<i32>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::I64 => int_matmul::<i64>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::U32 => int_matmul::<u32>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
+        DType::U8 => int_matmul::<u8>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::Bool => {}
     }
     Ok(())
