@@ -125,6 +125,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("print/u32", &["main:fori_loop:cranelift"]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
+    ("language/u32_literals", &[]),
     ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),
     ("grad/fd_erf_rsqrt", &["ok:fori_loop:cranelift"]),
     ("ops/log1p", &["main:fori_loop:cranelift"]),

@@ -229,7 +229,7 @@ impl<'a> Checker<'a> {
         let Some(arg) = args.first() else {
             return err("missing value", span);
         };
-        let v = self.expr(cx, env, &arg.value)?;
+        let v = self.expr_as(cx, env, &arg.value, bt.dtype)?;
         let v = coerce(Some(&arg.value), v, bt.dtype)?;
         let slot =
             TensorTy { dtype: bt.dtype, dims: bt.dims.get(items.len()..).map(<[Dim]>::to_vec).unwrap_or_default() };
