@@ -61,6 +61,15 @@ pub fn parse_arg_literal(text: &str, dtype: DType) -> Result<Tensor, Error> {
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         DType::I64 => Tensor::from_vec(&shape, leaves.iter().map(|t| int(t)).collect::<Result<Vec<_>, _>>()?),
+        DType::U8 => Tensor::from_vec(
+            &shape,
+            leaves
+                .iter()
+                .map(|t| {
+                    int(t).and_then(|v| u8::try_from(v).map_err(|_| Error::arg(format!("`{t}` does not fit in u8"))))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         DType::U32 => Tensor::from_vec(
             &shape,
             leaves

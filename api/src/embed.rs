@@ -60,13 +60,14 @@ pub fn tensor_from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<
         DType::I32 => pod(shape, bytes, i32::from_ne_bytes),
         DType::I64 => pod(shape, bytes, i64::from_ne_bytes),
         DType::U32 => pod(shape, bytes, u32::from_ne_bytes),
+        DType::U8 => pod(shape, bytes, u8::from_ne_bytes),
         DType::F32 => pod(shape, bytes, f32::from_ne_bytes),
         DType::F64 => pod(shape, bytes, f64::from_ne_bytes),
     }
 }
 
-/// Reads a `.npy` file (a little-endian bool, i32, i64, u32, f32 or f64
-/// array in C order).
+/// Reads a `.npy` file (a little-endian bool, i32, i64, u32, u8, f32 or
+/// f64 array in C order).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor, Error> {
     let path = path.as_ref();
     loopvm_runtime::npy::read_file(path).map_err(|e| Error::io(format!("{}: {}", path.display(), e.message)))

@@ -51,6 +51,7 @@ impl Value {
                     loopvm_runtime::Buffer::I32(v) => v.iter().map(|x| json!(x)).collect(),
                     loopvm_runtime::Buffer::I64(v) => v.iter().map(|x| json!(x)).collect(),
                     loopvm_runtime::Buffer::U32(v) => v.iter().map(|x| json!(x)).collect(),
+                    loopvm_runtime::Buffer::U8(v) => v.iter().map(|x| json!(x)).collect(),
                     loopvm_runtime::Buffer::F32(v) => v.iter().map(|x| float_json(f64::from(*x))).collect(),
                     loopvm_runtime::Buffer::F64(v) => v.iter().map(|x| float_json(*x)).collect(),
                 };

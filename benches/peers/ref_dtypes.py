@@ -14,13 +14,13 @@ from jax import lax
 
 jax.config.update("jax_enable_x64", True)
 
-u32, i32, i64, f32, f64 = jnp.uint32, jnp.int32, jnp.int64, jnp.float32, jnp.float64
+u8, u32, i32, i64, f32, f64 = jnp.uint8, jnp.uint32, jnp.int32, jnp.int64, jnp.float32, jnp.float64
 
 
 def show(x):
     """One value as `loopvm run` prints it."""
     x = np.asarray(x)
-    name = {np.dtype(np.uint32): "u32", np.dtype(np.int32): "i32", np.dtype(np.int64): "i64",
+    name = {np.dtype(np.uint8): "u8", np.dtype(np.uint32): "u32", np.dtype(np.int32): "i32", np.dtype(np.int64): "i64",
             np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.bool_): "bool"}[x.dtype]
 
     def el(v):
@@ -115,6 +115,24 @@ def u32_casts():
           " l=[-1, 1099511627781, 4294967295, -4294967296] u=[0, 1, 2147483648, 4294967295]")
 
 
+def u8_ops():
+    a = jnp.array([0, 1, 7, 128, 200, 255], u8)
+    b = jnp.array([0, 3, 255, 2, 9, 1], u8)
+    f = jnp.array([-1.0, 0.5, 3.7, 255.0, 255.9, 256.0, float("nan"), float("inf")], f32)
+    i = jnp.array([-1, 300, 255, -256], i32)
+
+    @jax.jit
+    def g(a, b, f, i):
+        h = lax.fori_loop(0, 4, lambda k, h: (h * u8(31) + a) ^ lax.shift_right_logical(h, u8(3)), a)
+        return (a + b, a - b, a * b, lax.div(a, b), lax.rem(a, b), a < b, lax.shift_right_logical(a, b),
+                lax.shift_left(a, b), a ^ b, ~a, jnp.max(a), jnp.sum(a, dtype=u8), f.astype(u8), i.astype(u8),
+                a.astype(i32), a.astype(f32), h)
+
+    print(expect(*g(a, b, f, i)))
+    print("# args: a=[0, 1, 7, 128, 200, 255] b=[0, 3, 255, 2, 9, 1] f=[-1.0, 0.5, 3.7, 255.0, 255.9, 256.0, nan, inf]"
+          " i=[-1, 300, 255, -256]")
+
+
 def threefry():
     from jax._src.random.threefry2x32 import threefry_2x32
     key = jnp.array([0, 42], u32)
@@ -133,6 +151,6 @@ def threefry():
 
 if __name__ == "__main__":
     print(f"# JAX {jax.__version__}")
-    for f in (u32_arith, int_bits, u32_casts, threefry):
+    for f in (u32_arith, int_bits, u32_casts, u8_ops, threefry):
         print(f"## {f.__name__}")
         f()

@@ -92,6 +92,10 @@ typedef enum loopvm_dtype {
    * `u32`: `uint32_t`.
    */
   LOOPVM_U32 = 5,
+  /**
+   * `u8`: `uint8_t`.
+   */
+  LOOPVM_U8 = 6,
 } loopvm_dtype;
 
 /**
@@ -307,8 +311,8 @@ enum loopvm_status loopvm_tensor_new(int32_t dtype,
                                      struct loopvm_error **err);
 
 /**
- * Reads a `.npy` file (a little-endian bool, i32, i64, u32, f32 or f64 array
- * in C order) into a new tensor.
+ * Reads a `.npy` file (a little-endian bool, i32, i64, u32, u8, f32 or f64
+ * array in C order) into a new tensor.
  *
  * # Safety
  * `path` is `NULL` or a NUL-terminated string; `out` and `err` are `NULL`

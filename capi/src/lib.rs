@@ -89,6 +89,8 @@ pub enum loopvm_dtype {
     LOOPVM_F64 = 4,
     /// `u32`: `uint32_t`.
     LOOPVM_U32 = 5,
+    /// `u8`: `uint8_t`.
+    LOOPVM_U8 = 6,
 }
 
 /// Tiers, for [`loopvm_call_options::tier`].
@@ -259,7 +261,7 @@ fn dtype_arg(tag: i32) -> Result<DType, Fail> {
     u8::try_from(tag)
         .ok()
         .and_then(DType::from_tag)
-        .ok_or_else(|| invalid(format!("{tag} is not a dtype (LOOPVM_BOOL .. LOOPVM_U32 are 0 .. 5)")))
+        .ok_or_else(|| invalid(format!("{tag} is not a dtype (LOOPVM_BOOL .. LOOPVM_U8 are 0 .. 6)")))
 }
 
 fn tier_arg(tag: i32) -> Result<Tier, Fail> {
@@ -582,6 +584,7 @@ fn tensor_from_bytes(dtype: DType, dims: &[usize], bytes: &[u8]) -> Result<Tenso
         DType::I32 => Tensor::from_vec(dims, pod(bytes, i32::from_ne_bytes)),
         DType::I64 => Tensor::from_vec(dims, pod(bytes, i64::from_ne_bytes)),
         DType::U32 => Tensor::from_vec(dims, pod(bytes, u32::from_ne_bytes)),
+        DType::U8 => Tensor::from_vec(dims, bytes.to_vec()),
         DType::F32 => Tensor::from_vec(dims, pod(bytes, f32::from_ne_bytes)),
         DType::F64 => Tensor::from_vec(dims, pod(bytes, f64::from_ne_bytes)),
     };
@@ -591,7 +594,7 @@ fn tensor_from_bytes(dtype: DType, dims: &[usize], bytes: &[u8]) -> Result<Tenso
 /// The elements of `t` as bytes (row-major, native-endian; bools as 0 or 1).
 fn tensor_bytes(t: &Tensor) -> &[u8] {
     fn raw<T>(v: &[T]) -> &[u8] {
-        // SAFETY: `T` is bool, i32, i64, u32, f32 or f64: no padding, every byte initialised, and u8 has alignment 1.
+        // SAFETY: `T` is bool, i32, i64, u32, u8, f32 or f64: no padding, every byte initialised, and u8 has alignment 1.
         unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
     }
     match t.buffer() {
@@ -599,13 +602,14 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
         Buffer::I32(v) => raw(v),
         Buffer::I64(v) => raw(v),
         Buffer::U32(v) => raw(v),
+        Buffer::U8(v) => raw(v),
         Buffer::F32(v) => raw(v),
         Buffer::F64(v) => raw(v),
     }
 }
 
-/// Reads a `.npy` file (a little-endian bool, i32, i64, u32, f32 or f64 array
-/// in C order) into a new tensor.
+/// Reads a `.npy` file (a little-endian bool, i32, i64, u32, u8, f32 or f64
+/// array in C order) into a new tensor.
 ///
 /// # Safety
 /// `path` is `NULL` or a NUL-terminated string; `out` and `err` are `NULL`

@@ -17,7 +17,8 @@ import numpy as np
 LOOPVM_OK = 0
 LOOPVM_TIER_INTERP = 1
 DTYPES = {np.dtype(np.bool_): 0, np.dtype(np.int32): 1, np.dtype(np.int64): 2,
-          np.dtype(np.float32): 3, np.dtype(np.float64): 4}
+          np.dtype(np.float32): 3, np.dtype(np.float64): 4,
+          np.dtype(np.uint32): 5, np.dtype(np.uint8): 6}
 NUMPY = {v: k for k, v in DTYPES.items()}
 
 

@@ -93,6 +93,7 @@ impl ModLower {
             (ConstValues::Int(v), DType::I32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as i32).collect()),
             (ConstValues::Int(v), DType::I64) => Tensor::from_vec(&shape, v.clone()),
             (ConstValues::Int(v), DType::U32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as u32).collect()),
+            (ConstValues::Int(v), DType::U8) => Tensor::from_vec(&shape, v.iter().map(|x| *x as u8).collect()),
             (ConstValues::Float(v), DType::F32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as f32).collect()),
             (ConstValues::Float(v), DType::F64) => Tensor::from_vec(&shape, v.clone()),
             _ => return err(format!("internal error: constant data does not match dtype {}", c.dtype), span),

@@ -194,7 +194,11 @@ fn misc_errors() {
     check("fn main() -> f32[2] { exp([1, 2]) }", &["`exp` requires a float operand, got i32[2]"], (1, 27));
     check("fn main() -> i32 { [[1, 2], [3]][0, 0] }", &["list elements have different types"], (1, 29));
     check("fn main() -> i32 { $ }", &["unexpected character `$`"], (1, 20));
-    check("fn main() -> i32 { 1u8 }", &["invalid suffix `u8`"], (1, 21));
+    check("fn main() -> i32 { 1u16 }", &["invalid suffix `u16`"], (1, 21));
+    check("fn main() -> u8 { 256u8 }", &["integer literal 256 does not fit in u8"], (1, 19));
+    check("fn main(x: u32) -> u32 { x + -1 }", &["integer literal -1 does not fit in u32"], (1, 30));
+    check("fn main(x: i32) -> i32 { x + 3000000000 }", &["integer literal 3000000000 does not fit in i32"], (1, 30));
+    check("fn main(x: u32) -> u32 { !x }", &["`!` needs a bool, got u32"], (1, 27));
     check("fn main() -> (f32, f32) { scan(|c, x| c, 0.0, [1.0]) }", &["must return a pair"], (1, 39));
 }
 

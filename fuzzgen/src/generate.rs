@@ -113,6 +113,8 @@ impl Generator {
             ElemType::F32,
             ElemType::F32,
             ElemType::F64,
+            ElemType::U32,
+            ElemType::U8,
         ]);
         let dims = self.rand_dims(2);
         TensorType { dt, dims }
@@ -134,6 +136,20 @@ impl Generator {
                 } else {
                     self.rng.range(-100_000, 100_000)
                 };
+                ScalarValue::Int(v)
+            }
+            ElemType::U32 => {
+                let v = if edge {
+                    self.rng.pick(&[0, 1, 2, 31, 32, 33, 0x7fff_ffff, 0x8000_0000, i64::from(u32::MAX)])
+                } else if self.rng.chance(80) {
+                    self.rng.range(0, 20)
+                } else {
+                    self.rng.range(0, 4_000_000_000)
+                };
+                ScalarValue::Int(v)
+            }
+            ElemType::U8 => {
+                let v = if edge { self.rng.pick(&[0, 1, 2, 7, 8, 9, 127, 128, 255]) } else { self.rng.range(0, 255) };
                 ScalarValue::Int(v)
             }
             ElemType::F32 | ElemType::F64 => {
@@ -196,6 +212,7 @@ impl Generator {
         let text = match dt {
             ElemType::Bool => return None,
             ElemType::I32 | ElemType::I64 => self.rng.pick(&["0", "1", "2", "(-1)", "3", "7", "(-5)"]).to_string(),
+            ElemType::U32 | ElemType::U8 => self.rng.pick(&["0", "1", "2", "3", "7", "31"]).to_string(),
             ElemType::F32 | ElemType::F64 => {
                 self.rng.pick(&["0.0", "1", "0.5", "(-2.5)", "2", "(-0.0)", "1e3"]).to_string()
             }
@@ -263,7 +280,8 @@ impl Generator {
         let fl = tt.dt.is_float();
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
-        let w: [u32; 28] = [
+        let int = tt.dt.is_int();
+        let w: [u32; 30] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -292,6 +310,14 @@ impl Generator {
             if tt.dt == ElemType::I64 { 0 } else { 1 },       // 25 random draws
             if num { 1 } else { 0 },                          // 26 einsum
             2,                                                // 27 gathers, windows, cumsum
+            if int {
+                4
+            } else if num {
+                0
+            } else {
+                2
+            }, // 28 bit ops: & | ^ << >> ~
+            if num { 1 } else { 0 },                          // 29 bitcast
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -299,6 +325,10 @@ impl Generator {
                 1 => self.arith(tt, d, exact),
                 2 => {
                     let a = self.expr(tt, d, exact);
+                    if tt.dt.is_unsigned() && is_literal(&a) {
+                        // `-(2u32)` is the literal -2, which u32 does not hold.
+                        continue;
+                    }
                     Some(Expr {
                         kind: ExprKind::Unary(if num { "-" } else { "!" }, Box::new(a)),
                         ty: ValueType::Tensor(tt.clone()),
@@ -380,7 +410,9 @@ impl Generator {
                 }
                 25 => self.random(tt, d),
                 26 => self.einsum(tt, d, exact),
-                _ => self.gather(tt, d, exact),
+                27 => self.gather(tt, d, exact),
+                28 => Some(self.bits(tt, d)),
+                _ => self.bitcast(tt, d),
             };
             if let Some(e) = e {
                 return e;
@@ -476,6 +508,52 @@ impl Generator {
         let weak_b = is_weak(&b);
         let (a, b) = if !weak_b && op != "**" && self.rng.chance(30) { (b, a) } else { (a, b) };
         Some(bin(op, a, b, tt))
+    }
+
+    /// A bit op of integers or bools: `& | ^ ~`, and on integers `<< >>`
+    /// by amounts that are often at or past the bit width, or negative.
+    pub(crate) fn bits(&mut self, tt: &TensorType, d: u32) -> Expr {
+        let int = tt.dt.is_int();
+        let a = self.expr(tt, d, true);
+        let k = self.rng.below(if int { 6 } else { 4 });
+        if k == 0 {
+            return Expr { kind: ExprKind::Unary("~", Box::new(a)), ty: ValueType::Tensor(tt.clone()) };
+        }
+        let op = ["&", "|", "^", "<<", ">>", ">>"][k - 1];
+        let b = if k >= 4 && self.rng.chance(50) {
+            // An edge shift amount, weak (it takes the operand's dtype).
+            let w = tt.dt.bits();
+            let mut amounts =
+                vec![0.to_string(), 1.to_string(), (w - 1).to_string(), w.to_string(), (w + 1).to_string()];
+            if !tt.dt.is_unsigned() {
+                amounts.push("(-1)".into());
+            }
+            let text = self.rng.pick(&amounts.iter().map(String::as_str).collect::<Vec<_>>()).to_string();
+            Expr {
+                kind: ExprKind::Literal { text, simple: false, weak: true },
+                ty: ValueType::Tensor(TensorType::scalar(tt.dt)),
+            }
+        } else {
+            self.expr_bc(tt.dt, &tt.dims, d, true)
+        };
+        let (a, b) = if k < 4 && self.rng.chance(30) { (b, a) } else { (a, b) };
+        bin(op, a, b, tt)
+    }
+
+    /// `bitcast(x, dt)` from another dtype of the element width. Floats are
+    /// never the source: the sign and payload of a NaN and the sign of a
+    /// zero are not the same on every tier (`0.0 / 0.0` folded by XLA is a
+    /// positive NaN, computed on x86 a negative one).
+    pub(crate) fn bitcast(&mut self, tt: &TensorType, d: u32) -> Option<Expr> {
+        let from = match tt.dt {
+            ElemType::I32 => ElemType::U32,
+            ElemType::U32 => ElemType::I32,
+            ElemType::F32 => self.rng.pick(&[ElemType::I32, ElemType::U32]),
+            ElemType::F64 => ElemType::I64,
+            _ => return None,
+        };
+        let x = self.expr(&TensorType { dt: from, dims: tt.dims.clone() }, d, true);
+        Some(call("bitcast", vec![CallArg::Expr(x), CallArg::Raw(tt.dt.name().to_string())], tt))
     }
 
     pub(crate) fn comparison(&mut self, tt: &TensorType, d: u32) -> Expr {
@@ -631,7 +709,8 @@ impl Generator {
 
     /// An integer scalar index: in range, out of range, negative, extreme.
     pub(crate) fn index_expr(&mut self, d: u32) -> Expr {
-        let dt = if self.rng.chance(75) { ElemType::I32 } else { ElemType::I64 };
+        let dt =
+            self.rng.pick(&[ElemType::I32, ElemType::I32, ElemType::I32, ElemType::I32, ElemType::I64, ElemType::U32]);
         let e = self.expr(&TensorType::scalar(dt), d.min(2), true);
         if is_literal(&e) {
             // A (negated) literal would be a static index, range-checked at compile time.

@@ -216,7 +216,7 @@ pub(crate) fn apply_transform(e: &mut Expr, t: usize) -> bool {
 pub(crate) fn arg_zeros(t: &TensorType) -> String {
     let leaf = match t.dt {
         ElemType::Bool => "false",
-        ElemType::I32 | ElemType::I64 => "0",
+        ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8 => "0",
         ElemType::F32 | ElemType::F64 => "0.0",
     };
     nest(&t.dims, &mut || leaf.to_string())

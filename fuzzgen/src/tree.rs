@@ -9,11 +9,14 @@ pub(crate) enum ElemType {
     I64,
     F32,
     F64,
+    U32,
+    U8,
 }
 
-pub(crate) const ALL_ELEM_TYPES: [ElemType; 5] =
-    [ElemType::Bool, ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64];
-pub(crate) const NUMERIC_ELEM_TYPES: [ElemType; 4] = [ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64];
+pub(crate) const ALL_ELEM_TYPES: [ElemType; 7] =
+    [ElemType::Bool, ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64, ElemType::U32, ElemType::U8];
+pub(crate) const NUMERIC_ELEM_TYPES: [ElemType; 6] =
+    [ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64, ElemType::U32, ElemType::U8];
 
 impl ElemType {
     pub(crate) fn name(self) -> &'static str {
@@ -23,10 +26,26 @@ impl ElemType {
             ElemType::I64 => "i64",
             ElemType::F32 => "f32",
             ElemType::F64 => "f64",
+            ElemType::U32 => "u32",
+            ElemType::U8 => "u8",
         }
     }
     pub(crate) fn is_float(self) -> bool {
         matches!(self, ElemType::F32 | ElemType::F64)
+    }
+    pub(crate) fn is_int(self) -> bool {
+        matches!(self, ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8)
+    }
+    pub(crate) fn is_unsigned(self) -> bool {
+        matches!(self, ElemType::U32 | ElemType::U8)
+    }
+    /// Bits per element (bool: 8).
+    pub(crate) fn bits(self) -> u32 {
+        match self {
+            ElemType::Bool | ElemType::U8 => 8,
+            ElemType::I32 | ElemType::F32 | ElemType::U32 => 32,
+            ElemType::I64 | ElemType::F64 => 64,
+        }
     }
 }
 
@@ -303,7 +322,7 @@ pub(crate) fn zeros_text(t: &TensorType) -> String {
     if t.dims.is_empty() {
         match t.dt {
             ElemType::Bool => "false".into(),
-            ElemType::I32 | ElemType::I64 => format!("0{}", t.dt.name()),
+            ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8 => format!("0{}", t.dt.name()),
             ElemType::F32 | ElemType::F64 => format!("0.0{}", t.dt.name()),
         }
     } else {

@@ -46,6 +46,7 @@ fn same(a: &[Tensor], b: &[Tensor]) -> Result<(), String> {
                 (Buffer::I32(p), Buffer::I32(q)) => p == q,
                 (Buffer::I64(p), Buffer::I64(q)) => p == q,
                 (Buffer::U32(p), Buffer::U32(q)) => p == q,
+                (Buffer::U8(p), Buffer::U8(q)) => p == q,
                 (Buffer::F32(p), Buffer::F32(q)) => {
                     p.iter().zip(q.iter()).all(|(u, v)| u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()))
                 }
@@ -121,8 +122,10 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("print/loop", &["main:fori_loop:cranelift"]),
     ("print/nested", &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:inlined"]),
     ("print/scan", &["main:scan:cranelift"]),
+    ("print/u32", &["main:fori_loop:cranelift"]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
+    ("language/u32_literals", &[]),
     ("ops/erf_rsqrt", &["main:fori_loop:cranelift"]),
     ("grad/fd_dot_general", &["main:fori_loop:interp"]),
     ("grad/fd_erf_rsqrt", &["ok:fori_loop:cranelift"]),
@@ -287,6 +290,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/threefry_edge", &["main:fori_loop:cranelift"]),
     ("ops/u32_arith", &["main:fori_loop:cranelift"]),
     ("ops/u32_casts", &["main:fori_loop:cranelift"]),
+    ("ops/u8_ops", &["main:fori_loop:cranelift"]),
     ("ops/math", &[]),
     ("ops/matmul_if", &[]),
     ("ops/reductions", &[]),
@@ -773,6 +777,7 @@ fn int_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
         let k = match dtype {
             DType::I32 => a.k(b, Tensor::scalar(d as i32)),
             DType::U32 => a.k(b, Tensor::scalar(d as u32)),
+            DType::U8 => a.k(b, Tensor::scalar(d as u8)),
             _ => a.k(b, Tensor::scalar(d)),
         };
         out.push(a.bin(b, BinaryOp::Div, x, k));
@@ -806,6 +811,15 @@ fn integer_edge_cases_match_the_interpreter() {
     let mut pairs = Vec::new();
     for &x in &edges_u {
         for &y in &edges_u {
+            pairs.push((Tensor::scalar(x), Tensor::scalar(y)));
+        }
+    }
+    check_pairs(&m, &pairs);
+    let edges_u8 = [0u8, 1, 2, 3, 7, 8, 9, 127, 128, 254, 255];
+    let m = op_module(DType::U8, &int_ops);
+    let mut pairs = Vec::new();
+    for &x in &edges_u8 {
+        for &y in &edges_u8 {
             pairs.push((Tensor::scalar(x), Tensor::scalar(y)));
         }
     }
@@ -897,7 +911,7 @@ fn bool_ops_match_the_interpreter() {
             out.push(a.bin(b, op, x, y));
         }
         out.push(a.un(b, UnaryOp::Not, x));
-        for to in [DType::I32, DType::I64, DType::U32, DType::F32, DType::F64] {
+        for to in [DType::I32, DType::I64, DType::U32, DType::U8, DType::F32, DType::F64] {
             out.push(a.cast(b, x, to));
         }
         out

@@ -215,6 +215,7 @@ fn tensors_round_trip_for_each_dtype() {
         Tensor::from_vec(&[3], vec![i32::MIN, 0, i32::MAX]).unwrap(),
         Tensor::from_vec(&[1, 3], vec![i64::MIN, -1, i64::MAX]).unwrap(),
         Tensor::from_vec(&[3], vec![0u32, 0x8000_0000, u32::MAX]).unwrap(),
+        Tensor::from_vec(&[3], vec![0u8, 128, 255]).unwrap(),
         Tensor::scalar(f32::MIN_POSITIVE),
         Tensor::from_vec(&[2, 0], Vec::<f64>::new()).unwrap(),
         Tensor::from_vec(&[2], vec![f64::NEG_INFINITY, 1e-310]).unwrap(),
@@ -230,6 +231,7 @@ fn tensors_round_trip_for_each_dtype() {
             DType::I32 => assert_eq!(back.as_slice::<i32>(), t.as_slice::<i32>()),
             DType::I64 => assert_eq!(back.as_slice::<i64>(), t.as_slice::<i64>()),
             DType::U32 => assert_eq!(back.as_slice::<u32>(), t.as_slice::<u32>()),
+            DType::U8 => assert_eq!(back.as_slice::<u8>(), t.as_slice::<u8>()),
             DType::F32 => assert_eq!(back.as_slice::<f32>(), t.as_slice::<f32>()),
             DType::F64 => assert_eq!(back.as_slice::<f64>(), t.as_slice::<f64>()),
         }

@@ -216,11 +216,13 @@ fn value_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Value> {
 fn dtype_of(arr: &Bound<'_, PyUntypedArray>) -> Option<DType> {
     let py = arr.py();
     let d = arr.dtype();
-    [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64].into_iter().find(|&t| {
+    DType::ALL.into_iter().find(|&t| {
         let want = match t {
             DType::Bool => numpy::dtype::<bool>(py),
             DType::I32 => numpy::dtype::<i32>(py),
             DType::I64 => numpy::dtype::<i64>(py),
+            DType::U32 => numpy::dtype::<u32>(py),
+            DType::U8 => numpy::dtype::<u8>(py),
             DType::F32 => numpy::dtype::<f32>(py),
             DType::F64 => numpy::dtype::<f64>(py),
         };
@@ -233,6 +235,8 @@ fn numpy_name(d: DType) -> &'static str {
         DType::Bool => "bool",
         DType::I32 => "int32",
         DType::I64 => "int64",
+        DType::U32 => "uint32",
+        DType::U8 => "uint8",
         DType::F32 => "float32",
         DType::F64 => "float64",
     }
@@ -256,6 +260,8 @@ fn exact(ty: DType, obj: &Bound<'_, PyAny>) -> Option<PyResult<Tensor>> {
         DType::Bool => obj.cast::<PyArrayDyn<bool>>().ok().map(read_array),
         DType::I32 => obj.cast::<PyArrayDyn<i32>>().ok().map(read_array),
         DType::I64 => obj.cast::<PyArrayDyn<i64>>().ok().map(read_array),
+        DType::U32 => obj.cast::<PyArrayDyn<u32>>().ok().map(read_array),
+        DType::U8 => obj.cast::<PyArrayDyn<u8>>().ok().map(read_array),
         DType::F32 => obj.cast::<PyArrayDyn<f32>>().ok().map(read_array),
         DType::F64 => obj.cast::<PyArrayDyn<f64>>().ok().map(read_array),
     }
@@ -289,7 +295,7 @@ fn to_tensor(
         let ok = matches!(
             (kind.as_str(), ty.dtype),
             ("b", DType::Bool)
-                | ("i" | "u", DType::I32 | DType::I64 | DType::F32 | DType::F64)
+                | ("i" | "u", DType::I32 | DType::I64 | DType::U32 | DType::U8 | DType::F32 | DType::F64)
                 | ("f", DType::F32 | DType::F64)
         );
         if !ok {
@@ -382,6 +388,8 @@ fn tensor_to_py(py: Python<'_>, t: Tensor) -> PyResult<Py<PyAny>> {
         Buffer::Bool(a) => give(py, &shape, a),
         Buffer::I32(a) => give(py, &shape, a),
         Buffer::I64(a) => give(py, &shape, a),
+        Buffer::U32(a) => give(py, &shape, a),
+        Buffer::U8(a) => give(py, &shape, a),
         Buffer::F32(a) => give(py, &shape, a),
         Buffer::F64(a) => give(py, &shape, a),
     }

@@ -16,7 +16,7 @@ import pytest
 import loopvm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DTYPES = {"bool": np.bool_, "i32": np.int32, "i64": np.int64, "f32": np.float32, "f64": np.float64}
+DTYPES = {"bool": np.bool_, "i32": np.int32, "i64": np.int64, "u32": np.uint32, "u8": np.uint8, "f32": np.float32, "f64": np.float64}
 TIERS = ["interp", "jit", "xla", "auto"]
 
 DECAY = """fn main(xs: f32[T, 2], k: f32) -> (f32[2], f32[T, 2]) {
@@ -36,7 +36,7 @@ def test_every_dtype_in_and_out(dt):
     assert b == s
 
 
-@pytest.mark.parametrize("dt", ["i32", "i64", "f32", "f64"])
+@pytest.mark.parametrize("dt", ["i32", "i64", "u32", "f32", "f64"])
 def test_arithmetic_results_own_their_buffer(dt):
     prog = loopvm.compile(f"fn main(x: {dt}[2, 3]) -> {dt}[2, 3] {{ x + x }}")
     x = np.arange(6, dtype=DTYPES[dt]).reshape(2, 3)
@@ -45,6 +45,17 @@ def test_arithmetic_results_own_their_buffer(dt):
     assert y.flags.owndata or y.base is not None
     y[0, 0] = 7  # writable, owned by Python
     assert x[0, 0] == 0
+
+
+def test_u32_wraps_and_shifts_like_numpy():
+    prog = loopvm.compile("fn main(x: u32[4], s: u32[4]) -> (u32[4], u32[4]) { (x * 3 + 1, x >> s) }")
+    x = np.array([0, 1, 2**31, 2**32 - 1], dtype=np.uint32)
+    s = np.array([0, 1, 31, 3], dtype=np.uint32)
+    for tier in TIERS:
+        a, b = prog.run(x, s, tier=tier)
+        assert a.dtype == np.uint32 and b.dtype == np.uint32
+        np.testing.assert_array_equal(a, x * np.uint32(3) + np.uint32(1))
+        np.testing.assert_array_equal(b, x >> s)
 
 
 def test_tuples_shape_variables_and_keywords():

@@ -115,6 +115,7 @@ pub fn first_difference_with(want: &Tensor, got: &Tensor, tol: Tolerance) -> Opt
         (Buffer::I32(a), Buffer::I32(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::I64(a), Buffer::I64(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::U32(a), Buffer::U32(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
+        (Buffer::U8(a), Buffer::U8(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::F32(a), Buffer::F32(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::F64(a), Buffer::F64(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
         _ => unreachable!("equal dtypes hold equal buffer kinds"),

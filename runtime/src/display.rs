@@ -60,6 +60,7 @@ impl Tensor {
             Buffer::F32(v) => conv(v),
             Buffer::F64(v) => conv(v),
             Buffer::U32(v) => conv(v),
+            Buffer::U8(v) => conv(v),
         }
     }
 
@@ -90,6 +91,7 @@ fn for_each_elem(b: &Buffer, limit: usize, mut f: impl FnMut(usize, &str)) {
         Buffer::F32(v) => go(v, limit, &mut f),
         Buffer::F64(v) => go(v, limit, &mut f),
         Buffer::U32(v) => go(v, limit, &mut f),
+        Buffer::U8(v) => go(v, limit, &mut f),
     }
 }
 
@@ -126,6 +128,7 @@ impl fmt::Display for Tensor {
             Buffer::F32(v) => write_nested(f, shape, v),
             Buffer::F64(v) => write_nested(f, shape, v),
             Buffer::U32(v) => write_nested(f, shape, v),
+            Buffer::U8(v) => write_nested(f, shape, v),
         }
     }
 }

@@ -18,11 +18,13 @@ pub enum DType {
     F64 = 4,
     /// `u32`: 32-bit unsigned integer.
     U32 = 5,
+    /// `u8`: 8-bit unsigned integer.
+    U8 = 6,
 }
 
 impl DType {
     /// Every dtype, in tag order.
-    pub const ALL: [DType; 6] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64, DType::U32];
+    pub const ALL: [DType; 7] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64, DType::U32, DType::U8];
 
     /// The name used in source, disassembly and error messages (`f32`).
     pub const fn as_str(self) -> &'static str {
@@ -33,10 +35,11 @@ impl DType {
             DType::F32 => "f32",
             DType::F64 => "f64",
             DType::U32 => "u32",
+            DType::U8 => "u8",
         }
     }
 
-    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`, `ui32`).
+    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`, `ui32`, `ui8`).
     pub const fn stablehlo(self) -> &'static str {
         match self {
             DType::Bool => "i1",
@@ -45,13 +48,14 @@ impl DType {
             DType::F32 => "f32",
             DType::F64 => "f64",
             DType::U32 => "ui32",
+            DType::U8 => "ui8",
         }
     }
 
     /// Bytes per element.
     pub const fn size_in_bytes(self) -> usize {
         match self {
-            DType::Bool => 1,
+            DType::Bool | DType::U8 => 1,
             DType::I32 | DType::F32 | DType::U32 => 4,
             DType::I64 | DType::F64 => 8,
         }
@@ -62,20 +66,20 @@ impl DType {
         matches!(self, DType::F32 | DType::F64)
     }
 
-    /// `true` for the integers, signed (`i32`, `i64`) and unsigned (`u32`).
+    /// `true` for the integers, signed (`i32`, `i64`) and unsigned (`u32`, `u8`).
     pub const fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64 | DType::U32)
+        matches!(self, DType::I32 | DType::I64 | DType::U32 | DType::U8)
     }
 
-    /// `true` for the unsigned integers (`u32`): their division, remainder,
-    /// comparisons, `>>` and conversions read them as unsigned.
+    /// `true` for the unsigned integers (`u32`, `u8`): their division,
+    /// remainder, comparisons, `>>` and conversions read them as unsigned.
     pub const fn is_unsigned(self) -> bool {
-        matches!(self, DType::U32)
+        matches!(self, DType::U32 | DType::U8)
     }
 
     /// `true` when `bitcast(x, to)` of an element of `self` is defined
     /// (`lax.bitcast_convert_type` of equal widths): both numbers of one
-    /// size in bytes (`u32`, `i32` and `f32`; `i64` and `f64`).
+    /// size in bytes (`u32`, `i32` and `f32`; `i64` and `f64`; `u8` alone).
     pub const fn can_bitcast(self, to: DType) -> bool {
         !matches!(self, DType::Bool) && !matches!(to, DType::Bool) && self.size_in_bytes() == to.size_in_bytes()
     }

@@ -41,6 +41,7 @@ fn type_str(d: DType) -> &'static str {
         DType::F32 => "<f4",
         DType::F64 => "<f8",
         DType::U32 => "<u4",
+        DType::U8 => "|u1",
     }
 }
 
@@ -53,6 +54,7 @@ fn dtype_of(s: &str) -> Option<DType> {
         "<f4" => DType::F32,
         "<f8" => DType::F64,
         "<u4" => DType::U32,
+        "|u1" | "<u1" => DType::U8,
         _ => return None,
     })
 }
@@ -161,6 +163,7 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, RuntimeError> {
         DType::I32 => decode::<i32>(file, &dims),
         DType::I64 => decode::<i64>(file, &dims),
         DType::U32 => decode::<u32>(file, &dims),
+        DType::U8 => decode::<u8>(file, &dims),
         DType::F32 => decode::<f32>(file, &dims),
         DType::F64 => decode::<f64>(file, &dims),
     }
@@ -195,6 +198,7 @@ pub fn write(t: &Tensor) -> Result<Vec<u8>, RuntimeError> {
         crate::Buffer::I32(v) => encode(v, t),
         crate::Buffer::I64(v) => encode(v, t),
         crate::Buffer::U32(v) => encode(v, t),
+        crate::Buffer::U8(v) => encode(v, t),
         crate::Buffer::F32(v) => encode(v, t),
         crate::Buffer::F64(v) => encode(v, t),
     }
@@ -234,6 +238,7 @@ mod tests {
             Tensor::from_vec(&[2, 1, 2], vec![0.1f64, 2.0, -3.0, 1e300]).unwrap(),
             Tensor::scalar(42i32),
             Tensor::from_vec(&[3], vec![0u32, 1, u32::MAX]).unwrap(),
+            Tensor::from_vec(&[2], vec![0u8, 255]).unwrap(),
             Tensor::zeros(DType::F32, &[0, 3]).unwrap(),
         ];
         for t in cases {

@@ -23,6 +23,8 @@ pub enum Buffer {
     F64(Arc<Vec<f64>>),
     /// `u32` elements.
     U32(Arc<Vec<u32>>),
+    /// `u8` elements.
+    U8(Arc<Vec<u8>>),
 }
 
 impl Buffer {
@@ -35,6 +37,7 @@ impl Buffer {
             Buffer::F32(_) => DType::F32,
             Buffer::F64(_) => DType::F64,
             Buffer::U32(_) => DType::U32,
+            Buffer::U8(_) => DType::U8,
         }
     }
     /// Number of elements.
@@ -46,6 +49,7 @@ impl Buffer {
             Buffer::F32(v) => v.len(),
             Buffer::F64(v) => v.len(),
             Buffer::U32(v) => v.len(),
+            Buffer::U8(v) => v.len(),
         }
     }
     /// `true` when there are no elements.
@@ -123,6 +127,7 @@ element!(i64, I64, 0, |x| x as f64, |y| y);
 element!(f32, F32, 0.0, |x| x as f64, |y| y as i64);
 element!(f64, F64, 0.0, |x| x, |y| y as i64);
 element!(u32, U32, 0, |x| x as f64, |y| y as i64);
+element!(u8, U8, 0, |x| x as f64, |y| y as i64);
 
 /// Calls `$body` with `$T` bound to the Rust element type of dtype `$d`.
 #[macro_export]
@@ -151,6 +156,10 @@ macro_rules! with_dtype {
             }
             $crate::DType::U32 => {
                 type $T = u32;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
                 $body
             }
         }
@@ -249,6 +258,7 @@ impl Tensor {
             Buffer::F32(a) => ptr(a),
             Buffer::F64(a) => ptr(a),
             Buffer::U32(a) => ptr(a),
+            Buffer::U8(a) => ptr(a),
         };
         p(&self.buf) == p(&other.buf)
     }
@@ -299,6 +309,7 @@ impl Tensor {
             Buffer::F32(a) => one(a),
             Buffer::F64(a) => one(a),
             Buffer::U32(a) => one(a),
+            Buffer::U8(a) => one(a),
         }
     }
     /// The single element of a one-element `bool` tensor.

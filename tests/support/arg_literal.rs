@@ -34,7 +34,7 @@ pub fn parse_value(s: &str, dtype: DType) -> Tensor {
             }
         } else {
             // A dtype suffix (`1.5f32`) goes; `inf` and `NaN` stay.
-            let v = ["f32", "f64", "i32", "i64", "u32"].iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
+            let v = ["f32", "f64", "i32", "i64", "u32", "u8"].iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
             vals.push(v.to_string());
         }
     }
@@ -47,6 +47,7 @@ pub fn parse_value(s: &str, dtype: DType) -> Tensor {
         DType::I32 => Tensor::from_vec(&shape, vals.iter().map(|v| v.parse::<i32>().unwrap()).collect::<Vec<_>>()),
         DType::I64 => Tensor::from_vec(&shape, vals.iter().map(|v| v.parse::<i64>().unwrap()).collect::<Vec<_>>()),
         DType::U32 => Tensor::from_vec(&shape, vals.iter().map(|v| v.parse::<u32>().unwrap()).collect::<Vec<_>>()),
+        DType::U8 => Tensor::from_vec(&shape, vals.iter().map(|v| v.parse::<u8>().unwrap()).collect::<Vec<_>>()),
         DType::F32 => Tensor::from_vec(&shape, vals.iter().map(|v| num(v) as f32).collect::<Vec<_>>()),
         DType::F64 => Tensor::from_vec(&shape, vals.iter().map(num).collect::<Vec<_>>()),
     }

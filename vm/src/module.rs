@@ -373,6 +373,7 @@ fn write_tensor(w: &mut Writer, t: &Tensor) {
         Buffer::F32(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::F64(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::U32(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
+        Buffer::U8(v) => w.raw(v),
     }
 }
 
@@ -401,6 +402,7 @@ fn read_tensor(r: &mut Reader<'_>) -> Result<Tensor, DecodeError> {
             &shape,
             raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         ),
+        DType::U8 => Tensor::from_vec(&shape, raw.to_vec()),
         DType::U32 => Tensor::from_vec(
             &shape,
             raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),

@@ -247,6 +247,37 @@ fn verifier_rejects_broken_structure() {
     inst(Inst::Cumsum { dst: d, a, axis: Axis(0), reverse: true })(&mut m);
     verify(&m).unwrap();
     assert_eq!(run_fori(&m, 1), [4.0, 3.0, 2.0, 1.0]);
+    // `bitcast` keeps the element width and writes a register of its dtype.
+    check(
+        &|m| m.funcs[0].blocks[1].code[4] = Inst::Bitcast { dst: Reg(10), a: Reg(9), to: DType::I64 },
+        "bitcast of r9 (f32) to i64 into r10",
+    );
+    check(
+        &|m| m.funcs[0].blocks[1].code[4] = Inst::Bitcast { dst: Reg(10), a: Reg(9), to: DType::U32 },
+        "bitcast of r9 (f32) to u32 into r10",
+    );
+    // A loop counter is signed.
+    check(
+        &|m| {
+            for r in [0, 1, 4] {
+                m.funcs[0].reg_types[r] = t(DType::U32, &[]);
+            }
+            m.funcs[0].params[0].ty = TypeTree::Tensor(t(DType::U32, &[]));
+            m.consts[0] = Tensor::scalar(0u32);
+        },
+        "not one signed integer dtype",
+    );
+}
+
+#[test]
+fn a_verified_bitcast_runs() {
+    let mut m = fori_module();
+    // tanh(x) replaced by bitcast(bitcast(x, u32), f32): the identity.
+    m.funcs[0].reg_types.push(t(DType::U32, &[4]));
+    m.funcs[0].blocks[1].code[4] = Inst::Bitcast { dst: Reg(11), a: Reg(9), to: DType::U32 };
+    m.funcs[0].blocks[1].code.push(Inst::Bitcast { dst: Reg(10), a: Reg(11), to: DType::F32 });
+    verify(&m).unwrap();
+    assert_eq!(run_fori(&m, 2), vec![1.5; 4]);
 }
 
 #[test]

@@ -239,7 +239,7 @@ impl<'a> Checker<'a> {
         let span = c.span;
         let (d, shape) = self.creation_dtype_shape(cx, env, c)?;
         let va = c.arg(2)?;
-        let v = self.expr(cx, env, va)?;
+        let v = self.expr_as(cx, env, va, d)?;
         let v = coerce(Some(va), v, d)?;
         let vt = self.tensor(&v, "`full`")?.clone();
         if vt.dtype != d {

@@ -120,6 +120,22 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `e` as a value of `dtype` where a weak literal takes that dtype: a weak
+    /// literal is range-checked in `dtype` only (`full(u32, [2],
+    /// 4294967295)`), anything else is checked as usual.
+    pub(super) fn expr_as(
+        &mut self,
+        cx: &mut FnCtx,
+        env: &Env<'a>,
+        e: &'a ast::Expr,
+        dtype: DType,
+    ) -> DResult<t::Expr> {
+        match weak_lit(e) {
+            Some(v) => lit(v, dtype, e.span),
+            None => self.expr(cx, env, e),
+        }
+    }
+
     /// The tensor type of `v`, or an error naming `what` for a tuple.
     pub(super) fn tensor<'e>(&self, v: &'e t::Expr, what: &str) -> DResult<&'e TensorTy> {
         match &v.ty {
@@ -170,9 +186,15 @@ impl<'a> Checker<'a> {
                             continue;
                         }
                     }
-                    let mut v = self.expr(cx, &env, value)?;
-                    if let Some(te) = ty {
-                        let want = self.resolve_type(cx, te)?;
+                    let want = match ty {
+                        Some(te) => Some(self.resolve_type(cx, te)?),
+                        None => None,
+                    };
+                    let mut v = match &want {
+                        Some(Type::Tensor(w)) => self.expr_as(cx, &env, value, w.dtype)?,
+                        _ => self.expr(cx, &env, value)?,
+                    };
+                    if let (Some(te), Some(want)) = (ty, want) {
                         if let Type::Tensor(w) = &want {
                             v = coerce(Some(value), v, w.dtype)?;
                         }

@@ -68,10 +68,15 @@ impl<'a> Checker<'a> {
         let mut cur_dims = bt.dims.clone();
         let mut rest_start = 0;
         if let Some(p) = last_dyn {
-            let idx_dtype = its.iter().find_map(|i| match i {
-                It::Dyn(e) => e.ty.tensor().map(|t| t.dtype),
-                _ => None,
-            });
+            // Static indices beside dynamic ones take their dtype (a
+            // negative one beside a `u32` index is an `i64`).
+            let idx_dtype = its
+                .iter()
+                .find_map(|i| match i {
+                    It::Dyn(e) => e.ty.tensor().map(|t| t.dtype),
+                    _ => None,
+                })
+                .map(|d| if d.is_unsigned() { DType::I64 } else { d });
             let mut idx = Vec::new();
             for (axis, it) in its.iter().take(p + 1).enumerate() {
                 match it {
@@ -202,12 +207,13 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Indices of one dtype: literal indices follow the first dynamic one.
+        // Literal indices follow the first dynamic one's dtype (`i64`
+        // beside a `u32` one, which holds no negative literal).
         if let Some(d) = idx
             .iter()
             .zip(items)
             .find(|(_, it)| matches!(it, IndexItem::At(e) if int_lit(e).is_none()))
-            .and_then(|(v, _)| v.ty.tensor().map(|t| t.dtype))
+            .and_then(|(v, _)| v.ty.tensor().map(|t| if t.dtype.is_unsigned() { DType::I64 } else { t.dtype }))
         {
             for (v, it) in idx.iter_mut().zip(items) {
                 if let IndexItem::At(e) = it {
@@ -223,7 +229,7 @@ impl<'a> Checker<'a> {
         let Some(arg) = args.first() else {
             return err("missing value", span);
         };
-        let v = self.expr(cx, env, &arg.value)?;
+        let v = self.expr_as(cx, env, &arg.value, bt.dtype)?;
         let v = coerce(Some(&arg.value), v, bt.dtype)?;
         let slot =
             TensorTy { dtype: bt.dtype, dims: bt.dims.get(items.len()..).map(<[Dim]>::to_vec).unwrap_or_default() };

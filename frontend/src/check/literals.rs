@@ -68,6 +68,10 @@ pub(super) fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
             Ok(x) => ConstValues::Int(vec![i64::from(x)]),
             Err(_) => return err(format!("integer literal {i} does not fit in u32"), span),
         },
+        (LitValue::Int(i), DType::U8) => match u8::try_from(i) {
+            Ok(x) => ConstValues::Int(vec![i64::from(x)]),
+            Err(_) => return err(format!("integer literal {i} does not fit in u8"), span),
+        },
         (LitValue::Int(i), _) => ConstValues::Float(vec![i as f64]),
         (LitValue::Float(f), DType::F32) => {
             // Out of range only if it rounds to infinity: `3.4028235e38` (the

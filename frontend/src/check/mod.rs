@@ -245,10 +245,10 @@ fn tail_span(e: &ast::Expr) -> Span {
 /// The dtype a name spells, such as `f32`.
 fn dtype_of(id: &ast::Ident) -> DResult<DType> {
     DType::parse(&id.name).ok_or_else(|| {
-        boxed(
-            Diagnostic::new(format!("unknown dtype `{}`", id.name), id.span)
-                .with_note("the dtypes are bool, i32, i64, f32 and f64"),
-        )
+        boxed(Diagnostic::new(format!("unknown dtype `{}`", id.name), id.span).with_note(format!(
+            "the dtypes are {}",
+            DType::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+        )))
     })
 }
 

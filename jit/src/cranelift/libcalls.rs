@@ -30,6 +30,7 @@ libcall! {
     pow_i32(a, b): i32 => <i32 as Num>::pow;
     pow_i64(a, b): i64 => <i64 as Num>::pow;
     pow_u32(a, b): u32 => <u32 as Num>::pow;
+    pow_u8(a, b): u8 => <u8 as Num>::pow;
 }
 
 /// What metered native code counts against (`lower`'s module docs): the
@@ -202,6 +203,7 @@ pub(crate) fn binary(op: BinaryOp, dtype: DType) -> Option<usize> {
         (BinaryOp::Pow, DType::I32) => Some(pow_i32 as extern "C" fn(i32, i32) -> i32 as usize),
         (BinaryOp::Pow, DType::I64) => Some(pow_i64 as extern "C" fn(i64, i64) -> i64 as usize),
         (BinaryOp::Pow, DType::U32) => Some(pow_u32 as extern "C" fn(u32, u32) -> u32 as usize),
+        (BinaryOp::Pow, DType::U8) => Some(pow_u8 as extern "C" fn(u8, u8) -> u8 as usize),
         _ => None,
     }
 }

@@ -149,6 +149,7 @@ fn data_ptr(t: &Tensor) -> *const u8 {
         Buffer::I32(v) => v.as_ptr().cast(),
         Buffer::I64(v) => v.as_ptr().cast(),
         Buffer::U32(v) => v.as_ptr().cast(),
+        Buffer::U8(v) => v.as_ptr().cast(),
         Buffer::F32(v) => v.as_ptr().cast(),
         Buffer::F64(v) => v.as_ptr().cast(),
     }

@@ -142,6 +142,8 @@ fn dtype_of(d: i32) -> Option<loopvm_runtime::DType> {
         1 => DType::Bool,
         4 => DType::I32,
         5 => DType::I64,
+        6 => DType::U8,
+        8 => DType::U32,
         11 => DType::F32,
         12 => DType::F64,
         _ => return None,

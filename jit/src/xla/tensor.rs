@@ -14,6 +14,7 @@ impl From<DType> for ElementType {
             DType::F32 => ElementType::F32,
             DType::F64 => ElementType::F64,
             DType::U32 => ElementType::U32,
+            DType::U8 => ElementType::U8,
         }
     }
 }
@@ -28,6 +29,7 @@ impl ElementType {
             ElementType::F32 => Some(DType::F32),
             ElementType::F64 => Some(DType::F64),
             ElementType::U32 => Some(DType::U32),
+            ElementType::U8 => Some(DType::U8),
             _ => None,
         }
     }
@@ -42,6 +44,7 @@ impl Plain for i64 {}
 impl Plain for f32 {}
 impl Plain for f64 {}
 impl Plain for u32 {}
+impl Plain for u8 {}
 
 /// Element types for which every bit pattern is a valid value.
 trait AnyBits: Plain {}
@@ -50,6 +53,7 @@ impl AnyBits for i64 {}
 impl AnyBits for f32 {}
 impl AnyBits for f64 {}
 impl AnyBits for u32 {}
+impl AnyBits for u8 {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `T: Plain` has no padding and all bytes initialised, so its
@@ -83,6 +87,7 @@ impl Client {
             HostBuffer::F32(v) => bytes_of(v.as_slice()),
             HostBuffer::F64(v) => bytes_of(v.as_slice()),
             HostBuffer::U32(v) => bytes_of(v.as_slice()),
+            HostBuffer::U8(v) => bytes_of(v.as_slice()),
         };
         self.buffer_from_host(bytes, t.shape(), t.dtype().into())
     }
@@ -115,6 +120,7 @@ impl Buffer {
             DType::F32 => self.read_as::<f32>(&dims, n)?,
             DType::F64 => self.read_as::<f64>(&dims, n)?,
             DType::U32 => self.read_as::<u32>(&dims, n)?,
+            DType::U8 => self.read_as::<u8>(&dims, n)?,
         };
         tensor.map_err(|e| XlaError::InvalidArgument(e.to_string()))
     }

@@ -64,6 +64,7 @@ pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I32 => unary_int::<i32>(op, a, out),
         DType::I64 => unary_int::<i64>(op, a, out),
         DType::U32 => unary_int::<u32>(op, a, out),
+        DType::U8 => unary_int::<u8>(op, a, out),
         DType::F32 => unary_float::<f32>(op, a, out),
         DType::F64 => unary_float::<f64>(op, a, out),
     }
@@ -121,6 +122,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) ->
         DType::I32 => binary_int::<i32>(op, a, b, out),
         DType::I64 => binary_int::<i64>(op, a, b, out),
         DType::U32 => binary_int::<u32>(op, a, b, out),
+        DType::U8 => binary_int::<u8>(op, a, b, out),
         DType::F32 => binary_num::<f32>(op, a, b, out),
         DType::F64 => binary_num::<f64>(op, a, b, out),
     }
@@ -361,6 +363,7 @@ bits! {
     i32 => |x| u64::from(x as u32), |b| b as u32 as i32;
     i64 => |x| x as u64, |b| b as i64;
     u32 => |x| u64::from(x), |b| b as u32;
+    u8 => |x| u64::from(x), |b| b as u8;
     f32 => |x| u64::from(x.to_bits()), |b| f32::from_bits(b as u32);
     f64 => |x| x.to_bits(), |b| f64::from_bits(b);
 }
@@ -378,6 +381,7 @@ pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Ru
             DType::I32 => go::<S, i32>(a, out),
             DType::I64 => go::<S, i64>(a, out),
             DType::U32 => go::<S, u32>(a, out),
+            DType::U8 => go::<S, u8>(a, out),
             DType::F32 => go::<S, f32>(a, out),
             DType::F64 => go::<S, f64>(a, out),
             DType::Bool => Err(bitcast_error(a, DType::Bool)),
@@ -394,6 +398,7 @@ pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I32 => into::<i32>(a, to, out),
         DType::I64 => into::<i64>(a, to, out),
         DType::U32 => into::<u32>(a, to, out),
+        DType::U8 => into::<u8>(a, to, out),
         DType::F32 => into::<f32>(a, to, out),
         DType::F64 => into::<f64>(a, to, out),
         DType::Bool => Err(bitcast_error(a, to)),
@@ -428,6 +433,10 @@ pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), Runt
             Err(RuntimeError::new("iota", format!("iota of u32[{n}] overflows u32")))
         }
         DType::U32 => fill::<u32>(n, out),
+        DType::U8 if n > u8::MAX as usize + 1 => {
+            Err(RuntimeError::new("iota", format!("iota of u8[{n}] overflows u8")))
+        }
+        DType::U8 => fill::<u8>(n, out),
         DType::F32 => fill::<f32>(n, out),
         DType::F64 => fill::<f64>(n, out),
     }

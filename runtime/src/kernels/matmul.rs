@@ -43,6 +43,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I32 => int_matmul::<i32>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::I64 => int_matmul::<i64>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::U32 => int_matmul::<u32>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
+        DType::U8 => int_matmul::<u8>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::Bool => {}
     }
     Ok(())
@@ -146,6 +147,7 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
         DType::I32 => batches!(i32, |m, k, n, xa, yb, c| int_matmul::<i32>(m, k, n, xa, yb, c)),
         DType::I64 => batches!(i64, |m, k, n, xa, yb, c| int_matmul::<i64>(m, k, n, xa, yb, c)),
         DType::U32 => batches!(u32, |m, k, n, xa, yb, c| int_matmul::<u32>(m, k, n, xa, yb, c)),
+        DType::U8 => batches!(u8, |m, k, n, xa, yb, c| int_matmul::<u8>(m, k, n, xa, yb, c)),
         DType::Bool => {}
     }
     Ok(())

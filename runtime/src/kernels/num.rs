@@ -191,6 +191,7 @@ macro_rules! uint_num {
 }
 
 uint_num!(u32);
+uint_num!(u8);
 
 /// Integer element types: the bit ops, with XLA's shifts. A shift amount
 /// is read as unsigned, so a negative one is at least the bit width; a
@@ -255,6 +256,7 @@ macro_rules! int_bits {
 int_bits!(i32, u32, |a| a >> 31);
 int_bits!(i64, u64, |a| a >> 63);
 int_bits!(u32, u32, |a| 0);
+int_bits!(u8, u8, |a| 0);
 
 macro_rules! float_num {
     ($t:ty, $erf:path, $erfc:path, $erf_inv:path) => {
@@ -583,7 +585,7 @@ macro_rules! accumulate_num {
     };
 }
 
-accumulate_num!(i32, i64, f32, f64, u32);
+accumulate_num!(i32, i64, f32, f64, u32, u8);
 
 impl Accumulate for bool {
     #[inline]
@@ -608,6 +610,7 @@ macro_rules! conv_num {
             impl Conv<f32> for $s { #[inline] fn conv(self) -> f32 { self as f32 } }
             impl Conv<f64> for $s { #[inline] fn conv(self) -> f64 { self as f64 } }
             impl Conv<u32> for $s { #[inline] fn conv(self) -> u32 { self as u32 } }
+            impl Conv<u8> for $s { #[inline] fn conv(self) -> u8 { self as u8 } }
             impl Conv<bool> for $s {
                 #[inline]
                 #[allow(clippy::float_cmp)]
@@ -617,7 +620,7 @@ macro_rules! conv_num {
     };
 }
 
-conv_num!(i32, i64, f32, f64, u32);
+conv_num!(i32, i64, f32, f64, u32, u8);
 
 impl Conv<bool> for bool {
     #[inline]
@@ -641,6 +644,12 @@ impl Conv<u32> for bool {
     #[inline]
     fn conv(self) -> u32 {
         self as u32
+    }
+}
+impl Conv<u8> for bool {
+    #[inline]
+    fn conv(self) -> u8 {
+        self as u8
     }
 }
 impl Conv<f32> for bool {
@@ -753,5 +762,10 @@ mod tests {
         assert_eq!(Conv::<u32>::conv(-1i32), u32::MAX);
         assert_eq!(Conv::<i32>::conv(u32::MAX), -1);
         assert_eq!(Conv::<f32>::conv(u32::MAX), 4294967296.0);
+        assert_eq!(Conv::<u8>::conv(300i32), 44);
+        assert_eq!(Conv::<u8>::conv(-0.5f32), 0);
+        assert_eq!(Conv::<u8>::conv(1e20f64), 255);
+        assert_eq!(Int::shr(200u8, 8), 0);
+        assert_eq!(<u8 as Num>::div(7, 0), 255);
     }
 }

@@ -48,6 +48,7 @@ pub fn reduce(op: ReduceOp, a: &Tensor, axis: Option<usize>, out: &mut Option<Te
         DType::I32 => reduce_int::<i32>(op, a, g, &shape, out, |v| v as f32)?,
         DType::I64 => reduce_int::<i64>(op, a, g, &shape, out, |v| v as f32)?,
         DType::U32 => reduce_int::<u32>(op, a, g, &shape, out, |v| v as f32)?,
+        DType::U8 => reduce_int::<u8>(op, a, g, &shape, out, |v| v as f32)?,
         DType::F32 => reduce_float::<f32>(op, a, g, &shape, out, |n| n as f32)?,
         DType::F64 => reduce_float::<f64>(op, a, g, &shape, out, |n| n as f64)?,
     }

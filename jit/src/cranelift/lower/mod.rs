@@ -106,7 +106,7 @@ fn type_string(dtype: DType, shape: &[usize]) -> String {
 /// The Cranelift type of one element.
 pub(crate) fn clif_type(d: DType) -> Type {
     match d {
-        DType::Bool => types::I8,
+        DType::Bool | DType::U8 => types::I8,
         DType::I32 | DType::U32 => types::I32,
         DType::I64 => types::I64,
         DType::F32 => types::F32,
@@ -492,6 +492,7 @@ impl Lowerer<'_, '_> {
                 Buffer::I32(v) => v.iter().map(|&x| self.iconst(types::I32, i64::from(x))).collect(),
                 Buffer::I64(v) => v.iter().map(|&x| self.iconst(types::I64, x)).collect(),
                 Buffer::U32(v) => v.iter().map(|&x| self.iconst(types::I32, i64::from(x))).collect(),
+                Buffer::U8(v) => v.iter().map(|&x| self.iconst(types::I8, i64::from(x))).collect(),
                 Buffer::F32(v) => v.iter().map(|&x| self.b.ins().f32const(x)).collect(),
                 Buffer::F64(v) => v.iter().map(|&x| self.b.ins().f64const(x)).collect(),
             };
@@ -502,6 +503,7 @@ impl Lowerer<'_, '_> {
             Buffer::I32(v) => v.as_ptr() as usize,
             Buffer::I64(v) => v.as_ptr() as usize,
             Buffer::U32(v) => v.as_ptr() as usize,
+            Buffer::U8(v) => v.as_ptr() as usize,
             Buffer::F32(v) => v.as_ptr() as usize,
             Buffer::F64(v) => v.as_ptr() as usize,
         };

@@ -151,7 +151,7 @@ impl Lowerer<'_, '_> {
                 BinaryOp::Ge => self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, x, y),
                 _ => return unsupported!("{op} of bool operands (the interpreter reports the error)"),
             },
-            DType::U32 => match op {
+            DType::U32 | DType::U8 => match op {
                 BinaryOp::Add => self.b.ins().iadd(x, y),
                 BinaryOp::Sub => self.b.ins().isub(x, y),
                 BinaryOp::Mul => self.imul(x, y),
@@ -237,10 +237,10 @@ impl Lowerer<'_, '_> {
                 self.b.ins().bxor(x, one)
             }
             (DType::Bool, _) => return bad(),
-            (DType::I32 | DType::I64 | DType::U32, UnaryOp::Not) => self.b.ins().bnot(x),
+            (DType::I32 | DType::I64 | DType::U32 | DType::U8, UnaryOp::Not) => self.b.ins().bnot(x),
             (_, UnaryOp::Not) => return bad(),
-            (DType::I32 | DType::I64 | DType::U32, UnaryOp::Neg) => self.b.ins().ineg(x),
-            (DType::U32, UnaryOp::Abs | UnaryOp::Relu) => x,
+            (DType::I32 | DType::I64 | DType::U32 | DType::U8, UnaryOp::Neg) => self.b.ins().ineg(x),
+            (DType::U32 | DType::U8, UnaryOp::Abs | UnaryOp::Relu) => x,
             (DType::I32 | DType::I64, UnaryOp::Abs) => {
                 let z = self.zero(d);
                 let neg = self.b.ins().icmp(IntCC::SignedLessThan, x, z);
@@ -251,7 +251,7 @@ impl Lowerer<'_, '_> {
                 let z = self.zero(d);
                 self.max_nan(d, x, z)
             }
-            (DType::I32 | DType::I64 | DType::U32, _) => return bad(),
+            (DType::I32 | DType::I64 | DType::U32 | DType::U8, _) => return bad(),
             (_, UnaryOp::Neg) => self.b.ins().fneg(x),
             (_, UnaryOp::Abs) => self.b.ins().fabs(x),
             (_, UnaryOp::Sqrt) => self.b.ins().sqrt(x),
@@ -280,6 +280,26 @@ impl Lowerer<'_, '_> {
         let tt = clif_type(to);
         match (from, to) {
             _ if from == to => x,
+            // `u8` and `bool` are both an `I8` (0 or 1 for a bool).
+            (DType::Bool, DType::U8) => x,
+            (DType::U8, DType::Bool) => {
+                let z = self.zero(from);
+                self.b.ins().icmp(IntCC::NotEqual, x, z)
+            }
+            (DType::U8, DType::I32 | DType::I64 | DType::U32) => self.b.ins().uextend(tt, x),
+            (DType::I32 | DType::I64 | DType::U32, DType::U8) => self.b.ins().ireduce(tt, x),
+            (DType::U8, _) => {
+                let w = self.b.ins().uextend(types::I32, x);
+                self.b.ins().fcvt_from_sint(tt, w)
+            }
+            (_, DType::U8) => {
+                // Saturate through i32 (NaN gives 0), then clamp into [0, 255].
+                let w = self.b.ins().fcvt_to_sint_sat(types::I32, x);
+                let (lo, hi) = (self.iconst(types::I32, 0), self.iconst(types::I32, 255));
+                let w = self.b.ins().smax(w, lo);
+                let w = self.b.ins().smin(w, hi);
+                self.b.ins().ireduce(tt, w)
+            }
             (DType::Bool, DType::I32 | DType::I64 | DType::U32) => self.b.ins().uextend(tt, x),
             (DType::Bool, _) => {
                 let w = self.b.ins().uextend(types::I32, x);

@@ -174,7 +174,7 @@ impl Lowerer<'_, '_> {
             let x = self.scalar(i, "a dynamic index")?;
             let x = match i.dtype {
                 DType::I32 => self.b.ins().sextend(types::I64, x),
-                DType::U32 => self.b.ins().uextend(types::I64, x),
+                DType::U32 | DType::U8 => self.b.ins().uextend(types::I64, x),
                 _ => x,
             };
             let z = self.iconst(types::I64, 0);

@@ -253,6 +253,7 @@ impl Emitter<'_> {
             let bits = match to {
                 DType::I64 => 63,
                 DType::U32 => 32,
+                DType::U8 => 8,
                 _ => 31,
             };
             let (lo, top, below) = if from == DType::F32 {
@@ -305,6 +306,9 @@ impl Emitter<'_> {
             }
             DType::U32 if n > u32::MAX as usize + 1 => {
                 Err(EmitError::new("iota", format!("iota of u32[{n}] overflows u32")))
+            }
+            DType::U8 if n > u8::MAX as usize + 1 => {
+                Err(EmitError::new("iota", format!("iota of u8[{n}] overflows u8")))
             }
             _ => Ok(self.op(dtype, &[n], format!("stablehlo.iota dim = 0 : {}", tensor_type(dtype, &[n])))),
         }

@@ -185,14 +185,16 @@ impl Emitter<'_> {
                 let d = a.dtype;
                 let init = match d {
                     DType::Bool => self.splat(d, &[], Lit::B(!is_max)),
-                    DType::I32 | DType::I64 | DType::U32 => {
+                    DType::I32 | DType::I64 | DType::U32 | DType::U8 => {
                         self.splat(d, &[], Lit::I(if is_max { int_min(d) } else { int_max(d) }))
                     }
                     _ => self.splat(d, &[], Lit::F(if is_max { f64::NEG_INFINITY } else { f64::INFINITY })),
                 };
                 self.reduce_with(a, &init, &dims, &out_shape, |e, p, q| match d {
                     DType::Bool => e.bin(if is_max { "or" } else { "and" }, p, q),
-                    DType::I32 | DType::I64 | DType::U32 => e.bin(if is_max { "maximum" } else { "minimum" }, p, q),
+                    DType::I32 | DType::I64 | DType::U32 | DType::U8 => {
+                        e.bin(if is_max { "maximum" } else { "minimum" }, p, q)
+                    }
                     _ => e.max_min_float(is_max, p, q),
                 })
             }

@@ -17,7 +17,7 @@ pub(crate) fn tensor_type(dtype: DType, shape: &[usize]) -> String {
 pub(super) fn int_min(d: DType) -> i64 {
     match d {
         DType::I64 => i64::MIN,
-        DType::U32 => 0,
+        DType::U32 | DType::U8 => 0,
         _ => i64::from(i32::MIN),
     }
 }
@@ -26,6 +26,7 @@ pub(super) fn int_max(d: DType) -> i64 {
     match d {
         DType::I64 => i64::MAX,
         DType::U32 => i64::from(u32::MAX),
+        DType::U8 => i64::from(u8::MAX),
         _ => i64::from(i32::MAX),
     }
 }
@@ -55,8 +56,10 @@ pub(super) fn lit_text(dtype: DType, v: Lit) -> String {
         (DType::I32, Lit::I(i)) => (i as i32).to_string(),
         (DType::I64, Lit::I(i)) => i.to_string(),
         (DType::U32, Lit::I(i)) => (i as u32).to_string(),
-        (DType::I32 | DType::I64 | DType::U32, Lit::B(b)) => i32::from(b).to_string(),
+        (DType::U8, Lit::I(i)) => (i as u8).to_string(),
+        (DType::I32 | DType::I64 | DType::U32 | DType::U8, Lit::B(b)) => i32::from(b).to_string(),
         (DType::U32, Lit::F(f)) => (f as u32).to_string(),
+        (DType::U8, Lit::F(f)) => (f as u8).to_string(),
         (DType::I32, Lit::F(f)) => (f as i32).to_string(),
         (DType::I64, Lit::F(f)) => (f as i64).to_string(),
         (DType::F32, Lit::F(f)) => fmt_f32(f as f32),
@@ -75,6 +78,7 @@ pub(super) fn elements(t: &Tensor) -> Vec<String> {
         Buffer::I32(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::I64(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::U32(v) => v.iter().map(|x| x.to_string()).collect(),
+        Buffer::U8(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::F32(v) => v.iter().map(|x| fmt_f32(*x)).collect(),
         Buffer::F64(v) => v.iter().map(|x| fmt_f64(*x)).collect(),
     }
@@ -93,6 +97,7 @@ pub(super) fn hex_bytes(t: &Tensor) -> Option<String> {
         Buffer::I32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::I64(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::U32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
+        Buffer::U8(v) => put(v),
         Buffer::F32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::F64(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
     }
@@ -141,7 +146,7 @@ pub(super) fn dense(t: &Tensor) -> String {
 
 pub(super) fn cmp_type(d: DType) -> &'static str {
     match d {
-        DType::Bool | DType::U32 => "UNSIGNED",
+        DType::Bool | DType::U32 | DType::U8 => "UNSIGNED",
         DType::I32 | DType::I64 => "SIGNED",
         DType::F32 | DType::F64 => "FLOAT",
     }
