@@ -157,3 +157,25 @@ fn printing_siblings_run_as_separate_xla_loops() {
         assert!(got.notes.iter().any(|n| n.contains("side by side")), "{:?}", got.notes);
     }
 }
+
+/// A builtin that expands into several ops (`take_along_axis`, `softmax`,
+/// `logsumexp`, `gelu`, the random draws, `einsum`, `one_hot`, ...) evaluates
+/// each operand once: a `print` inside an operand prints once, on every tier.
+#[test]
+fn an_operand_of_an_expanding_builtin_prints_once() {
+    let src = "fn main(x: f32[2, 3]) -> (f32[2, 1], f32[2, 3], f32, f32[2, 3], f32[2, 3], i32[2], f32[2, 3], f32[2, 2],
+                                  (f32[2, 3], f32[1, 2], f32[6], f32[2, 3])) {
+        let p = |v| { print(0); v };
+        (take_along_axis(p(x), p([[1], [0]]), axis: 1), softmax(p(x)), logsumexp(p(x)), gelu(p(x)),
+         log_softmax(p(x), axis: 0), categorical(p(key(3)), p(x)), uniform(p(key(1)), f32, [2, 3], minval: p(-1.0), maxval: p(x)),
+         einsum(\"ij,kj->ik\", p(x), p(x)),
+         (one_hot(p([2, 0]), 3), dynamic_slice(p(x), [p(0), p(1)], [1, 2]), cumsum(p(x)), take(p(x), p([1, 0]), axis: 0)))
+    }";
+    let p = Program::from_source(src, "once.lb").expect("compiles");
+    let x = loopvm::Tensor::from_vec(&[2, 3], vec![0.5f32, -1.0, 2.0, 3.0, 0.25, -4.0]).expect("x");
+    for tier in [Tier::Interp, Tier::Jit, Tier::Xla] {
+        let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
+        let out = p.run(std::slice::from_ref(&x), &cfg).unwrap_or_else(|e| panic!("{}: {e}", tier.as_str()));
+        assert_eq!(out.printed.lines().count(), 20, "{}: {}", tier.as_str(), out.printed);
+    }
+}

@@ -66,6 +66,7 @@ pub fn generate(seed: u64, size: usize) -> Generated {
         next: 0,
         loop_depth: 0,
         fn_depth: 0,
+        printed: false,
     };
     let prog = g.program();
     Generated { source: prog.render(), args: prog.arg_texts(), prog }
@@ -86,6 +87,10 @@ pub(crate) struct Generator {
     pub(crate) next: usize,
     pub(crate) loop_depth: u32,
     pub(crate) fn_depth: u32,
+    /// A `print` has been generated: a program gets at most one (XLA keeps
+    /// a region with two prints side by side on the host, and the fuzzer
+    /// fails on any region XLA declines).
+    pub(crate) printed: bool,
 }
 
 /// Deepest loop nesting generated.
@@ -1113,6 +1118,24 @@ impl Generator {
             let name = self.fresh("v");
             lets.push((Pattern::Name(name.clone()), e));
             self.env.push(Binding { name, tt: t, exact: ex });
+        }
+        // `print` of an integer or bool value in scope (printed the same on
+        // every tier, digit for digit), in a loop body or a branch as often
+        // as not: the fuzzer compares every tier's printed lines.
+        let printable: Vec<String> = self
+            .env
+            .iter()
+            .filter(|b| matches!(b.tt.dt, ElemType::Bool | ElemType::I32 | ElemType::I64))
+            .map(|b| b.name.clone())
+            .collect();
+        if !self.printed && self.fn_depth == 0 && !printable.is_empty() && self.rng.chance(8) {
+            self.printed = true;
+            let v = self.rng.pick(&printable.iter().map(String::as_str).collect::<Vec<_>>()).to_string();
+            let tt = self.env.iter().find(|b| b.name == v).map(|b| b.tt.clone()).unwrap_or_else(|| tt.clone());
+            let arg = Expr { kind: ExprKind::Variable(v), ty: ValueType::Tensor(tt) };
+            let p =
+                Expr { kind: ExprKind::Call("print".into(), vec![CallArg::Expr(arg)]), ty: ValueType::Tuple(vec![]) };
+            lets.push((Pattern::Wildcard, p));
         }
         let ret = self.expr(tt, d, exact);
         self.env.truncate(mark);

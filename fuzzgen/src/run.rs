@@ -200,7 +200,7 @@ pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error>
             continue;
         };
         let reference = match run_tier(&prog, &args, Tier::Interp, &limits) {
-            Ok(o) => o.value,
+            Ok(o) => o,
             Err(e) => {
                 report.reference_errors += 1;
                 let _ = writeln!(log, "fuzz: interpreter error (seed {pseed:#x}): {}", first_line(&e.to_string()));
@@ -219,8 +219,9 @@ pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error>
         };
         for (ti, &tier) in tiers.iter().enumerate() {
             let outcome = run_tier(&prog, &args, tier, &limits);
-            if outcome.as_ref().is_ok_and(fell_back) {
+            if let Some(f) = outcome.as_ref().ok().and_then(|o| o.fallbacks.iter().find(|f| f.tier == Tier::Xla)) {
                 report.tiers[ti].fell_back += 1;
+                let _ = writeln!(log, "fuzz: XLA fell back (seed {pseed:#x}) on {}: {f}", tier.as_str());
             }
             let verdict = judge(&reference, &outcome);
             match verdict {
@@ -239,7 +240,7 @@ pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error>
                             program_seed: pseed,
                             tier,
                             message: msg.clone(),
-                            reference: reference.to_string(),
+                            reference: reference.value.to_string(),
                             got: String::new(),
                             reproducer: g.source.clone(),
                             original: g.source.clone(),
@@ -330,11 +331,6 @@ pub(crate) fn run_tier(prog: &Program, args: &[Tensor], tier: Tier, l: &Limits) 
 /// The `jit_threshold` of fuzz runs: loops go native at once.
 pub const JIT_THRESHOLD: u64 = 0;
 
-/// `true` when XLA declined some region of the run.
-pub(crate) fn fell_back(out: &RunOutput) -> bool {
-    out.fallbacks.iter().any(|f| f.tier == Tier::Xla)
-}
-
 pub(crate) fn prog_args(prog: &Program, args: &[String]) -> Result<Vec<Tensor>, Error> {
     let main = prog.module().func(prog.main()?);
     loopvm_api::parse_args(main, &prog.module().symbols, args)
@@ -352,9 +348,13 @@ pub(crate) enum Verdict {
     Differ(DiffKind, String),
 }
 
-pub(crate) fn judge(reference: &Value, outcome: &Result<RunOutput, Error>) -> Verdict {
+/// The verdict on `outcome` against the interpreter's run: its value and
+/// its printed lines.
+pub(crate) fn judge(reference: &RunOutput, outcome: &Result<RunOutput, Error>) -> Verdict {
     match outcome {
-        Ok(o) => match compare(reference, &o.value) {
+        Ok(o) => match compare(&reference.value, &o.value)
+            .or_else(|| loopvm_api::diff::compare_printed(&reference.printed, &o.printed))
+        {
             None => Verdict::Agree,
             Some(m) => Verdict::Differ(DiffKind::Value, m),
         },
@@ -373,10 +373,10 @@ pub(crate) fn differs(
     let src = p.render();
     let prog = Program::from_source(&src, "fuzz.lb").ok()?;
     let args = prog_args(&prog, &p.arg_texts()).ok()?;
-    let reference = run_tier(&prog, &args, Tier::Interp, l).ok()?.value;
+    let reference = run_tier(&prog, &args, Tier::Interp, l).ok()?;
     let out = run_tier(&prog, &args, tier, l);
     match judge(&reference, &out) {
-        Verdict::Differ(k, m) => Some((k, m, reference, out)),
+        Verdict::Differ(k, m) => Some((k, m, reference.value, out)),
         _ => None,
     }
 }

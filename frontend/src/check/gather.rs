@@ -152,7 +152,14 @@ impl<'a> Checker<'a> {
         } else {
             mk(t::ExprKind::Cast(Box::new(idx), d), tensor_ty(TensorTy::known(d, &id)), span)
         };
-        let idx = broadcast(idx, d, &id, &out, span);
+        // The operand and the indices are bound once, in source order: the
+        // expansion below reads the indices three times.
+        let bind = |cx: &mut FnCtx, e: t::Expr| {
+            let v = cx.new_var("_", e.ty.clone());
+            (t::Stmt::Let(t::Pattern::Var(v), e.clone()), mk(t::ExprKind::Var(v), e.ty, span))
+        };
+        let (let_x, x) = bind(cx, x);
+        let (let_idx, idx) = bind(cx, broadcast(idx, d, &id, &out, span));
         // Negative indices count from the end once, then clamp into [0, n - 1].
         let zero = int_const(d, 0, span);
         let neg = mk(
@@ -197,7 +204,8 @@ impl<'a> Checker<'a> {
         let x = broadcast(x, xt.dtype, &xd, &xs, span);
         let x = reshape(x, xt.dtype, &[total], span);
         let ty = tensor_ty(TensorTy::known(xt.dtype, &out));
-        Ok(mk(t::ExprKind::Take(Box::new(x), Box::new(flat), 0), ty, span))
+        let take = mk(t::ExprKind::Take(Box::new(x), Box::new(flat), 0), ty.clone(), span);
+        Ok(mk(t::ExprKind::Block(vec![let_x, let_idx], Box::new(take)), ty, span))
     }
 
     /// `one_hot(ids, n, dtype: d)`: `jax.nn.one_hot`: a new last axis of
