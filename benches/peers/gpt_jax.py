@@ -15,7 +15,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", False)
 
 # The test's configuration (tests/gpt_example.rs, CONFIG).
-V, T, D, H, E, F, L, B, S = 16, 8, 16, 2, 8, 32, 2, 4, 3
+V, T, D, H, E, F, L, B, S = 16, 8, 16, 2, 8, 32, 2, 4, 10
 LR = 3e-3
 TEXT = "the quick brown fox jumps over the lazy dog; a loop compiled once, as a loop. "
 
