@@ -248,7 +248,9 @@ fn read_array<T: Element + loopvm_runtime::Element + Copy>(a: &Bound<'_, PyArray
     let ro = a.try_readonly().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let shape = ro.shape().to_vec();
     let data: Vec<T> = match ro.as_slice() {
-        Ok(s) => s.to_vec(),
+        // The runtime's copy: fallible, and a large buffer advised as huge
+        // pages before it is touched (as NumPy does for its own arrays).
+        Ok(s) => loopvm_runtime::alloc::try_copy("argument", s, &shape).map_err(|e| PyValueError::new_err(e.to_string()))?,
         Err(_) => ro.as_array().iter().copied().collect(),
     };
     Tensor::from_vec(&shape, data).map_err(|e| PyValueError::new_err(e.to_string()))
