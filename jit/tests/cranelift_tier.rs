@@ -291,6 +291,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/u32_arith", &["main:fori_loop:cranelift"]),
     ("ops/u32_casts", &["main:fori_loop:cranelift"]),
     ("ops/u8_ops", &["main:fori_loop:cranelift"]),
+    ("ops/bitcast_nan", &["main:fori_loop:cranelift"]),
     ("ops/math", &[]),
     ("ops/matmul_if", &[]),
     ("ops/reductions", &[]),

@@ -16,7 +16,15 @@ import pytest
 import loopvm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DTYPES = {"bool": np.bool_, "i32": np.int32, "i64": np.int64, "u32": np.uint32, "u8": np.uint8, "f32": np.float32, "f64": np.float64}
+DTYPES = {
+    "bool": np.bool_,
+    "i32": np.int32,
+    "i64": np.int64,
+    "u32": np.uint32,
+    "u8": np.uint8,
+    "f32": np.float32,
+    "f64": np.float64,
+}
 TIERS = ["interp", "jit", "xla", "auto"]
 
 DECAY = """fn main(xs: f32[T, 2], k: f32) -> (f32[2], f32[T, 2]) {

@@ -364,13 +364,22 @@ bits! {
     i64 => |x| x as u64, |b| b as i64;
     u32 => |x| u64::from(x), |b| b as u32;
     u8 => |x| u64::from(x), |b| b as u8;
-    f32 => |x| u64::from(x.to_bits()), |b| f32::from_bits(b as u32);
-    f64 => |x| x.to_bits(), |b| f64::from_bits(b);
+    f32 => |x| u64::from(if x.is_nan() { CANONICAL_NAN_F32 } else { x.to_bits() }), |b| f32::from_bits(b as u32);
+    f64 => |x| if x.is_nan() { CANONICAL_NAN_F64 } else { x.to_bits() }, |b| f64::from_bits(b);
 }
+
+/// The bits `bitcast` gives for any NaN `f32`: the positive quiet NaN. A
+/// NaN's sign and payload depend on where it was made (x86's `0.0 / 0.0` is
+/// negative, the same quotient folded by XLA positive), so one NaN stands
+/// for all, on every tier.
+pub const CANONICAL_NAN_F32: u32 = 0x7fc0_0000;
+/// The bits `bitcast` gives for any NaN `f64` (see [`CANONICAL_NAN_F32`]).
+pub const CANONICAL_NAN_F64: u64 = 0x7ff8_0000_0000_0000;
 
 /// `bitcast(a, to)` (`lax.bitcast_convert_type`): the bits of every element
 /// read as dtype `to`, which must have the element width of `a`'s dtype
-/// ([`DType::can_bitcast`]; no bool). Bitcasting to `a`'s own dtype shares
+/// ([`DType::can_bitcast`]; no bool); a NaN gives the bits of the positive
+/// quiet NaN ([`CANONICAL_NAN_F32`]). Bitcasting to `a`'s own dtype shares
 /// its buffer.
 pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     fn go<S: Bits, D: Bits>(a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
@@ -686,6 +695,8 @@ mod tests {
         assert_eq!(out.as_ref().unwrap().as_slice::<u32>().unwrap(), &[0x3f80_0000, 0x8000_0000, 0x7f80_0000]);
         bitcast(&t(&[2], vec![u32::MAX, 0x3f80_0000]), DType::I32, &mut out).unwrap();
         assert_eq!(out.as_ref().unwrap().as_slice::<i32>().unwrap(), &[-1, 0x3f80_0000]);
+        bitcast(&t(&[2], vec![-f32::NAN, f32::from_bits(0x7f80_0001)]), DType::U32, &mut out).unwrap();
+        assert_eq!(out.as_ref().unwrap().as_slice::<u32>().unwrap(), &[CANONICAL_NAN_F32; 2]);
         bitcast(&t(&[1], vec![-1i64]), DType::F64, &mut out).unwrap();
         assert!(out.as_ref().unwrap().as_slice::<f64>().unwrap()[0].is_nan());
         let e = bitcast(&t(&[1], vec![1i64]), DType::F32, &mut out).unwrap_err();

@@ -25,6 +25,7 @@ mod num;
 mod reduce;
 mod shape;
 
+pub use elementwise::{CANONICAL_NAN_F32, CANONICAL_NAN_F64};
 pub use index::SliceSpec;
 pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Int, Num};
 

@@ -46,10 +46,22 @@ impl Lowerer<'_, '_> {
         }
         let (from_ty, to_ty) = (clif_type(a.dtype), clif_type(to));
         let xs = self.elems(a, "bitcast")?.to_vec();
-        let out = xs
-            .iter()
-            .map(|&x| if from_ty == to_ty { x } else { self.b.ins().bitcast(to_ty, MemFlagsData::new(), x) })
-            .collect();
+        let canonical = match a.dtype {
+            DType::F32 => i64::from(loopvm_runtime::kernels::CANONICAL_NAN_F32),
+            _ => loopvm_runtime::kernels::CANONICAL_NAN_F64 as i64,
+        };
+        let mut out = Vec::with_capacity(xs.len());
+        for &x in &xs {
+            let bits = if from_ty == to_ty { x } else { self.b.ins().bitcast(to_ty, MemFlagsData::new(), x) };
+            out.push(if a.dtype.is_float() && !to.is_float() {
+                // Any NaN gives the positive quiet NaN's bits (the kernel's rule).
+                let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+                let c = self.iconst(to_ty, canonical);
+                self.b.ins().select(nan, c, bits)
+            } else {
+                bits
+            });
+        }
         Ok(Val::elems(to, a.shape.clone(), out))
     }
 

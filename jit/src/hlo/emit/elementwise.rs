@@ -294,7 +294,18 @@ impl Emitter<'_> {
             let why = format!("bitcast of {} to {to} needs two number dtypes of one element width", a.ty());
             return Err(EmitError::new("bitcast", why));
         }
-        Ok(self.bitcast_convert(a, to))
+        let r = self.bitcast_convert(a, to);
+        if !a.dtype.is_float() || to.is_float() {
+            return Ok(r);
+        }
+        // Any NaN gives the positive quiet NaN's bits (the kernel's rule).
+        let canonical = match a.dtype {
+            DType::F32 => i64::from(loopvm_runtime::kernels::CANONICAL_NAN_F32),
+            _ => loopvm_runtime::kernels::CANONICAL_NAN_F64 as i64,
+        };
+        let nan = self.cmp("NE", a, a);
+        let c = self.splat(to, &a.shape, Lit::I(canonical));
+        Ok(self.select(&nan, &c, &r))
     }
 
     pub(super) fn iota(&mut self, dtype: DType, n: u64) -> Result<Val> {
