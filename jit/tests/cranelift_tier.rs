@@ -136,6 +136,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/erfc", &["main:fori_loop:cranelift"]),
     ("grad/fd_erf_inv", &["ok:fori_loop:cranelift"]),
     ("language/std_names", &["std.threefry2x32:fori_loop:cranelift"]),
+    ("regress/while_simplifier_print", &["main:fori_loop:cranelift", "main:while_loop:cranelift"]),
     ("ops/erf_inv", &["main:fori_loop:cranelift"]),
     // threefry2x32's rolled loop, once per `split`/`normal`/... call (the one
     // in the loop body is inlined into its native loop).
