@@ -431,6 +431,15 @@ impl Generator {
     /// `(a / b) / c`, `a * b + c`, ...), on operands that are often edge
     /// values (0, -0, subnormals, ±huge, ±inf, NaN).
     pub(crate) fn float_chain(&mut self, tt: &TensorType, d: u32) -> Expr {
+        // Some chains repeat an operand: no print inside one (it would
+        // print twice, side by side).
+        let printed = std::mem::replace(&mut self.printed, true);
+        let e = self.float_chain_of(tt, d);
+        self.printed = printed;
+        e
+    }
+
+    fn float_chain_of(&mut self, tt: &TensorType, d: u32) -> Expr {
         let a = self.expr(tt, d, false);
         let mut b = self.chain_operand(tt, d, false);
         let c = self.chain_operand(tt, d, false);
