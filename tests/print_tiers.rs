@@ -46,6 +46,13 @@ const PROGRAMS: &[(&str, &str)] = &[
         }",
     ),
     (
+        "while_cond",
+        "fn main() -> i32 {
+            let (k, x) = while_loop(|(k, x)| { print(k); k < 3 }, |(k, x)| (k + 1, x * 2), (0, 1));
+            x
+        }",
+    ),
+    (
         "while",
         "fn main() -> (i32, bool) {
             let (k, f) = while_loop(|(k, f)| k < 5, |(k, f)| { print([k, k * k]); (k + 1, !f) }, (0, false));

@@ -1348,7 +1348,11 @@ impl Generator {
             &TensorType::scalar(ElemType::Bool),
         );
         if self.rng.chance(40) || max_iters.is_some() {
+            // No print in a condition: XLA keeps such a loop on the host
+            // (it would drop the print), and the fuzzer fails on that.
+            let printed = std::mem::replace(&mut self.printed, true);
             let extra = self.expr(&TensorType::scalar(ElemType::Bool), d.min(2), true);
+            self.printed = printed;
             cond = if max_iters.is_some() && self.rng.chance(50) {
                 extra
             } else {

@@ -416,6 +416,16 @@ impl Emitter<'_> {
         if cb.params.len() != init.len() || bb.params.len() != init.len() {
             return Err(EmitError::new(what, "carry and block parameters differ in number"));
         }
+        // XLA's CPU runtime runs a while loop's condition without the
+        // execution context that carries the host's print sink: a print
+        // there would be dropped (fuzz program 0x84295ebe32c81c45). Such a
+        // loop prints on the host.
+        if self.opts.host_print && cb.code.iter().any(|i| prints_in(self.m, func, i, 0)) {
+            return Err(EmitError::new(
+                "print",
+                "a print in a while_loop's condition: XLA runs the condition without the host callback's context, so the loop prints on the host",
+            ));
+        }
         let (cap_regs, cap_vals) = self.captures(func, inst, env)?;
         let nc = init.len();
         let all: Vec<Val> = init.iter().chain(&cap_vals).cloned().collect();
