@@ -28,6 +28,8 @@ fn positions(op: &'static str, a: &Tensor, ids: &Tensor, axis: usize) -> Result<
     let raw: Vec<i64> = match ids.dtype() {
         DType::I32 => elems::<i32>(op, ids)?.iter().map(|&i| i64::from(i)).collect(),
         DType::I64 => elems::<i64>(op, ids)?.to_vec(),
+        DType::U32 => elems::<u32>(op, ids)?.iter().map(|&i| i64::from(i)).collect(),
+        DType::U8 => elems::<u8>(op, ids)?.iter().map(|&i| i64::from(i)).collect(),
         _ => return Err(RuntimeError::new(op, format!("ids must be an integer tensor, got {}", ids.type_string()))),
     };
     if n == 0 && !raw.is_empty() {

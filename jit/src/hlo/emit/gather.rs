@@ -35,7 +35,14 @@ impl Emitter<'_> {
         if n == 0 && ids.numel() > 0 {
             return Err(EmitError::new(what, format!("cannot take from the empty axis {axis} of {}", a.ty())));
         }
-        let top = if ids.dtype == DType::I32 { (n as u64).min(i32::MAX as u64 + 1) } else { n as u64 };
+        // The largest id that is in range and representable in the ids' dtype.
+        let most = match ids.dtype {
+            DType::I32 => i32::MAX as u64,
+            DType::U32 => u64::from(u32::MAX),
+            DType::U8 => u64::from(u8::MAX),
+            _ => u64::MAX - 1,
+        };
+        let top = (n as u64).min(most + 1);
         let top = i64::try_from(top.saturating_sub(1)).unwrap_or(i64::MAX);
         // XLA must not take an `abs` or a square for non-negative (`shield`).
         let ids = if self.may_be_non_negative_int(ids) { self.barrier(ids) } else { ids.clone() };
@@ -144,7 +151,10 @@ impl Emitter<'_> {
                 format!("the window {sizes:?} is larger than {} along axis {ax}", a.ty()),
             ));
         }
-        let it = if starts.iter().any(|v| v.dtype == DType::I64) { DType::I64 } else { DType::I32 };
+        // Starts are compared in a signed type wide enough for every value
+        // of theirs (a `u32` start is its unsigned value, as in the kernel).
+        let it =
+            if starts.iter().any(|v| matches!(v.dtype, DType::I64 | DType::U32)) { DType::I64 } else { DType::I32 };
         let mut out = Vec::with_capacity(starts.len());
         for (ax, ((v, &dim), &size)) in starts.iter().zip(&a.shape).zip(sizes).enumerate() {
             let i = self.scalar_index(what, v, it)?;
