@@ -127,7 +127,14 @@ impl Emitter<'_> {
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Pow => {
                 self.float_bin(op.hlo_name(), &x, &y)
             }
-            BinaryOp::Rem => self.bin(op.hlo_name(), &x, &y),
+            BinaryOp::Rem => {
+                // XLA's float remainder is a library `fmod`, which reads a
+                // subnormal operand's bits whatever the mode (`x % 1e-40`
+                // is not NaN there): the operands are flushed, as every
+                // tier reads them (fuzz program 0x9f2c43944e6f887e).
+                let (x, y) = (self.flushed(&x), self.flushed(&y));
+                self.bin(op.hlo_name(), &x, &y)
+            }
             BinaryOp::Max | BinaryOp::Min if d == DType::Bool => {
                 self.bin(if op == BinaryOp::Max { "or" } else { "and" }, &x, &y)
             }
@@ -243,8 +250,12 @@ impl Emitter<'_> {
             return a.clone();
         }
         if to == DType::Bool {
+            // A float is read as the mode says (a subnormal is 0), also
+            // where LLVM folds the compare of a constant, such as a
+            // `bitcast` of an integer literal (fuzz program 0xaf0507f02f4e45c7).
+            let a = if from.is_float() { self.flushed(a) } else { a.clone() };
             let z = self.zero(from, &a.shape);
-            return self.cmp("NE", a, &z);
+            return self.cmp("NE", &a, &z);
         }
         if from.is_float() && to.is_int() {
             // Saturate, NaN → 0 (Rust's `as`): clamp into the range where
