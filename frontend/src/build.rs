@@ -90,6 +90,13 @@ impl Build {
         }
     }
 
+    /// A block binding `lets` in order, then `result`.
+    pub fn block(self, lets: Vec<(t::VarId, t::Expr)>, result: t::Expr) -> t::Expr {
+        let ty = result.ty.clone();
+        let stmts = lets.into_iter().map(|(v, e)| t::Stmt::Let(t::Pattern::Var(v), e)).collect();
+        t::Expr { kind: K::Block(stmts, Box::new(result)), ty, span: self.span }
+    }
+
     /// Inserts an axis of size 1 at `k` (a reshape when the shape is known,
     /// else a stack of one tensor).
     pub fn expand(self, a: t::Expr, k: usize) -> t::Expr {

@@ -14,13 +14,6 @@ use crate::typed::{self as t, ExprKind as K, Pattern};
 use crate::types::{TensorTy, Type};
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp};
 
-/// A block of `lets` ending in `result`.
-fn block(lets: Vec<(t::VarId, t::Expr)>, result: t::Expr, span: Span) -> t::Expr {
-    let ty = result.ty.clone();
-    let stmts = lets.into_iter().map(|(v, e)| t::Stmt::Let(Pattern::Var(v), e)).collect();
-    mk(K::Block(stmts, Box::new(result)), ty, span)
-}
-
 impl<'a> Checker<'a> {
     /// The float tensor argument `x` of a composite builtin (a weak literal
     /// becomes `f32`), bound to a new variable: its expression and type.
@@ -65,12 +58,12 @@ impl<'a> Checker<'a> {
         if log {
             let s = b.reduce_keep(ReduceOp::Sum, b.un(UnaryOp::Exp, var(sv)), axis);
             let r = b.bin(BinaryOp::Sub, var(sv), b.un(UnaryOp::Log, s));
-            return Ok(block(vec![(xv, x), (sv, shifted)], r, c.span));
+            return Ok(b.block(vec![(xv, x), (sv, shifted)], r));
         }
         let e = b.un(UnaryOp::Exp, var(sv));
         let ev = cx.new_var("_", e.ty.clone());
         let r = b.bin(BinaryOp::Div, var(ev), b.reduce_keep(ReduceOp::Sum, var(ev), axis));
-        Ok(block(vec![(xv, x), (sv, shifted), (ev, e)], r, c.span))
+        Ok(b.block(vec![(xv, x), (sv, shifted), (ev, e)], r))
     }
 
     /// `logsumexp(x, axis: k, keepdims: b)`, over every axis by default, as
@@ -98,7 +91,7 @@ impl<'a> Checker<'a> {
         // size-1 axis is its one element.
         let shift_out = if keepdims { svar() } else { b.reduce(ReduceOp::Max, svar(), axis) };
         let r = b.bin(BinaryOp::Add, b.un(UnaryOp::Log, s), shift_out);
-        Ok(block(vec![(xv, x), (mv, m), (sv, shift)], r, c.span))
+        Ok(b.block(vec![(xv, x), (mv, m), (sv, shift)], r))
     }
 
     /// `gelu(x, approximate: b)` as `jax.nn.gelu`: by default the tanh form
@@ -122,7 +115,7 @@ impl<'a> Checker<'a> {
             let half_x = b.bin(BinaryOp::Mul, b.cst(d, 0.5), xe());
             b.bin(BinaryOp::Mul, half_x, b.un(UnaryOp::Erfc, nx))
         };
-        Ok(block(vec![(xv, x)], r, c.span))
+        Ok(b.block(vec![(xv, x)], r))
     }
 
     /// `stop_gradient(x)`: `x` (any value), a constant to `grad`.

@@ -10,20 +10,13 @@ use super::literals::coerce;
 use super::{boxed, mk, Checker, Env, FnCtx};
 use crate::build::Build;
 use crate::diag::{err, DResult, Diagnostic, Span};
-use crate::typed::{self as t, ExprKind as K, Pattern};
+use crate::typed::{self as t, ExprKind as K};
 use crate::types::{broadcasts_to, Dim, TensorTy, Type};
 use loopvm_runtime::{BinaryOp, DType, ReduceOp, UnaryOp};
 
 /// `u32[2]`, the type of a key.
 fn key_type() -> Type {
     Type::Tensor(TensorTy::known(DType::U32, &[2]))
-}
-
-/// A block binding `lets` in order, then `result`.
-fn block(lets: Vec<(t::VarId, t::Expr)>, result: t::Expr, span: Span) -> t::Expr {
-    let ty = result.ty.clone();
-    let stmts = lets.into_iter().map(|(v, e)| t::Stmt::Let(Pattern::Var(v), e)).collect();
-    mk(K::Block(stmts, Box::new(result)), ty, span)
 }
 
 impl<'a> Checker<'a> {
@@ -68,7 +61,7 @@ impl<'a> Checker<'a> {
             b.cst(DType::U32, 0.0)
         };
         let k = mk(K::Stack(vec![hi, word(s())], 0), key_type(), c.span);
-        Ok(block(vec![(sv, seed)], k, c.span))
+        Ok(b.block(vec![(sv, seed)], k))
     }
 
     /// `split(key, n)` (default 2): `n` new keys, `u32[n, 2]`, as
@@ -168,7 +161,7 @@ impl<'a> Checker<'a> {
         let (l, h) = (var(lv, &lo), var(hv, &hi));
         let scaled = b.bin(BinaryOp::Add, b.bin(BinaryOp::Mul, unit, b.bin(BinaryOp::Sub, h, l.clone())), l.clone());
         let r = b.bin(BinaryOp::Max, l, scaled);
-        Ok(block(vec![(lv, lo), (hv, hi)], r, span))
+        Ok(b.block(vec![(lv, lo), (hv, hi)], r))
     }
 
     /// `bernoulli(key, p, [dims])`: `uniform(key, dtype of p, dims) < p`,
