@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod generate;
+mod generate_ops;
 mod print;
 mod run;
 mod shrink;
