@@ -84,6 +84,11 @@ enum Cmd {
         /// Unroll every loop with a static trip count instead (for comparison only).
         #[arg(long)]
         unroll: bool,
+        /// Also compile the module with the XLA plugin `--tier xla` uses
+        /// (without the executable cache) and print the emit and compile
+        /// times on stderr (like `jax.jit(f).lower(x).compile()`).
+        #[arg(long)]
+        compile: bool,
     },
     /// Run a program on every tier and compare every result with the interpreter's.
     Diff {
@@ -145,6 +150,26 @@ enum PluginCmd {
         #[arg(default_value = "cpu")]
         kind: String,
     },
+}
+
+/// `loopvm emit --compile`: compiles `text` on the plugin `--tier xla`
+/// would use and reports the times on stderr.
+fn compile_emitted(text: &str, emitted: std::time::Duration) -> Result<(), Error> {
+    use loopvm_jit::xla::tier::{XlaBackend, XlaMode};
+    let tier_err = |e: loopvm_jit::xla::XlaError| Error::new(loopvm::ErrorKind::Tier(e.to_string()));
+    let mut backend = XlaBackend::with_found_plugin(XlaMode::Functions)
+        .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::Functions))
+        .map_err(tier_err)?;
+    let start = std::time::Instant::now();
+    backend.compile_text(text).map_err(tier_err)?;
+    eprintln!(
+        "emitted {} bytes in {:.3} s; compiled by {} in {:.3} s",
+        text.len(),
+        emitted.as_secs_f64(),
+        backend.client().platform_name(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -242,8 +267,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", Program::from_path(&file)?.disassemble());
             Ok(())
         }
-        Cmd::Emit { file, args, unroll } => {
+        Cmd::Emit { file, args, unroll, compile } => {
             use loopvm_jit::hlo;
+            let start = std::time::Instant::now();
             let prog = Program::from_path(&file)?;
             let m = prog.module();
             let f = prog.main()?;
@@ -258,7 +284,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let text =
                 text.map_err(|e| Error::new(loopvm::ErrorKind::Tier(format!("cannot lower to StableHLO: {e}"))))?;
+            let emitted = start.elapsed();
             print!("{text}");
+            if compile {
+                compile_emitted(&text, emitted)?;
+            }
             Ok(())
         }
         Cmd::Diff { file, args, tiers } => {

@@ -220,6 +220,13 @@ fn xla_tier_runs_and_emit_prints_one_while() {
     assert!(out.contains("func.func public @main"), "{out}");
     let o = loopvm(&["emit", &spec("seed/first.lb"), "--unroll"]);
     assert_eq!(text(&o).0.matches("stablehlo.while").count(), 0);
+    // `--compile` compiles the printed module on the plugin and says so on stderr.
+    let o = loopvm(&["emit", &spec("seed/first.lb"), "--compile"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.matches("stablehlo.while").count(), 1, "{out}");
+    let bytes = format!("emitted {} bytes in ", out.len());
+    assert!(err.starts_with(&bytes) && err.contains("; compiled by cpu in "), "{err}");
 }
 
 #[test]
