@@ -3,7 +3,7 @@
 //! "panicked" on stderr), a signal (an abort, a stack overflow) or a hang.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,27 @@ fn loopvm(args: &[&str]) -> Outcome {
     loopvm_within(args, Duration::from_secs(120))
 }
 
-fn tmp(name: &str) -> PathBuf {
+/// A scratch folder, removed when the test that made it ends.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("loopvm-hostile-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+    Tmp(d)
 }
 
 /// A clean failure: an exit status (no signal), not 0, not 101, an error

@@ -30,7 +30,7 @@ peak memory is that process's high-water mark (`ru_maxrss` of `wait4`):
   block under `jax.checkpoint`, as gpt.lb's `checkpoint: true`) and with a
   Python loop over layers.
 - PyTorch/XLA (when `torch_xla` is installed in the same environment:
-  `pip install torch==2.9.0 torch_xla==2.9.0`): the same GPT as a
+  `pip install -r benches/peers/requirements-torch.txt`): the same GPT as a
   `torch.nn` module on PyTorch/XLA's CPU device (`PJRT_DEVICE=CPU`), one
   step of forward, backward and `torch.optim.Adam`, the layers applied by
   `torch_xla.experimental.scan_layers` or by a Python loop; its compile

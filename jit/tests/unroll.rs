@@ -360,6 +360,68 @@ fn gpu_policy_is_visible_and_exact() {
     assert!(text.contains("// loopvm: fori_loop unroll 4 (program)"), "{text}");
 }
 
+/// Only a loop whose body prints is kept rolled (copies side by side could
+/// print out of order); the other loops of the same module keep their
+/// factors, and the printed lines are the interpreter's.
+#[test]
+fn a_printing_loop_stays_rolled_and_its_siblings_do_not() {
+    let src = "fn main() -> (i32, i32) {
+        let a = fori_loop(0, 10, |i, a| a * 3 + i, 1, unroll: 4);
+        let b = fori_loop(0, 3, |i, b| { print(i); b + i * a }, 0, unroll: 2);
+        let c = fori_loop(0, 2, |i, c| fori_loop(0, 4, |j, d| d + j, c, unroll: 4), b);
+        (b, c)
+    }";
+    let m = compile(src);
+    let opts = EmitOptions { host_print: true, ..EmitOptions::default() };
+    let l = hlo::lower_function_with(&m, m.main.unwrap(), &[], &opts, &UnrollOptions::for_platform("cpu")).unwrap();
+    let why: Vec<(u32, UnrollWhy)> = l.unrolls.iter().map(|u| (u.unroll, u.why)).collect();
+    assert_eq!(
+        why,
+        [(4, UnrollWhy::Source), (1, UnrollWhy::Prints), (1, UnrollWhy::Source), (4, UnrollWhy::Source)],
+        "{:?}",
+        l.unrolls
+    );
+    assert!(l.text.contains("// loopvm: fori_loop unroll 1 (body prints)"), "{}", l.text);
+    // The lines and results are the interpreter's.
+    let lines = |b: &mut dyn FnMut(Box<dyn std::io::Write + Send>) -> Vec<Tensor>| {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let r = b(Box::new(W(out.clone())));
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        (r, text)
+    };
+    let (want, want_text) = lines(&mut |w| {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_output(w);
+        it.call(m.main.unwrap(), &[]).unwrap()
+    });
+    let (got, got_text) = lines(&mut |w| {
+        let mut b = XlaBackend::new(client(), XlaMode::Functions);
+        b.set_host_print(true);
+        b.set_output(w);
+        let r = {
+            let mut it = Interpreter::new(&m, RunOptions::default());
+            it.set_output(Box::new(std::io::sink()));
+            it.set_backend(&mut b);
+            it.call(m.main.unwrap(), &[]).unwrap()
+        };
+        assert_eq!(b.stats.functions_run, 1, "{}", b.stats.report());
+        r
+    });
+    assert_eq!(want_text, "i32 0\ni32 1\ni32 2\n");
+    assert_eq!(got_text, want_text);
+    assert_same(&want, &got, false, "printing loop beside unrolled loops");
+}
+
 // ------------------------------------------------------------- compile time
 
 /// With `unroll: 32`, the module of a loop of 10^6 iterations is the module

@@ -186,6 +186,9 @@ pub enum UnrollWhy {
     Source,
     /// The platform's policy, from the body's size.
     Policy(Platform),
+    /// Rolled whatever the options say: the body prints, and copies side by
+    /// side could print out of order.
+    Prints,
 }
 
 /// The unroll factor chosen for one loop of a lowered module.
@@ -222,6 +225,7 @@ impl fmt::Display for LoopUnroll {
             UnrollWhy::Forced => f.write_str("forced")?,
             UnrollWhy::Source => f.write_str("program")?,
             UnrollWhy::Policy(p) => write!(f, "{p} policy")?,
+            UnrollWhy::Prints => f.write_str("body prints")?,
         }
         if let Some(ops) = self.body_ops {
             write!(f, ", body {ops} ops")?;

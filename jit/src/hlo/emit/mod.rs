@@ -464,14 +464,6 @@ pub(crate) fn lower_function(
     }
     let mut params = params_of(args)?;
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
-    // Copies of a body that prints would print in an order XLA may change.
-    let forced;
-    let unroll = if opts.host_print && body.code.iter().any(|i| control::prints_in(m, func, i, 0)) {
-        forced = UnrollOptions::forced(1);
-        &forced
-    } else {
-        unroll
-    };
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);
     e.block(func, func.body, &mut env)?;
@@ -501,13 +493,6 @@ pub(crate) fn lower_loop(
     }
     let mut params = params_of(inputs)?;
     let mut env: Env = regs.iter().copied().zip(params.iter().cloned()).collect();
-    let forced;
-    let unroll = if opts.host_print && control::prints_in(m, func, inst, 0) {
-        forced = UnrollOptions::forced(1);
-        &forced
-    } else {
-        unroll
-    };
     let mut e = Emitter::new(m, opts, unroll);
     e.fuel = metered_param(opts, &mut params);
     e.inst(func, inst, &mut env)?;

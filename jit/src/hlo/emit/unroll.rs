@@ -26,8 +26,9 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
+use super::control::prints_in;
 use super::{bind_params, Emitter, Env, Fuel, Lit, Result, Val};
-use crate::hlo::policy::LoopUnroll;
+use crate::hlo::policy::{LoopUnroll, UnrollWhy};
 use crate::hlo::EmitError;
 use loopvm_runtime::DType;
 use loopvm_vm::{BlockId, Func, FuncId, Inst, Reg};
@@ -136,7 +137,15 @@ impl Emitter<'_> {
         } else {
             None
         };
-        let (k, why) = self.unroll.choose(source, trip, body_ops, has_loop);
+        // Copies of a body that prints would print in an order XLA may
+        // change: such a loop stays rolled (the other loops of the module
+        // keep their factors).
+        let prints = self.opts.host_print
+            && blocks.iter().any(|b| {
+                func.blocks.get(b.0 as usize).is_some_and(|blk| blk.code.iter().any(|i| prints_in(self.m, func, i, 0)))
+            });
+        let (k, why) =
+            if prints { (1, UnrollWhy::Prints) } else { self.unroll.choose(source, trip, body_ops, has_loop) };
         let rec = LoopUnroll { kind, unroll: k, why, trip, body_ops };
         self.line(&rec.comment());
         self.unrolls.push(rec);
