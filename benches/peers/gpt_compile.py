@@ -8,8 +8,9 @@ GPT_UNROLLED_MAX (default 32): the largest L at which the unrolled forms
 (loopvm's and JAX's Python loop) are compiled, since they grow with L (JAX's
 Python loop took 270 s at L = 64 here); GPT_EMIT_UNROLL_MAX (default 8): the
 largest L for `loopvm emit --unroll` (every loop unrolled, threefry's and
-the training loop's too); GPT_STEPS (default 201): the steps of the longer
-run of the per-step measurement; GPT_SVG: where to write the plot
+the training loop's too); GPT_STEPS (default 1001): the steps of the longer
+run of the per-step measurement; GPT_TORCH=0 skips PyTorch/XLA; GPT_ROUNDS (default 3): runs of each
+program of the per-step measurement, the best taken; GPT_SVG: where to write the plot
 (default: no plot).
 
 The model is examples/gpt/gpt.lb's code (the same file, its configuration
@@ -37,9 +38,12 @@ peak memory is that process's high-water mark (`ru_maxrss` of `wait4`):
   time is XLA's `CompileTime` metric.
 - Time per step: the program with S training steps in a `fori_loop` on
   both sides, run once compiled; (time at S = GPT_STEPS - time at S = 1) /
-  (GPT_STEPS - 1), so compilation, init and transfers cancel. loopvm's time
-  is the `executions ... in T s` of `loopvm run --tier xla --stats`, JAX's
-  the call of the compiled function to `block_until_ready`.
+  (GPT_STEPS - 1), so compilation, init and transfers cancel; each time is
+  the best of GPT_ROUNDS runs. loopvm's time is the `executions ... in T s`
+  of `loopvm run --tier xla --stats` (its executable cache warm after the
+  first run), JAX's the call of the compiled function to
+  `block_until_ready`; the peak memory is that of loopvm's first run
+  (compiling included) and of JAX's process.
 """
 import importlib.util
 import os
@@ -88,10 +92,10 @@ fn main(data: i32[N]) {
 """ % dict(L=L, V=V, T=T, D=D, H=H, E=E, F=F, B=B, S=steps)
 
 
-def child(cmd):
+def child(cmd, env=None):
     """Runs `cmd`; its stdout and stderr, and its peak memory in MiB."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err)
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(p.pid, 0)
         out.seek(0)
         err.seek(0)
@@ -112,13 +116,20 @@ def loopvm_compile(loopvm, d, data_path, L, variant):
     return float(m.group(3)), float(m.group(2)), int(m.group(1)), mib
 
 
-def loopvm_run(loopvm, d, data_path, L, steps):
+def loopvm_run(loopvm, d, data_path, L, steps, rounds):
+    """The best of `rounds` runs' execution time (the executable cache, a
+    folder of its own, warm after the first), and the first run's peak
+    memory (compile and run)."""
     p = os.path.join(d, "gpt_run_L%d_S%d.lb" % (L, steps))
     open(p, "w").write(lb_source(L, steps=steps))
-    _, err, mib = child([loopvm, "run", p, "--tier", "xla", "--no-cache", "--stats",
-                         "--arg", "data=@" + data_path, "--out", os.path.join(d, "out.npy")])
-    m = re.search(r"executions \([^)]*\) in ([0-9.]+) s", err)
-    return float(m.group(1)), mib
+    env = dict(os.environ, LOOPVM_CACHE_DIR=os.path.join(d, "cache"))
+    best, peak = float("inf"), None
+    for _ in range(rounds):
+        _, err, mib = child([loopvm, "run", p, "--tier", "xla", "--stats", "--arg", "data=@" + data_path,
+                             "--out", os.path.join(d, "out.npy")], env)
+        best = min(best, float(re.search(r"executions \([^)]*\) in ([0-9.]+) s", err).group(1)))
+        peak = mib if peak is None else peak
+    return best, peak
 
 
 def jax_child(args):
@@ -169,19 +180,29 @@ def jax_programs(L, python_loop, steps):
     return jax, jnp, program
 
 
-def jax_main(what, L, steps):
-    jax, jnp, program = jax_programs(L, what == "loop", steps)
-    data = jnp.array([ord(c) % V for c in TEXT * 4], jnp.int32)
-    t = time.perf_counter()
-    exe = jax.jit(program).lower(data).compile()
-    compiled = time.perf_counter() - t
-    if what == "run":
-        exe(data).block_until_ready()  # the first call allocates; the second is timed
+def jax_main(what, L, steps=1, rounds=1):
+    import jax
+    data = None
+    if what != "run":
+        _, jnp, program = jax_programs(L, what == "loop", 1)
+        data = jnp.array([ord(c) % V for c in TEXT * 4], jnp.int32)
         t = time.perf_counter()
-        exe(data).block_until_ready()
-        print("run", time.perf_counter() - t)
-    else:
-        print("compile", compiled)
+        jax.jit(program).lower(data).compile()
+        print("compile", time.perf_counter() - t)
+        return
+    best = []
+    for s in (1, steps):
+        _, jnp, program = jax_programs(L, False, s)
+        data = jnp.array([ord(c) % V for c in TEXT * 4], jnp.int32)
+        exe = jax.jit(program).lower(data).compile()
+        exe(data).block_until_ready()  # the first call allocates
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            exe(data).block_until_ready()
+            times.append(time.perf_counter() - t)
+        best.append(min(times))
+    print("step", (best[1] - best[0]) / (steps - 1))
 
 
 # ---- PyTorch/XLA (a child: `gpt_compile.py --torch scan|loop L`) -------------
@@ -283,7 +304,7 @@ def svg(rows, path):
 
 
 def torch_child(args):
-    if importlib.util.find_spec("torch_xla") is None:
+    if os.environ.get("GPT_TORCH") == "0" or importlib.util.find_spec("torch_xla") is None:
         return float("nan"), float("nan")
     o, _, mib = child([sys.executable, os.path.abspath(__file__), "--torch"] + [str(a) for a in args])
     return float(o.strip().split()[-1]), mib
@@ -291,7 +312,7 @@ def torch_child(args):
 
 def main():
     if sys.argv[1:2] == ["--jax"]:
-        jax_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+        jax_main(sys.argv[2], int(sys.argv[3]), *[int(a) for a in sys.argv[4:6]])
         return
     if sys.argv[1:2] == ["--torch"]:
         torch_main(sys.argv[2], int(sys.argv[3]))
@@ -301,7 +322,8 @@ def main():
     layers = [int(a) for a in sys.argv[2:]] or [2, 8, 32, 64]
     unrolled_max = int(os.environ.get("GPT_UNROLLED_MAX", "32"))
     emit_unroll_max = int(os.environ.get("GPT_EMIT_UNROLL_MAX", "8"))
-    steps = int(os.environ.get("GPT_STEPS", "201"))
+    steps = int(os.environ.get("GPT_STEPS", "1001"))
+    rounds = int(os.environ.get("GPT_ROUNDS", "3"))
     nan = (float("nan"), float("nan"))
     rows = []
     cell = lambda r: "-" if r[0] != r[0] else "%.2f s, %.0f MiB" % (r[0], r[1])
@@ -322,15 +344,14 @@ def main():
             loop = jax_child(["loop", L]) if small else nan
             tscan = torch_child(["scan", L])
             tloop = torch_child(["loop", L]) if small else nan
-            r1, _ = loopvm_run(loopvm, d, data_path, L, 1)
-            r2, run_mib = loopvm_run(loopvm, d, data_path, L, steps)
-            j1, _ = jax_child(["run", L, 1])
-            j2, jrun_mib = jax_child(["run", L, steps])
+            r1, _ = loopvm_run(loopvm, d, data_path, L, 1, rounds)
+            r2, run_mib = loopvm_run(loopvm, d, data_path, L, steps, rounds)
+            step_jax, jrun_mib = jax_child(["run", L, steps, rounds])
             rows.append((L, rolled, lay[0], allu[0], scan[0], loop[0], tscan[0], tloop[0]))
             print("| %d | %s (emit %.2f s, %d KB) | %s | %s | %s | %s | %s | %s | %.3f ms, %.0f MiB | %.3f ms, %.0f MiB |"
                   % (L, cell((rolled, rolled_mib)), emit_s, size // 1000, cell((lay[0], lay[3])),
                      cell((allu[0], allu[3])), cell(scan), cell(loop), cell(tscan), cell(tloop),
-                     (r2 - r1) / (steps - 1) * 1e3, run_mib, (j2 - j1) / (steps - 1) * 1e3, jrun_mib), flush=True)
+                     (r2 - r1) / (steps - 1) * 1e3, run_mib, step_jax * 1e3, jrun_mib), flush=True)
     if os.environ.get("GPT_SVG"):
         svg(rows, os.environ["GPT_SVG"])
 
