@@ -1,0 +1,176 @@
+//! Several devices (issue 20): programs partitioned by XLA's SPMD
+//! partitioner over the CPU plugin's devices. The tests ask the plugin for 4
+//! devices through `RunConfig::devices` (the client option
+//! `cpu_device_count`; one process may hold clients of 1 and 4 devices at
+//! once) and compare with one device and with the interpreter, floats
+//! within `diff::partitioned_tolerance`.
+
+use loopvm::diff::{compare_within, partitioned_tolerance};
+use loopvm::{Mesh, MeshAxis, Program, RunConfig, ShardArg, ShardSpec, Tensor, Tier, Value};
+
+fn shard(name: &str, axis: usize) -> ShardArg {
+    ShardArg { name: name.into(), spec: ShardSpec { axis, mesh_axis: MeshAxis::Data } }
+}
+
+fn on(devices: usize, shards: Vec<ShardArg>) -> RunConfig {
+    RunConfig { tier: Tier::Xla, devices, shard: shards, no_cache: true, ..RunConfig::default() }
+}
+
+fn run(p: &Program, args: &[Tensor], cfg: &RunConfig) -> Value {
+    let out = p.run(args, cfg).unwrap_or_else(|e| panic!("{e}"));
+    if cfg.tier == Tier::Xla {
+        // The whole function ran as one (partitioned) executable.
+        assert!(out.fallbacks.is_empty() && out.xla_executions == 1, "{:?}", out.notes);
+    }
+    out.value
+}
+
+fn f32s(shape: &[usize], seed: u32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> =
+        (0..n).map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect();
+    Tensor::from_vec(shape, v).unwrap()
+}
+
+fn agree(what: &str, want: &Value, got: &Value) {
+    if let Some(m) = compare_within(want, got, partitioned_tolerance) {
+        panic!("{what}: {m}\nwant {want}\ngot  {got}");
+    }
+}
+
+/// The RNN of `examples/train_rnn.lb` (its `loss` and `init_params`), 5
+/// epochs of SGD on a batch given as arguments, the batch axis (32) split
+/// over 4 devices: data parallelism, the scan over time inside each step.
+fn rnn_program() -> Program {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/train_rnn.lb")).unwrap();
+    let cut = src.find("fn main()").expect("train_rnn.lb has a main");
+    let main = r#"
+fn main(xs: f32[16, 32, 2], ys: f32[16, 32]) -> f32[5] {
+    let (w0, u0, b0, v0) = init_params();
+    let (_, losses) = fori_loop(0, 5, |e, ((w, u, b, v), losses)| {
+        let (l, (gw, gu, gb, gv)) = value_and_grad(loss, argnums: [0, 1, 2, 3])(w, u, b, v, xs, ys);
+        ((w - 0.1 * gw, u - 0.1 * gu, b - 0.1 * gb, v - 0.1 * gv), losses.at[e].set(l))
+    }, ((w0, u0, b0, v0), zeros(f32, [5])));
+    losses
+}
+"#;
+    Program::from_source(&format!("{}{main}", &src[..cut]), "rnn_dp.lb").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn rnn_data_parallel_steps_match_one_device() {
+    let p = rnn_program();
+    let args = [f32s(&[16, 32, 2], 3), f32s(&[16, 32], 5)];
+    let interp = run(&p, &args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() });
+    let one = run(&p, &args, &on(1, vec![]));
+    let four = run(&p, &args, &on(4, vec![shard("xs", 1), shard("ys", 1)]));
+    agree("1 device against the interpreter", &interp, &one);
+    agree("4 devices against 1", &one, &four);
+    agree("4 devices against the interpreter", &interp, &four);
+    let l = four.leaves()[0].as_slice::<f32>().unwrap().to_vec();
+    assert!(l[4] < l[0], "the loss falls: {l:?}");
+}
+
+/// The GPT of `examples/gpt/gpt.lb` (2 layers, width 16), 3 Adam steps on
+/// batches of 8 windows given as arguments, split 2 per device.
+fn gpt_program() -> Program {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gpt/gpt.lb")).unwrap();
+    let cut = src.find("# ---- configuration").expect("gpt.lb has a configuration section");
+    // The batches come as arguments: `batch` (unused, so checked with a
+    // symbolic `B`) and `train` are left out.
+    let (b0, b1) = (src.find("fn batch(").unwrap(), src.find("# Adam").unwrap());
+    let (t0, t1) = (src.find("# `steps` steps of Adam").unwrap(), cut);
+    let model = format!("{}{}{}", &src[..b0], &src[b1..t0], &src[t1..cut]);
+    let config = r#"
+fn init(k: u32[2]) {
+    let ks = split(k, 8);
+    let depth = rsqrt(2.0 * 2.0);
+    let layers = (ones(f32, [2, 16]), zeros(f32, [2, 16]),
+                  0.02 * normal(ks[2], f32, [2, 2, 16, 8]),
+                  0.02 * normal(ks[3], f32, [2, 2, 16, 8]),
+                  0.02 * normal(ks[4], f32, [2, 2, 16, 8]),
+                  0.02 * depth * normal(ks[5], f32, [2, 2, 8, 16]),
+                  ones(f32, [2, 16]), zeros(f32, [2, 16]),
+                  0.02 * normal(ks[6], f32, [2, 16, 32]), zeros(f32, [2, 32]),
+                  0.02 * depth * normal(ks[7], f32, [2, 32, 16]), zeros(f32, [2, 16]));
+    (0.02 * normal(ks[0], f32, [16, 16]), 0.02 * normal(ks[1], f32, [8, 16]), layers,
+     ones(f32, [16]), zeros(f32, [16]))
+}
+
+fn main(xs: i32[3, 8, 8], ys: i32[3, 8, 8]) -> f32[3] {
+    let params0 = init(key(0));
+    let zero = tree_map(|p| 0.0 * p, params0);
+    let (_, _, _, losses) = fori_loop(0, 3, |step, (params, m, v, losses)| {
+        let (l, g) = value_and_grad(loss)(params, xs[step], ys[step]);
+        let (params, m, v) = adam(params, g, m, v, step, 3e-3);
+        (params, m, v, losses.at[step].set(l))
+    }, (params0, zero, zero, zeros(f32, [3])));
+    losses
+}
+"#;
+    Program::from_source(&format!("{model}{config}"), "gpt_dp.lb").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Windows of 8 tokens (and the next tokens) of a fixed text, mod 16.
+fn gpt_batches() -> [Tensor; 2] {
+    let text: Vec<i32> = "the quick brown fox jumps over the lazy dog; a loop compiled once, as a loop. "
+        .bytes()
+        .map(|c| i32::from(c) % 16)
+        .collect();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for s in 0..3 {
+        for b in 0..8 {
+            let start = (s * 17 + b * 7) % (text.len() - 9);
+            x.extend_from_slice(&text[start..start + 8]);
+            y.extend_from_slice(&text[start + 1..start + 9]);
+        }
+    }
+    [Tensor::from_vec(&[3, 8, 8], x).unwrap(), Tensor::from_vec(&[3, 8, 8], y).unwrap()]
+}
+
+#[test]
+fn gpt_data_parallel_steps_match_one_device() {
+    let p = gpt_program();
+    let args = gpt_batches();
+    let one = run(&p, &args, &on(1, vec![]));
+    let four = run(&p, &args, &on(4, vec![shard("xs", 1), shard("ys", 1)]));
+    agree("4 devices against 1", &one, &four);
+    let interp = run(&p, &args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() });
+    agree("4 devices against the interpreter", &interp, &four);
+}
+
+/// `shard` constraints inside a `scan` body, on a 1-D and a 2-D mesh.
+const SCAN_SHARD: &str = r#"
+fn main(x: f32[8, 4], w: f32[4, 4]) -> (f32[8, 4], f32[5, 8]) {
+    scan(|h, t| {
+        let h2 = shard(tanh(h @ w + t), axis: 0, mesh_axis: "data");
+        let h3 = shard(h2, axis: 1, mesh_axis: "model");
+        (h3, sum(h3, axis: 1))
+    }, x, stack([x, x * 0.5, x * 0.25, x * 2.0, -x], axis: 0))
+}
+"#;
+
+#[test]
+fn shard_inside_a_scan_body_runs() {
+    let p = Program::from_source(SCAN_SHARD, "scan_shard.lb").unwrap();
+    let args = [f32s(&[8, 4], 7), f32s(&[4, 4], 11)];
+    let interp = run(&p, &args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() });
+    agree("1 device", &interp, &run(&p, &args, &on(1, vec![])));
+    agree("data=4", &interp, &run(&p, &args, &on(4, vec![shard("x", 0)])));
+    let mesh = RunConfig { mesh: Some(Mesh { data: 2, model: 2 }), ..on(4, vec![shard("x", 0)]) };
+    agree("data=2 x model=2", &interp, &run(&p, &args, &mesh));
+}
+
+#[test]
+fn an_uneven_split_is_an_error_naming_the_argument_and_the_mesh() {
+    let p = Program::from_source("fn main(x: f32[6, 2]) -> f32 { sum(x) }", "uneven.lb").unwrap();
+    let e = p.run(&[f32s(&[6, 2], 1)], &on(4, vec![shard("x", 0)])).unwrap_err().to_string();
+    assert!(e.contains("argument `x`") && e.contains("6 elements") && e.contains("mesh data=4"), "{e}");
+    let e = p.run(&[f32s(&[6, 2], 1)], &on(4, vec![shard("y", 0)])).unwrap_err().to_string();
+    assert!(e.contains("no parameter `y`"), "{e}");
+    let e = p.run(&[f32s(&[6, 2], 1)], &on(4, vec![shard("x", 2)])).unwrap_err().to_string();
+    assert!(e.contains("rank 2"), "{e}");
+    let bad_mesh = RunConfig { mesh: Some(Mesh { data: 2, model: 2 }), ..on(8, vec![]) };
+    let e = p.run(&[f32s(&[6, 2], 1)], &bad_mesh).unwrap_err().to_string();
+    assert!(e.contains("4 devices, but 8"), "{e}");
+}
