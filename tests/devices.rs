@@ -174,3 +174,71 @@ fn an_uneven_split_is_an_error_naming_the_argument_and_the_mesh() {
     let e = p.run(&[f32s(&[6, 2], 1)], &bad_mesh).unwrap_err().to_string();
     assert!(e.contains("4 devices, but 8"), "{e}");
 }
+
+/// A scan whose state is split over `data` by a `shard` constraint.
+const DP_SCAN: &str = r#"
+fn main(x: f32[8, 4], w: f32[4, 4]) -> f32 {
+    let (h, s) = scan(|h, t| {
+        let h2 = shard(tanh(h @ w + t), axis: 0);
+        (h2, sum(h2))
+    }, zeros(f32, [8, 4]), stack([x, x * 0.5, -x], axis: 0));
+    sum(s) + sum(h)
+}
+"#;
+
+fn loopvm(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_loopvm"));
+    c.args(args).env("LOOPVM_CACHE_DIR", std::env::temp_dir().join("loopvm-devices-test-cache"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The command line: `run`, `emit` and `diff` with `--devices 4 --shard
+/// x=0`; XLA's optimised module (dumped with `--xla_dump_to`) keeps the scan
+/// as one `while` per partition and holds the all-reduce of the sums.
+#[test]
+fn the_command_line_partitions_and_loops_stay_rolled() {
+    let dir = std::env::temp_dir().join(format!("loopvm-devices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dp.lb");
+    std::fs::write(&file, DP_SCAN).unwrap();
+    let file = file.to_str().unwrap();
+    let x = "x=[[1,2,3,4],[0.5,0,-1,2],[1,1,1,1],[0,0,0,1],[2,1,0,-1],[3,-2,1,0],[0.25,0.5,0.75,1],[-1,-2,-3,-4]]";
+    let w = "w=[[0.1,0.2,0.3,0],[0,0.1,0.2,0.3],[0.3,0,0.1,0.2],[0.2,0.3,0,0.1]]";
+    let dump = dir.join("dump");
+    let flags = format!("--xla_dump_to={} --xla_dump_hlo_as_text", dump.display());
+    let common = ["--arg", x, "--arg", w, "--devices", "4", "--shard", "x=0"];
+    let (ok, out, err) =
+        loopvm(&[&["run", file, "--tier", "xla", "--no-cache"][..], &common[..]].concat(), &[("XLA_FLAGS", &flags)]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("f32 "), "{out}");
+    assert!(!err.contains("I0000"), "XLA's info lines reach the user: {err}");
+    let optimized = std::fs::read_dir(&dump)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("cpu_after_optimizations.txt"))
+        .expect("XLA dumped the optimised module");
+    let text = std::fs::read_to_string(optimized).unwrap();
+    assert_eq!(text.matches(" while(").count(), 1, "{text}");
+    assert!(text.contains("all-reduce"), "{text}");
+    let (ok, emitted, err) = loopvm(&[&["emit", file][..], &common[..]].concat(), &[]);
+    assert!(ok, "{err}");
+    assert!(emitted.contains("mhlo.num_partitions = 4") && emitted.contains(r#"sdy.mesh @mesh = <["data"=4]>"#));
+    assert!(emitted.contains(r#"%arg0: tensor<8x4xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}]>}"#));
+    assert!(emitted.contains("sdy.sharding_constraint"), "{emitted}");
+    assert_eq!(emitted.matches("stablehlo.while").count(), 1, "{emitted}");
+    let (ok, table, err) = loopvm(&[&["diff", file, "--tiers", "xla"][..], &common[..]].concat(), &[]);
+    assert!(ok && table.contains("agrees"), "{table}\n{err}");
+    let (ok, _, err) =
+        loopvm(&["run", file, "--tier", "xla", "--arg", x, "--arg", w, "--devices", "4", "--shard", "x"], &[]);
+    assert!(!ok && err.contains("NAME=AXIS"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

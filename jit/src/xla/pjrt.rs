@@ -198,6 +198,12 @@ impl Plugin {
         }
         // XLA_FLAGS for the plugin's platform plus LOOPVM_XLA_FLAGS (issue 8).
         crate::hlo::policy::prepare_xla_flags(&canonical);
+        // XLA's info lines (`cpu_device_count set via create_options`, the
+        // partitioner's choice) are not the user's business: warnings and
+        // errors only, unless the user set the level.
+        if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+            std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "1");
+        }
 
         // SAFETY: loading a shared library runs its initialisers; the file is
         // one the user or plugin discovery designated as a PJRT plugin, whose
