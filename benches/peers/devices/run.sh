@@ -25,4 +25,9 @@ for n in 1 4; do
     $(grep -oE '(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(-start)?\(' "$f" | sort | uniq -c | tr '\n' ' ')
 done
 XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu $PY benches/peers/devices/rnn_dp_jax.py "$D/xs.npy" "$D/ys.npy"
+# JAX with the XLA flags loopvm gives the CPU plugin (hlo::policy: no FMA, no
+# constant folder, no while-loop simplifier), to separate them from the rest.
+echo "jax with loopvm's XLA flags:"
+XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_cpu_max_isa=AVX --xla_disable_hlo_passes=constant_folding,simplify-while-loops" \
+  JAX_PLATFORMS=cpu $PY benches/peers/devices/rnn_dp_jax.py "$D/xs.npy" "$D/ys.npy"
 rm -rf "$D"
