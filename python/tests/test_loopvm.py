@@ -368,7 +368,11 @@ def test_several_devices():
     x = rng.standard_normal((8, 4)).astype(np.float32)
     w = rng.standard_normal((4, 3)).astype(np.float32)
     want = p.run(x, w, tier="interp")
-    for kw in [dict(devices=4, shard={"x": (0, "data")}), dict(devices=4, mesh=(2, 2), shard={"w": (1, "model")})]:
+    meshes = [
+        dict(devices=4, shard={"x": (0, "data")}),
+        dict(devices=4, mesh=(2, 2), shard={"x": (0, "data"), "w": (0, "model")}),
+    ]
+    for kw in meshes:
         got = p.run(x, w, tier="xla", **kw)
         for a, b in zip(want, got):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
