@@ -45,10 +45,8 @@ fn call(devices: u32, mesh_model: u32, shard: &str, tier: loopvm_tier) -> Result
     let src = CString::new(SOURCE).unwrap();
     let (mut prog, mut err) = (ptr::null_mut(), ptr::null_mut());
     // SAFETY: a NUL-terminated source and out-parameters pointing to locals.
-    assert_eq!(
-        unsafe { loopvm_program_compile(src.as_ptr(), ptr::null(), &mut prog, &mut err) },
-        loopvm_status::LOOPVM_OK
-    );
+    let st = unsafe { loopvm_program_compile(src.as_ptr(), ptr::null(), &mut prog, &mut err) };
+    assert_eq!(st, loopvm_status::LOOPVM_OK);
     let x: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
     let w: Vec<f32> = (0..12).map(|i| (i as f32 * 0.71).cos()).collect();
     let args = [tensor(&[8, 4], &x) as *const loopvm_tensor, tensor(&[4, 3], &w) as *const loopvm_tensor];
