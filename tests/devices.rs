@@ -159,6 +159,14 @@ fn shard_inside_a_scan_body_runs() {
     agree("data=4", &interp, &run(&p, &args, &on(4, vec![shard("x", 0)])));
     let mesh = RunConfig { mesh: Some(Mesh { data: 2, model: 2 }), ..on(4, vec![shard("x", 0)]) };
     agree("data=2 x model=2", &interp, &run(&p, &args, &mesh));
+    // The derivative through `shard` (the cotangent constrained alike), in
+    // a scan: tests/spec/grad/shard.lb on 4 devices.
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spec/grad/shard.lb")).unwrap();
+    let g = Program::from_source(&src, "grad_shard.lb").unwrap();
+    let interp = run(&g, &[], &RunConfig { tier: Tier::Interp, ..RunConfig::default() });
+    let mesh = RunConfig { mesh: Some(Mesh { data: 2, model: 2 }), ..on(4, vec![]) };
+    agree("grad through shard, data=2 x model=2", &interp, &run(&g, &[], &mesh));
+    agree("grad through shard, data=4", &interp, &run(&g, &[], &on(4, vec![])));
 }
 
 #[test]
