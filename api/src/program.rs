@@ -339,6 +339,9 @@ impl Program {
                     XlaSlot::Untried => {}
                 }
                 cranelift_outcome(&cl, &mut out);
+                if cfg.devices > 1 || cfg.mesh.is_some_and(|m| m.devices() > 1) {
+                    out.notes.push("auto: runs on one device (--devices partitions the xla tier: --tier xla)".into());
+                }
                 Ok(out)
             }
         }
