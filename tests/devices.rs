@@ -196,7 +196,12 @@ fn main(x: f32[8, 4], w: f32[4, 4]) -> f32 {
 
 fn loopvm(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_loopvm"));
-    c.args(args).env("LOOPVM_CACHE_DIR", std::env::temp_dir().join("loopvm-devices-test-cache"));
+    // A cache folder of its own, and the plugin the tests use (not a second
+    // install into that folder).
+    let plugin = loopvm_jit::xla::plugin::find_or_install_cpu().expect("the CPU plugin");
+    c.args(args)
+        .env("LOOPVM_CACHE_DIR", std::env::temp_dir().join(format!("loopvm-devices-cache-{}", std::process::id())))
+        .env("LOOPVM_PJRT_PLUGIN", plugin);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -249,4 +254,5 @@ fn the_command_line_partitions_and_loops_stay_rolled() {
         loopvm(&["run", file, "--tier", "xla", "--arg", x, "--arg", w, "--devices", "4", "--shard", "x"], &[]);
     assert!(!ok && err.contains("NAME=AXIS"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("loopvm-devices-cache-{}", std::process::id())));
 }
