@@ -256,3 +256,35 @@ fn the_command_line_partitions_and_loops_stay_rolled() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("loopvm-devices-cache-{}", std::process::id())));
 }
+
+/// Results made by a `shard` constraint stay split on the devices (as
+/// `out_shardings` in JAX) and are gathered on download; the others are
+/// replicated and read from one device.
+const SPLIT_RESULTS: &str = r#"
+fn main(x: f32[8, 4], w: f32[4, 6]) -> (f32[8, 6], f32[8, 6], f32) {
+    let y = tanh(x @ w);
+    (shard(y, axis: 0), shard(y * 2.0, axis: 1, mesh_axis: "model"), sum(y))
+}
+"#;
+
+#[test]
+fn split_results_are_gathered_on_download() {
+    let p = Program::from_source(SPLIT_RESULTS, "split_results.lb").unwrap();
+    let args = [f32s(&[8, 4], 13), f32s(&[4, 6], 17)];
+    let interp = run(&p, &args, &RunConfig { tier: Tier::Interp, ..RunConfig::default() });
+    agree("data=4", &interp, &run(&p, &args, &on(4, vec![shard("x", 0)])));
+    let mesh = RunConfig { mesh: Some(Mesh { data: 2, model: 2 }), ..on(4, vec![]) };
+    agree("data=2 x model=2", &interp, &run(&p, &args, &mesh));
+    // Twice: the second run reuses the resident split result buffers' layout.
+    agree("data=2 x model=2, again", &interp, &run(&p, &args, &mesh));
+    let m = p.module();
+    let f = m.main.unwrap();
+    let types: Vec<_> = args.iter().map(loopvm_jit::hlo::value_type).collect();
+    let o = loopvm_jit::hlo::EmitOptions { mesh: Mesh { data: 2, model: 2 }, ..Default::default() };
+    let text = loopvm_jit::xla::tier::emit_sharded_for(m, f, &types, &o, &[]).unwrap();
+    let sig = text.lines().find(|l| l.contains("func.func public @main")).unwrap();
+    assert!(
+        sig.contains(r#"-> (tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}]>}, tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"model"}]>}, tensor<f32> {sdy.sharding = #sdy.sharding<@mesh, []>})"#),
+        "{sig}"
+    );
+}

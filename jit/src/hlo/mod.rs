@@ -122,6 +122,9 @@ pub struct Lowered {
     /// Bytes of the largest value the module computes, or of all its
     /// results if more (saturating): what `--max-memory` checks before it runs.
     pub peak_bytes: usize,
+    /// The layout of each result on [`EmitOptions::mesh`]: split where the
+    /// result is made by a `shard` constraint, else `None` (replicated).
+    pub result_shards: Vec<Option<ShardSpec>>,
 }
 
 impl Lowered {

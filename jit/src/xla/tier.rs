@@ -76,13 +76,14 @@ struct Key {
 enum Entry {
     /// The executable, the module's [`Lowered::peak_bytes`] and whether it
     /// prints (calls the host's `loopvm_print`).
-    Ready(Arc<Executable>, usize, bool),
+    Ready(Arc<Executable>, usize, bool, Arc<[Option<ShardSpec>]>),
     Declined,
     Failed(String),
 }
 
 /// A compiled region: the executable, its peak bytes, whether it prints.
-type Ready = (Arc<Executable>, usize, bool);
+/// and how its results are laid out on the mesh.
+type Ready = (Arc<Executable>, usize, bool, Arc<[Option<ShardSpec>]>);
 
 /// Counters of one back end.
 #[derive(Clone, Debug)]
@@ -575,13 +576,13 @@ impl XlaBackend {
         &mut self,
         exe: &Executable,
         args: &[&Tensor],
-        shards: &[Option<ShardSpec>],
+        layout: Layout<'_>,
         metered: bool,
         prints: bool,
         meter: &mut Meter,
     ) -> Result<Vec<Tensor>, ExecError> {
         if !metered {
-            return self.execute(exe, args, shards, prints);
+            return self.execute(exe, args, layout, prints);
         }
         let mut chunk = if meter.watched() { FIRST_CHUNK } else { u64::MAX };
         loop {
@@ -590,7 +591,7 @@ impl XlaBackend {
             let f = Tensor::scalar(fuel as i64);
             let mut all: Vec<&Tensor> = args.to_vec();
             all.push(&f);
-            let mut outs = self.execute(exe, &all, shards, false)?;
+            let mut outs = self.execute(exe, &all, layout, false)?;
             let left = outs
                 .pop()
                 .and_then(|t| t.scalar_i64())
@@ -609,15 +610,17 @@ impl XlaBackend {
     }
 
     /// Runs `exe` on `args` (laid out as `shards` says, on every device of
-    /// the mesh) and copies its results back (replicated: read from the
-    /// first device).
+    /// the mesh) and copies its results back: a replicated one read from
+    /// the first device, one split as `layout` says gathered from the
+    /// devices that hold its parts.
     fn execute(
         &mut self,
         exe: &Executable,
         args: &[&Tensor],
-        shards: &[Option<ShardSpec>],
+        layout: Layout<'_>,
         prints: bool,
     ) -> Result<Vec<Tensor>, ExecError> {
+        let (shards, outs_layout) = (layout.args, layout.results);
         let t = Instant::now();
         let r = (|| {
             let vals = args
@@ -651,9 +654,13 @@ impl XlaBackend {
                 }
             }
             let mut res = Vec::with_capacity(n);
-            for bufs in per_result {
-                let t = bufs[0].to_tensor()?;
-                self.remember(t.clone(), None, Arc::new(bufs));
+            for (k, bufs) in per_result.into_iter().enumerate() {
+                let spec = outs_layout.get(k).copied().flatten().filter(|_| bufs.len() > 1);
+                let t = match spec {
+                    Some(s) => self.gather(&bufs, s)?,
+                    None => bufs[0].to_tensor()?,
+                };
+                self.remember(t.clone(), spec, Arc::new(bufs));
                 res.push(t);
             }
             Ok::<_, XlaError>(res)
@@ -666,6 +673,22 @@ impl XlaBackend {
         })
     }
 
+    /// The whole of a value split as `spec` says: the parts, read from the
+    /// first device holding each, joined along the split axis.
+    fn gather(&self, bufs: &[Buffer], spec: ShardSpec) -> Result<Tensor, XlaError> {
+        let mesh = self.mesh;
+        let parts = (0..mesh.size(spec.mesh_axis))
+            .map(|p| {
+                let d = (0..bufs.len()).find(|&d| mesh.part_of(d, spec.mesh_axis) == p).unwrap_or(0);
+                bufs[d].to_tensor()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let mut out = None;
+        loopvm_runtime::kernels::concat(&refs, spec.axis, &mut out).map_err(XlaError::HostMemory)?;
+        out.ok_or_else(|| XlaError::InvalidArgument("gathering a split result gave nothing".into()))
+    }
+
     /// The entry for `key`, lowering with `lower` and compiling on a miss.
     fn entry(
         &mut self,
@@ -675,9 +698,9 @@ impl XlaBackend {
     ) -> Option<Result<Ready, ExecError>> {
         if let Some(e) = self.cache.get(&key) {
             return match e {
-                Entry::Ready(x, peak, prints) => {
+                Entry::Ready(x, peak, prints, outs) => {
                     self.stats.cache_hits += 1;
-                    Some(Ok((x.clone(), *peak, *prints)))
+                    Some(Ok((x.clone(), *peak, *prints, outs.clone())))
                 }
                 Entry::Declined => None,
                 Entry::Failed(m) => Some(Err(ExecError::Other(m.clone()))),
@@ -703,8 +726,9 @@ impl XlaBackend {
             Ok(exe) => {
                 let exe = Arc::new(exe);
                 let prints = lowered.text.contains(super::host_print::TARGET);
-                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes, prints));
-                Some(Ok((exe, lowered.peak_bytes, prints)))
+                let outs: Arc<[Option<ShardSpec>]> = lowered.result_shards.into();
+                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes, prints, outs.clone()));
+                Some(Ok((exe, lowered.peak_bytes, prints, outs)))
             }
             Err(e) => {
                 let m = format!("XLA could not compile {}: {e}", what());
@@ -713,6 +737,14 @@ impl XlaBackend {
             }
         }
     }
+}
+
+/// How an execution's arguments and results are laid out on the mesh
+/// (missing or `None`: replicated).
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    args: &'a [Option<ShardSpec>],
+    results: &'a [Option<ShardSpec>],
 }
 
 /// One value on the devices of the mesh: one buffer per device (the whole
@@ -817,7 +849,7 @@ impl Backend for XlaBackend {
         let u = self.unroll;
         let host_print = self.host_print.is_ok() && self.mesh.devices() == 1;
         let (mesh, shard_dialect) = (self.mesh, self.dialect);
-        let (exe, peak, prints) = match self.entry(key, what, |o| {
+        let (exe, peak, prints, outs) = match self.entry(key, what, |o| {
             let o = EmitOptions { metered, host_print: host_print && !metered, mesh, shard_dialect, ..*o };
             hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, &o, &u)
         })? {
@@ -827,7 +859,7 @@ impl Backend for XlaBackend {
         if let Err(e) = check_memory(peak, "an XLA loop region", meter) {
             return Some(Err(e));
         }
-        let r = self.execute_metered(&exe, inputs, &[], metered, prints, meter);
+        let r = self.execute_metered(&exe, inputs, Layout { args: &[], results: &outs }, metered, prints, meter);
         if r.is_ok() {
             self.stats.loops_run += 1;
         }
@@ -856,7 +888,7 @@ impl Backend for XlaBackend {
         let u = self.unroll;
         let host_print = self.host_print.is_ok() && self.mesh.devices() == 1;
         let (mesh, shard_dialect) = (self.mesh, self.dialect);
-        let (exe, peak, prints) = match self.entry(key, what, |o| {
+        let (exe, peak, prints, outs) = match self.entry(key, what, |o| {
             let o = EmitOptions { metered, host_print: host_print && !metered, mesh, shard_dialect, ..*o };
             hlo::lower_function_sharded(m, f, &types, &o, &u, &shards)
         })? {
@@ -867,7 +899,7 @@ impl Backend for XlaBackend {
             return Some(Err(e));
         }
         let refs: Vec<&Tensor> = args.iter().collect();
-        let r = self.execute_metered(&exe, &refs, &shards, metered, prints, meter);
+        let r = self.execute_metered(&exe, &refs, Layout { args: &shards, results: &outs }, metered, prints, meter);
         if r.is_ok() {
             self.stats.functions_run += 1;
         }

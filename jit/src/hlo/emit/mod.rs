@@ -117,6 +117,9 @@ struct Emitter<'m> {
     peak: usize,
     /// How `main`'s parameters are laid out on [`EmitOptions::mesh`].
     param_shards: Vec<Option<shard::ShardSpec>>,
+    /// Values made by a `shard` constraint on a mesh, with their layout: a
+    /// result of `main` that is one keeps it (and is gathered on download).
+    sharded: hashbrown::HashMap<String, shard::ShardSpec>,
 }
 
 impl<'m> Emitter<'m> {
@@ -137,6 +140,7 @@ impl<'m> Emitter<'m> {
             fuel: None,
             peak: 0,
             param_shards: Vec::new(),
+            sharded: hashbrown::HashMap::new(),
         }
     }
 
@@ -391,8 +395,9 @@ fn bind(inst: &Inst, env: &mut Env, dsts: &[Reg], outs: Vec<Val>) -> Result<()> 
 
 /// Wraps the emitted body of `main` into a module. On more than one device
 /// the module says how many partitions it has, its parameters carry their
-/// layouts (`shards`, replicated where missing) and its results are
-/// replicated (each device holds the whole result).
+/// layouts (`shards`, replicated where missing) and its results theirs
+/// (`result_shards`: a result made by a `shard` constraint stays split,
+/// the others are replicated: each device holds the whole result).
 fn module(
     name: &str,
     params: &[Val],
@@ -400,6 +405,7 @@ fn module(
     results: &[Val],
     opts: &EmitOptions,
     shards: &[Option<shard::ShardSpec>],
+    result_shards: &[Option<shard::ShardSpec>],
 ) -> String {
     let mut s = String::new();
     let mesh = opts.mesh;
@@ -423,7 +429,11 @@ fn module(
     let rts: Vec<String> = results.iter().map(Val::ty).collect();
     let rattrs: Vec<String> = results
         .iter()
-        .map(|r| format!("{}{}", r.ty(), shard::attr(opts.shard_dialect, mesh, r.shape.len(), None)))
+        .enumerate()
+        .map(|(i, r)| {
+            let spec = result_shards.get(i).copied().flatten();
+            format!("{}{}", r.ty(), shard::attr(opts.shard_dialect, mesh, r.shape.len(), spec))
+        })
         .collect();
     let _ = writeln!(s, "  func.func public @main({}) -> ({}) {{", ps.join(", "), rattrs.join(", "));
     s.push_str(body);
@@ -463,13 +473,16 @@ fn metered_param(opts: &EmitOptions, params: &mut Vec<Val>) -> Option<Val> {
 }
 
 fn finish(e: Emitter<'_>, name: &str, params: Vec<Val>, results: Vec<Val>) -> Lowered {
+    let result_shards: Vec<Option<shard::ShardSpec>> =
+        results.iter().map(|r| e.sharded.get(&r.name).copied()).collect();
     let result_bytes = results
         .iter()
         .map(|v| v.shape.iter().fold(v.dtype.size_in_bytes(), |a, &d| a.saturating_mul(d)))
         .fold(0usize, usize::saturating_add);
     Lowered {
         peak_bytes: e.peak.max(result_bytes),
-        text: module(name, &params, &e.out, &results, &e.opts, &e.param_shards),
+        text: module(name, &params, &e.out, &results, &e.opts, &e.param_shards, &result_shards),
+        result_shards,
         params: params.iter().map(Val::vt).collect(),
         results: results.iter().map(Val::vt).collect(),
         whiles: e.whiles,

@@ -246,7 +246,12 @@ impl Emitter<'_> {
                 format!("sdy.sharding_constraint {} <@mesh, {}> : {ty}", x.name, sdy_dims(x.shape.len(), spec))
             }
         };
-        Ok(self.op(x.dtype, &x.shape, rhs))
+        let v = self.op(x.dtype, &x.shape, rhs);
+        let spec = Some(spec).filter(|s| mesh.size(s.mesh_axis) > 1);
+        if let Some(s) = spec {
+            self.sharded.insert(v.name.clone(), s);
+        }
+        Ok(v)
     }
 }
 
