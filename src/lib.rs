@@ -16,9 +16,9 @@
 
 #![deny(missing_docs)]
 
-pub use loopvm_api::{diff, embed, heap};
+pub use loopvm_api::{diff, embed, heap, shard};
 pub use loopvm_api::{
     parse_arg_literal, parse_args, BlockId, DType, Element, Error, ErrorKind, ExecError, Fallback, FuncId, LoopReport,
-    LoopStats, Module, Program, RunConfig, RunOutput, RuntimeError, RuntimeErrorKind, Tensor, Tier, TierFallback,
-    Value,
+    LoopStats, Mesh, MeshAxis, Module, Program, RunConfig, RunOutput, RuntimeError, RuntimeErrorKind, ShardArg,
+    ShardSpec, Tensor, Tier, TierFallback, Value,
 };

@@ -54,6 +54,18 @@ enum Cmd {
         /// executable cache (and store nothing there).
         #[arg(long)]
         no_cache: bool,
+        /// Partition the xla tier's executables over this many devices (XLA's
+        /// SPMD partitioner; the CPU plugin is asked for that many devices).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
+        /// default: `data` of `--devices`.
+        #[arg(long, value_parser = parse_mesh)]
+        mesh: Option<loopvm::Mesh>,
+        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
+        /// or `NAME=AXIS:model`; the others are replicated.
+        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
+        shard: Vec<loopvm::ShardArg>,
     },
     /// Parse and type-check a program.
     Check {
@@ -89,6 +101,18 @@ enum Cmd {
         /// times on stderr (like `jax.jit(f).lower(x).compile()`).
         #[arg(long)]
         compile: bool,
+        /// Partition the xla tier's executables over this many devices (XLA's
+        /// SPMD partitioner; the CPU plugin is asked for that many devices).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
+        /// default: `data` of `--devices`.
+        #[arg(long, value_parser = parse_mesh)]
+        mesh: Option<loopvm::Mesh>,
+        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
+        /// or `NAME=AXIS:model`; the others are replicated.
+        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
+        shard: Vec<loopvm::ShardArg>,
     },
     /// Run a program on every tier and compare every result with the interpreter's.
     Diff {
@@ -100,6 +124,18 @@ enum Cmd {
         /// The tiers to compare with the interpreter.
         #[arg(long, value_delimiter = ',', default_value = "jit,xla,auto")]
         tiers: Vec<String>,
+        /// Partition the xla tier's executables over this many devices (XLA's
+        /// SPMD partitioner; the CPU plugin is asked for that many devices).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
+        /// default: `data` of `--devices`.
+        #[arg(long, value_parser = parse_mesh)]
+        mesh: Option<loopvm::Mesh>,
+        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
+        /// or `NAME=AXIS:model`; the others are replicated.
+        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
+        shard: Vec<loopvm::ShardArg>,
     },
     /// Generate random well-typed programs, run each on every tier and
     /// compare; shrink and write each mismatch.
@@ -201,7 +237,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
-        Cmd::Run { file, tier, args, out, format, trace, stats, max_steps, max_memory, timeout, no_cache } => {
+        Cmd::Run {
+            file,
+            tier,
+            args,
+            out,
+            format,
+            trace,
+            stats,
+            max_steps,
+            max_memory,
+            timeout,
+            no_cache,
+            devices,
+            mesh,
+            shard,
+        } => {
             let tier = Tier::parse(&tier).ok_or_else(|| {
                 Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)")))
             })?;
@@ -221,6 +272,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 jit_threshold: None,
                 no_cache,
                 cancel: None,
+                devices,
+                mesh,
+                shard,
             };
             let res = prog.run(&tensors, &cfg)?;
             if let Some(path) = &out {
@@ -267,21 +321,31 @@ fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", Program::from_path(&file)?.disassemble());
             Ok(())
         }
-        Cmd::Emit { file, args, unroll, compile } => {
+        Cmd::Emit { file, args, unroll, compile, devices, mesh, shard } => {
             use loopvm_jit::hlo;
             let start = std::time::Instant::now();
             let prog = Program::from_path(&file)?;
             let m = prog.module();
             let f = prog.main()?;
+            let mesh = loopvm::shard::mesh_of(devices, mesh)?;
+            let shards = loopvm::shard::param_shards(m.func(f), &shard)?;
+            if compile && mesh.devices() > 1 {
+                return Err(Error::new(loopvm::ErrorKind::Argument(
+                    "`emit --compile` compiles for one device: leave out --devices and --mesh".into(),
+                )));
+            }
             // `print` as a host callback, as `--tier xla` compiles it on a
-            // plugin with the PJRT FFI extension (the CPU plugin has it).
-            let opts = hlo::EmitOptions { unroll_all: unroll, host_print: true, ..Default::default() };
-            let text = if args.is_empty() {
-                hlo::param_types(m, f).and_then(|types| hlo::emit_function(m, f, &types, &opts))
+            // plugin with the PJRT FFI extension (the CPU plugin has it; on
+            // several devices `print` runs in the interpreter).
+            let opts =
+                hlo::EmitOptions { unroll_all: unroll, host_print: mesh.devices() == 1, mesh, ..Default::default() };
+            let types = if args.is_empty() {
+                hlo::param_types(m, f)
             } else {
                 let tensors = loopvm::parse_args(m.func(f), &m.symbols, &args)?;
-                loopvm_jit::xla::tier::emit_for(m, f, &tensors, &opts)
+                Ok(tensors.iter().map(hlo::value_type).collect())
             };
+            let text = types.and_then(|types| loopvm_jit::xla::tier::emit_sharded_for(m, f, &types, &opts, &shards));
             let text =
                 text.map_err(|e| Error::new(loopvm::ErrorKind::Tier(format!("cannot lower to StableHLO: {e}"))))?;
             let emitted = start.elapsed();
@@ -291,7 +355,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Diff { file, args, tiers } => {
+        Cmd::Diff { file, args, tiers, devices, mesh, shard } => {
             let tiers = tiers
                 .iter()
                 .map(|t| {
@@ -301,7 +365,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prog = Program::from_path(&file)?;
             let main = prog.module().func(prog.main()?);
             let tensors = loopvm::parse_args(main, &prog.module().symbols, &args)?;
-            let results = loopvm::diff::diff(&prog, &tensors, &tiers)?;
+            let base = RunConfig { devices, mesh, shard, ..RunConfig::default() };
+            let results = loopvm::diff::diff_with(&prog, &tensors, &tiers, &base)?;
             println!("{:<8} {:>12}  result", "tier", "time");
             let mut bad = 0;
             for r in &results {
@@ -416,6 +481,16 @@ fn plugin_list() {
             plugin::PluginStatus::Shadowed(p) => println!("  not loaded: {} is used for this kind", p.display()),
         }
     }
+}
+
+/// `4` or `2x2`.
+fn parse_mesh(s: &str) -> Result<loopvm::Mesh, String> {
+    loopvm::Mesh::parse(s).ok_or_else(|| format!("`{s}` is not a mesh (`4` or `2x2`)"))
+}
+
+/// `x=0` or `w=1:model`.
+fn parse_shard(s: &str) -> Result<loopvm::ShardArg, String> {
+    loopvm::ShardArg::parse(s).map_err(|e| e.to_string().trim_start_matches("error: ").to_string())
 }
 
 /// `1000`, `64K`, `16M`, `2G` (powers of 1024).

@@ -6,7 +6,22 @@ use crate::value::Value;
 use loopvm_runtime::Tensor;
 use std::time::Duration;
 
-pub use loopvm_runtime::compare::{first_difference, Difference, Tolerance};
+pub use loopvm_runtime::compare::{first_difference, first_difference_with, Difference, Tolerance};
+use loopvm_runtime::DType;
+
+/// The float tolerance of a run partitioned over several devices against
+/// the interpreter: XLA's partitioner splits each reduction over a sharded
+/// axis into per-device partial reductions and an all-reduce, a second
+/// reassociation on top of XLA's own, so `f32` results get 10 times the
+/// cross-tier tolerance (`rtol` 1e-4, `atol` 1e-5) and `f64` results
+/// `rtol` 1e-8, `atol` 1e-11 (`docs/semantics.md`, "Several devices").
+pub fn partitioned_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F32 => Tolerance { rtol: 1e-4, atol: 1e-5 },
+        DType::F64 => Tolerance { rtol: 1e-8, atol: 1e-11 },
+        d => Tolerance::of(d),
+    }
+}
 
 impl TierResult {
     /// `true` when this tier disagrees with the reference: a different
@@ -37,12 +52,17 @@ pub struct TierResult {
 /// integers and bools exactly, floats per element within [`Tolerance::of`]
 /// their dtype, NaN only against NaN, an infinity only against itself.
 pub fn compare(a: &Value, b: &Value) -> Option<String> {
+    compare_within(a, b, Tolerance::of)
+}
+
+/// [`compare`] with the float tolerance `tol` gives each dtype.
+pub fn compare_within(a: &Value, b: &Value, tol: impl Fn(DType) -> Tolerance) -> Option<String> {
     let (la, lb) = (a.leaves(), b.leaves());
     if la.len() != lb.len() {
         return Some(format!("{} results against {}", la.len(), lb.len()));
     }
     for (k, (x, y)) in la.iter().zip(&lb).enumerate() {
-        if let Some(m) = first_difference(x, y) {
+        if let Some(m) = first_difference_with(x, y, tol(x.dtype())) {
             return Some(if la.len() > 1 { format!("result {k}: {m}") } else { m.to_string() });
         }
     }
@@ -70,18 +90,35 @@ pub fn compare_printed(reference: &str, got: &str) -> Option<String> {
 /// Runs `main` on the interpreter (the reference) and on `tiers`, comparing
 /// every result, and the output of `print`, with the reference.
 pub fn diff(prog: &Program, args: &[Tensor], tiers: &[Tier]) -> Result<Vec<TierResult>, Error> {
+    diff_with(prog, args, tiers, &RunConfig::default())
+}
+
+/// [`diff`] with the devices, mesh and sharded arguments of `base`
+/// (`loopvm diff --devices 4`): the xla tier runs partitioned, the
+/// interpreter and the jit tier on one device, and floats are compared
+/// within [`partitioned_tolerance`] when the run has several devices.
+pub fn diff_with(prog: &Program, args: &[Tensor], tiers: &[Tier], base: &RunConfig) -> Result<Vec<TierResult>, Error> {
+    let several = crate::shard::mesh_of(base.devices, base.mesh)?.devices() > 1;
+    let tol = |d: DType| if several { partitioned_tolerance(d) } else { Tolerance::of(d) };
     let mut out: Vec<TierResult> = Vec::new();
     let mut reference: Option<Value> = None;
     let mut printed_ref = String::new();
     for &tier in std::iter::once(&Tier::Interp).chain(tiers.iter().filter(|t| **t != Tier::Interp)) {
-        let cfg = RunConfig { tier, capture_print: true, ..RunConfig::default() };
+        let cfg = RunConfig {
+            tier,
+            capture_print: true,
+            devices: base.devices,
+            mesh: base.mesh,
+            shard: base.shard.clone(),
+            ..RunConfig::default()
+        };
         let start = std::time::Instant::now();
         let run = prog.run(args, &cfg);
         let time = start.elapsed();
         let printed = run.as_ref().map(|o| o.printed.clone()).unwrap_or_default();
         let outcome = run.map(|o| o.value);
         let mismatch = match (&reference, &outcome) {
-            (Some(r), Ok(v)) => compare(r, v).or_else(|| compare_printed(&printed_ref, &printed)),
+            (Some(r), Ok(v)) => compare_within(r, v, tol).or_else(|| compare_printed(&printed_ref, &printed)),
             _ => None,
         };
         if tier == Tier::Interp {

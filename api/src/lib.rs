@@ -23,6 +23,7 @@ pub mod embed;
 mod error;
 pub mod heap;
 mod program;
+pub mod shard;
 mod value;
 
 pub use args::{parse_arg_literal, parse_args};
@@ -30,4 +31,5 @@ pub use error::{Error, ErrorKind};
 pub use loopvm_runtime::{DType, Element, RuntimeError, RuntimeErrorKind, Tensor};
 pub use loopvm_vm::{BlockId, ExecError, Fallback, FuncId, LoopStats, Module};
 pub use program::{LoopReport, Program, RunConfig, RunOutput, Tier, TierFallback};
+pub use shard::{Mesh, MeshAxis, ShardArg, ShardSpec};
 pub use value::Value;

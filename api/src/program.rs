@@ -80,6 +80,18 @@ pub struct RunConfig {
     /// 1024 loop iterations in the interpreter, every 65 536 in native code,
     /// and between chunks of a metered XLA region.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Partition the xla tier's executables over this many devices with
+    /// XLA's SPMD partitioner (`--devices`; 0 or 1: one device). The CPU
+    /// plugin is asked for that many devices (`cpu_device_count`). The
+    /// interpreter and the jit tier run on one device and ignore it; `auto`
+    /// runs its XLA loops on one device.
+    pub devices: usize,
+    /// The device mesh (`--mesh 2x2`: `data × model`); `None`: a 1-D mesh
+    /// `data` of [`RunConfig::devices`].
+    pub mesh: Option<crate::Mesh>,
+    /// Arguments of the function run to split over the mesh (`--shard
+    /// NAME=AXIS[:MESH_AXIS]`); the others are replicated on every device.
+    pub shard: Vec<crate::ShardArg>,
 }
 
 /// One loop's counts in a run.
@@ -260,12 +272,15 @@ impl Program {
                 Ok(out)
             }
             Tier::Xla => {
+                let mesh = crate::shard::mesh_of(cfg.devices, cfg.mesh)?;
+                let shards = crate::shard::param_shards(self.module.func(f), &cfg.shard)?;
                 // A poisoned lock only means another run panicked; the cache is still usable.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
-                if !matches!(*slot, XlaSlot::Ready(_)) {
+                let fits = matches!(&*slot, XlaSlot::Ready(b) if b.client().device_count() >= mesh.devices());
+                if !fits {
                     // Forced: install the CPU plugin on first use (after a one-line notice).
-                    let mut b = XlaBackend::with_found_plugin(XlaMode::FunctionsAndLoops)
-                        .or_else(|_| XlaBackend::with_cpu_plugin(XlaMode::FunctionsAndLoops))
+                    let mut b = XlaBackend::with_found_plugin_on(XlaMode::FunctionsAndLoops, mesh)
+                        .or_else(|_| XlaBackend::with_cpu_plugin_on(XlaMode::FunctionsAndLoops, mesh))
                         .map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
                     b.set_disk_cache(DiskCache::from_env());
                     *slot = XlaSlot::Ready(Box::new(b));
@@ -273,6 +288,8 @@ impl Program {
                 let XlaSlot::Ready(b) = &mut *slot else {
                     return Err(Error::new(ErrorKind::Tier("xla back end not initialised".into())));
                 };
+                b.set_mesh(mesh).map_err(|e| Error::new(ErrorKind::Tier(format!("the xla tier cannot start: {e}"))))?;
+                b.set_param_shards(shards);
                 b.set_disk_cache_enabled(!cfg.no_cache);
                 b.set_output(Box::new(sink.clone()));
                 let (fallbacks, executions) = (b.stats.fallbacks.len(), b.stats.executions);
@@ -286,6 +303,9 @@ impl Program {
                 // to Cranelift, the rest in the interpreter.
                 let mut slot = self.xla.lock().unwrap_or_else(|p| p.into_inner());
                 if let XlaSlot::Ready(b) = &mut *slot {
+                    // `auto` runs its XLA loops on one device.
+                    let _ = b.set_mesh(crate::Mesh::default());
+                    b.set_param_shards(Vec::new());
                     b.set_disk_cache_enabled(!cfg.no_cache);
                     b.set_output(Box::new(sink.clone()));
                 }
@@ -319,6 +339,9 @@ impl Program {
                     XlaSlot::Untried => {}
                 }
                 cranelift_outcome(&cl, &mut out);
+                if cfg.devices > 1 || cfg.mesh.is_some_and(|m| m.devices() > 1) {
+                    out.notes.push("auto: runs on one device (--devices partitions the xla tier: --tier xla)".into());
+                }
                 Ok(out)
             }
         }

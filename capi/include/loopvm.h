@@ -168,6 +168,22 @@ typedef struct loopvm_call_options {
    * Nonzero: trace every op to stderr (slow; for debugging). Default 0.
    */
   int32_t trace;
+  /**
+   * Partition the xla tier's executables over this many devices (XLA's
+   * SPMD partitioner; the CPU plugin is asked for that many). 0 or 1
+   * (the default): one device. The other tiers run on one device.
+   */
+  uint32_t devices;
+  /**
+   * Devices along the mesh's `model` axis (`devices / mesh_model` along
+   * `data`); 0 or 1 (the default): a 1-D mesh `data`.
+   */
+  uint32_t mesh_model;
+  /**
+   * `NULL` (the default), or the arguments to split over the mesh, as
+   * the command line's `--shard`, comma-separated: `"x=0,w=1:model"`.
+   */
+  const char *shard;
 } loopvm_call_options;
 
 #ifdef __cplusplus
@@ -441,7 +457,8 @@ struct loopvm_call_options loopvm_call_options_default(void);
  * `prog` is `NULL` or a live program; `function` is `NULL` or a
  * NUL-terminated string; `args` points to `nargs` pointers, each `NULL` or
  * a live tensor (it may be `NULL` when `nargs` is 0); `options` is `NULL`
- * or points to a `loopvm_call_options`; `out` and `err` are `NULL` or point
+ * or points to a `loopvm_call_options` (whose `shard` is `NULL` or a
+ * NUL-terminated string); `out` and `err` are `NULL` or point
  * to storage for one pointer.
  */
 enum loopvm_status loopvm_call(const struct loopvm_program *prog,

@@ -122,6 +122,16 @@ pub struct loopvm_call_options {
     pub capture_print: i32,
     /// Nonzero: trace every op to stderr (slow; for debugging). Default 0.
     pub trace: i32,
+    /// Partition the xla tier's executables over this many devices (XLA's
+    /// SPMD partitioner; the CPU plugin is asked for that many). 0 or 1
+    /// (the default): one device. The other tiers run on one device.
+    pub devices: u32,
+    /// Devices along the mesh's `model` axis (`devices / mesh_model` along
+    /// `data`); 0 or 1 (the default): a 1-D mesh `data`.
+    pub mesh_model: u32,
+    /// `NULL` (the default), or the arguments to split over the mesh, as
+    /// the command line's `--shard`, comma-separated: `"x=0,w=1:model"`.
+    pub shard: *const c_char,
 }
 
 /// A compiled, verified program. Immutable: calls from many threads at once
@@ -807,7 +817,15 @@ pub unsafe extern "C" fn loopvm_tensor_copy_data(
 /// The default options: `LOOPVM_TIER_AUTO`, no step limit, `print` captured, no trace.
 #[no_mangle]
 pub extern "C" fn loopvm_call_options_default() -> loopvm_call_options {
-    loopvm_call_options { tier: loopvm_tier::LOOPVM_TIER_AUTO as i32, max_steps: 0, capture_print: 1, trace: 0 }
+    loopvm_call_options {
+        tier: loopvm_tier::LOOPVM_TIER_AUTO as i32,
+        max_steps: 0,
+        capture_print: 1,
+        trace: 0,
+        devices: 0,
+        mesh_model: 0,
+        shard: std::ptr::null(),
+    }
 }
 
 /// Calls the function `function` (`NULL`: `main`) with `nargs` tensors,
@@ -825,7 +843,8 @@ pub extern "C" fn loopvm_call_options_default() -> loopvm_call_options {
 /// `prog` is `NULL` or a live program; `function` is `NULL` or a
 /// NUL-terminated string; `args` points to `nargs` pointers, each `NULL` or
 /// a live tensor (it may be `NULL` when `nargs` is 0); `options` is `NULL`
-/// or points to a `loopvm_call_options`; `out` and `err` are `NULL` or point
+/// or points to a `loopvm_call_options` (whose `shard` is `NULL` or a
+/// NUL-terminated string); `out` and `err` are `NULL` or point
 /// to storage for one pointer.
 #[no_mangle]
 pub unsafe extern "C" fn loopvm_call(
@@ -859,11 +878,30 @@ pub unsafe extern "C" fn loopvm_call(
         }
         // SAFETY: null or a valid options struct, by this function's contract.
         let o = unsafe { options.as_ref() }.copied().unwrap_or_else(|| loopvm_call_options_default());
+        let (devices, model) = (o.devices as usize, (o.mesh_model as usize).max(1));
+        let mesh = if model > 1 {
+            if devices % model != 0 {
+                return Err(invalid(format!("{devices} devices do not form a mesh with {model} along `model`")));
+            }
+            Some(loopvm::Mesh { data: devices / model, model })
+        } else {
+            None
+        };
+        let shard = if o.shard.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: non-null and NUL-terminated, by this function's contract.
+            let text = unsafe { str_arg(o.shard, "shard") }?;
+            text.split(',').filter(|s| !s.trim().is_empty()).map(loopvm::ShardArg::parse).collect::<Result<_, _>>()?
+        };
         let cfg = RunConfig {
             tier: tier_arg(o.tier)?,
             trace: o.trace != 0,
             max_steps: (o.max_steps != 0).then_some(o.max_steps),
             capture_print: o.capture_print != 0,
+            devices,
+            mesh,
+            shard,
             ..RunConfig::default()
         };
         let r = p.prog.call(name, &tensors, &cfg)?;

@@ -24,7 +24,9 @@ NUMPY = {v: k for k, v in DTYPES.items()}
 
 class CallOptions(C.Structure):
     _fields_ = [("tier", C.c_int32), ("max_steps", C.c_uint64),
-                ("capture_print", C.c_int32), ("trace", C.c_int32)]
+                ("capture_print", C.c_int32), ("trace", C.c_int32),
+                ("devices", C.c_uint32), ("mesh_model", C.c_uint32),
+                ("shard", C.c_char_p)]
 
 
 class LoopvmError(Exception):

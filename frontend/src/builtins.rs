@@ -53,6 +53,8 @@ pub enum Builtin {
     Shape,
     /// `bitcast(x, dtype)`
     Bitcast,
+    /// `shard(x, axis: k, mesh_axis: "data")`
+    Shard,
     /// `fori_loop(lo, hi, body, init)`
     ForiLoop,
     /// `while_loop(cond, body, init)`
@@ -147,6 +149,7 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("print", Builtin::Print, 1, 1, &[], "print(x)"),
     b("shape", Builtin::Shape, 1, 1, &[], "shape(x)"),
     b("bitcast", Builtin::Bitcast, 2, 2, &[], "bitcast(x, dtype)"),
+    b("shard", Builtin::Shard, 1, 1, &["axis", "mesh_axis"], "shard(x, axis: k, mesh_axis: \"data\")"),
     b("fori_loop", Builtin::ForiLoop, 4, 4, &["unroll"], "fori_loop(lower, upper, |i, carry| new_carry, init)"),
     b(
         "while_loop",

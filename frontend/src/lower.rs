@@ -291,6 +291,10 @@ impl<'p> FnLower<'p> {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Bitcast { dst, a, to: *to })
             }
+            K::Shard(a, axis, mesh_axis) => {
+                let a = self.single(m, a)?;
+                self.one(m, ty, |dst| Inst::Shard { dst, a, axis: Axis(*axis), mesh_axis: *mesh_axis })
+            }
             K::Cast(a, to) => {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Cast { dst, a, to: *to })

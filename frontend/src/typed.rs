@@ -162,6 +162,9 @@ pub enum ExprKind {
     Cast(Box<Expr>, DType),
     /// `bitcast(e, dtype)`: the bits read as `dtype` (same element width).
     Bitcast(Box<Expr>, DType),
+    /// `shard(e, axis: k, mesh_axis: m)`: `e`, with a sharding constraint for
+    /// XLA's partitioner (axis `k` over mesh axis `m`: 0 `data`, 1 `model`).
+    Shard(Box<Expr>, u32, u32),
     /// `a @ b` (rank-1 and rank-2 operands).
     MatMul(Box<Expr>, Box<Expr>),
     /// StableHLO's `dot_general` (batched `@`, `einsum`): batch dims, then

@@ -108,8 +108,9 @@ impl Generator {
     }
 
     /// `take`, `take_along_axis`, `one_hot`, `dynamic_slice`,
-    /// `dynamic_update_slice` and `cumsum` giving `tt`: ids and starts in and
-    /// out of range, negative axes, ids of rank 0 to 2.
+    /// `dynamic_update_slice`, `cumsum` and `shard` (a sharding constraint,
+    /// the identity on one device) giving `tt`: ids and starts in and out of
+    /// range, negative axes, ids of rank 0 to 2.
     pub(crate) fn gather(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
         let r = tt.dims.len();
         let n = self.rng.pick(&[1, 2, 3, 4]);
@@ -120,7 +121,7 @@ impl Generator {
                 format!("axis: {k}")
             }
         };
-        match self.rng.below(6) {
+        match self.rng.below(7) {
             0 => {
                 // take: axis k of x replaced by ids of rank q.
                 let q = self.rng.below(r.min(2) + 1);
@@ -189,6 +190,16 @@ impl Generator {
                     args.push(CallArg::Raw("reverse: true".into()));
                 }
                 Some(call("cumsum", args, tt))
+            }
+            6 if r >= 1 => {
+                let x = self.expr(tt, d, exact);
+                let k = self.rng.below(r);
+                let mut args = vec![CallArg::Expr(x), CallArg::Raw(axis_text(k, r, self.rng.chance(25)))];
+                if self.rng.chance(50) {
+                    let m = if self.rng.chance(50) { "data" } else { "model" };
+                    args.push(CallArg::Raw(format!("mesh_axis: \"{m}\"")));
+                }
+                Some(call("shard", args, tt))
             }
             _ => None,
         }

@@ -326,6 +326,8 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("ops/cumsum", &["main:fori_loop:cranelift"]),
+    ("ops/shard", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("grad/shard", &["value_and_grad(f):scan:cranelift", "value_and_grad(f):scan:cranelift"]),
     ("ops/cumsum_order", &[]),
     ("ops/one_hot", &[]),
     ("ops/take", &["embed:scan:cranelift"]),

@@ -417,7 +417,22 @@ fn make_config(
     max_memory: Option<usize>,
     timeout: Option<f64>,
     trace: bool,
+    devices: usize,
+    mesh: Option<(usize, usize)>,
+    shard: Option<std::collections::HashMap<String, (usize, String)>>,
 ) -> PyResult<api::RunConfig> {
+    let mesh = match mesh {
+        Some((data, model)) if data >= 1 && model >= 1 => Some(api::Mesh { data, model }),
+        Some((data, model)) => return Err(PyValueError::new_err(format!("mesh ({data}, {model}) has an empty axis"))),
+        None => None,
+    };
+    let mut shards = Vec::new();
+    for (name, (axis, mesh_axis)) in shard.into_iter().flatten() {
+        let mesh_axis = api::MeshAxis::parse(&mesh_axis)
+            .ok_or_else(|| PyValueError::new_err(format!("mesh axis `{mesh_axis}` is neither `data` nor `model`")))?;
+        shards.push(api::ShardArg { name, spec: api::ShardSpec { axis, mesh_axis } });
+    }
+    shards.sort_by(|a, b| a.name.cmp(&b.name));
     let timeout = match timeout {
         None => None,
         Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
@@ -439,6 +454,9 @@ fn make_config(
         jit_threshold: None,
         no_cache: false,
         cancel,
+        devices,
+        mesh,
+        shard: shards,
     })
 }
 
@@ -581,8 +599,12 @@ impl Program {
     /// ``tier``: ``"auto"`` (default), ``"interp"``, ``"jit"``, ``"xla"``.
     /// ``max_steps`` (loop iterations), ``max_memory`` (tensor bytes) and
     /// ``timeout`` (seconds) raise ``LimitError`` when exceeded; ``trace``
-    /// prints every op to stderr.
-    #[pyo3(signature = (*args, tier = "auto", max_steps = None, max_memory = None, timeout = None, trace = false, stats = false, **kwargs))]
+    /// prints every op to stderr. ``devices=4`` partitions the xla tier's
+    /// executables over 4 devices (XLA's SPMD partitioner), on the mesh
+    /// ``mesh=(data, model)`` (default ``(devices, 1)``), with the
+    /// arguments ``shard={"x": (0, "data")}`` split along an axis over a
+    /// mesh axis (the others replicated).
+    #[pyo3(signature = (*args, tier = "auto", max_steps = None, max_memory = None, timeout = None, trace = false, stats = false, devices = 1, mesh = None, shard = None, **kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -594,9 +616,12 @@ impl Program {
         timeout: Option<f64>,
         trace: bool,
         stats: bool,
+        devices: usize,
+        mesh: Option<(usize, usize)>,
+        shard: Option<std::collections::HashMap<String, (usize, String)>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let cfg = make_config(tier, max_steps, max_memory, timeout, trace)?;
+        let cfg = make_config(tier, max_steps, max_memory, timeout, trace, devices, mesh, shard)?;
         let tensors = self.tensors(py, args, kwargs)?;
         let inner = &self.inner;
         let out = guarded(py, move || inner.run(&tensors, &cfg))?;
@@ -741,7 +766,7 @@ impl Program {
         timeout: Option<f64>,
         trace: bool,
     ) -> PyResult<(Py<PyAny>, String, String, Py<PyDict>)> {
-        let cfg = make_config(tier, max_steps, max_memory, timeout, trace)?;
+        let cfg = make_config(tier, max_steps, max_memory, timeout, trace, 1, None, None)?;
         let f = self.main_func()?;
         let inner = &self.inner;
         let out = guarded(py, move || {
@@ -761,7 +786,7 @@ impl Program {
 #[pyfunction]
 #[pyo3(signature = (prog, args, iters, tier = "interp"))]
 fn _time_rust_run(py: Python<'_>, prog: &Program, args: &Bound<'_, PyTuple>, iters: u64, tier: &str) -> PyResult<f64> {
-    let cfg = make_config(tier, None, None, None, false)?;
+    let cfg = make_config(tier, None, None, None, false, 1, None, None)?;
     let tensors = prog.tensors(py, args, None)?;
     let inner = &prog.inner;
     guarded(py, move || {

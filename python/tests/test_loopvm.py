@@ -352,3 +352,29 @@ def test_python_m_loopvm_errors_and_args(tmp_path):
 def test_help_is_useful():
     assert "source" in loopvm.compile.__doc__
     assert "tier" in loopvm.Program.run.__doc__
+
+
+DATA_PARALLEL = """fn main(x: f32[8, 4], w: f32[4, 3]) -> (f32, f32[8, 3]) {
+    let y = tanh(shard(x, axis: 0) @ w);
+    (sum(y * y), y)
+}"""
+
+
+def test_several_devices():
+    # Issue 20: the xla tier partitioned over 4 CPU devices, `x` split along
+    # its batch axis, against the interpreter (partitioned float tolerance).
+    p = loopvm.compile(DATA_PARALLEL)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    want = p.run(x, w, tier="interp")
+    meshes = [
+        dict(devices=4, shard={"x": (0, "data")}),
+        dict(devices=4, mesh=(2, 2), shard={"x": (0, "data"), "w": (0, "model")}),
+    ]
+    for kw in meshes:
+        got = p.run(x, w, tier="xla", **kw)
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match=r"argument `x` does not split evenly.*mesh data=3"):
+        p.run(x, w, tier="xla", devices=3, shard={"x": (0, "data")})

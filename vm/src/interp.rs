@@ -385,7 +385,7 @@ impl<'m> Interpreter<'m> {
                 *slot(frame, *dst)? = Some(c.clone());
                 Ok(())
             }
-            Inst::Move { dst, src } => {
+            Inst::Move { dst, src } | Inst::Shard { dst, a: src, .. } => {
                 let v = get(frame, *src)?.clone();
                 *slot(frame, *dst)? = Some(v);
                 Ok(())

@@ -165,6 +165,10 @@ impl Ad<'_> {
                 let x = a!(x);
                 self.prim(Op::Bitcast(*d), vec![x], &e.ty, out)
             }
+            K::Shard(x, axis, mesh_axis) => {
+                let x = a!(x);
+                self.prim(Op::Shard(*axis, *mesh_axis), vec![x], &e.ty, out)
+            }
             K::MatMul(x, y) => {
                 let (x, y) = (a!(x), a!(y));
                 self.prim(Op::MatMul, vec![x, y], &e.ty, out)
@@ -572,6 +576,7 @@ impl Ad<'_> {
             K::Select(a, x, y) => K::Select(c!(a), c!(x), c!(y)),
             K::Cast(x, d) => K::Cast(c!(x), *d),
             K::Bitcast(x, d) => K::Bitcast(c!(x), *d),
+            K::Shard(x, axis, mesh_axis) => K::Shard(c!(x), *axis, *mesh_axis),
             K::MatMul(x, y) => K::MatMul(c!(x), c!(y)),
             K::DotGeneral(x, y, d) => K::DotGeneral(c!(x), c!(y), d.clone()),
             K::Reduce(op, x, a) => K::Reduce(*op, c!(x), *a),

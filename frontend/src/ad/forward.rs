@@ -207,6 +207,10 @@ impl Ad<'_> {
                 Some(a) => K::Bitcast(a, *d),
                 None => return bad(),
             },
+            Op::Shard(axis, mesh_axis) => match next() {
+                Some(a) => K::Shard(a, *axis, *mesh_axis),
+                None => return bad(),
+            },
             Op::MatMul => match (next(), next()) {
                 (Some(a), Some(b)) => K::MatMul(a, b),
                 _ => return bad(),

@@ -43,6 +43,8 @@ pub(super) enum Op {
     Select,
     Cast(DType),
     Bitcast(DType),
+    /// A sharding constraint (axis, mesh axis): the identity.
+    Shard(u32, u32),
     MatMul,
     DotGeneral(DotDims),
     Reduce(ReduceOp, Option<u32>),

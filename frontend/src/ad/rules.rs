@@ -533,6 +533,13 @@ impl Ad<'_> {
                     out_v.push((1, self.mk(K::DynSlice(Box::new(ge), starts, sizes), ut)));
                 }
             }
+            // The transpose of a sharding constraint is the same constraint
+            // on the cotangent (as JAX's `with_sharding_constraint`).
+            Op::Shard(axis, mesh_axis) => {
+                if on(0) {
+                    out_v.push((0, self.mk(K::Shard(Box::new(ge), *axis, *mesh_axis), aty(self, 0))));
+                }
+            }
             Op::Cumsum(axis, reverse) => {
                 // The transpose of a running sum is the running sum the other way.
                 if on(0) {

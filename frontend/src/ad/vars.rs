@@ -25,6 +25,7 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         K::Unary(_, x)
         | K::Cast(x, _)
         | K::Bitcast(x, _)
+        | K::Shard(x, ..)
         | K::Reduce(_, x, _)
         | K::Reshape(x, _)
         | K::Transpose(x, _)

@@ -190,6 +190,7 @@ impl<'a> Checker<'a> {
             Builtin::Print => self.check_print(cx, env, &c),
             Builtin::Shape => self.check_shape(cx, env, &c),
             Builtin::Bitcast => self.check_bitcast(cx, env, &c),
+            Builtin::Shard => self.check_shard(cx, env, &c),
             Builtin::ForiLoop => self.check_fori_loop(cx, env, &c),
             Builtin::WhileLoop => self.check_while_loop(cx, env, &c),
             Builtin::Scan => self.check_scan(cx, env, &c),

@@ -341,4 +341,24 @@ impl<'a> Checker<'a> {
         };
         Ok(mk(t::ExprKind::Cumsum(Box::new(x), axis, reverse), tensor_ty(xt), span))
     }
+
+    /// `shard(x, axis: k, mesh_axis: "data")`: `x`, constrained to be split
+    /// along axis `k` over the mesh axis (`data`, the default, or `model`)
+    /// when XLA partitions the program (`jax.lax.with_sharding_constraint`).
+    pub(super) fn check_shard(&mut self, cx: &mut FnCtx, env: &Env<'a>, c: &BuiltinCall<'a>) -> DResult<t::Expr> {
+        let x = self.expr(cx, env, c.arg(0)?)?;
+        let xt = self.tensor(&x, "`shard`")?.clone();
+        let Some(axis) = self.axis_arg(c, &xt)? else {
+            return err("`shard` needs `axis: k`, the axis to split", c.span);
+        };
+        let mesh_axis = match c.named_arg("mesh_axis") {
+            None => 0,
+            Some(e) => match &e.kind {
+                A::Str(s) if s == "data" => 0,
+                A::Str(s) if s == "model" => 1,
+                _ => return err("`mesh_axis` must be \"data\" or \"model\"", e.span),
+            },
+        };
+        Ok(mk(t::ExprKind::Shard(Box::new(x), axis, mesh_axis), tensor_ty(xt), c.span))
+    }
 }

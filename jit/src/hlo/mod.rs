@@ -41,6 +41,7 @@
 mod emit;
 pub mod policy;
 
+pub use emit::shard::{gspmd_sharding, Mesh, MeshAxis, ShardDialect, ShardSpec};
 pub use policy::{LoopUnroll, Platform, UnrollOptions, UnrollWhy};
 
 use loopvm_runtime::{DType, Tensor};
@@ -71,6 +72,15 @@ pub struct EmitOptions {
     /// `has_side_effect`), for a back end that registered the host handler
     /// (`xla::host_print`); otherwise `print` does not lower.
     pub host_print: bool,
+    /// The device mesh the module is partitioned over (issue 20); on more
+    /// than one device, `main`'s parameters and results carry sharding
+    /// annotations (parameters as [`lower_function_sharded`] is given,
+    /// results replicated) and `shard` constraints lower to the
+    /// partitioner's constraint op. One device (the default): no
+    /// annotations, `shard` is the identity.
+    pub mesh: Mesh,
+    /// Which annotations: GSPMD (`mhlo.sharding`) or Shardy (`sdy`).
+    pub shard_dialect: ShardDialect,
 }
 
 /// Why some code does not lower to StableHLO.
@@ -112,6 +122,9 @@ pub struct Lowered {
     /// Bytes of the largest value the module computes, or of all its
     /// results if more (saturating): what `--max-memory` checks before it runs.
     pub peak_bytes: usize,
+    /// The layout of each result on [`EmitOptions::mesh`]: split where the
+    /// result is made by a `shard` constraint, else `None` (replicated).
+    pub result_shards: Vec<Option<ShardSpec>>,
 }
 
 impl Lowered {
@@ -140,7 +153,21 @@ pub fn lower_function_with(
     opts: &EmitOptions,
     unroll: &UnrollOptions,
 ) -> Result<Lowered, EmitError> {
-    on_big_stack(|| emit::lower_function(m, f, args, opts, unroll))
+    on_big_stack(|| emit::lower_function(m, f, args, opts, unroll, &[]))
+}
+
+/// [`lower_function_with`] with `main`'s parameters laid out on
+/// [`EmitOptions::mesh`] as `shards` says (one entry per parameter, `None`
+/// or missing: replicated).
+pub fn lower_function_sharded(
+    m: &Module,
+    f: FuncId,
+    args: &[ValueType],
+    opts: &EmitOptions,
+    unroll: &UnrollOptions,
+    shards: &[Option<ShardSpec>],
+) -> Result<Lowered, EmitError> {
+    on_big_stack(|| emit::lower_function(m, f, args, opts, unroll, shards))
 }
 
 /// Lowers the loop instruction `inst` (a `Fori`, `While` or `Scan` of

@@ -198,6 +198,12 @@ impl Plugin {
         }
         // XLA_FLAGS for the plugin's platform plus LOOPVM_XLA_FLAGS (issue 8).
         crate::hlo::policy::prepare_xla_flags(&canonical);
+        // XLA's info lines (`cpu_device_count set via create_options`, the
+        // partitioner's choice) are not the user's business: warnings and
+        // errors only, unless the user set the level.
+        if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+            std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "1");
+        }
 
         // SAFETY: loading a shared library runs its initialisers; the file is
         // one the user or plugin discovery designated as a PJRT plugin, whose
@@ -504,6 +510,10 @@ struct ClientInner {
     raw: NonNull<PJRT_Client>,
     /// The first addressable device: where buffers are put and code runs.
     device: NonNull<PJRT_Device>,
+    /// Every addressable device, in the client's order (the first is
+    /// `device`); partition `p` of a partitioned executable runs on the
+    /// `p`-th.
+    devices: Vec<NonNull<PJRT_Device>>,
     platform_name: String,
 }
 
@@ -568,12 +578,109 @@ pub(crate) const COMPILE_OPTIONS_PROTO: &[u8] = &[
     0x28, 0x01, // num_partitions = 1
 ];
 
+/// The `CompileOptionsProto` for `partitions` SPMD partitions on the
+/// devices `device_ids` (one per partition, one replica): as
+/// [`COMPILE_OPTIONS_PROTO`], plus `use_spmd_partitioning = 6` (tag `0x30`),
+/// `use_shardy_partitioner = 19` (tag `0x98 0x01`) when `shardy`, and
+/// `device_assignment = 9` (tag `0x4a`), a `DeviceAssignmentProto`
+/// (`xla/xla_data.proto`: `replica_count = 1`, `computation_count = 2`,
+/// `computation_devices = 3`, each a `ComputationDevice` with
+/// `replica_device_ids = 1`, packed). One partition gives
+/// [`COMPILE_OPTIONS_PROTO`] byte for byte.
+pub(crate) fn compile_options_proto(device_ids: &[i64], shardy: bool) -> Vec<u8> {
+    if device_ids.len() <= 1 {
+        return COMPILE_OPTIONS_PROTO.to_vec();
+    }
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(out: &mut Vec<u8>, tag: u64, body: &[u8]) {
+        varint(out, tag);
+        varint(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+    let n = device_ids.len() as u64;
+    let mut assignment = Vec::new();
+    assignment.extend_from_slice(&[0x08, 0x01]); // replica_count = 1
+    assignment.push(0x10); // computation_count = n
+    varint(&mut assignment, n);
+    for &id in device_ids {
+        let mut ids = Vec::new();
+        varint(&mut ids, id as u64);
+        let mut device = Vec::new();
+        field(&mut device, 0x0a, &ids); // replica_device_ids (packed)
+        field(&mut assignment, 0x1a, &device); // computation_devices
+    }
+    let mut build = vec![0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]; // device_ordinal = -1
+    build.extend_from_slice(&[0x20, 0x01]); // num_replicas = 1
+    build.push(0x28); // num_partitions = n
+    varint(&mut build, n);
+    build.extend_from_slice(&[0x30, 0x01]); // use_spmd_partitioning = true
+    field(&mut build, 0x4a, &assignment); // device_assignment
+    if shardy {
+        build.extend_from_slice(&[0x98, 0x01, 0x01]); // use_shardy_partitioner = true
+    }
+    let mut out = Vec::new();
+    field(&mut out, 0x1a, &build); // executable_build_options
+    out
+}
+
+/// The name of the CPU plugin's client option that sets its number of
+/// devices (`xla/pjrt/c/pjrt_c_api_cpu_internal.cc`, `PJRT_Client_Create`:
+/// an `int64` named value).
+pub const CPU_DEVICE_COUNT: &str = "cpu_device_count";
+
 impl Client {
     /// Creates a client of `plugin` (`PJRT_Client_Create` with no options).
     pub fn new(plugin: Plugin) -> Result<Client> {
+        Client::create(plugin, &[])
+    }
+
+    /// Creates a client with at least `n` addressable devices. `n > 1`
+    /// passes the CPU plugin's [`CPU_DEVICE_COUNT`] option; should the
+    /// plugin refuse it (another platform, whose device count is its
+    /// hardware's), the client is created without it. Fewer than `n`
+    /// addressable devices is an error saying how many there are.
+    pub fn with_devices(plugin: Plugin, n: usize) -> Result<Client> {
+        if n <= 1 {
+            return Client::new(plugin);
+        }
+        let count = i64::try_from(n).map_err(|_| XlaError::InvalidArgument(format!("{n} devices")))?;
+        let client = Client::create(plugin, &[(CPU_DEVICE_COUNT, count)]).or_else(|_| Client::new(plugin))?;
+        let have = client.inner.devices.len();
+        if have < n {
+            return Err(XlaError::InvalidArgument(format!(
+                "{n} devices asked for, but the {} client has {have} addressable device(s)",
+                client.platform_name()
+            )));
+        }
+        Ok(client)
+    }
+
+    /// `PJRT_Client_Create` with `int64` options.
+    fn create(plugin: Plugin, options: &[(&str, i64)]) -> Result<Client> {
+        let named: Vec<PJRT_NamedValue> = options
+            .iter()
+            .map(|(name, v)| {
+                let mut o = PJRT_NamedValue::new();
+                o.name = name.as_ptr().cast();
+                o.name_size = name.len();
+                o.type_ = NAMED_VALUE_INT64;
+                o.value = PJRT_NamedValue_Value { int64_value: *v };
+                o.value_size = 1;
+                o
+            })
+            .collect();
         let mut args = PJRT_Client_Create_Args::new();
-        // SAFETY: a zeroed, sized `PJRT_Client_Create_Args`: no options, no
-        // key-value callbacks (null), `client` is an out field.
+        args.create_options = if named.is_empty() { ptr::null() } else { named.as_ptr() };
+        args.num_options = named.len();
+        // SAFETY: a sized `PJRT_Client_Create_Args` whose options (and the
+        // names they point to) outlive the call, which only reads them; no
+        // key-value callbacks (null); `client` is an out field.
         unsafe { plugin.call("PJRT_Client_Create", plugin.api().PJRT_Client_Create, &mut args)? };
         let raw = NonNull::new(args.client).ok_or(XlaError::Pjrt {
             op: "PJRT_Client_Create",
@@ -582,13 +689,15 @@ impl Client {
         })?;
         // From here on, dropping `inner` destroys the client. The device is
         // set below; a dangling placeholder is never dereferenced.
-        let mut inner = ClientInner { plugin, raw, device: NonNull::dangling(), platform_name: String::new() };
+        let mut inner =
+            ClientInner { plugin, raw, device: NonNull::dangling(), devices: Vec::new(), platform_name: String::new() };
         let devices = raw_devices(&inner)?;
         inner.device = *devices.first().ok_or(XlaError::Pjrt {
             op: "PJRT_Client_AddressableDevices",
             code: ErrorCode::NotFound,
             message: "the client has no addressable device".into(),
         })?;
+        inner.devices = devices;
         let mut name = PJRT_Client_PlatformName_Args::new();
         name.client = raw.as_ptr();
         // SAFETY: live client; the name it returns is owned by the client and
@@ -669,6 +778,34 @@ impl Client {
 
     /// [`Client::compile`] for a module given as MLIR bytecode or text bytes.
     pub fn compile_bytes(&self, mlir: &[u8]) -> Result<Executable> {
+        self.compile_partitioned(mlir, 1, false)
+    }
+
+    /// The number of addressable devices.
+    pub fn device_count(&self) -> usize {
+        self.inner.devices.len()
+    }
+
+    /// The serialised compile options for `partitions` SPMD partitions on
+    /// the first `partitions` addressable devices (GSPMD, or Shardy when
+    /// `shardy`); one partition: [`COMPILE_OPTIONS_PROTO`].
+    pub fn compile_options(&self, partitions: usize, shardy: bool) -> Result<Vec<u8>> {
+        if partitions > self.inner.devices.len() {
+            return Err(XlaError::InvalidArgument(format!(
+                "{partitions} partitions asked for, but the client has {} addressable device(s)",
+                self.inner.devices.len()
+            )));
+        }
+        let ids = self.devices()?.iter().take(partitions).map(|d| i64::from(d.id)).collect::<Vec<_>>();
+        Ok(compile_options_proto(&ids, shardy))
+    }
+
+    /// Compiles a module for `partitions` SPMD partitions (XLA's
+    /// partitioner splits it by the module's sharding annotations; partition
+    /// `p` runs on the `p`-th addressable device). One partition is
+    /// [`Client::compile_bytes`].
+    pub fn compile_partitioned(&self, mlir: &[u8], partitions: usize, shardy: bool) -> Result<Executable> {
+        let options = self.compile_options(partitions.max(1), shardy)?;
         let plugin = self.inner.plugin;
         let api = plugin.api();
         const FORMAT: &str = "mlir";
@@ -681,8 +818,8 @@ impl Client {
         let mut args = PJRT_Client_Compile_Args::new();
         args.client = self.inner.raw.as_ptr();
         args.program = &program;
-        args.compile_options = COMPILE_OPTIONS_PROTO.as_ptr().cast();
-        args.compile_options_size = COMPILE_OPTIONS_PROTO.len();
+        args.compile_options = options.as_ptr().cast();
+        args.compile_options_size = options.len();
         // SAFETY: live client; `program` (and the code and format bytes it
         // points to) and the options bytes outlive the call, which only reads
         // them; `executable` is an out field.
@@ -692,7 +829,7 @@ impl Client {
             code: ErrorCode::Internal,
             message: "the plugin returned no executable".into(),
         })?;
-        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0 };
+        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0, partitions: partitions.max(1) };
         exe.num_outputs = exe.query_num_outputs()?;
         Ok(exe)
     }
@@ -703,6 +840,12 @@ impl Client {
     /// error from the plugin (never undefined behaviour, as far as the
     /// plugin checks its input: callers verify a checksum first).
     pub fn deserialize(&self, bytes: &[u8]) -> Result<Executable> {
+        self.deserialize_partitioned(bytes, 1)
+    }
+
+    /// [`Client::deserialize`] for an executable compiled for `partitions`
+    /// partitions ([`Client::compile_partitioned`]).
+    pub fn deserialize_partitioned(&self, bytes: &[u8], partitions: usize) -> Result<Executable> {
         let plugin = self.inner.plugin;
         let mut args = PJRT_Executable_DeserializeAndLoad_Args::new();
         args.client = self.inner.raw.as_ptr();
@@ -723,7 +866,7 @@ impl Client {
             code: ErrorCode::Internal,
             message: "the plugin returned no executable".into(),
         })?;
-        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0 };
+        let mut exe = Executable { client: self.inner.clone(), raw, num_outputs: 0, partitions: partitions.max(1) };
         exe.num_outputs = exe.query_num_outputs()?;
         Ok(exe)
     }
@@ -755,6 +898,17 @@ impl Client {
     /// 1, per element) and its length must be the product of `dims` times
     /// the element size.
     pub fn buffer_from_host(&self, data: &[u8], dims: &[usize], ty: ElementType) -> Result<Buffer> {
+        self.buffer_from_host_on(data, dims, ty, 0)
+    }
+
+    /// [`Client::buffer_from_host`] onto the `device`-th addressable device.
+    pub fn buffer_from_host_on(&self, data: &[u8], dims: &[usize], ty: ElementType, device: usize) -> Result<Buffer> {
+        let device = *self.inner.devices.get(device).ok_or_else(|| {
+            XlaError::InvalidArgument(format!(
+                "no device {device}: the client has {} addressable device(s)",
+                self.inner.devices.len()
+            ))
+        })?;
         let expected = dims
             .iter()
             .try_fold(ty.byte_size(), |acc, &d| acc.checked_mul(d))
@@ -779,7 +933,7 @@ impl Client {
         args.dims = dims_i64.as_ptr();
         args.num_dims = dims_i64.len();
         args.host_buffer_semantics = HOST_BUFFER_IMMUTABLE_ONLY_DURING_CALL;
-        args.device = self.inner.device.as_ptr();
+        args.device = device.as_ptr();
         // SAFETY: live client and device; `data` holds exactly the bytes the
         // dense shape needs (checked above) and, with "immutable only during
         // call" semantics, is only read during the call; `dims` outlives the
@@ -822,6 +976,8 @@ pub struct Executable {
     client: Arc<ClientInner>,
     raw: NonNull<PJRT_LoadedExecutable>,
     num_outputs: usize,
+    /// SPMD partitions: one argument list per partition.
+    partitions: usize,
 }
 
 // SAFETY: `PjRtLoadedExecutable` is thread-safe (Execute may be called from
@@ -854,6 +1010,11 @@ impl Executable {
     /// untupled).
     pub fn num_outputs(&self) -> usize {
         self.num_outputs
+    }
+
+    /// The number of SPMD partitions (devices) one execution runs on.
+    pub fn partitions(&self) -> usize {
+        self.partitions
     }
 
     /// Runs `f` on the executable behind this loaded one
@@ -938,16 +1099,49 @@ impl Executable {
     /// [`Executable::execute`] with a `PJRT_ExecuteContext` (null: none),
     /// whose user data FFI handlers read.
     pub(crate) fn execute_in(&self, args: &[&Buffer], context: *mut PJRT_ExecuteContext) -> Result<Vec<Buffer>> {
-        if let Some(i) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
-            return Err(XlaError::InvalidArgument(format!("argument {i} is a buffer of another PJRT client")));
+        let mut outs = self.execute_partitioned_in(&[args.to_vec()], context)?;
+        Ok(outs.pop().unwrap_or_default())
+    }
+
+    /// Runs a partitioned executable: `args[p]` are partition `p`'s
+    /// arguments (buffers on the `p`-th addressable device), one list per
+    /// partition; returns each partition's results, in the same order.
+    pub fn execute_partitioned(&self, args: &[Vec<&Buffer>]) -> Result<Vec<Vec<Buffer>>> {
+        self.execute_partitioned_in(args, ptr::null_mut())
+    }
+
+    fn execute_partitioned_in(
+        &self,
+        args: &[Vec<&Buffer>],
+        context: *mut PJRT_ExecuteContext,
+    ) -> Result<Vec<Vec<Buffer>>> {
+        if args.len() != self.partitions {
+            return Err(XlaError::InvalidArgument(format!(
+                "{} argument lists for an executable of {} partition(s)",
+                args.len(),
+                self.partitions
+            )));
+        }
+        let num_args = args.first().map_or(0, Vec::len);
+        for (p, list) in args.iter().enumerate() {
+            if list.len() != num_args {
+                return Err(XlaError::InvalidArgument(format!(
+                    "partition {p} has {} arguments, partition 0 has {num_args}",
+                    list.len()
+                )));
+            }
+            if let Some(i) = list.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
+                return Err(XlaError::InvalidArgument(format!("argument {i} is a buffer of another PJRT client")));
+            }
         }
         let plugin = self.client.plugin;
-        let arg_ptrs: Vec<*mut PJRT_Buffer> = args.iter().map(|b| b.raw.as_ptr()).collect();
-        let arg_lists: [*const *mut PJRT_Buffer; 1] = [arg_ptrs.as_ptr()];
-        let mut outputs: Vec<*mut PJRT_Buffer> = vec![ptr::null_mut(); self.num_outputs];
-        let output_lists: [*mut *mut PJRT_Buffer; 1] = [outputs.as_mut_ptr()];
-        let mut events: [*mut PJRT_Event; 1] = [ptr::null_mut()];
-        let non_donatable: Vec<i64> = (0..args.len() as i64).collect();
+        let arg_ptrs: Vec<Vec<*mut PJRT_Buffer>> =
+            args.iter().map(|l| l.iter().map(|b| b.raw.as_ptr()).collect()).collect();
+        let arg_lists: Vec<*const *mut PJRT_Buffer> = arg_ptrs.iter().map(|l| l.as_ptr()).collect();
+        let mut outputs: Vec<Vec<*mut PJRT_Buffer>> = vec![vec![ptr::null_mut(); self.num_outputs]; self.partitions];
+        let output_lists: Vec<*mut *mut PJRT_Buffer> = outputs.iter_mut().map(|l| l.as_mut_ptr()).collect();
+        let mut events: Vec<*mut PJRT_Event> = vec![ptr::null_mut(); self.partitions];
+        let non_donatable: Vec<i64> = (0..num_args as i64).collect();
         let mut options = PJRT_ExecuteOptions::new();
         options.non_donatable_input_indices = non_donatable.as_ptr();
         options.num_non_donatable_input_indices = non_donatable.len();
@@ -957,27 +1151,39 @@ impl Executable {
         exec.executable = self.raw.as_ptr();
         exec.options = &mut options;
         exec.argument_lists = arg_lists.as_ptr();
-        exec.num_devices = 1;
-        exec.num_args = arg_ptrs.len();
+        exec.num_devices = self.partitions;
+        exec.num_args = num_args;
         exec.output_lists = output_lists.as_ptr();
         exec.device_complete_events = events.as_mut_ptr();
-        // SAFETY: live executable; `options`, the one-device argument list (of
-        // `num_args` live buffers of this client) and the caller-allocated
-        // output list of `num_outputs` slots and event slot all outlive the
-        // call; null `execute_device` runs on the compile-time device.
+        // SAFETY: live executable; `options`, the per-partition argument
+        // lists (each of `num_args` live buffers of this client) and the
+        // caller-allocated output lists of `num_outputs` slots and event
+        // slots, one per partition, all outlive the call; null
+        // `execute_device` runs on the compile-time devices.
         unsafe { plugin.call("PJRT_LoadedExecutable_Execute", plugin.api().PJRT_LoadedExecutable_Execute, &mut exec)? };
         // Own the results at once, so they are destroyed on any error below.
-        let results: Vec<Buffer> = outputs
+        let results: Vec<Vec<Buffer>> = outputs
             .iter()
-            .filter_map(|&p| NonNull::new(p))
-            .map(|raw| Buffer { client: self.client.clone(), raw })
+            .map(|l| {
+                l.iter()
+                    .filter_map(|&p| NonNull::new(p))
+                    .map(|raw| Buffer { client: self.client.clone(), raw })
+                    .collect()
+            })
             .collect();
-        plugin.await_and_destroy("PJRT_LoadedExecutable_Execute", events[0])?;
-        if results.len() != self.num_outputs {
+        let mut waited = Ok(());
+        for e in events {
+            let r = plugin.await_and_destroy("PJRT_LoadedExecutable_Execute", e);
+            if waited.is_ok() {
+                waited = r;
+            }
+        }
+        waited?;
+        if let Some(l) = results.iter().find(|l| l.len() != self.num_outputs) {
             return Err(XlaError::Pjrt {
                 op: "PJRT_LoadedExecutable_Execute",
                 code: ErrorCode::Internal,
-                message: format!("the plugin returned {} of {} results", results.len(), self.num_outputs),
+                message: format!("the plugin returned {} of {} results", l.len(), self.num_outputs),
             });
         }
         Ok(results)

@@ -80,16 +80,64 @@ fn try_zeros<T: Element>(dims: &[usize], n: usize) -> Result<Vec<T>> {
 impl Client {
     /// Copies a tensor to the client's device.
     pub fn buffer_from_tensor(&self, t: &Tensor) -> Result<Buffer> {
-        let bytes = match t.buffer() {
-            HostBuffer::Bool(v) => bytes_of(v.as_slice()),
-            HostBuffer::I32(v) => bytes_of(v.as_slice()),
-            HostBuffer::I64(v) => bytes_of(v.as_slice()),
-            HostBuffer::F32(v) => bytes_of(v.as_slice()),
-            HostBuffer::F64(v) => bytes_of(v.as_slice()),
-            HostBuffer::U32(v) => bytes_of(v.as_slice()),
-            HostBuffer::U8(v) => bytes_of(v.as_slice()),
-        };
-        self.buffer_from_host(bytes, t.shape(), t.dtype().into())
+        self.buffer_from_tensor_on(t, 0)
+    }
+
+    /// Copies a tensor to the `device`-th addressable device.
+    pub fn buffer_from_tensor_on(&self, t: &Tensor, device: usize) -> Result<Buffer> {
+        self.buffer_from_host_on(tensor_bytes(t), t.shape(), t.dtype().into(), device)
+    }
+
+    /// Copies part `part` of `parts` equal parts of `t` along `axis` (rows
+    /// `part * n / parts ..` of the `n`) to the `device`-th addressable
+    /// device: one shard of a value split over a mesh axis. `n` must be a
+    /// multiple of `parts` (the caller says which argument is not).
+    pub fn buffer_from_tensor_part(
+        &self,
+        t: &Tensor,
+        axis: usize,
+        parts: usize,
+        part: usize,
+        device: usize,
+    ) -> Result<Buffer> {
+        let shape = t.shape();
+        let n = *shape
+            .get(axis)
+            .ok_or_else(|| XlaError::InvalidArgument(format!("axis {axis} is out of range for shape {shape:?}")))?;
+        if parts == 0 || n % parts != 0 || part >= parts {
+            return Err(XlaError::InvalidArgument(format!(
+                "axis {axis} of shape {shape:?} does not split into {parts} equal parts"
+            )));
+        }
+        if parts == 1 {
+            return self.buffer_from_tensor_on(t, device);
+        }
+        let rows = n / parts;
+        let elem = t.dtype().size_in_bytes();
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product::<usize>() * elem;
+        let bytes = tensor_bytes(t);
+        let mut out = Vec::with_capacity(outer * rows * inner);
+        for o in 0..outer {
+            let start = (o * n + part * rows) * inner;
+            out.extend_from_slice(&bytes[start..start + rows * inner]);
+        }
+        let mut dims = shape.to_vec();
+        dims[axis] = rows;
+        self.buffer_from_host_on(&out, &dims, t.dtype().into(), device)
+    }
+}
+
+/// The elements of `t` as bytes, row-major, native byte order.
+fn tensor_bytes(t: &Tensor) -> &[u8] {
+    match t.buffer() {
+        HostBuffer::Bool(v) => bytes_of(v.as_slice()),
+        HostBuffer::I32(v) => bytes_of(v.as_slice()),
+        HostBuffer::I64(v) => bytes_of(v.as_slice()),
+        HostBuffer::F32(v) => bytes_of(v.as_slice()),
+        HostBuffer::F64(v) => bytes_of(v.as_slice()),
+        HostBuffer::U32(v) => bytes_of(v.as_slice()),
+        HostBuffer::U8(v) => bytes_of(v.as_slice()),
     }
 }
 

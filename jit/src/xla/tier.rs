@@ -20,7 +20,7 @@
 use super::disk_cache::DiskCache;
 use super::host_print::{HostPrint, PrintOutput};
 use super::{plugin, Buffer, Client, Executable, Plugin, XlaError};
-use crate::hlo::{self, EmitError, EmitOptions, Lowered, ValueType};
+use crate::hlo::{self, EmitError, EmitOptions, Lowered, Mesh, ShardDialect, ShardSpec, ValueType};
 use hashbrown::HashMap;
 use loopvm_runtime::Tensor;
 use loopvm_vm::{Backend, BlockId, ExecError, Fallback, FuncId, Inst, LoopSite, Meter, Module};
@@ -67,6 +67,8 @@ struct Key {
     args: Vec<ValueType>,
     /// Compiled metered (`--max-steps`, `--timeout`).
     metered: bool,
+    /// How the parameters are laid out on the mesh (empty: replicated).
+    shards: Vec<Option<ShardSpec>>,
 }
 
 /// A cache entry: a compiled executable, or why the region did not lower
@@ -74,13 +76,14 @@ struct Key {
 enum Entry {
     /// The executable, the module's [`Lowered::peak_bytes`] and whether it
     /// prints (calls the host's `loopvm_print`).
-    Ready(Arc<Executable>, usize, bool),
+    Ready(Arc<Executable>, usize, bool, Arc<[Option<ShardSpec>]>),
     Declined,
     Failed(String),
 }
 
 /// A compiled region: the executable, its peak bytes, whether it prints.
-type Ready = (Arc<Executable>, usize, bool);
+/// and how its results are laid out on the mesh.
+type Ready = (Arc<Executable>, usize, bool, Arc<[Option<ShardSpec>]>);
 
 /// Counters of one back end.
 #[derive(Clone, Debug)]
@@ -221,7 +224,7 @@ pub struct XlaBackend {
     unroll: hlo::UnrollOptions,
     hot_iterations: u64,
     cache: HashMap<Key, Entry>,
-    resident: VecDeque<(Tensor, Arc<Buffer>)>,
+    resident: VecDeque<(Tensor, Option<ShardSpec>, Arc<DeviceValue>)>,
     resident_limit: usize,
     corrupt_next: bool,
     /// The persistent executable cache, when one is set.
@@ -233,6 +236,14 @@ pub struct XlaBackend {
     host_print: Result<HostPrint, String>,
     /// Where `print`s inside executables go.
     print_out: PrintOutput,
+    /// The device mesh executables are partitioned over (one device by
+    /// default).
+    mesh: Mesh,
+    /// The annotations the emitter writes for a mesh.
+    dialect: ShardDialect,
+    /// How the parameters of functions run whole are laid out, by
+    /// flattened parameter (missing: replicated).
+    param_shards: Vec<Option<ShardSpec>>,
     /// Counters, readable at any time.
     pub stats: XlaStats,
 }
@@ -268,8 +279,72 @@ impl XlaBackend {
             disk: None,
             disk_enabled: true,
             identity: None,
+            mesh: Mesh::default(),
+            dialect: ShardDialect::default(),
+            param_shards: Vec::new(),
             stats,
         }
+    }
+
+    /// A back end on the CPU plugin whose client has `mesh.devices()`
+    /// devices (the plugin's `cpu_device_count` option), partitioning every
+    /// executable over `mesh`.
+    pub fn with_cpu_plugin_on(mode: XlaMode, mesh: Mesh) -> Result<XlaBackend, XlaError> {
+        let plugin = Plugin::load(plugin::find_or_install_cpu()?)?;
+        let mut b = XlaBackend::new(Client::with_devices(plugin, mesh.devices())?, mode);
+        b.set_mesh(mesh)?;
+        Ok(b)
+    }
+
+    /// [`XlaBackend::with_found_plugin`] on `mesh.devices()` devices.
+    pub fn with_found_plugin_on(mode: XlaMode, mesh: Mesh) -> Result<XlaBackend, XlaError> {
+        let plugin = Plugin::load(plugin::find()?.path)?;
+        let mut b = XlaBackend::new(Client::with_devices(plugin, mesh.devices())?, mode);
+        b.set_mesh(mesh)?;
+        Ok(b)
+    }
+
+    /// Partitions every executable from now on over `mesh` (XLA's SPMD
+    /// partitioner, `num_partitions = mesh.devices()`), partition `p` on the
+    /// client's `p`-th device. An error when the client has fewer devices.
+    /// On more than one device `print` does not lower (each partition would
+    /// print), so regions that print run in the interpreter.
+    pub fn set_mesh(&mut self, mesh: Mesh) -> Result<(), XlaError> {
+        if mesh.devices() == 0 || mesh.devices() > self.client.device_count() {
+            return Err(XlaError::InvalidArgument(format!(
+                "a mesh of {} devices ({mesh}) on a {} client with {} device(s)",
+                mesh.devices(),
+                self.client.platform_name(),
+                self.client.device_count()
+            )));
+        }
+        if mesh != self.mesh {
+            self.clear_cache();
+        }
+        self.mesh = mesh;
+        Ok(())
+    }
+
+    /// The mesh executables are partitioned over.
+    pub fn mesh(&self) -> Mesh {
+        self.mesh
+    }
+
+    /// Writes GSPMD or Shardy annotations (default GSPMD).
+    pub fn set_shard_dialect(&mut self, dialect: ShardDialect) {
+        if dialect != self.dialect {
+            self.clear_cache();
+        }
+        self.dialect = dialect;
+    }
+
+    /// Lays out the flattened parameters of the functions run whole (`main`)
+    /// on the mesh: `shards[i]` for parameter `i` (`None` or missing:
+    /// replicated on every device). Loop regions take their inputs
+    /// replicated. An argument whose axis does not split evenly over its
+    /// mesh axis is an error naming it and the mesh.
+    pub fn set_param_shards(&mut self, shards: Vec<Option<ShardSpec>>) {
+        self.param_shards = shards;
     }
 
     /// A back end on the CPU plugin ([`plugin::find_or_install_cpu`]: the
@@ -375,10 +450,11 @@ impl XlaBackend {
         let (identity, flags) = self
             .identity
             .get_or_insert_with(|| (client.cache_identity(), std::env::var("XLA_FLAGS").unwrap_or_default()));
-        let key = DiskCache::key(text, super::pjrt::COMPILE_OPTIONS_PROTO, identity, flags);
+        let options = self.client.compile_options(self.mesh.devices(), self.dialect == ShardDialect::Shardy)?;
+        let key = DiskCache::key(text, &options, identity, flags);
         let path = disk.path_of(&key);
         let loaded = match disk.load(&key) {
-            Ok(Some(bytes)) => match self.client.deserialize(&bytes) {
+            Ok(Some(bytes)) => match self.client.deserialize_partitioned(&bytes, self.mesh.devices()) {
                 Ok(exe) => Some(exe),
                 Err(e) => {
                     self.disk_warning(format!("cannot load {} ({e}); compiling again", path.display()));
@@ -423,32 +499,46 @@ impl XlaBackend {
         self.resident.truncate(n);
     }
 
-    /// The device buffer of `t`: a resident one sharing `t`'s buffer, or a
-    /// fresh copy (then resident).
-    fn device_buffer(&mut self, t: &Tensor) -> Result<Arc<Buffer>, XlaError> {
-        let same = |h: &Tensor| h.shares_buffer(t) && h.shape() == t.shape() && h.dtype() == t.dtype();
-        if let Some(k) = self.resident.iter().position(|(h, _)| same(h)) {
+    /// The device buffers of `t` laid out as `spec` says (one per device of
+    /// the mesh: the whole of `t` on each when `spec` is `None`, else each
+    /// device's part): resident ones sharing `t`'s buffer, or fresh copies
+    /// (then resident).
+    fn device_value(&mut self, t: &Tensor, spec: Option<ShardSpec>) -> Result<Arc<DeviceValue>, XlaError> {
+        let same = |h: &Tensor, s: &Option<ShardSpec>| {
+            h.shares_buffer(t) && h.shape() == t.shape() && h.dtype() == t.dtype() && *s == spec
+        };
+        if let Some(k) = self.resident.iter().position(|(h, s, _)| same(h, s)) {
             self.stats.uploads_skipped += 1;
-            let e = self.resident.remove(k).map(|e| e.1.clone());
+            let e = self.resident.remove(k).map(|e| e.2.clone());
             if let Some(b) = e {
-                self.remember(t.clone(), b.clone());
+                self.remember(t.clone(), spec, b.clone());
                 return Ok(b);
             }
         }
         self.stats.uploads += 1;
-        let b = Arc::new(self.client.buffer_from_tensor(t)?);
-        self.remember(t.clone(), b.clone());
+        let mesh = self.mesh;
+        let bufs = (0..mesh.devices())
+            .map(|d| match spec {
+                Some(s) => {
+                    let parts = mesh.size(s.mesh_axis);
+                    self.client.buffer_from_tensor_part(t, s.axis, parts, mesh.part_of(d, s.mesh_axis), d)
+                }
+                None => self.client.buffer_from_tensor_on(t, d),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let b = Arc::new(bufs);
+        self.remember(t.clone(), spec, b.clone());
         Ok(b)
     }
 
-    fn remember(&mut self, t: Tensor, b: Arc<Buffer>) {
+    fn remember(&mut self, t: Tensor, spec: Option<ShardSpec>, b: Arc<DeviceValue>) {
         if self.resident_limit == 0 {
             return;
         }
         while self.resident.len() >= self.resident_limit {
             self.resident.pop_back();
         }
-        self.resident.push_front((t, b));
+        self.resident.push_front((t, spec, b));
     }
 
     /// The number of cached entries (executables and declined regions).
@@ -459,11 +549,12 @@ impl XlaBackend {
     /// Compiles StableHLO text on the back end's client (counted in the stats).
     pub fn compile_text(&mut self, text: &str) -> Result<Executable, XlaError> {
         let t = Instant::now();
+        let (n, shardy) = (self.mesh.devices(), self.dialect == ShardDialect::Shardy);
         let r = if std::mem::take(&mut self.corrupt_next) {
             let broken = text.replacen("func.func public @main", "func.func public @main %%% syntax error %%%", 1);
-            self.client.compile(&broken)
+            self.client.compile_partitioned(broken.as_bytes(), n, shardy)
         } else {
-            self.client.compile(text)
+            self.client.compile_partitioned(text.as_bytes(), n, shardy)
         };
         self.stats.compile_time += t.elapsed();
         if r.is_ok() {
@@ -485,12 +576,13 @@ impl XlaBackend {
         &mut self,
         exe: &Executable,
         args: &[&Tensor],
+        layout: Layout<'_>,
         metered: bool,
         prints: bool,
         meter: &mut Meter,
     ) -> Result<Vec<Tensor>, ExecError> {
         if !metered {
-            return self.execute(exe, args, prints);
+            return self.execute(exe, args, layout, prints);
         }
         let mut chunk = if meter.watched() { FIRST_CHUNK } else { u64::MAX };
         loop {
@@ -499,7 +591,7 @@ impl XlaBackend {
             let f = Tensor::scalar(fuel as i64);
             let mut all: Vec<&Tensor> = args.to_vec();
             all.push(&f);
-            let mut outs = self.execute(exe, &all, false)?;
+            let mut outs = self.execute(exe, &all, layout, false)?;
             let left = outs
                 .pop()
                 .and_then(|t| t.scalar_i64())
@@ -517,24 +609,58 @@ impl XlaBackend {
         }
     }
 
-    /// Runs `exe` on `args` and copies its results back.
-    fn execute(&mut self, exe: &Executable, args: &[&Tensor], prints: bool) -> Result<Vec<Tensor>, ExecError> {
+    /// Runs `exe` on `args` (laid out as `shards` says, on every device of
+    /// the mesh) and copies its results back: a replicated one read from
+    /// the first device, one split as `layout` says gathered from the
+    /// devices that hold its parts.
+    fn execute(
+        &mut self,
+        exe: &Executable,
+        args: &[&Tensor],
+        layout: Layout<'_>,
+        prints: bool,
+    ) -> Result<Vec<Tensor>, ExecError> {
+        let (shards, outs_layout) = (layout.args, layout.results);
         let t = Instant::now();
         let r = (|| {
-            let bufs = args.iter().map(|a| self.device_buffer(a)).collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&Buffer> = bufs.iter().map(|b| &**b).collect();
-            let outs = match (&self.host_print, prints) {
-                (Ok(hp), true) => {
-                    let r = hp.with_context(&self.print_out, |ctx| exe.execute_in(&refs, ctx));
-                    let _ = self.print_out.lock().unwrap_or_else(|p| p.into_inner()).flush();
-                    r?
-                }
-                _ => exe.execute(&refs)?,
+            let vals = args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| self.device_value(a, shards.get(i).copied().flatten()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outs = if exe.partitions() > 1 {
+                let lists: Vec<Vec<&Buffer>> =
+                    (0..exe.partitions()).map(|d| vals.iter().map(|v| &v[d]).collect()).collect();
+                exe.execute_partitioned(&lists)?
+            } else {
+                let refs: Vec<&Buffer> = vals.iter().map(|v| &v[0]).collect();
+                let outs = match (&self.host_print, prints) {
+                    (Ok(hp), true) => {
+                        let r = hp.with_context(&self.print_out, |ctx| exe.execute_in(&refs, ctx));
+                        let _ = self.print_out.lock().unwrap_or_else(|p| p.into_inner()).flush();
+                        r?
+                    }
+                    _ => exe.execute(&refs)?,
+                };
+                vec![outs]
             };
-            let mut res = Vec::with_capacity(outs.len());
-            for b in outs {
-                let t = b.to_tensor()?;
-                self.remember(t.clone(), Arc::new(b));
+            // Results are replicated: every device holds each whole; read
+            // the first device's, keep all of them resident.
+            let n = outs.first().map_or(0, Vec::len);
+            let mut per_result: Vec<Vec<Buffer>> = (0..n).map(|_| Vec::with_capacity(outs.len())).collect();
+            for device in outs {
+                for (k, b) in device.into_iter().enumerate() {
+                    per_result[k].push(b);
+                }
+            }
+            let mut res = Vec::with_capacity(n);
+            for (k, bufs) in per_result.into_iter().enumerate() {
+                let spec = outs_layout.get(k).copied().flatten().filter(|_| bufs.len() > 1);
+                let t = match spec {
+                    Some(s) => self.gather(&bufs, s)?,
+                    None => bufs[0].to_tensor()?,
+                };
+                self.remember(t.clone(), spec, Arc::new(bufs));
                 res.push(t);
             }
             Ok::<_, XlaError>(res)
@@ -547,6 +673,22 @@ impl XlaBackend {
         })
     }
 
+    /// The whole of a value split as `spec` says: the parts, read from the
+    /// first device holding each, joined along the split axis.
+    fn gather(&self, bufs: &[Buffer], spec: ShardSpec) -> Result<Tensor, XlaError> {
+        let mesh = self.mesh;
+        let parts = (0..mesh.size(spec.mesh_axis))
+            .map(|p| {
+                let d = (0..bufs.len()).find(|&d| mesh.part_of(d, spec.mesh_axis) == p).unwrap_or(0);
+                bufs[d].to_tensor()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let mut out = None;
+        loopvm_runtime::kernels::concat(&refs, spec.axis, &mut out).map_err(XlaError::HostMemory)?;
+        out.ok_or_else(|| XlaError::InvalidArgument("gathering a split result gave nothing".into()))
+    }
+
     /// The entry for `key`, lowering with `lower` and compiling on a miss.
     fn entry(
         &mut self,
@@ -556,9 +698,9 @@ impl XlaBackend {
     ) -> Option<Result<Ready, ExecError>> {
         if let Some(e) = self.cache.get(&key) {
             return match e {
-                Entry::Ready(x, peak, prints) => {
+                Entry::Ready(x, peak, prints, outs) => {
                     self.stats.cache_hits += 1;
-                    Some(Ok((x.clone(), *peak, *prints)))
+                    Some(Ok((x.clone(), *peak, *prints, outs.clone())))
                 }
                 Entry::Declined => None,
                 Entry::Failed(m) => Some(Err(ExecError::Other(m.clone()))),
@@ -584,8 +726,9 @@ impl XlaBackend {
             Ok(exe) => {
                 let exe = Arc::new(exe);
                 let prints = lowered.text.contains(super::host_print::TARGET);
-                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes, prints));
-                Some(Ok((exe, lowered.peak_bytes, prints)))
+                let outs: Arc<[Option<ShardSpec>]> = lowered.result_shards.into();
+                self.cache.insert(key, Entry::Ready(exe.clone(), lowered.peak_bytes, prints, outs.clone()));
+                Some(Ok((exe, lowered.peak_bytes, prints, outs)))
             }
             Err(e) => {
                 let m = format!("XLA could not compile {}: {e}", what());
@@ -594,6 +737,71 @@ impl XlaBackend {
             }
         }
     }
+}
+
+/// How an execution's arguments and results are laid out on the mesh
+/// (missing or `None`: replicated).
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    args: &'a [Option<ShardSpec>],
+    results: &'a [Option<ShardSpec>],
+}
+
+/// One value on the devices of the mesh: one buffer per device (the whole
+/// value, or the device's part of it).
+type DeviceValue = Vec<Buffer>;
+
+/// The name of flattened parameter `i` of `f` (`x`, or `x.1` for a tuple's
+/// second leaf).
+pub fn flat_param_name(m: &Module, f: FuncId, i: usize) -> String {
+    let mut k = 0;
+    if let Some(func) = m.funcs.get(f.0 as usize) {
+        for p in &func.params {
+            let leaves = p.ty.leaves();
+            let n = leaves.len();
+            if i < k + n {
+                return if n == 1 && i == k { p.name.clone() } else { format!("{}.{}", p.name, i - k) };
+            }
+            k += n;
+        }
+    }
+    format!("#{i}")
+}
+
+/// Checks that each sharded argument of `f` splits evenly over its mesh
+/// axis; else an error naming the argument, its shape and the mesh.
+fn check_split(
+    m: &Module,
+    f: FuncId,
+    args: &[Tensor],
+    shards: &[Option<ShardSpec>],
+    mesh: Mesh,
+) -> Result<(), ExecError> {
+    for (i, (t, s)) in args.iter().zip(shards).enumerate() {
+        let Some(s) = s else { continue };
+        let name = flat_param_name(m, f, i);
+        let parts = mesh.size(s.mesh_axis);
+        match t.shape().get(s.axis) {
+            None => {
+                return Err(ExecError::Other(format!(
+                    "argument `{name}` ({:?} {:?}) has no axis {} to shard over mesh axis `{}` (mesh {mesh})",
+                    t.dtype(),
+                    t.shape(),
+                    s.axis,
+                    s.mesh_axis.name()
+                )))
+            }
+            Some(&n) if n % parts != 0 => {
+                return Err(ExecError::Other(format!(
+                    "argument `{name}` does not split evenly: its axis {} has {n} elements, not a multiple of the {parts} devices of mesh axis `{}` (mesh {mesh})",
+                    s.axis,
+                    s.mesh_axis.name()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// `--max-memory` before an execution: the region's largest value (or its
@@ -630,12 +838,19 @@ impl Backend for XlaBackend {
         }
         let args = types_of(inputs.iter().copied());
         let metered = meter.counts();
-        let key = Key { func: site.func_id, region: Region::Loop(site.body), args: args.clone(), metered };
+        let key = Key {
+            func: site.func_id,
+            region: Region::Loop(site.body),
+            args: args.clone(),
+            metered,
+            shards: Vec::new(),
+        };
         let what = || format!("{} (body b{}) in `{}`", loop_kind(site.inst), site.body.0, site.func.name);
         let u = self.unroll;
-        let host_print = self.host_print.is_ok();
-        let (exe, peak, prints) = match self.entry(key, what, |o| {
-            let o = EmitOptions { metered, host_print: host_print && !metered, ..*o };
+        let host_print = self.host_print.is_ok() && self.mesh.devices() == 1;
+        let (mesh, shard_dialect) = (self.mesh, self.dialect);
+        let (exe, peak, prints, outs) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, host_print: host_print && !metered, mesh, shard_dialect, ..*o };
             hlo::lower_loop_with(site.module, site.func_id, site.inst, &args, &o, &u)
         })? {
             Ok(x) => x,
@@ -644,7 +859,7 @@ impl Backend for XlaBackend {
         if let Err(e) = check_memory(peak, "an XLA loop region", meter) {
             return Some(Err(e));
         }
-        let r = self.execute_metered(&exe, inputs, metered, prints, meter);
+        let r = self.execute_metered(&exe, inputs, Layout { args: &[], results: &outs }, metered, prints, meter);
         if r.is_ok() {
             self.stats.loops_run += 1;
         }
@@ -663,14 +878,19 @@ impl Backend for XlaBackend {
         }
         let types = types_of(args);
         let metered = meter.counts();
-        let key = Key { func: f, region: Region::Function, args: types.clone(), metered };
+        let shards = if self.mesh.devices() > 1 { self.param_shards.clone() } else { Vec::new() };
+        if let Err(e) = check_split(m, f, args, &shards, self.mesh) {
+            return Some(Err(e));
+        }
+        let key = Key { func: f, region: Region::Function, args: types.clone(), metered, shards: shards.clone() };
         let name = m.funcs.get(f.0 as usize).map_or("?", |x| x.name.as_str());
         let what = || format!("function `{name}`");
         let u = self.unroll;
-        let host_print = self.host_print.is_ok();
-        let (exe, peak, prints) = match self.entry(key, what, |o| {
-            let o = EmitOptions { metered, host_print: host_print && !metered, ..*o };
-            hlo::lower_function_with(m, f, &types, &o, &u)
+        let host_print = self.host_print.is_ok() && self.mesh.devices() == 1;
+        let (mesh, shard_dialect) = (self.mesh, self.dialect);
+        let (exe, peak, prints, outs) = match self.entry(key, what, |o| {
+            let o = EmitOptions { metered, host_print: host_print && !metered, mesh, shard_dialect, ..*o };
+            hlo::lower_function_sharded(m, f, &types, &o, &u, &shards)
         })? {
             Ok(x) => x,
             Err(e) => return Some(Err(e)),
@@ -679,7 +899,7 @@ impl Backend for XlaBackend {
             return Some(Err(e));
         }
         let refs: Vec<&Tensor> = args.iter().collect();
-        let r = self.execute_metered(&exe, &refs, metered, prints, meter);
+        let r = self.execute_metered(&exe, &refs, Layout { args: &shards, results: &outs }, metered, prints, meter);
         if r.is_ok() {
             self.stats.functions_run += 1;
         }
@@ -691,4 +911,16 @@ impl Backend for XlaBackend {
 /// called with `args` (what `loopvm emit` prints).
 pub fn emit_for(m: &Module, f: FuncId, args: &[Tensor], opts: &EmitOptions) -> Result<String, EmitError> {
     hlo::emit_function(m, f, &types_of(args), opts)
+}
+
+/// [`emit_for`] on a mesh ([`EmitOptions::mesh`]), `main`'s flattened
+/// parameters laid out as `shards` says (what `loopvm emit --devices` prints).
+pub fn emit_sharded_for(
+    m: &Module,
+    f: FuncId,
+    args: &[ValueType],
+    opts: &EmitOptions,
+    shards: &[Option<ShardSpec>],
+) -> Result<String, EmitError> {
+    hlo::lower_function_sharded(m, f, args, opts, &hlo::UnrollOptions::default().with_env(), shards).map(|l| l.text)
 }

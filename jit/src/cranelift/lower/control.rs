@@ -45,7 +45,7 @@ impl Lowerer<'_, '_> {
                 env.set(*dst, v);
                 return Ok(());
             }
-            Inst::Move { dst, src } => {
+            Inst::Move { dst, src } | Inst::Shard { dst, a: src, .. } => {
                 let v = env.get(*src)?.clone();
                 env.set(*dst, v);
                 return Ok(());
@@ -693,9 +693,12 @@ pub(super) fn is_cheap(func: &Func, b: BlockId) -> bool {
     let dtype = |r: Reg| func.reg_types.get(r.0 as usize).map(|t| t.dtype);
     block.code.len() <= MAX_CHEAP_BRANCH
         && block.code.iter().all(|i| match i {
-            Inst::Const { .. } | Inst::Move { .. } | Inst::Select { .. } | Inst::Cast { .. } | Inst::Bitcast { .. } => {
-                true
-            }
+            Inst::Const { .. }
+            | Inst::Move { .. }
+            | Inst::Shard { .. }
+            | Inst::Select { .. }
+            | Inst::Cast { .. }
+            | Inst::Bitcast { .. } => true,
             Inst::Unary { op, .. } => matches!(op, UnaryOp::Neg | UnaryOp::Not | UnaryOp::Abs | UnaryOp::Relu),
             Inst::Binary { op: BinaryOp::Pow, .. } => false,
             Inst::Binary { op: BinaryOp::Div | BinaryOp::Rem, a, b, .. } => {

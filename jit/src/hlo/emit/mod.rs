@@ -67,6 +67,7 @@ mod gather;
 mod meter;
 mod reduce;
 mod shape_ops;
+pub(crate) mod shard;
 mod shield;
 mod text;
 mod unroll;
@@ -114,6 +115,11 @@ struct Emitter<'m> {
     fuel: Option<Val>,
     /// Bytes of the largest value emitted so far.
     peak: usize,
+    /// How `main`'s parameters are laid out on [`EmitOptions::mesh`].
+    param_shards: Vec<Option<shard::ShardSpec>>,
+    /// Values made by a `shard` constraint on a mesh, with their layout: a
+    /// result of `main` that is one keeps it (and is gathered on download).
+    sharded: hashbrown::HashMap<String, shard::ShardSpec>,
 }
 
 impl<'m> Emitter<'m> {
@@ -133,6 +139,8 @@ impl<'m> Emitter<'m> {
             makers: hashbrown::HashMap::new(),
             fuel: None,
             peak: 0,
+            param_shards: Vec::new(),
+            sharded: hashbrown::HashMap::new(),
         }
     }
 
@@ -261,6 +269,7 @@ impl<'m> Emitter<'m> {
                 (*dst, self.constant(t))
             }
             Inst::Move { dst, src } => (*dst, g(src)?),
+            Inst::Shard { dst, a, axis, mesh_axis } => (*dst, self.shard(&g(a)?, axis.0, *mesh_axis)?),
             Inst::Unary { op, dst, a } => (*dst, self.unary(*op, &g(a)?)?),
             Inst::Binary { op, dst, a, b } => (*dst, self.binary(*op, &g(a)?, &g(b)?)?),
             Inst::Select { dst, c, a, b } => (*dst, self.where_(&g(c)?, &g(a)?, &g(b)?)?),
@@ -384,17 +393,49 @@ fn bind(inst: &Inst, env: &mut Env, dsts: &[Reg], outs: Vec<Val>) -> Result<()> 
     Ok(())
 }
 
-/// Wraps the emitted body of `main` into a module.
-fn module(name: &str, params: &[Val], body: &str, results: &[Val]) -> String {
+/// Wraps the emitted body of `main` into a module. On more than one device
+/// the module says how many partitions it has, its parameters carry their
+/// layouts (`shards`, replicated where missing) and its results theirs
+/// (`result_shards`: a result made by a `shard` constraint stays split,
+/// the others are replicated: each device holds the whole result).
+fn module(
+    name: &str,
+    params: &[Val],
+    body: &str,
+    results: &[Val],
+    opts: &EmitOptions,
+    shards: &[Option<shard::ShardSpec>],
+    result_shards: &[Option<shard::ShardSpec>],
+) -> String {
     let mut s = String::new();
+    let mesh = opts.mesh;
     let _ = writeln!(
         s,
-        "module @{} attributes {{mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32}} {{",
-        sanitize(name)
+        "module @{} attributes {{mhlo.num_partitions = {} : i32, mhlo.num_replicas = 1 : i32}} {{",
+        sanitize(name),
+        mesh.devices().max(1)
     );
-    let ps: Vec<String> = params.iter().map(|p| format!("{}: {}", p.name, p.ty())).collect();
+    if mesh.devices() > 1 && opts.shard_dialect == shard::ShardDialect::Shardy {
+        let _ = writeln!(s, "  {}", shard::sdy_mesh(mesh));
+    }
+    let ps: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let spec = shards.get(i).copied().flatten();
+            format!("{}: {}{}", p.name, p.ty(), shard::attr(opts.shard_dialect, mesh, p.shape.len(), spec))
+        })
+        .collect();
     let rts: Vec<String> = results.iter().map(Val::ty).collect();
-    let _ = writeln!(s, "  func.func public @main({}) -> ({}) {{", ps.join(", "), rts.join(", "));
+    let rattrs: Vec<String> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let spec = result_shards.get(i).copied().flatten();
+            format!("{}{}", r.ty(), shard::attr(opts.shard_dialect, mesh, r.shape.len(), spec))
+        })
+        .collect();
+    let _ = writeln!(s, "  func.func public @main({}) -> ({}) {{", ps.join(", "), rattrs.join(", "));
     s.push_str(body);
     let names: Vec<&str> = results.iter().map(|v| v.name.as_str()).collect();
     if results.is_empty() {
@@ -432,13 +473,16 @@ fn metered_param(opts: &EmitOptions, params: &mut Vec<Val>) -> Option<Val> {
 }
 
 fn finish(e: Emitter<'_>, name: &str, params: Vec<Val>, results: Vec<Val>) -> Lowered {
+    let result_shards: Vec<Option<shard::ShardSpec>> =
+        results.iter().map(|r| e.sharded.get(&r.name).copied()).collect();
     let result_bytes = results
         .iter()
         .map(|v| v.shape.iter().fold(v.dtype.size_in_bytes(), |a, &d| a.saturating_mul(d)))
         .fold(0usize, usize::saturating_add);
     Lowered {
         peak_bytes: e.peak.max(result_bytes),
-        text: module(name, &params, &e.out, &results),
+        text: module(name, &params, &e.out, &results, &e.opts, &e.param_shards, &result_shards),
+        result_shards,
         params: params.iter().map(Val::vt).collect(),
         results: results.iter().map(Val::vt).collect(),
         whiles: e.whiles,
@@ -452,6 +496,7 @@ pub(crate) fn lower_function(
     args: &[ValueType],
     opts: &EmitOptions,
     unroll: &UnrollOptions,
+    shards: &[Option<shard::ShardSpec>],
 ) -> Result<Lowered> {
     let func = m.funcs.get(f.0 as usize).ok_or_else(|| EmitError::new("function", format!("no function f{}", f.0)))?;
     let body =
@@ -465,6 +510,7 @@ pub(crate) fn lower_function(
     let mut params = params_of(args)?;
     let mut env: Env = body.params.iter().copied().zip(params.iter().cloned()).collect();
     let mut e = Emitter::new(m, opts, unroll);
+    e.param_shards = shards.to_vec();
     e.fuel = metered_param(opts, &mut params);
     e.block(func, func.body, &mut env)?;
     let mut results = Emitter::results(func, func.body, &env, "function")?;
