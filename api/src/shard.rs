@@ -35,10 +35,18 @@ impl ShardArg {
     }
 }
 
+/// The most devices a mesh may have (the CPU plugin starts one thread pool
+/// per device it is asked for: a mistyped count would seem to hang).
+pub const MAX_DEVICES: usize = 256;
+
 /// The mesh of a run: `mesh` when given (its device count must be
 /// `devices`, unless `devices` is 0 or 1), else a 1-D `data` mesh of
-/// `devices` (0 or 1: one device).
+/// `devices` (0 or 1: one device); at most [`MAX_DEVICES`] devices.
 pub fn mesh_of(devices: usize, mesh: Option<Mesh>) -> Result<Mesh, Error> {
+    let asked = mesh.map_or(devices, |m| m.devices());
+    if asked > MAX_DEVICES {
+        return Err(Error::arg(format!("{asked} devices asked for: at most {MAX_DEVICES}")));
+    }
     match mesh {
         Some(m) if m.devices() == 0 => Err(Error::arg("a mesh needs at least one device")),
         Some(m) if devices > 1 && m.devices() != devices => Err(Error::arg(format!(
@@ -115,6 +123,8 @@ mod tests {
         assert_eq!(mesh_of(0, None).unwrap(), Mesh::default());
         assert_eq!(mesh_of(4, Some(Mesh { data: 2, model: 2 })).unwrap(), Mesh { data: 2, model: 2 });
         assert_eq!(mesh_of(0, Some(Mesh { data: 2, model: 2 })).unwrap(), Mesh { data: 2, model: 2 });
+        let e = mesh_of(100_000, None).unwrap_err().to_string();
+        assert!(e.contains("100000 devices asked for: at most 256"), "{e}");
         let e = mesh_of(8, Some(Mesh { data: 2, model: 2 })).unwrap_err().to_string();
         assert!(e.contains("2x2 has 4 devices, but 8"), "{e}");
     }
