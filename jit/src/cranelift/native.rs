@@ -11,8 +11,10 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module as _};
+use loopvm_runtime::kernels::native::BufferKernel;
 use loopvm_runtime::{Buffer, Tensor};
 use loopvm_vm::{BlockId, FuncId};
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The machine signature of a region function (see [`lower`]).
@@ -53,6 +55,13 @@ pub(crate) struct NativeLoop {
     pub prints: Vec<Vec<TType>>,
     /// Constants the code reads by address.
     _keep: Vec<Tensor>,
+    /// The buffer kernels the code calls.
+    // Boxed: the code holds their addresses.
+    #[allow(clippy::vec_box)]
+    _kernels: Vec<Box<BufferKernel>>,
+    /// The code's scratch memory (its buffers; see `lower::buffers`),
+    /// written only by the code, through `NativeMeter::scratch`.
+    scratch: Box<[Cell<u64>]>,
 }
 
 impl Drop for NativeLoop {
@@ -109,7 +118,7 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
-    let Lowered { outs, loops, keep, prints } =
+    let Lowered { outs, loops, keep, prints, scratch_bytes, kernels } =
         lower::lower_region(&mut ctx.func, &mut fctx, module.target_config(), cc, r)?;
     lower::verify(&ctx.func, module.isa())?;
     ctx.set_disasm(r.listing);
@@ -140,6 +149,8 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
         listing,
         prints,
         _keep: keep,
+        _kernels: kernels,
+        scratch: (0..scratch_bytes.div_ceil(8)).map(|_| Cell::new(0)).collect(),
     })
 }
 
@@ -195,6 +206,7 @@ impl NativeLoop {
             return Err(format!("{} counters for {} loops", counters.len(), self.loops.len()));
         }
         let start = i64::try_from(start).map_err(|_| format!("start {start} out of range"))?;
+        meter.scratch = self.scratch.as_ptr().cast_mut().cast::<u8>();
         let ins: Vec<*const u8> = inputs.iter().map(|t| data_ptr(t)).collect();
         let cin: Vec<*const u8> = carry.iter().map(|t| data_ptr(t)).collect();
         let outp: Vec<*mut u8> =
@@ -206,7 +218,12 @@ impl NativeLoop {
         // buffers are unique (`make_mut`) and distinct from the inputs, so the
         // writes alias nothing that is read. It adds to `counters[0..loops]`,
         // whose length was checked, and reads and writes `meter` (a live,
-        // exclusive borrow) only through `fuel` and `libcalls::refuel`. It
+        // exclusive borrow) only through `fuel`, `scratch` and
+        // `libcalls::refuel`. It reads and writes `self.scratch` (cells, so
+        // writes through the shared borrow are allowed; no Rust code touches
+        // them meanwhile and no other call of this code can run, since it
+        // calls nothing that could re-enter the interpreter) at offsets below
+        // its length, which the lowering sized. It
         // neither traps nor unwinds (integer division is guarded; the
         // functions it calls are total `extern "C"` Rust functions), and every
         // pointer array outlives the call.

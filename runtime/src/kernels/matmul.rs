@@ -186,7 +186,7 @@ fn small_m_matmul<T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<
 /// of `$t`, through `matrixmultiply::$gemm` (row-by-row for small `m`).
 macro_rules! gemm {
     ($name:ident, $t:ty, $gemm:ident) => {
-        fn $name(m: usize, k: usize, n: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
+        pub(crate) fn $name(m: usize, k: usize, n: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
             if m == 0 || n == 0 {
                 return;
             }
@@ -283,7 +283,7 @@ gemm_strided!(gemm_f64_strided, f64, dgemm, gemm_f64);
 
 /// Wrapping integer `c := a @ b` (row-major), in i-k-j order so the inner
 /// loop runs along rows of `b` and `c`.
-fn int_matmul<T: Num>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
+pub(crate) fn int_matmul<T: Num>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
     c.fill(T::ZERO);
     if n == 0 || k == 0 {
         return;
