@@ -168,6 +168,17 @@ fn large_values_agree() {
             }",
             vec![w.clone()],
         ),
+        // Reductions and casts of large values (a bool buffer counted, means, argmax along an axis).
+        (
+            "fn main(w: f32[32, 32]) -> (f32[32, 32], f32, i32[32], f32[32], i32) {
+                fori_loop(0, 4, |i, (m, c, a, s, n)| {
+                    let big = m > 0.0;
+                    (maximum(m, w) - 0.01, c + sum(big as f32), argmax(m, axis: 1), mean(m, axis: 0) + s,
+                     n + sum(big as i32) + max(argmax(w * (i as f32), axis: 0)))
+                }, (w, 0.0, zeros(i32, [32]), zeros(f32, [32]), 0))
+            }",
+            vec![w.clone()],
+        ),
         // An if whose branches are not cheap: the large result flows through a block parameter.
         (
             "fn main(w: f32[32, 32]) -> f32[32, 32] {

@@ -281,7 +281,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("loops/fori_i64_dynamic", &["main:fori_loop:cranelift"]),
     (
         "loops/large_values",
-        &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:interp", "main:scan:cranelift"],
+        &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:scan:cranelift"],
     ),
     ("loops/loop_in_function", &["main:fori_loop:cranelift", "tri:fori_loop:cranelift"]),
     ("loops/nested", &["main:fori_loop:cranelift", "main:fori_loop:inlined"]),

@@ -12,10 +12,12 @@
 //! same floats; nothing is allocated.
 
 use super::elementwise::{bool_binary, int_binary, int_unary, num_binary, zip_into, BinaryVisitor};
+use super::num::Conv;
 use super::num::{float_unary, Float, FloatUnaryVisitor, Int};
+use super::reduce::{reduce_io, Geom, ReduceIo};
 use super::{broadcast_copy, broadcast_shapes};
 use crate::rules::{self, MatmulError};
-use crate::{BinaryOp, DType, Element, Shape, UnaryOp};
+use crate::{BinaryOp, DType, Element, ReduceOp, RuntimeError, Shape, UnaryOp};
 
 /// One kernel call on buffers: what it computes, with every shape checked.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ enum KernelOp {
     Unary { op: UnaryOp, dtype: DType, n: usize },
     MatMul { dtype: DType, m: usize, k: usize, n: usize },
     Broadcast { dtype: DType, src: Shape, shape: Shape },
+    Cast { from: DType, to: DType, n: usize },
+    Reduce { op: ReduceOp, dtype: DType, n: usize, out: usize, g: Geom },
 }
 
 fn numel(s: &[usize]) -> Option<usize> {
@@ -89,11 +93,35 @@ impl BufferKernel {
         Ok(BufferKernel { op: KernelOp::Broadcast { dtype, src: src.into(), shape: shape.into() } })
     }
 
+    /// `a` of `n` elements converted from `from` to `to` (the cast kernel's rules).
+    pub fn cast(from: DType, to: DType, n: usize) -> BufferKernel {
+        BufferKernel { op: KernelOp::Cast { from, to, n } }
+    }
+
+    /// The reduction `op` of `a` of `dtype` and `shape` over `axis` (`None`:
+    /// all elements); its result's shape is `rules::reduce`'s.
+    pub fn reduce(op: ReduceOp, dtype: DType, shape: &[usize], axis: Option<usize>) -> Result<BufferKernel, String> {
+        let out: Shape = rules::reduce(shape, axis).map_err(|_| format!("{op}: axis {axis:?} out of range"))?;
+        let n = numel(shape).ok_or("too many elements")?;
+        let (len, inner) = match axis {
+            None => (n, 1),
+            Some(ax) => (shape[ax], shape[ax + 1..].iter().product()),
+        };
+        if len == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Argmax) {
+            return Err(format!("{op} of an empty axis"));
+        }
+        if op == ReduceOp::Argmax && len > i32::MAX as usize + 1 {
+            return Err("argmax index overflows i32".into());
+        }
+        let out = out.iter().product();
+        Ok(BufferKernel { op: KernelOp::Reduce { op, dtype, n, out, g: Geom { len, inner } } })
+    }
+
     /// The number of operands [`run_buffer_kernel`] reads.
     pub fn arity(&self) -> usize {
         match &self.op {
             KernelOp::Binary { .. } | KernelOp::MatMul { .. } => 2,
-            KernelOp::Unary { .. } | KernelOp::Broadcast { .. } => 1,
+            KernelOp::Unary { .. } | KernelOp::Broadcast { .. } | KernelOp::Cast { .. } | KernelOp::Reduce { .. } => 1,
         }
     }
 
@@ -104,6 +132,8 @@ impl BufferKernel {
             KernelOp::Unary { dtype, .. } | KernelOp::MatMul { dtype, .. } | KernelOp::Broadcast { dtype, .. } => {
                 *dtype
             }
+            KernelOp::Cast { to, .. } => *to,
+            KernelOp::Reduce { op, dtype, .. } => op.result_dtype(*dtype),
         }
     }
 
@@ -113,6 +143,8 @@ impl BufferKernel {
             KernelOp::Binary { shape, .. } | KernelOp::Broadcast { shape, .. } => shape.iter().product(),
             KernelOp::Unary { n, .. } => *n,
             KernelOp::MatMul { m, n, .. } => m * n,
+            KernelOp::Cast { n, .. } => *n,
+            KernelOp::Reduce { out, .. } => *out,
         }
     }
 
@@ -125,6 +157,7 @@ impl BufferKernel {
             (KernelOp::MatMul { m, k, .. }, 0) => m * k,
             (KernelOp::MatMul { k, n, .. }, _) => k * n,
             (KernelOp::Broadcast { src, .. }, _) => src.iter().product(),
+            (KernelOp::Cast { n, .. }, _) | (KernelOp::Reduce { n, .. }, _) => *n,
         }
     }
 }
@@ -288,5 +321,37 @@ unsafe fn run(k: &BufferKernel, a: *const u8, b: *const u8, out: *mut u8) {
                 broadcast_copy(x, s, shape, o);
             })
         }
+        KernelOp::Cast { from, to, n } => {
+            crate::with_dtype!(*from, S => crate::with_dtype!(*to, D => {
+                // SAFETY: the caller's contract.
+                let (x, o) = unsafe { (src::<S>(a, *n), dst::<D>(out, *n)) };
+                super::elementwise::map_into(x, o, Conv::<D>::conv);
+            }))
+        }
+        KernelOp::Reduce { op, dtype, n, out: len, g } => {
+            let io = RawIo { a, n: *n, out, len: *len };
+            // Raw buffers give no error (the shapes were checked).
+            let _ = reduce_io(*op, *dtype, *g, io);
+        }
+    }
+}
+
+/// A reduction's operand and result as raw buffers.
+struct RawIo {
+    a: *const u8,
+    n: usize,
+    out: *mut u8,
+    len: usize,
+}
+
+impl<'a> ReduceIo<'a> for RawIo {
+    fn input<T: Element>(&self) -> Result<&'a [T], RuntimeError> {
+        // SAFETY: `run_buffer_kernel`'s contract: `a` holds `n` elements of
+        // the operand's dtype, live for the call.
+        Ok(unsafe { src::<T>(self.a, self.n) })
+    }
+    fn output<U: Element>(&mut self) -> &mut [U] {
+        // SAFETY: as above, for the result (`len` elements of its dtype).
+        unsafe { dst::<U>(self.out, self.len) }
     }
 }

@@ -165,4 +165,31 @@ impl Lowerer<'_, '_> {
         let out = self.kernel(k, &[pa, pb])?;
         Ok(self.val_at(a.dtype, shape, out))
     }
+
+    /// `a` converted to `to`: in registers, or by the buffer kernel when `a`
+    /// is in memory.
+    pub(super) fn cast_any(&mut self, a: &Val, to: DType) -> Result<Val, CompileError> {
+        if !matches!(a.repr, Repr::Mem(_)) || a.dtype == to {
+            return self.cast(a, to);
+        }
+        let p = self.addr_of(a)?;
+        let out = self.kernel(BufferKernel::cast(a.dtype, to, a.numel()), &[p])?;
+        Ok(self.val_at(to, a.shape.clone(), out))
+    }
+
+    /// Reduction `op` of `a` over `axis`: in registers, or by the buffer
+    /// kernel when `a` is in memory.
+    pub(super) fn reduce_any(&mut self, op: ReduceOp, a: &Val, axis: Option<u32>) -> Result<Val, CompileError> {
+        if !matches!(a.repr, Repr::Mem(_)) {
+            return self.reduce(op, a, axis);
+        }
+        let axis = axis.map(|x| x as usize);
+        let k = BufferKernel::reduce(op, a.dtype, &a.shape, axis).map_err(unsupported_kernel)?;
+        let Ok(shape) = rules::reduce::<usize, Vec<usize>>(&a.shape, axis) else {
+            return unsupported!("{op}: axis {axis:?} is out of range for {}", a.type_string());
+        };
+        let p = self.addr_of(a)?;
+        let out = self.kernel(k, &[p])?;
+        Ok(self.val_at(op.result_dtype(a.dtype), shape, out))
+    }
 }

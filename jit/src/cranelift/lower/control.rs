@@ -59,7 +59,7 @@ impl Lowerer<'_, '_> {
                 let (c, a, b) = (env.get(*c)?.clone(), env.get(*a)?.clone(), env.get(*b)?.clone());
                 (dst, self.select(&c, &a, &b)?)
             }
-            Inst::Cast { dst, a, to } => (dst, self.cast(&env.get(*a)?.clone(), *to)?),
+            Inst::Cast { dst, a, to } => (dst, self.cast_any(&env.get(*a)?.clone(), *to)?),
             Inst::Bitcast { dst, a, to } => (dst, self.bitcast(&env.get(*a)?.clone(), *to)?),
             Inst::Iota { dst, dtype, n } => {
                 let n = *n as usize;
@@ -75,7 +75,7 @@ impl Lowerer<'_, '_> {
                     .collect();
                 (dst, Val::elems(*dtype, vec![n], xs))
             }
-            Inst::Reduce { op, dst, a, axis } => (dst, self.reduce(*op, &env.get(*a)?.clone(), axis.0)?),
+            Inst::Reduce { op, dst, a, axis } => (dst, self.reduce_any(*op, &env.get(*a)?.clone(), axis.0)?),
             Inst::Reshape { dst, a, shape } => {
                 let a = env.get(*a)?.clone();
                 let shape: Vec<usize> = shape.0.iter().map(|&d| d as usize).collect();
