@@ -179,6 +179,13 @@ fn large_values_agree() {
             }",
             vec![w.clone()],
         ),
+        // A while_loop over a large carry (its condition lowered twice, on the carry's buffer).
+        (
+            "fn main(w: f32[32, 32]) -> (f32[32, 32], i32) {
+                while_loop(|(x, n)| n < 5 && sum(x) < 1e30, |(x, n)| (x * 1.5 + w, n + 1), (w, 0))
+            }",
+            vec![w.clone()],
+        ),
         // An if whose branches are not cheap: the large result flows through a block parameter.
         (
             "fn main(w: f32[32, 32]) -> f32[32, 32] {
@@ -194,10 +201,18 @@ fn large_values_agree() {
 
 #[test]
 fn a_large_carry_is_taken_over_mid_flight() {
-    // Hot after 1000 iterations: the interpreter's carry is handed over.
+    // Hot after 1000 iterations: the interpreter's carry (and a scan's
+    // partial ys) are handed over.
     check(
         "fn main(w: f32[32, 32]) -> f32[32, 32] { fori_loop(0, 5000, |i, x| tanh(x @ w + 0.5), w) }",
         &[ramp(&[32, 32], 0.001)],
+        1000,
+    );
+    check(
+        "fn main(xs: f32[3000, 20]) -> (f32[20], f32[3000, 20]) {
+            scan(|h, x| (tanh(h * 0.5 + x), h + x), zeros(f32, [20]), xs)
+        }",
+        &[ramp(&[3000, 20], 0.001)],
         1000,
     );
 }

@@ -336,13 +336,12 @@ impl CraneliftBackend {
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         let nc = code.code.carry.len();
         if meter.max_memory().is_some() {
-            // The results are allocated here (a running scan's ys are copied).
-            let bytes = code
-                .code
-                .outs
-                .iter()
-                .try_fold(0usize, |acc, t| acc.checked_add(t.numel().checked_mul(t.dtype.size_in_bytes())?));
-            if let Err(e) = meter.reserve("a native loop's results", meter.held, bytes) {
+            // The results are allocated here (a running scan's ys are
+            // copied); the code's buffers are held while it runs.
+            let bytes = code.code.outs.iter().try_fold(code.code.scratch_bytes(), |acc, t| {
+                acc.checked_add(t.numel().checked_mul(t.dtype.size_in_bytes())?)
+            });
+            if let Err(e) = meter.reserve("a native loop's results and buffers", meter.held, bytes) {
                 return Some(Err(e));
             }
         }

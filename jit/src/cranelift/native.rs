@@ -137,6 +137,13 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     // convention: four pointers, an `i64` and a pointer, no results, which
     // is `EntryFn`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
+    let mut cells: Vec<Cell<u64>> = Vec::new();
+    let words = scratch_bytes.div_ceil(8);
+    cells
+        .try_reserve_exact(words)
+        .map_err(|_| CompileError::Codegen(format!("no memory for the loop's {scratch_bytes} bytes of buffers")))?;
+    cells.resize_with(words, || Cell::new(0));
+    let scratch = cells.into_boxed_slice();
     let module = guard.0.take();
     Ok(NativeLoop {
         module,
@@ -150,7 +157,7 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
         prints,
         _keep: keep,
         _kernels: kernels,
-        scratch: (0..scratch_bytes.div_ceil(8)).map(|_| Cell::new(0)).collect(),
+        scratch,
     })
 }
 
@@ -171,6 +178,11 @@ fn data_mut_ptr(t: &mut Tensor) -> Option<*mut u8> {
 }
 
 impl NativeLoop {
+    /// The bytes of the code's scratch memory (its buffers).
+    pub(crate) fn scratch_bytes(&self) -> usize {
+        self.scratch.len() * 8
+    }
+
     /// Runs the compiled loop: `inputs` are the region inputs, `carry` the
     /// carry to start from, `start` the iterations already run; `outs`
     /// receive the results and must have the types of [`NativeLoop::outs`]

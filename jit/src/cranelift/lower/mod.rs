@@ -28,8 +28,13 @@
 //!   (the step limit is reached, or the deadline has passed), and the code
 //!   then returns at once. On a normal return it writes the fuel left.
 //!
-//! Every value is a static-shape tensor of at most [`MAX_ELEMS`] elements,
-//! one Cranelift value per element; elementwise ops, broadcasting, shape ops,
+//! `meter` also carries the address of the code's scratch memory (read once,
+//! on entry), where values of more than [`MAX_ELEMS`] elements live
+//! (`buffers.rs`).
+//!
+//! Every value is a static-shape tensor; one of at most [`MAX_ELEMS`]
+//! elements is one Cranelift value per element (a larger one is in memory:
+//! [`Repr::Mem`], computed by buffer kernels); elementwise ops, broadcasting, shape ops,
 //! static slices and reductions are resolved at compile time, dynamic indices
 //! become clamped offsets and `select` chains. A loop is a `header` block that
 //! tests the condition, a `body` block that jumps back to it and an `exit`
