@@ -474,8 +474,11 @@ fn xla_outcome(b: &XlaBackend, fallbacks: usize, executions: u64, out: &mut RunO
 /// the interpreter over its earlier entries.
 pub const AUTO_HOT_ITERATIONS: u64 = 1000;
 
-/// A loop reads a tensor of more elements than this: `auto` offers it to
-/// XLA first (Cranelift keeps values of at most 16 elements in registers).
+/// A loop reads a tensor of more elements than this: once hot, `auto`
+/// offers it to XLA first. Until then (and when it is taken over while
+/// running) Cranelift may take it only if it computes no value of more than
+/// 16 elements, unless no XLA plugin is found: then Cranelift computes such
+/// values with the runtime's buffer kernels.
 pub const AUTO_TENSOR_ELEMENTS: usize = 16;
 
 /// The `auto` tier's back end: hot tensor-heavy loops to XLA, others (and
@@ -492,6 +495,19 @@ struct AutoBackend<'a> {
 }
 
 impl AutoBackend<'_> {
+    /// Whether Cranelift may use buffers for a loop (see
+    /// [`AUTO_TENSOR_ELEMENTS`]): `false` for a tensor loop while an XLA
+    /// plugin may take it (the plugin is looked up once a loop is hot).
+    fn cranelift_buffers(&mut self, inputs: &[&Tensor], hot: bool) -> bool {
+        if !inputs.iter().any(|t| t.numel() > AUTO_TENSOR_ELEMENTS) {
+            return true;
+        }
+        if hot {
+            self.xla();
+        }
+        matches!(self.xla, XlaSlot::NotFound(_))
+    }
+
     /// The XLA back end, found (never installed) the first time it is wanted.
     fn xla(&mut self) -> Option<&mut XlaBackend> {
         if matches!(self.xla, XlaSlot::Untried) {
@@ -526,6 +542,9 @@ impl Backend for AutoBackend<'_> {
                 return Some(r);
             }
         }
+        // Hot and declined by XLA (or no plugin): Cranelift with buffers.
+        let buffers = hot || self.cranelift_buffers(inputs, false);
+        self.cl.set_buffers(buffers);
         self.cl.run_loop(site, inputs, meter)
     }
 
@@ -536,6 +555,8 @@ impl Backend for AutoBackend<'_> {
         state: &LoopState<'_>,
         meter: &mut Meter,
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
+        let buffers = self.cranelift_buffers(inputs, site.stats.iterations >= AUTO_HOT_ITERATIONS);
+        self.cl.set_buffers(buffers);
         self.cl.resume_loop(site, inputs, state, meter)
     }
 }

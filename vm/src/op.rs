@@ -76,7 +76,7 @@ macro_rules! for_each_op {
             /// R[dst] := [0, 1, ..., n-1] of dtype
             0x07 Iota { def dst: Reg, attr dtype: DType, attr n: u64 } [XLA | JIT | ALLOC] "";
             /// R[dst] := R[a] @ R[b] (rank-1/rank-2 rules)
-            0x08 MatMul { def dst: Reg, use a: Reg, use b: Reg } [XLA | TRAP | ALLOC] "";
+            0x08 MatMul { def dst: Reg, use a: Reg, use b: Reg } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := op(R[a]) over all elements, or along axis
             0x09 Reduce { attr op: ReduceOp, def dst: Reg, use a: Reg, attr axis: OptAxis } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := reshape(R[a], shape) (the buffer is shared)

@@ -92,13 +92,17 @@ struct Compiled {
     init_pos: Vec<usize>,
 }
 
+/// Input types, metered, buffers: the code, or `None` when it failed to compile.
+type Variant = (Vec<TType>, bool, bool, Option<Rc<Compiled>>);
+
 /// One loop: its report, its region inputs and its compiled variants.
 struct LoopEntry {
     report: LoopReport,
     inputs: Option<Rc<[Reg]>>,
-    /// Per input type signature and metering: the code, or `None` when it
-    /// failed to compile.
-    variants: Vec<(Vec<TType>, bool, Option<Rc<Compiled>>)>,
+    /// Per input type signature, metering and buffers (see
+    /// [`CraneliftBackend::set_buffers`]): the code, or `None` when it failed
+    /// to compile.
+    variants: Vec<Variant>,
 }
 
 /// The Cranelift tier as a [`Backend`]: compiles hot loops and runs them
@@ -127,6 +131,7 @@ pub struct CraneliftBackend {
     loops: HashMap<(FuncId, BlockId), LoopEntry>,
     fault: bool,
     listings: bool,
+    buffers: bool,
     /// Where native `print`s write (the interpreter's output).
     out: Box<dyn std::io::Write>,
 }
@@ -159,6 +164,7 @@ impl CraneliftBackend {
             loops: HashMap::new(),
             fault: false,
             listings: false,
+            buffers: true,
             out: Box::new(std::io::stdout()),
         }
     }
@@ -231,6 +237,15 @@ impl CraneliftBackend {
         self.listings = on;
     }
 
+    /// Lets compiled loops compute values of more than
+    /// [`super::MAX_ELEMS`] elements in buffers, with the runtime's buffer
+    /// kernels (on by default). Off, such a loop is not compiled (as before
+    /// buffers existed): `auto` turns it off for tensor loops it keeps for
+    /// XLA. Code compiled either way is cached apart.
+    pub fn set_buffers(&mut self, on: bool) {
+        self.buffers = on;
+    }
+
     /// Makes every compilation emit an ill-typed instruction, so that the
     /// verifier rejects it (tests of the verifier-error path).
     #[doc(hidden)]
@@ -261,7 +276,7 @@ impl CraneliftBackend {
     /// The compiled code for this site and these inputs, compiling it on
     /// first use; `None` when the region does not compile.
     fn code_for(&mut self, site: &LoopSite<'_>, inputs: &[&Tensor], metered: bool) -> Option<Rc<Compiled>> {
-        let (fault, listing) = (self.fault, self.listings);
+        let (fault, listing, buffers) = (self.fault, self.listings, self.buffers);
         if self.isa.is_none() {
             match native::host_isa() {
                 Ok(isa) => self.isa = Some(isa),
@@ -277,15 +292,19 @@ impl CraneliftBackend {
         }
         let isa = self.isa.clone()?;
         let ent = self.entry(site);
-        if let Some((_, _, code)) = ent.variants.iter().find(|(sig, m, _)| {
-            *m == metered && sig.len() == inputs.len() && sig.iter().zip(inputs).all(|(t, x)| t.matches(x))
+        if let Some((_, _, _, code)) = ent.variants.iter().find(|(sig, m, bufs, _)| {
+            *m == metered
+                && *bufs == buffers
+                && sig.len() == inputs.len()
+                && sig.iter().zip(inputs).all(|(t, x)| t.matches(x))
         }) {
             return code.clone();
         }
         let regs = ent.inputs.get_or_insert_with(|| region_inputs(site.func, site.inst).into()).clone();
         let sig: Vec<TType> = inputs.iter().map(|t| TType::of(t)).collect();
         let started = Instant::now();
-        let compiled = compile_site(&isa, site, &regs, &sig, fault, listing, metered);
+        let opts = CompileOpts { fault, listing, metered, buffers };
+        let compiled = compile_site(&isa, site, &regs, &sig, opts);
         let ent = self.entry(site);
         ent.report.compile_time += started.elapsed();
         let code = match compiled {
@@ -298,7 +317,7 @@ impl CraneliftBackend {
                 None
             }
         };
-        ent.variants.push((sig, metered, code.clone()));
+        ent.variants.push((sig, metered, buffers, code.clone()));
         code
     }
 
@@ -317,13 +336,12 @@ impl CraneliftBackend {
     ) -> Option<Result<Vec<Tensor>, ExecError>> {
         let nc = code.code.carry.len();
         if meter.max_memory().is_some() {
-            // The results are allocated here (a running scan's ys are copied).
-            let bytes = code
-                .code
-                .outs
-                .iter()
-                .try_fold(0usize, |acc, t| acc.checked_add(t.numel().checked_mul(t.dtype.size_in_bytes())?));
-            if let Err(e) = meter.reserve("a native loop's results", meter.held, bytes) {
+            // The results are allocated here (a running scan's ys are
+            // copied); the code's buffers are held while it runs.
+            let bytes = code.code.outs.iter().try_fold(code.code.scratch_bytes(), |acc, t| {
+                acc.checked_add(t.numel().checked_mul(t.dtype.size_in_bytes())?)
+            });
+            if let Err(e) = meter.reserve("a native loop's results and buffers", meter.held, bytes) {
                 return Some(Err(e));
             }
         }
@@ -409,15 +427,23 @@ fn nested_kind(func: &loopvm_vm::Func, body: BlockId) -> &'static str {
     "loop"
 }
 
+/// How a region is compiled (see [`Region`]).
+#[derive(Clone, Copy)]
+struct CompileOpts {
+    fault: bool,
+    listing: bool,
+    metered: bool,
+    buffers: bool,
+}
+
 fn compile_site(
     isa: &OwnedTargetIsa,
     site: &LoopSite<'_>,
     regs: &[Reg],
     sig: &[TType],
-    fault: bool,
-    listing: bool,
-    metered: bool,
+    opts: CompileOpts,
 ) -> Result<Compiled, String> {
+    let CompileOpts { fault, listing, metered, buffers } = opts;
     if regs.len() != sig.len() {
         return Err(format!("{} inputs offered for {} region inputs", sig.len(), regs.len()));
     }
@@ -440,6 +466,7 @@ fn compile_site(
         fault,
         listing,
         metered,
+        buffers,
     };
     let code = native::compile(isa, &region).map_err(|e| e.to_string())?;
     Ok(Compiled { code, init_pos })

@@ -54,7 +54,14 @@ pub(crate) struct NativeMeter {
     /// Where `print` writes: a live `*mut Printer` for the duration of the
     /// call, or null (prints are dropped).
     pub printer: *mut std::ffi::c_void,
+    /// The compiled loop's scratch memory (the buffers of its values of more
+    /// than `MAX_ELEMS` elements), set by `NativeLoop::run`; read by the
+    /// code once, on entry.
+    pub scratch: *mut u8,
 }
+
+/// The offset of [`NativeMeter::scratch`], where the code reads it.
+pub(crate) const SCRATCH_OFFSET: i32 = std::mem::offset_of!(NativeMeter, scratch) as i32;
 
 /// What [`print`] needs from the host: the output (the interpreter's) and
 /// the operand types of each print site of the running code.
@@ -80,6 +87,7 @@ impl NativeMeter {
             cancel: None,
             stop: 0,
             printer: std::ptr::null_mut(),
+            scratch: std::ptr::null_mut(),
         }
     }
 
@@ -148,6 +156,28 @@ extern "C" fn print(m: *mut NativeMeter, site: i64, ptrs: *const *const u8) -> i
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     0
+}
+
+/// Copies `n` bytes from `src` to `dst` (which may overlap): a loop carry
+/// of more than `MAX_ELEMS` elements taking its next value.
+extern "C" fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
+    if n > 0 && dst.cast_const() != src {
+        // SAFETY: native code passes two buffers of at least `n` bytes (a
+        // carry's scratch slot and a value of the carry's type).
+        unsafe { std::ptr::copy(src, dst, n) }
+    }
+}
+
+/// The address of [`copy_bytes`].
+pub(crate) fn copy_addr() -> usize {
+    copy_bytes as extern "C" fn(*mut u8, *const u8, usize) as usize
+}
+
+/// The address of the runtime's buffer kernels' entry
+/// ([`loopvm_runtime::kernels::native::run_buffer_kernel`]).
+pub(crate) fn buffer_kernel_addr() -> usize {
+    use loopvm_runtime::kernels::native::{run_buffer_kernel, BufferKernel};
+    run_buffer_kernel as unsafe extern "C" fn(*const BufferKernel, *const u8, *const u8, *mut u8) as usize
 }
 
 /// The address of [`print`].

@@ -13,8 +13,11 @@
 //! - values live in machine registers: every element of a tensor of at most
 //!   [`MAX_ELEMS`] elements with a static shape (so every rank-0 value) is one
 //!   native value (`bool` as `i8` 0/1, `i32`, `i64`, `f32`, `f64`); larger
-//!   loop-invariant inputs stay in memory and are read by dynamic indexing and
-//!   by `scan` rows; `scan`'s `ys` are written row by row into their output;
+//!   loop-invariant inputs stay in memory and are read where they are, larger
+//!   computed values live in buffers of the code's scratch memory, written by
+//!   the runtime's buffer kernels (`lower/buffers.rs`: elementwise ops,
+//!   broadcasts, casts, reductions, `matmul`; no allocation per iteration);
+//!   `scan`'s `ys` are written row by row into their output;
 //! - the semantics are the interpreter's, exactly: wrapping integers, XLA's
 //!   division and remainder (never a trap), saturating float→integer casts,
 //!   NaN-propagating `maximum`/`minimum` with the kernels' tie rules, no fused

@@ -11,8 +11,10 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module as _};
+use loopvm_runtime::kernels::native::BufferKernel;
 use loopvm_runtime::{Buffer, Tensor};
 use loopvm_vm::{BlockId, FuncId};
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The machine signature of a region function (see [`lower`]).
@@ -53,6 +55,13 @@ pub(crate) struct NativeLoop {
     pub prints: Vec<Vec<TType>>,
     /// Constants the code reads by address.
     _keep: Vec<Tensor>,
+    /// The buffer kernels the code calls.
+    // Boxed: the code holds their addresses.
+    #[allow(clippy::vec_box)]
+    _kernels: Vec<Box<BufferKernel>>,
+    /// The code's scratch memory (its buffers; see `lower::buffers`),
+    /// written only by the code, through `NativeMeter::scratch`.
+    scratch: Box<[Cell<u64>]>,
 }
 
 impl Drop for NativeLoop {
@@ -109,7 +118,7 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
-    let Lowered { outs, loops, keep, prints } =
+    let Lowered { outs, loops, keep, prints, scratch_bytes, kernels } =
         lower::lower_region(&mut ctx.func, &mut fctx, module.target_config(), cc, r)?;
     lower::verify(&ctx.func, module.isa())?;
     ctx.set_disasm(r.listing);
@@ -128,6 +137,13 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
     // convention: four pointers, an `i64` and a pointer, no results, which
     // is `EntryFn`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
+    let mut cells: Vec<Cell<u64>> = Vec::new();
+    let words = scratch_bytes.div_ceil(8);
+    cells
+        .try_reserve_exact(words)
+        .map_err(|_| CompileError::Codegen(format!("no memory for the loop's {scratch_bytes} bytes of buffers")))?;
+    cells.resize_with(words, || Cell::new(0));
+    let scratch = cells.into_boxed_slice();
     let module = guard.0.take();
     Ok(NativeLoop {
         module,
@@ -140,6 +156,8 @@ fn compile_inner(isa: &OwnedTargetIsa, r: &Region<'_>) -> Result<NativeLoop, Com
         listing,
         prints,
         _keep: keep,
+        _kernels: kernels,
+        scratch,
     })
 }
 
@@ -160,6 +178,11 @@ fn data_mut_ptr(t: &mut Tensor) -> Option<*mut u8> {
 }
 
 impl NativeLoop {
+    /// The bytes of the code's scratch memory (its buffers).
+    pub(crate) fn scratch_bytes(&self) -> usize {
+        self.scratch.len() * 8
+    }
+
     /// Runs the compiled loop: `inputs` are the region inputs, `carry` the
     /// carry to start from, `start` the iterations already run; `outs`
     /// receive the results and must have the types of [`NativeLoop::outs`]
@@ -195,6 +218,7 @@ impl NativeLoop {
             return Err(format!("{} counters for {} loops", counters.len(), self.loops.len()));
         }
         let start = i64::try_from(start).map_err(|_| format!("start {start} out of range"))?;
+        meter.scratch = self.scratch.as_ptr().cast_mut().cast::<u8>();
         let ins: Vec<*const u8> = inputs.iter().map(|t| data_ptr(t)).collect();
         let cin: Vec<*const u8> = carry.iter().map(|t| data_ptr(t)).collect();
         let outp: Vec<*mut u8> =
@@ -206,7 +230,12 @@ impl NativeLoop {
         // buffers are unique (`make_mut`) and distinct from the inputs, so the
         // writes alias nothing that is read. It adds to `counters[0..loops]`,
         // whose length was checked, and reads and writes `meter` (a live,
-        // exclusive borrow) only through `fuel` and `libcalls::refuel`. It
+        // exclusive borrow) only through `fuel`, `scratch` and
+        // `libcalls::refuel`. It reads and writes `self.scratch` (cells, so
+        // writes through the shared borrow are allowed; no Rust code touches
+        // them meanwhile and no other call of this code can run, since it
+        // calls nothing that could re-enter the interpreter) at offsets below
+        // its length, which the lowering sized. It
         // neither traps nor unwinds (integer division is guarded; the
         // functions it calls are total `extern "C"` Rust functions), and every
         // pointer array outlives the call.

@@ -16,7 +16,7 @@ const PAR_CHUNK: usize = 4096;
 
 /// Applies `f` to every element of `src`, writing `dst` (same length).
 #[inline]
-fn map_into<T: Copy + Send + Sync, U: Send>(src: &[T], dst: &mut [U], f: impl Fn(T) -> U + Send + Sync) {
+pub(crate) fn map_into<T: Copy + Send + Sync, U: Send>(src: &[T], dst: &mut [U], f: impl Fn(T) -> U + Send + Sync) {
     if dst.len() > PAR_THRESHOLD {
         // The workers compute in the caller's floating-point mode.
         let mode = crate::fpmode::current();
@@ -77,29 +77,39 @@ fn unary_type_error(op: UnaryOp, a: &Tensor) -> RuntimeError {
 }
 
 fn unary_int<T: Int>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let name = op.as_str();
-    match op {
-        UnaryOp::Neg => map1::<T, T>(name, a, out, T::neg),
-        UnaryOp::Not => map1::<T, T>(name, a, out, T::not),
-        UnaryOp::Abs => map1::<T, T>(name, a, out, T::abs),
-        UnaryOp::Relu => map1::<T, T>(name, a, out, |x| max_nan(x, T::ZERO)),
-        _ => Err(unary_type_error(op, a)),
-    }
+    int_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }).unwrap_or_else(|| Err(unary_type_error(op, a)))
 }
 
 fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    struct Map1<'a, 'o> {
-        name: &'static str,
-        a: &'a Tensor,
-        out: &'o mut Option<Tensor>,
-    }
-    impl<T: Float> FloatUnaryVisitor<T> for Map1<'_, '_> {
-        type Out = Result<(), RuntimeError>;
-        fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> Self::Out {
-            map1::<T, T>(self.name, self.a, self.out, f)
-        }
-    }
     float_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }).unwrap_or_else(|| Err(unary_type_error(op, a)))
+}
+
+/// The tensor kernels' visitor for unary ops: maps `a` into `out`.
+struct Map1<'a, 'o> {
+    name: &'static str,
+    a: &'a Tensor,
+    out: &'o mut Option<Tensor>,
+}
+
+impl<T: Element> FloatUnaryVisitor<T> for Map1<'_, '_> {
+    type Out = Result<(), RuntimeError>;
+    fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> Self::Out {
+        map1::<T, T>(self.name, self.a, self.out, f)
+    }
+}
+
+/// The one place that says which scalar function computes integer unary
+/// `op` (the visitor trait is the float ops'); `None` for an op that takes
+/// no integer. The tensor kernel and native code's buffer kernel
+/// ([`super::native`]) both come here.
+pub(crate) fn int_unary<T: Int, V: FloatUnaryVisitor<T>>(op: UnaryOp, v: V) -> Option<V::Out> {
+    Some(match op {
+        UnaryOp::Neg => v.apply(T::neg),
+        UnaryOp::Not => v.apply(T::not),
+        UnaryOp::Abs => v.apply(T::abs),
+        UnaryOp::Relu => v.apply(|x| max_nan(x, T::ZERO)),
+        _ => return None,
+    })
 }
 
 /// Applies the elementwise binary `op` to `a` and `b` with NumPy
@@ -140,58 +150,95 @@ fn binary_error(op: &'static str, what: &str, a: &Tensor, b: &Tensor) -> Runtime
     RuntimeError::new(op, format!("{what} {op}, lhs: {}, rhs: {}", a.type_string(), b.type_string()))
 }
 
-fn binary_num<T: Num>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let n = op.as_str();
-    match op {
-        BinaryOp::Add => zip2::<T, T>(n, a, b, out, T::add),
-        BinaryOp::Sub => zip2::<T, T>(n, a, b, out, T::sub),
-        BinaryOp::Mul => zip2::<T, T>(n, a, b, out, T::mul),
-        BinaryOp::Div => zip2::<T, T>(n, a, b, out, T::div),
-        BinaryOp::Rem => zip2::<T, T>(n, a, b, out, T::rem),
-        BinaryOp::Pow => zip2::<T, T>(n, a, b, out, T::pow),
-        BinaryOp::Max => zip2::<T, T>(n, a, b, out, max_nan::<T>),
-        BinaryOp::Min => zip2::<T, T>(n, a, b, out, min_nan::<T>),
-        BinaryOp::Eq => zip2::<T, bool>(n, a, b, out, |x, y| x == y),
-        BinaryOp::Ne => zip2::<T, bool>(n, a, b, out, |x, y| x != y),
-        BinaryOp::Lt => zip2::<T, bool>(n, a, b, out, |x, y| x < y),
-        BinaryOp::Le => zip2::<T, bool>(n, a, b, out, |x, y| x <= y),
-        BinaryOp::Gt => zip2::<T, bool>(n, a, b, out, |x, y| x > y),
-        BinaryOp::Ge => zip2::<T, bool>(n, a, b, out, |x, y| x >= y),
-        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
-            Err(binary_error(n, "integer or bool operands required in", a, b))
-        }
-        BinaryOp::Shl | BinaryOp::Shr => Err(binary_error(n, "integer operands required in", a, b)),
-    }
+/// Receives the scalar function of a binary op from [`num_binary`],
+/// [`int_binary`] or [`bool_binary`], statically (each op's function is its
+/// own type, so a kernel's loop inlines it).
+pub(crate) trait BinaryVisitor<T> {
+    /// What the visitor makes of the function.
+    type Out;
+    /// Called once with the op's scalar function, whose result is `U`
+    /// (`T`, or `bool` for a comparison).
+    fn apply<U: Element, F: Fn(T, T) -> U + Copy + Send + Sync>(self, f: F) -> Self::Out;
 }
 
-/// An integer binary op: the bit ops here, the arithmetic in [`binary_num`].
-fn binary_int<T: Int>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let n = op.as_str();
-    match op {
-        BinaryOp::And => zip2::<T, T>(n, a, b, out, T::and),
-        BinaryOp::Or => zip2::<T, T>(n, a, b, out, T::or),
-        BinaryOp::Xor => zip2::<T, T>(n, a, b, out, T::xor),
-        BinaryOp::Shl => zip2::<T, T>(n, a, b, out, T::shl),
-        BinaryOp::Shr => zip2::<T, T>(n, a, b, out, T::shr),
-        _ => binary_num::<T>(op, a, b, out),
-    }
+/// The one place that says which scalar function computes binary `op` on
+/// numbers: hands it to `v`; `None` for an op that takes no numbers of
+/// this kind. The tensor kernel and native code's buffer kernel
+/// ([`super::native`]) both come here.
+pub(crate) fn num_binary<T: Num, V: BinaryVisitor<T>>(op: BinaryOp, v: V) -> Option<V::Out> {
+    Some(match op {
+        BinaryOp::Add => v.apply(T::add),
+        BinaryOp::Sub => v.apply(T::sub),
+        BinaryOp::Mul => v.apply(T::mul),
+        BinaryOp::Div => v.apply(T::div),
+        BinaryOp::Rem => v.apply(T::rem),
+        BinaryOp::Pow => v.apply(T::pow),
+        BinaryOp::Max => v.apply(max_nan::<T>),
+        BinaryOp::Min => v.apply(min_nan::<T>),
+        BinaryOp::Eq => v.apply(|x: T, y: T| x == y),
+        BinaryOp::Ne => v.apply(|x: T, y: T| x != y),
+        BinaryOp::Lt => v.apply(|x: T, y: T| x < y),
+        BinaryOp::Le => v.apply(|x: T, y: T| x <= y),
+        BinaryOp::Gt => v.apply(|x: T, y: T| x > y),
+        BinaryOp::Ge => v.apply(|x: T, y: T| x >= y),
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl | BinaryOp::Shr => return None,
+    })
 }
 
+/// An integer binary op: the bit ops here, the arithmetic in [`num_binary`].
+pub(crate) fn int_binary<T: Int, V: BinaryVisitor<T>>(op: BinaryOp, v: V) -> Option<V::Out> {
+    Some(match op {
+        BinaryOp::And => v.apply(T::and),
+        BinaryOp::Or => v.apply(T::or),
+        BinaryOp::Xor => v.apply(T::xor),
+        BinaryOp::Shl => v.apply(T::shl),
+        BinaryOp::Shr => v.apply(T::shr),
+        _ => return num_binary::<T, V>(op, v),
+    })
+}
+
+/// A binary op on bools.
 #[allow(clippy::bool_comparison)]
-fn binary_bool(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    let n = op.as_str();
-    match op {
-        BinaryOp::And | BinaryOp::Min => zip2::<bool, bool>(n, a, b, out, |x, y| x & y),
-        BinaryOp::Or | BinaryOp::Max => zip2::<bool, bool>(n, a, b, out, |x, y| x | y),
-        BinaryOp::Xor => zip2::<bool, bool>(n, a, b, out, |x, y| x ^ y),
-        BinaryOp::Eq => zip2::<bool, bool>(n, a, b, out, |x, y| x == y),
-        BinaryOp::Ne => zip2::<bool, bool>(n, a, b, out, |x, y| x != y),
-        BinaryOp::Lt => zip2::<bool, bool>(n, a, b, out, |x, y| x < y),
-        BinaryOp::Le => zip2::<bool, bool>(n, a, b, out, |x, y| x <= y),
-        BinaryOp::Gt => zip2::<bool, bool>(n, a, b, out, |x, y| x > y),
-        BinaryOp::Ge => zip2::<bool, bool>(n, a, b, out, |x, y| x >= y),
-        _ => Err(binary_error(n, "numeric operands required in", a, b)),
+pub(crate) fn bool_binary<V: BinaryVisitor<bool>>(op: BinaryOp, v: V) -> Option<V::Out> {
+    Some(match op {
+        BinaryOp::And | BinaryOp::Min => v.apply(|x: bool, y: bool| x & y),
+        BinaryOp::Or | BinaryOp::Max => v.apply(|x: bool, y: bool| x | y),
+        BinaryOp::Xor => v.apply(|x: bool, y: bool| x ^ y),
+        BinaryOp::Eq => v.apply(|x: bool, y: bool| x == y),
+        BinaryOp::Ne => v.apply(|x: bool, y: bool| x != y),
+        BinaryOp::Lt => v.apply(|x: bool, y: bool| x < y),
+        BinaryOp::Le => v.apply(|x: bool, y: bool| x <= y),
+        BinaryOp::Gt => v.apply(|x: bool, y: bool| x > y),
+        BinaryOp::Ge => v.apply(|x: bool, y: bool| x >= y),
+        _ => return None,
+    })
+}
+
+/// The tensor kernel's visitor for binary ops: zips `a` and `b` into `out`.
+struct Zip2<'a, 'o> {
+    name: &'static str,
+    a: &'a Tensor,
+    b: &'a Tensor,
+    out: &'o mut Option<Tensor>,
+}
+
+impl<T: Element> BinaryVisitor<T> for Zip2<'_, '_> {
+    type Out = Result<(), RuntimeError>;
+    fn apply<U: Element, F: Fn(T, T) -> U + Copy + Send + Sync>(self, f: F) -> Self::Out {
+        zip2::<T, U>(self.name, self.a, self.b, self.out, f)
     }
+}
+
+fn binary_num<T: Num>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    num_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
+}
+
+fn binary_int<T: Int>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    int_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
+}
+
+fn binary_bool(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
+    bool_binary(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
 }
 
 /// `out := f(a, b)` elementwise with NumPy broadcasting.
@@ -205,8 +252,41 @@ fn zip2<T: Element, U: Element>(
 ) -> Result<(), RuntimeError> {
     let (xa, xb) = (elems::<T>(op, a)?, elems::<T>(op, b)?);
     let (sa, sb) = (a.shape(), b.shape());
+    let general;
+    let shape: &[usize] = if sa == sb || (xb.len() == 1 && sb.len() <= sa.len()) {
+        sa
+    } else if xa.len() == 1 && sa.len() <= sb.len() {
+        sb
+    } else {
+        let Some(s) = broadcast_shapes(sa, sb) else {
+            return Err(RuntimeError::new(
+                op,
+                format!("shapes do not broadcast, lhs: {}, rhs: {}", a.type_string(), b.type_string()),
+            ));
+        };
+        general = s;
+        &general
+    };
+    zip_into(xa, sa, xb, sb, shape, out_buffer::<U>(out, shape), f);
+    Ok(())
+}
+
+/// `o := f(xa, xb)` elementwise, `xa` of shape `sa` and `xb` of shape `sb`
+/// broadcast to `shape` (which `o` has): the loops of the binary kernel,
+/// shared by the tensor kernel and native code's buffer kernel. Three fast
+/// paths (equal shapes; tensor ⊕ one element; one element ⊕ tensor) come
+/// before the general strided broadcast.
+#[inline]
+pub(crate) fn zip_into<T: Element, U: Element>(
+    xa: &[T],
+    sa: &[usize],
+    xb: &[T],
+    sb: &[usize],
+    shape: &[usize],
+    o: &mut [U],
+    f: impl Fn(T, T) -> U + Copy + Send + Sync,
+) {
     if sa == sb {
-        let o = out_buffer::<U>(out, sa);
         if o.len() > PAR_THRESHOLD {
             let mode = crate::fpmode::current();
             o.par_chunks_mut(PAR_CHUNK).zip(xa.par_chunks(PAR_CHUNK).zip(xb.par_chunks(PAR_CHUNK))).for_each(
@@ -225,22 +305,15 @@ fn zip2<T: Element, U: Element>(
         }
     } else if let ([y], true) = (xb, sb.len() <= sa.len()) {
         let y = *y;
-        map_into(xa, out_buffer::<U>(out, sa), move |x| f(x, y));
+        map_into(xa, o, move |x| f(x, y));
     } else if let ([x], true) = (xa, sa.len() <= sb.len()) {
         let x = *x;
-        map_into(xb, out_buffer::<U>(out, sb), move |y| f(x, y));
+        map_into(xb, o, move |y| f(x, y));
     } else {
-        let Some(shape) = broadcast_shapes(sa, sb) else {
-            return Err(RuntimeError::new(
-                op,
-                format!("shapes do not broadcast, lhs: {}, rhs: {}", a.type_string(), b.type_string()),
-            ));
-        };
-        let (ta, tb) = (broadcast_strides(sa, &shape), broadcast_strides(sb, &shape));
-        let o = out_buffer::<U>(out, &shape);
+        let (ta, tb) = (broadcast_strides(sa, shape), broadcast_strides(sb, shape));
         let inner = shape.last().copied().unwrap_or(1);
         let (ia, ib) = (ta.last().copied().unwrap_or(0), tb.last().copied().unwrap_or(0));
-        for_each_row(&shape, [&ta, &tb], |d, [oa, ob]| {
+        for_each_row(shape, [&ta, &tb], |d, [oa, ob]| {
             let row = &mut o[d..d + inner];
             let (oa, ob) = (oa as usize, ob as usize);
             match (ia, ib) {
@@ -269,7 +342,6 @@ fn zip2<T: Element, U: Element>(
             }
         });
     }
-    Ok(())
 }
 
 /// `where(c, a, b)`: elementwise `c ? a : b` with three-way NumPy

@@ -21,6 +21,7 @@ mod elementwise;
 mod gather;
 mod index;
 mod matmul;
+pub mod native;
 mod num;
 mod reduce;
 mod shape;

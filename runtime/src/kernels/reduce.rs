@@ -6,7 +6,7 @@
 
 use super::elems;
 use super::num::{argmax_better, max_nan, min_nan, Num};
-use crate::{out_buffer, rules, DType, ReduceOp, RuntimeError, Shape, Tensor};
+use crate::{out_buffer, rules, DType, Element, ReduceOp, RuntimeError, Shape, Tensor};
 
 /// Reduces `a` with `op` over all elements (`axis = None`, a rank-0 result)
 /// or along `axis` (that axis removed). The result dtype is
@@ -34,74 +34,107 @@ pub fn reduce(op: ReduceOp, a: &Tensor, axis: Option<usize>, out: &mut Option<Te
         return Err(RuntimeError::new(name, format!("argmax index overflows i32, got {}", a.type_string())));
     }
     let g = Geom { len, inner };
-    match a.dtype() {
-        DType::Bool => {
-            let x = elems::<bool>(name, a)?;
-            match op {
-                ReduceOp::Sum => fold(x, g, out_buffer::<i32>(out, &shape), 0, |s, v| s.wrapping_add(v as i32)),
-                ReduceOp::Mean => mean_as_f32(x, g, out_buffer::<f32>(out, &shape), |v| f32::from(u8::from(v))),
-                ReduceOp::Max => fold(x, g, out_buffer::<bool>(out, &shape), false, |s, v| s | v),
-                ReduceOp::Min => fold(x, g, out_buffer::<bool>(out, &shape), true, |s, v| s & v),
-                ReduceOp::Argmax => argmax(x, g, out_buffer::<i32>(out, &shape)),
-            }
-        }
-        DType::I32 => reduce_int::<i32>(op, a, g, &shape, out, |v| v as f32)?,
-        DType::I64 => reduce_int::<i64>(op, a, g, &shape, out, |v| v as f32)?,
-        DType::U32 => reduce_int::<u32>(op, a, g, &shape, out, |v| v as f32)?,
-        DType::U8 => reduce_int::<u8>(op, a, g, &shape, out, |v| v as f32)?,
-        DType::F32 => reduce_float::<f32>(op, a, g, &shape, out, |n| n as f32)?,
-        DType::F64 => reduce_float::<f64>(op, a, g, &shape, out, |n| n as f64)?,
+    reduce_io(op, a.dtype(), g, TensorIo { name, a, shape: &shape, out })
+}
+
+/// Where a reduction reads its operand and writes its result: tensors
+/// here, raw buffers for native code ([`super::native`]).
+pub(crate) trait ReduceIo<'a> {
+    /// The operand's elements.
+    fn input<T: Element>(&self) -> Result<&'a [T], RuntimeError>;
+    /// The result's elements, of dtype `U`.
+    fn output<U: Element>(&mut self) -> &mut [U];
+}
+
+struct TensorIo<'a, 'o> {
+    name: &'static str,
+    a: &'a Tensor,
+    shape: &'a [usize],
+    out: &'o mut Option<Tensor>,
+}
+
+impl<'a> ReduceIo<'a> for TensorIo<'a, '_> {
+    fn input<T: Element>(&self) -> Result<&'a [T], RuntimeError> {
+        elems::<T>(self.name, self.a)
     }
-    Ok(())
+    fn output<U: Element>(&mut self) -> &mut [U] {
+        out_buffer::<U>(self.out, self.shape)
+    }
 }
 
 /// The `[outer, len, inner]` view of a reduction (`len` the reduced axis;
 /// `outer` is implied by the lengths of the input and output).
-#[derive(Clone, Copy)]
-struct Geom {
-    len: usize,
-    inner: usize,
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geom {
+    pub len: usize,
+    pub inner: usize,
 }
 
-fn reduce_int<T: Num>(
+/// Reduction `op` of an operand of `dtype` viewed as `g` (checked by the
+/// caller: `len > 0` for `max`, `min`, `argmax`, and `len` fits `i32` for
+/// `argmax`): the loops of [`reduce`], shared with native code.
+pub(crate) fn reduce_io<'a>(
     op: ReduceOp,
-    a: &Tensor,
+    dtype: DType,
     g: Geom,
-    shape: &[usize],
-    out: &mut Option<Tensor>,
-    to_f32: fn(T) -> f32,
+    mut io: impl ReduceIo<'a>,
 ) -> Result<(), RuntimeError> {
-    let x = elems::<T>(op.as_str(), a)?;
-    match op {
-        ReduceOp::Sum => fold(x, g, out_buffer::<T>(out, shape), T::ZERO, T::add),
-        ReduceOp::Mean => mean_as_f32(x, g, out_buffer::<f32>(out, shape), to_f32),
-        ReduceOp::Max => fold1(x, g, out_buffer::<T>(out, shape), max_nan::<T>),
-        ReduceOp::Min => fold1(x, g, out_buffer::<T>(out, shape), min_nan::<T>),
-        ReduceOp::Argmax => argmax(x, g, out_buffer::<i32>(out, shape)),
+    match dtype {
+        DType::Bool => {
+            let x = io.input::<bool>()?;
+            match op {
+                ReduceOp::Sum => fold(x, g, io.output::<i32>(), 0, |s, v| s.wrapping_add(v as i32)),
+                ReduceOp::Mean => mean_as_f32(x, g, io.output::<f32>(), |v| f32::from(u8::from(v))),
+                ReduceOp::Max => fold(x, g, io.output::<bool>(), false, |s, v| s | v),
+                ReduceOp::Min => fold(x, g, io.output::<bool>(), true, |s, v| s & v),
+                ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+            }
+        }
+        DType::I32 => reduce_int::<i32>(op, g, io, |v| v as f32)?,
+        DType::I64 => reduce_int::<i64>(op, g, io, |v| v as f32)?,
+        DType::U32 => reduce_int::<u32>(op, g, io, |v| v as f32)?,
+        DType::U8 => reduce_int::<u8>(op, g, io, |v| v as f32)?,
+        DType::F32 => reduce_float::<f32>(op, g, io, |n| n as f32)?,
+        DType::F64 => reduce_float::<f64>(op, g, io, |n| n as f64)?,
     }
     Ok(())
 }
 
-fn reduce_float<T: Num>(
+fn reduce_int<'a, T: Num>(
     op: ReduceOp,
-    a: &Tensor,
     g: Geom,
-    shape: &[usize],
-    out: &mut Option<Tensor>,
+    mut io: impl ReduceIo<'a>,
+    to_f32: fn(T) -> f32,
+) -> Result<(), RuntimeError> {
+    let x = io.input::<T>()?;
+    match op {
+        ReduceOp::Sum => fold(x, g, io.output::<T>(), T::ZERO, T::add),
+        ReduceOp::Mean => mean_as_f32(x, g, io.output::<f32>(), to_f32),
+        ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
+        ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+    }
+    Ok(())
+}
+
+fn reduce_float<'a, T: Num>(
+    op: ReduceOp,
+    g: Geom,
+    mut io: impl ReduceIo<'a>,
     from_len: fn(usize) -> T,
 ) -> Result<(), RuntimeError> {
-    let x = elems::<T>(op.as_str(), a)?;
+    let x = io.input::<T>()?;
     match op {
-        ReduceOp::Sum => fold(x, g, out_buffer::<T>(out, shape), T::ZERO, T::add),
+        ReduceOp::Sum => fold(x, g, io.output::<T>(), T::ZERO, T::add),
         ReduceOp::Mean => {
-            let o = out_buffer::<T>(out, shape);
+            let o = io.output::<T>();
             fold(x, g, o, T::ZERO, T::add);
             let n = from_len(g.len);
             o.iter_mut().for_each(|s| *s = T::div(*s, n));
         }
-        ReduceOp::Max => fold1(x, g, out_buffer::<T>(out, shape), max_nan::<T>),
-        ReduceOp::Min => fold1(x, g, out_buffer::<T>(out, shape), min_nan::<T>),
-        ReduceOp::Argmax => argmax(x, g, out_buffer::<i32>(out, shape)),
+        ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
+        ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
     }
     Ok(())
 }

@@ -50,16 +50,16 @@ impl Lowerer<'_, '_> {
                 env.set(*dst, v);
                 return Ok(());
             }
-            Inst::Unary { op, dst, a } => (dst, self.unary(*op, &env.get(*a)?.clone())?),
+            Inst::Unary { op, dst, a } => (dst, self.unary_any(*op, &env.get(*a)?.clone())?),
             Inst::Binary { op, dst, a, b } => {
                 let (a, b) = (env.get(*a)?.clone(), env.get(*b)?.clone());
-                (dst, self.binary(*op, &a, &b)?)
+                (dst, self.binary_any(*op, &a, &b)?)
             }
             Inst::Select { dst, c, a, b } => {
                 let (c, a, b) = (env.get(*c)?.clone(), env.get(*a)?.clone(), env.get(*b)?.clone());
                 (dst, self.select(&c, &a, &b)?)
             }
-            Inst::Cast { dst, a, to } => (dst, self.cast(&env.get(*a)?.clone(), *to)?),
+            Inst::Cast { dst, a, to } => (dst, self.cast_any(&env.get(*a)?.clone(), *to)?),
             Inst::Bitcast { dst, a, to } => (dst, self.bitcast(&env.get(*a)?.clone(), *to)?),
             Inst::Iota { dst, dtype, n } => {
                 let n = *n as usize;
@@ -75,7 +75,7 @@ impl Lowerer<'_, '_> {
                     .collect();
                 (dst, Val::elems(*dtype, vec![n], xs))
             }
-            Inst::Reduce { op, dst, a, axis } => (dst, self.reduce(*op, &env.get(*a)?.clone(), axis.0)?),
+            Inst::Reduce { op, dst, a, axis } => (dst, self.reduce_any(*op, &env.get(*a)?.clone(), axis.0)?),
             Inst::Reshape { dst, a, shape } => {
                 let a = env.get(*a)?.clone();
                 let shape: Vec<usize> = shape.0.iter().map(|&d| d as usize).collect();
@@ -88,13 +88,7 @@ impl Lowerer<'_, '_> {
             Inst::Broadcast { dst, a, shape } => {
                 let a = env.get(*a)?.clone();
                 let shape: Vec<usize> = shape.0.iter().map(|&d| d as usize).collect();
-                if !broadcasts_to(&a.shape, &shape) {
-                    return unsupported!("cannot broadcast {} to shape {shape:?}", a.type_string());
-                }
-                let n = self.check_size("broadcast", &shape)?;
-                let pos: Vec<usize> = (0..n).map(|i| src_index(&a.shape, &shape, i)).collect();
-                let xs = self.gather(&a, &pos);
-                (dst, Val::elems(a.dtype, shape, xs))
+                (dst, self.broadcast(&a, shape)?)
             }
             Inst::Concat { dst, srcs, axis } => (dst, self.join(&Self::vals(env, srcs)?, axis.0 as usize, false)?),
             Inst::Stack { dst, srcs, axis } => (dst, self.join(&Self::vals(env, srcs)?, axis.0 as usize, true)?),
@@ -162,9 +156,11 @@ impl Lowerer<'_, '_> {
                 self.lower_print(&vals);
                 return Ok(());
             }
-            Inst::MatMul { .. } | Inst::DotGeneral { .. } => {
-                return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name)
+            Inst::MatMul { dst, a, b } => {
+                let (a, b) = (env.get(*a)?.clone(), env.get(*b)?.clone());
+                (dst, self.matmul(&a, &b)?)
             }
+            Inst::DotGeneral { .. } => return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name),
         };
         env.set(*v.0, v.1);
         Ok(())
@@ -216,15 +212,26 @@ impl Lowerer<'_, '_> {
             let vals = Self::vals(env, &block.results)?;
             let mut args = Vec::new();
             for (i, v) in vals.iter().enumerate() {
+                let big = v.numel() > MAX_ELEMS;
                 if k == 0 {
                     types.push((v.dtype, v.shape.clone()));
-                    for _ in 0..v.numel() {
-                        self.b.append_block_param(merge, clif_type(v.dtype));
+                    if big {
+                        // The address of the chosen branch's buffer.
+                        self.b.append_block_param(merge, self.ptr);
+                    } else {
+                        for _ in 0..v.numel() {
+                            self.b.append_block_param(merge, clif_type(v.dtype));
+                        }
                     }
                 } else if types.get(i) != Some(&(v.dtype, v.shape.clone())) {
                     return unsupported!("if branches give different types ({})", v.type_string());
                 }
-                args.extend(self.elems(v, "if")?.iter().map(|&x| ir::BlockArg::Value(x)));
+                if big {
+                    let p = self.addr_of(v)?;
+                    args.push(ir::BlockArg::Value(p));
+                } else {
+                    args.extend(self.elems(v, "if")?.iter().map(|&x| ir::BlockArg::Value(x)));
+                }
             }
             if k == 1 && vals.len() != types.len() {
                 return unsupported!("if branches give different numbers of values");
@@ -239,6 +246,12 @@ impl Lowerer<'_, '_> {
             .into_iter()
             .map(|(dtype, shape)| {
                 let n: usize = shape.iter().product();
+                if n > MAX_ELEMS {
+                    let p = params[at];
+                    at += 1;
+                    self.rw.insert(p);
+                    return Val { dtype, shape, repr: Repr::Mem(p) };
+                }
                 let xs = params[at..at + n].to_vec();
                 at += n;
                 Val::elems(dtype, shape, xs)
@@ -274,6 +287,16 @@ impl Lowerer<'_, '_> {
             if x.dtype != y.dtype || x.shape != y.shape {
                 return unsupported!("if branches give {} and {}", x.type_string(), y.type_string());
             }
+            if x.numel() > MAX_ELEMS {
+                // Both computed: pick the address of one's buffer.
+                let (px, py) = (self.addr_of(x)?, self.addr_of(y)?);
+                let p = self.b.ins().select(cv, px, py);
+                if self.rw.contains(&px) || self.rw.contains(&py) {
+                    self.rw.insert(p);
+                }
+                out.push(Val { dtype: x.dtype, shape: x.shape.clone(), repr: Repr::Mem(p) });
+                continue;
+            }
             let (xs, ys) = (self.elems(x, "if")?.to_vec(), self.elems(y, "if")?.to_vec());
             let picked = xs.iter().zip(&ys).map(|(&a, &b)| self.b.ins().select(cv, a, b)).collect();
             out.push(Val::elems(x.dtype, x.shape.clone(), picked));
@@ -284,6 +307,13 @@ impl Lowerer<'_, '_> {
     pub(super) fn carry_vars(&mut self, init: &[Val]) -> Result<Vec<CarryVars>, CompileError> {
         init.iter()
             .map(|v| {
+                if v.numel() > MAX_ELEMS {
+                    // A buffer of its own, starting as a copy of `init`.
+                    let buf = self.scratch(v.numel() * v.dtype.size_in_bytes())?;
+                    let src = self.addr_of(v)?;
+                    self.copy_value(v, buf, src);
+                    return Ok(CarryVars { dtype: v.dtype, shape: v.shape.clone(), vars: Vec::new(), buf: Some(buf) });
+                }
                 let xs = self.elems(v, "a loop carry")?.to_vec();
                 let ty = clif_type(v.dtype);
                 let vars = xs
@@ -294,16 +324,19 @@ impl Lowerer<'_, '_> {
                         var
                     })
                     .collect();
-                Ok(CarryVars { dtype: v.dtype, shape: v.shape.clone(), vars })
+                Ok(CarryVars { dtype: v.dtype, shape: v.shape.clone(), vars, buf: None })
             })
             .collect()
     }
 
     pub(super) fn read_vars(&mut self, cv: &[CarryVars]) -> Vec<Val> {
         cv.iter()
-            .map(|c| {
-                let xs = c.vars.iter().map(|&v| self.b.use_var(v)).collect();
-                Val::elems(c.dtype, c.shape.clone(), xs)
+            .map(|c| match c.buf {
+                Some(p) => Val { dtype: c.dtype, shape: c.shape.clone(), repr: Repr::Mem(p) },
+                None => {
+                    let xs = c.vars.iter().map(|&v| self.b.use_var(v)).collect();
+                    Val::elems(c.dtype, c.shape.clone(), xs)
+                }
             })
             .collect()
     }
@@ -314,6 +347,8 @@ impl Lowerer<'_, '_> {
         }
         // Read every result before defining any variable: a result may be a carry itself.
         let mut all = Vec::with_capacity(cv.len());
+        let mut copies = Vec::new();
+        let nbufs = cv.iter().filter(|c| c.buf.is_some()).count();
         for (c, v) in cv.iter().zip(vals) {
             if c.dtype != v.dtype || c.shape != v.shape {
                 return unsupported!(
@@ -322,7 +357,26 @@ impl Lowerer<'_, '_> {
                     v.type_string()
                 );
             }
-            all.push(self.elems(v, "a loop carry")?.to_vec());
+            match c.buf {
+                Some(buf) => {
+                    let mut src = self.addr_of(v)?;
+                    if src != buf && nbufs > 1 && !self.owned.contains(&src) {
+                        // It may be another carry's buffer, written below:
+                        // read it first.
+                        let tmp = self.scratch(v.numel() * v.dtype.size_in_bytes())?;
+                        self.copy_value(v, tmp, src);
+                        src = tmp;
+                    }
+                    copies.push((buf, src, v));
+                    all.push(Vec::new());
+                }
+                None => all.push(self.elems(v, "a loop carry")?.to_vec()),
+            }
+        }
+        for (buf, src, v) in copies {
+            if src != buf {
+                self.copy_value(v, buf, src);
+            }
         }
         for (c, xs) in cv.iter().zip(all) {
             for (&var, x) in c.vars.iter().zip(xs) {
@@ -612,6 +666,14 @@ impl Lowerer<'_, '_> {
         };
         for (p, x) in xparams.iter().zip(&xvals) {
             let shape = x.shape[1..].to_vec();
+            let large = rules::product(&shape).filter(|&n| n > MAX_ELEMS && self.buffers);
+            if let (Repr::Mem(base), Some(rn)) = (&x.repr, large) {
+                // A large row is read where it is.
+                let base = *base;
+                let addr = self.offset_addr(base, row, rn * x.dtype.size_in_bytes());
+                env.set(*p, Val { dtype: x.dtype, shape, repr: Repr::Mem(addr) });
+                continue;
+            }
             let rn = self.check_size("a scan row", &shape)?;
             let off = if rn == 1 {
                 row
@@ -631,6 +693,14 @@ impl Lowerer<'_, '_> {
         // Where each y's rows go: the region's outputs, or a stack slot.
         let mut sinks = Vec::with_capacity(yvals.len());
         for (j, y) in yvals.iter().enumerate() {
+            if let (Repr::Mem(src), Some(&base)) = (&y.repr, ybase.get(j)) {
+                // A large row of the region's own scan: copied into its output.
+                let src = *src;
+                let rowbytes = y.numel() * y.dtype.size_in_bytes();
+                let addr = self.offset_addr(base, row, rowbytes);
+                self.copy_value(y, addr, src);
+                continue;
+            }
             let ys = self.elems(y, "a scan y")?.to_vec();
             let mut shape = vec![n];
             shape.extend_from_slice(&y.shape);

@@ -28,8 +28,13 @@
 //!   (the step limit is reached, or the deadline has passed), and the code
 //!   then returns at once. On a normal return it writes the fuel left.
 //!
-//! Every value is a static-shape tensor of at most [`MAX_ELEMS`] elements,
-//! one Cranelift value per element; elementwise ops, broadcasting, shape ops,
+//! `meter` also carries the address of the code's scratch memory (read once,
+//! on entry), where values of more than [`MAX_ELEMS`] elements live
+//! (`buffers.rs`).
+//!
+//! Every value is a static-shape tensor; one of at most [`MAX_ELEMS`]
+//! elements is one Cranelift value per element (a larger one is in memory:
+//! [`Repr::Mem`], computed by buffer kernels); elementwise ops, broadcasting, shape ops,
 //! static slices and reductions are resolved at compile time, dynamic indices
 //! become clamped offsets and `select` chains. A loop is a `header` block that
 //! tests the condition, a `body` block that jumps back to it and an `exit`
@@ -44,11 +49,14 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use loopvm_runtime::kernels::native::BufferKernel;
 use loopvm_runtime::kernels::SliceSpec;
 use loopvm_runtime::rules::{self, broadcasts_to};
 use loopvm_runtime::{BinaryOp, Buffer, DType, ReduceOp, Tensor, UnaryOp, UpdateMode};
 use loopvm_vm::{BlockId, Func, FuncId, Inst, Module, OpFlags, Opcode, Reg};
+use std::collections::HashSet;
 
+mod buffers;
 mod control;
 mod gather;
 mod scalar;
@@ -125,6 +133,14 @@ pub(crate) struct Lowered {
     /// The operand types of each `print` in the region, by site number
     /// (what `libcalls::print` is told).
     pub prints: Vec<Vec<TType>>,
+    /// The bytes of scratch memory the code needs (`NativeMeter::scratch`):
+    /// the buffers of its values of more than [`MAX_ELEMS`] elements.
+    pub scratch_bytes: usize,
+    /// The buffer kernels the code calls by address: kept alive as long as
+    /// the code.
+    // Boxed: the code holds their addresses.
+    #[allow(clippy::vec_box)]
+    pub kernels: Vec<Box<BufferKernel>>,
 }
 
 /// What to lower: a loop instruction and the types it runs with.
@@ -147,6 +163,9 @@ pub(crate) struct Region<'a> {
     pub listing: bool,
     /// Count iterations against the `meter` argument (see the module docs).
     pub metered: bool,
+    /// Values of more than [`MAX_ELEMS`] elements may be computed in
+    /// buffers (`buffers.rs`); off, a region needing one is not lowered.
+    pub buffers: bool,
 }
 
 /// The native signature of every region function.
@@ -191,7 +210,14 @@ pub(crate) fn lower_region(
         abort: None,
         meter_ptr,
         prints: Vec::new(),
+        scratch_base: meter_ptr,
+        scratch_size: 0,
+        rw: HashSet::new(),
+        owned: HashSet::new(),
+        kernels: Vec::new(),
+        buffers: r.buffers,
     };
+    lw.scratch_base = lw.b.ins().load(ptr, MemFlagsData::trusted(), meter_ptr, libcalls::SCRATCH_OFFSET);
     if r.metered {
         let fuel = lw.b.declare_var(types::I64);
         let f = lw.b.ins().load(types::I64, MemFlagsData::trusted(), meter_ptr, 0);
@@ -211,10 +237,12 @@ pub(crate) fn lower_region(
     }
     let mut init = Vec::with_capacity(r.carry.len());
     for (k, ty) in r.carry.iter().enumerate() {
-        if ty.numel() > MAX_ELEMS {
-            return unsupported!("carry {} has more than {MAX_ELEMS} elements", ty.display());
-        }
         let p = lw.load_ptr(carry, k);
+        if ty.numel() > MAX_ELEMS {
+            // Copied into the loop's own buffer by `carry_vars`.
+            init.push(Val { dtype: ty.dtype, shape: ty.shape.clone(), repr: Repr::Mem(p) });
+            continue;
+        }
         let xs = lw.load_elems(ty.dtype, p, 0, ty.numel());
         init.push(Val { dtype: ty.dtype, shape: ty.shape.clone(), repr: Repr::Elems(xs) });
     }
@@ -223,9 +251,18 @@ pub(crate) fn lower_region(
     let mut out_types = Vec::with_capacity(results.len());
     for (k, v) in results.iter().enumerate() {
         out_types.push(TType { dtype: v.dtype, shape: v.shape.clone() });
-        if let Repr::Elems(xs) = &v.repr {
-            let p = lw.load_ptr(outs, k);
-            lw.store_elems(v.dtype, p, 0, xs);
+        match &v.repr {
+            Repr::Elems(xs) => {
+                let p = lw.load_ptr(outs, k);
+                lw.store_elems(v.dtype, p, 0, xs);
+            }
+            // A carry in a buffer (`scan`'s ys, after the carry, are written
+            // in place).
+            Repr::Mem(src) if k < r.carry.len() => {
+                let (src, p) = (*src, lw.load_ptr(outs, k));
+                lw.copy_value(v, p, src);
+            }
+            Repr::Mem(_) => {}
         }
     }
     if r.fault {
@@ -246,9 +283,9 @@ pub(crate) fn lower_region(
         lw.b.ins().return_(&[]);
     }
     lw.b.seal_all_blocks();
-    let Lowerer { b, loops, keep, prints, .. } = lw;
+    let Lowerer { b, loops, keep, prints, scratch_size, kernels, .. } = lw;
     b.finalize(cfg);
-    Ok(Lowered { outs: out_types, loops, keep, prints })
+    Ok(Lowered { outs: out_types, loops, keep, prints, scratch_bytes: scratch_size, kernels })
 }
 
 /// A value at compile time: a dtype, a static shape and its elements.
@@ -263,7 +300,10 @@ struct Val {
 enum Repr {
     /// One Cranelift value per element, row-major.
     Elems(Vec<Value>),
-    /// A loop-invariant input in memory: the address of its first element.
+    /// In memory: the address of its first element. A loop-invariant input
+    /// or constant (read-only), or a buffer in the code's scratch memory
+    /// (the address is in [`Lowerer::rw`]): a value of more than
+    /// [`MAX_ELEMS`] elements computed by a buffer kernel, or a loop carry.
     Mem(Value),
 }
 
@@ -311,11 +351,13 @@ struct Top {
     outs: Value,
 }
 
-/// The carry of a loop under construction: one `Variable` per element.
+/// The carry of a loop under construction: one `Variable` per element, or,
+/// for a value of more than [`MAX_ELEMS`] elements, a buffer of its own.
 struct CarryVars {
     dtype: DType,
     shape: Vec<usize>,
     vars: Vec<Variable>,
+    buf: Option<Value>,
 }
 
 struct Lowerer<'a, 'f> {
@@ -335,6 +377,21 @@ struct Lowerer<'a, 'f> {
     meter_ptr: Value,
     /// The operand types of each `print` lowered so far.
     prints: Vec<Vec<TType>>,
+    /// The scratch memory's address (read on entry).
+    scratch_base: Value,
+    /// The scratch bytes handed out so far.
+    scratch_size: usize,
+    /// Addresses into scratch memory (written while the code runs, so never
+    /// loaded from as read-only).
+    rw: HashSet<Value>,
+    /// Buffers a buffer kernel writes: each belongs to one instruction.
+    owned: HashSet<Value>,
+    /// [`Region::buffers`].
+    buffers: bool,
+    /// The buffer kernels called.
+    // Boxed: the code holds their addresses.
+    #[allow(clippy::vec_box)]
+    kernels: Vec<Box<BufferKernel>>,
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -431,11 +488,18 @@ impl Lowerer<'_, '_> {
         self.b.ins().load(self.ptr, MemFlagsData::trusted(), base, off)
     }
 
+    /// The flags of a load from `p`: read-only unless `p` is in scratch memory.
+    fn load_flags(&self, p: Value) -> MemFlagsData {
+        if self.rw.contains(&p) {
+            MemFlagsData::trusted()
+        } else {
+            MemFlagsData::trusted().with_readonly()
+        }
+    }
+
     fn load_elems(&mut self, d: DType, p: Value, first: usize, n: usize) -> Vec<Value> {
-        let (ty, sz) = (clif_type(d), d.size_in_bytes());
-        (first..first + n)
-            .map(|i| self.b.ins().load(ty, MemFlagsData::trusted().with_readonly(), p, (i * sz) as i32))
-            .collect()
+        let (ty, sz, flags) = (clif_type(d), d.size_in_bytes(), self.load_flags(p));
+        (first..first + n).map(|i| self.b.ins().load(ty, flags, p, (i * sz) as i32)).collect()
     }
 
     fn store_elems(&mut self, d: DType, p: Value, first: usize, xs: &[Value]) {
@@ -479,7 +543,11 @@ impl Lowerer<'_, '_> {
         let i = if self.ptr == types::I64 { i } else { self.b.ins().ireduce(self.ptr, i) };
         let k = self.iconst(self.ptr, bytes as i64);
         let off = self.b.ins().imul(i, k);
-        self.b.ins().iadd(p, off)
+        let a = self.b.ins().iadd(p, off);
+        if self.rw.contains(&p) {
+            self.rw.insert(a);
+        }
+        a
     }
 
     /// A constant tensor: in registers when small, else read by address
@@ -568,7 +636,7 @@ mod tests {
         assert!(jit_lowerable(Opcode::Binary));
         assert!(jit_lowerable(Opcode::If));
         assert!(jit_lowerable(Opcode::Print));
-        assert!(!jit_lowerable(Opcode::MatMul));
+        assert!(jit_lowerable(Opcode::MatMul));
         assert!(!jit_lowerable(Opcode::DotGeneral));
     }
 }

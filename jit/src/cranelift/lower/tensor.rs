@@ -275,10 +275,8 @@ impl Lowerer<'_, '_> {
             Repr::Elems(xs) => positions.iter().map(|&p| xs[p]).collect(),
             Repr::Mem(p) => {
                 let (ty, sz, p) = (clif_type(a.dtype), a.dtype.size_in_bytes(), *p);
-                positions
-                    .iter()
-                    .map(|&i| self.b.ins().load(ty, MemFlagsData::trusted().with_readonly(), p, (i * sz) as i32))
-                    .collect()
+                let flags = self.load_flags(p);
+                positions.iter().map(|&i| self.b.ins().load(ty, flags, p, (i * sz) as i32)).collect()
             }
         }
     }
