@@ -332,6 +332,8 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/take_large", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
     ("ops/take_grad_order", &["value_and_grad(loss2):scan:cranelift", "value_and_grad(loss2):scan:cranelift"]),
     ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
+    // vmap (issue 18): batched loops are ordinary loops.
+    ("vmap/basic", &["main:fori_loop:cranelift", "vmap(collatz):while_loop:cranelift"]),
 ];
 
 fn spec_root() -> PathBuf {
