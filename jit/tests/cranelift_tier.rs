@@ -334,6 +334,10 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
     // vmap (issue 18): batched loops are ordinary loops.
     ("vmap/basic", &["main:fori_loop:cranelift", "vmap(collatz):while_loop:cranelift"]),
+    ("vmap/collatz", &["vmap(collatz):while_loop:cranelift"]),
+    ("vmap/grad_of_vmap", &[]),
+    ("vmap/per_example_grads", &[]),
+    ("vmap/rnn_out_axes", &["vmap(rnn):scan:interp"]),
 ];
 
 fn spec_root() -> PathBuf {
