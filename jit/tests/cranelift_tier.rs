@@ -338,6 +338,25 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/grad_of_vmap", &[]),
     ("vmap/per_example_grads", &[]),
     ("vmap/rnn_out_axes", &["vmap(rnn):scan:interp"]),
+    (
+        "vmap/rules",
+        &[
+            "branches:fori_loop:cranelift",
+            "branches:while_loop:cranelift",
+            "scans:scan:cranelift",
+            "vmap(branches):while_loop:cranelift",
+            "vmap(branches):while_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(scans):scan:cranelift",
+        ],
+    ),
 ];
 
 fn spec_root() -> PathBuf {
