@@ -8,11 +8,13 @@
 //! (unbatched operands broadcast from the right as NumPy does), reductions
 //! and axis arguments shift by one, `@` and `einsum` become one batched
 //! `dot_general`, indexing with unbatched indices moves the batch axis out of
-//! the way, and the ops without a direct rule (indexing and `.at[]` with
-//! batched indices, `take`/`scatter_add`/dynamic slices with batched
-//! positions) run once per element in a static `fori_loop` over the batch
-//! that writes each element's result into its row. Calls of `fn` items get
-//! a batched instance per pattern of batched arguments.
+//! the way, indexing, `.at[]`, `take` and `scatter_add` with batched
+//! positions become one gather (or select, or scatter) over the batch
+//! flattened with the indexed axes, and the ops without a direct rule
+//! (dynamic slices with batched starts, and rules that need a static shape
+//! on a symbolic one) run once per element in a static `fori_loop` over the
+//! batch that writes each element's result into its row. Calls of `fn` items
+//! get a batched instance per pattern of batched arguments.
 //!
 //! Loops follow JAX: the carry's batched leaves are found by a fixed point
 //! (a leaf is batched when its initial value or the body's result for it
@@ -499,6 +501,9 @@ impl Vmap<'_> {
                     let k = K::Index(Box::new(moved), is.into_iter().map(|(j, _)| j).collect());
                     return Ok((self.mk(k, self.out(e)), BT::Leaf(true)));
                 }
+                if let Some(g) = self.gather(e, x, xb_e.clone(), xb.any(), &is) {
+                    return Ok((g, BT::Leaf(true)));
+                }
                 let mut kids = vec![(xb_e, xb.any())];
                 kids.extend(is);
                 self.per_element(e, kids, &|mut v| {
@@ -541,6 +546,9 @@ impl Vmap<'_> {
                     let upd = self.mk(k, mty);
                     return Ok((self.moveaxis(upd, n, 0), BT::Leaf(true)));
                 }
+                if let Some(u) = self.scatter_update(base, bs.clone(), bb.any(), vs.clone(), vb.any(), &is, mode)? {
+                    return Ok((u, BT::Leaf(true)));
+                }
                 let mut kids = vec![(bs, bb.any()), (vs, vb.any())];
                 kids.extend(is);
                 self.per_element(e, kids, &|mut v| {
@@ -567,6 +575,9 @@ impl Vmap<'_> {
                     let take = self.mk(K::Take(Box::new(xs), Box::new(is), *axis), ty);
                     return Ok((self.moveaxis(take, *axis as usize, 0), BT::Leaf(true)));
                 }
+                if let Some(r) = self.take_both(x, xs.clone(), ids, is.clone(), *axis) {
+                    return Ok((r, BT::Leaf(true)));
+                }
                 let axis = *axis;
                 self.per_element(e, vec![(xs, true), (is, true)], &|mut v| {
                     let x = v.remove(0);
@@ -586,6 +597,11 @@ impl Vmap<'_> {
                     let us = if ub.any() { us } else { self.bcast(us)? };
                     let k = K::ScatterAdd(Box::new(bs), Box::new(is), Box::new(us), axis + 1);
                     return Ok((self.mk(k, self.out(e)), BT::Leaf(true)));
+                }
+                if let Some(r) =
+                    self.scatter_add_batched(base, bs.clone(), bb.any(), ids, is.clone(), us.clone(), ub.any(), *axis)?
+                {
+                    return Ok((r, BT::Leaf(true)));
                 }
                 let axis = *axis;
                 self.per_element(e, vec![(bs, bb.any()), (is, true), (us, ub.any())], &|mut v| {
@@ -775,6 +791,234 @@ impl Vmap<'_> {
         let ty = Type::Tensor(TensorTy { dtype: pt.dtype, dims: rd });
         let d = self.mk(K::DotGeneral(Box::new(a), Box::new(b), nd), ty);
         self.moveaxis(d, pos, 0)
+    }
+
+    /// `e` as `i64`.
+    fn to_i64(&self, e: t::Expr) -> t::Expr {
+        let et = tt(&e);
+        if et.dtype == DType::I64 {
+            return e;
+        }
+        let ty = TensorTy { dtype: DType::I64, dims: et.dims.clone() };
+        self.mk(K::Cast(Box::new(e), DType::I64), Type::Tensor(ty))
+    }
+
+    /// An index into a dimension of size `d` (`i64`), as the ops clamp it:
+    /// with `wrap`, a negative index first has `d` added once (dynamic
+    /// indexing and `.at[]`); then it is clamped into `[0, d - 1]`.
+    fn clamp_index(&self, i: t::Expr, d: u64, wrap: bool) -> t::Expr {
+        let bld = self.b();
+        let i64t = DType::I64;
+        let mut v = self.to_i64(i);
+        if wrap {
+            let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
+            let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
+            v = bld.sel(neg, wrapped, v);
+        }
+        let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
+        bld.bin(BinaryOp::Min, v, bld.cst(i64t, d.saturating_sub(1) as f64))
+    }
+
+    /// `b * per` for every element `b` of the batch, as `i64[B, 1, ...]`
+    /// with `extra` unit axes.
+    fn offsets(&self, per: u64, extra: usize) -> t::Expr {
+        let bld = self.b();
+        let rows = self.mk(K::Iota(DType::I64, self.size), Type::Tensor(TensorTy::known(DType::I64, &[self.size])));
+        let off = bld.bin(BinaryOp::Mul, rows, bld.cst(DType::I64, per as f64));
+        self.lift(off, extra)
+    }
+
+    fn reshape(&self, e: t::Expr, shape: Vec<u64>) -> t::Expr {
+        let ty = TensorTy::known(tt(&e).dtype, &shape);
+        self.mk(K::Reshape(Box::new(e), shape), Type::Tensor(ty))
+    }
+
+    fn permute(&self, e: t::Expr, perm: Vec<u32>) -> t::Expr {
+        let et = tt(&e);
+        let dims = perm.iter().map(|&p| et.dims.get(p as usize).cloned().unwrap_or(Dim::Known(1))).collect();
+        self.mk(K::Transpose(Box::new(e), Some(perm)), Type::Tensor(TensorTy { dtype: et.dtype, dims }))
+    }
+
+    /// The flat positions (`i64[B]`) that indices `idx` of the leading axes
+    /// `lead` select in each element (plus `b * prod(lead)` when `offset`).
+    fn flat_index(&self, idx: &[(t::Expr, bool)], lead: &[u64], offset: bool) -> Option<t::Expr> {
+        let bld = self.b();
+        let p: u64 = lead.iter().product();
+        let mut flat: Option<t::Expr> = None;
+        let mut stride = p;
+        for ((i, _), &d) in idx.iter().zip(lead) {
+            stride /= d.max(1);
+            let v = self.clamp_index(i.clone(), d, true);
+            let v = if stride == 1 { v } else { bld.bin(BinaryOp::Mul, v, bld.cst(DType::I64, stride as f64)) };
+            flat = Some(match flat {
+                None => v,
+                Some(f) => bld.bin(BinaryOp::Add, f, v),
+            });
+        }
+        let mut flat = flat?;
+        if offset {
+            flat = bld.bin(BinaryOp::Add, flat, self.offsets(p, 0));
+        }
+        // Unbatched indices alone give a scalar: broadcast it along the batch.
+        if tt(&flat).rank() == 0 {
+            let ty = TensorTy::known(DType::I64, &[self.size]);
+            flat = self.mk(K::Broadcast(Box::new(flat), vec![self.size]), Type::Tensor(ty));
+        }
+        Some(flat)
+    }
+
+    /// `x[i, j, ...]` with batched indices as one `take` from `x` with the
+    /// indexed axes (and the batch, when `x` is batched) flattened into one.
+    /// `None` when a dimension is symbolic or empty (the per-element rule
+    /// runs instead).
+    fn gather(&mut self, e: &t::Expr, x: &t::Expr, xs: t::Expr, xb: bool, idx: &[(t::Expr, bool)]) -> Option<t::Expr> {
+        let dims = known(&tt(x).dims)?;
+        let (lead, rest) = (dims.get(..idx.len())?, dims.get(idx.len()..)?);
+        let p: u64 = lead.iter().product();
+        if p == 0 {
+            return None;
+        }
+        let flat = self.flat_index(idx, lead, xb)?;
+        let mut shape = vec![if xb { self.size * p } else { p }];
+        shape.extend(rest);
+        let xflat = self.reshape(xs, shape);
+        Some(self.mk(K::Take(Box::new(xflat), Box::new(flat), 0), self.out(e)))
+    }
+
+    /// `base.at[i, ...].set(v)` / `.add(v)` with batched indices, without a
+    /// scatter: over the flattened batch of `base`, each row takes `v`'s row
+    /// of its own element where that element's flat position is this row.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_update(
+        &mut self,
+        base: &t::Expr,
+        bs: t::Expr,
+        bb: bool,
+        vs: t::Expr,
+        vb: bool,
+        idx: &[(t::Expr, bool)],
+        mode: UpdateMode,
+    ) -> DResult<Option<t::Expr>> {
+        let Some(dims) = known(&tt(base).dims) else { return Ok(None) };
+        let (Some(lead), Some(rest)) = (dims.get(..idx.len()), dims.get(idx.len()..)) else { return Ok(None) };
+        let p: u64 = lead.iter().product();
+        if p == 0 {
+            return Ok(None);
+        }
+        let Some(flat) = self.flat_index(idx, lead, true) else { return Ok(None) };
+        let bs = if bb { bs } else { self.bcast(bs)? };
+        let vs = if vb { vs } else { self.bcast(vs)? };
+        let bld = self.b();
+        let n = self.size * p;
+        let mut shape = vec![n];
+        shape.extend(rest);
+        let base_flat = self.reshape(bs, shape);
+        let r = self.mk(K::Iota(DType::I64, n), Type::Tensor(TensorTy::known(DType::I64, &[n])));
+        let owner = bld.bin(BinaryOp::Div, r.clone(), bld.cst(DType::I64, p as f64));
+        let vt = tt(&vs);
+        let mut sdims = vec![Dim::Known(n)];
+        sdims.extend(vt.dims.iter().skip(1).cloned());
+        let src = self.mk(
+            K::Take(Box::new(vs), Box::new(owner.clone()), 0),
+            Type::Tensor(TensorTy { dtype: vt.dtype, dims: sdims }),
+        );
+        let pos = self.mk(K::Take(Box::new(flat), Box::new(owner), 0), Type::Tensor(TensorTy::known(DType::I64, &[n])));
+        let hit = bld.bin(BinaryOp::Eq, pos, r);
+        let hit = self.lift(hit, rest.len());
+        let new = match mode {
+            UpdateMode::Set => bld.sel(hit, src, base_flat),
+            UpdateMode::Add => {
+                let sum = bld.bin(BinaryOp::Add, base_flat.clone(), src);
+                bld.sel(hit, sum, base_flat)
+            }
+        };
+        let mut out = vec![self.size];
+        out.extend(&dims);
+        Ok(Some(self.reshape(new, out)))
+    }
+
+    /// `take(x, ids, axis: k)` with `x` and `ids` both batched: one `take`
+    /// from `x` with the batch and axis `k` flattened into one.
+    fn take_both(&mut self, x: &t::Expr, xs: t::Expr, ids: &t::Expr, is: t::Expr, k: u32) -> Option<t::Expr> {
+        let dims = known(&tt(x).dims)?;
+        let k = k as usize;
+        let n = *dims.get(k)?;
+        let sdims = known(&tt(ids).dims)?;
+        let m = sdims.len();
+        if n == 0 {
+            return None;
+        }
+        let others: Vec<u64> = dims.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, d)| *d).collect();
+        let front = self.moveaxis(xs, k + 1, 1);
+        let mut shape = vec![self.size * n];
+        shape.extend(&others);
+        let xflat = self.reshape(front, shape);
+        let bld = self.b();
+        let ids2 = self.clamp_index(is, n, false);
+        let ids2 = bld.bin(BinaryOp::Add, ids2, self.offsets(n, m));
+        let mut tdims = vec![self.size];
+        tdims.extend(&sdims);
+        tdims.extend(&others);
+        let taken =
+            self.mk(K::Take(Box::new(xflat), Box::new(ids2), 0), Type::Tensor(TensorTy::known(tt(x).dtype, &tdims)));
+        // [B, S, before, after] → [B, before, S, after].
+        let mut perm: Vec<u32> = vec![0];
+        perm.extend((m + 1..m + 1 + k).map(|a| a as u32));
+        perm.extend((1..=m).map(|a| a as u32));
+        perm.extend((m + 1 + k..1 + m + others.len()).map(|a| a as u32));
+        Some(self.permute(taken, perm))
+    }
+
+    /// The transpose of `take` with batched ids: one `scatter_add` into the
+    /// flattened batch and axis `k` of `base`, in the order of the ids.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_add_batched(
+        &mut self,
+        base: &t::Expr,
+        bs: t::Expr,
+        bb: bool,
+        ids: &t::Expr,
+        is: t::Expr,
+        us: t::Expr,
+        ub: bool,
+        k: u32,
+    ) -> DResult<Option<t::Expr>> {
+        let (Some(dims), Some(sdims)) = (known(&tt(base).dims), known(&tt(ids).dims)) else { return Ok(None) };
+        let k = k as usize;
+        let Some(&n) = dims.get(k) else { return Ok(None) };
+        if n == 0 {
+            return Ok(None);
+        }
+        let m = sdims.len();
+        let bs = if bb { bs } else { self.bcast(bs)? };
+        let us = if ub { us } else { self.bcast(us)? };
+        let others: Vec<u64> = dims.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, d)| *d).collect();
+        let front = self.moveaxis(bs, k + 1, 1);
+        let mut shape = vec![self.size * n];
+        shape.extend(&others);
+        let bflat = self.reshape(front, shape.clone());
+        let bld = self.b();
+        let ids2 = self.clamp_index(is, n, false);
+        let ids2 = bld.bin(BinaryOp::Add, ids2, self.offsets(n, m));
+        let cnt: u64 = sdims.iter().product();
+        let ids2 = self.reshape(ids2, vec![self.size * cnt]);
+        // Updates [B, before, S, after] → [B, S, before, after] → [B * |S|, others].
+        let mut perm: Vec<u32> = vec![0];
+        perm.extend((1 + k..1 + k + m).map(|a| a as u32));
+        perm.extend((1..1 + k).map(|a| a as u32));
+        perm.extend((1 + k + m..1 + m + others.len()).map(|a| a as u32));
+        let uperm = self.permute(us, perm);
+        let mut ushape = vec![self.size * cnt];
+        ushape.extend(&others);
+        let uflat = self.reshape(uperm, ushape);
+        let sc = self.mk(
+            K::ScatterAdd(Box::new(bflat), Box::new(ids2), Box::new(uflat), 0),
+            Type::Tensor(TensorTy::known(tt(base).dtype, &shape)),
+        );
+        let mut back = vec![self.size, n];
+        back.extend(&others);
+        let sc = self.reshape(sc, back);
+        Ok(Some(self.moveaxis(sc, 1, k + 1)))
     }
 
     /// The rule of last resort: the op once per element, in a static

@@ -346,12 +346,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
             "scans:scan:cranelift",
             "vmap(branches):while_loop:cranelift",
             "vmap(branches):while_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
-            "vmap(gathers):fori_loop:cranelift",
+            // dynamic_slice and dynamic_update_slice with batched starts: once per element.
             "vmap(gathers):fori_loop:cranelift",
             "vmap(gathers):fori_loop:cranelift",
             "vmap(scans):scan:cranelift",
