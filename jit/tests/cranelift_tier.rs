@@ -338,6 +338,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/grad_of_vmap", &[]),
     ("vmap/per_example_grads", &[]),
     ("vmap/rnn_out_axes", &["vmap(rnn):scan:interp"]),
+    ("vmap/tuple_axes", &[]),
     (
         "vmap/rules",
         &[
