@@ -111,6 +111,15 @@ fn tt(e: &t::Expr) -> TensorTy {
     Build::et(e)
 }
 
+/// A batching as `in_axes` writes it (`0` batched, `none` not).
+fn axes_text(b: &BT) -> String {
+    match b {
+        BT::Leaf(true) => "0".into(),
+        BT::Leaf(false) => "none".into(),
+        BT::Node(xs) => format!("({})", xs.iter().map(axes_text).collect::<Vec<_>>().join(", ")),
+    }
+}
+
 /// The name of an op kind in messages.
 fn kind_name(k: &K) -> &'static str {
     match k {
@@ -1157,7 +1166,14 @@ impl Vmap<'_> {
                 }
                 let (body, rbt) = sub.ex(&f.body)?;
                 let result = sub.bty(&f.result, &rbt);
-                let name = format!("vmap({})", f.name);
+                // `vmap(f)` when every argument is batched, else which are.
+                let name = if bts.iter().all(|b| b.flat().iter().all(|x| *x)) {
+                    format!("vmap({})", f.name)
+                } else {
+                    let axes: Vec<String> = bts.iter().map(axes_text).collect();
+                    format!("vmap({}, in_axes: [{}])", f.name, axes.join(", "))
+                };
+                let name = if self.per_element { format!("{name} per element") } else { name };
                 let gid = FuncId(u32::try_from(self.funcs.len()).unwrap_or(u32::MAX));
                 self.funcs.push(t::Func {
                     name: name.clone(),

@@ -337,7 +337,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/collatz", &["vmap(collatz):while_loop:cranelift"]),
     ("vmap/grad_of_vmap", &[]),
     ("vmap/per_example_grads", &[]),
-    ("vmap/rnn_out_axes", &["vmap(rnn):scan:interp"]),
+    ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
     ("vmap/tuple_axes", &[]),
     (
         "vmap/rules",
