@@ -8,10 +8,10 @@
 //! (unbatched operands broadcast from the right as NumPy does), reductions
 //! and axis arguments shift by one, `@` and `einsum` become one batched
 //! `dot_general`, indexing with unbatched indices moves the batch axis out of
-//! the way, indexing, `.at[]`, `take` and `scatter_add` with batched
-//! positions become one gather (or select, or scatter) over the batch
-//! flattened with the indexed axes, and the ops without a direct rule
-//! (dynamic slices with batched starts, and rules that need a static shape
+//! the way, indexing, `.at[]`, `take`, `scatter_add` and `dynamic_slice`
+//! with batched positions become one gather (or select, or scatter) over the
+//! batch flattened with the indexed axes, and the ops without a direct rule
+//! (`dynamic_update_slice` with batched starts, and rules that need a static shape
 //! on a symbolic one) run once per element in a static `fori_loop` over the
 //! batch that writes each element's result into its row. Calls of `fn` items
 //! get a batched instance per pattern of batched arguments.
@@ -640,6 +640,9 @@ impl Vmap<'_> {
                     sz.extend(sizes);
                     return Ok((self.mk(K::DynSlice(Box::new(xs), st, sz), self.out(e)), BT::Leaf(true)));
                 }
+                if let Some(g) = self.dyn_slice_gather(x, xs.clone(), xb.any(), &ss, sizes) {
+                    return Ok((g, BT::Leaf(true)));
+                }
                 let sizes = sizes.clone();
                 let mut kids = vec![(xs, xb.any())];
                 kids.extend(ss);
@@ -892,6 +895,62 @@ impl Vmap<'_> {
         shape.extend(rest);
         let xflat = self.reshape(xs, shape);
         Some(self.mk(K::Take(Box::new(xflat), Box::new(flat), 0), self.out(e)))
+    }
+
+    /// `dynamic_slice(x, starts, sizes)` with batched starts as one `take`:
+    /// each start normalised as `dynamic_slice` places its window (a negative
+    /// start has the dimension added once, then it is clamped into
+    /// `[0, dim - size]`), and every position of every element's window taken
+    /// from `x` flattened (with the batch, when `x` is batched).
+    fn dyn_slice_gather(
+        &mut self,
+        x: &t::Expr,
+        xs: t::Expr,
+        xb: bool,
+        starts: &[(t::Expr, bool)],
+        sizes: &[u64],
+    ) -> Option<t::Expr> {
+        let dims = known(&tt(x).dims)?;
+        let r = dims.len();
+        if starts.len() != r || sizes.len() != r {
+            return None;
+        }
+        let p: u64 = dims.iter().product();
+        if p == 0 || sizes.iter().zip(&dims).any(|(s, d)| s > d) {
+            return None;
+        }
+        let bld = self.b();
+        let i64t = DType::I64;
+        let mut pos: Option<t::Expr> = if xb { Some(self.offsets(p, r)) } else { None };
+        let mut stride = p;
+        for (j, ((st, sb), (&d, &size))) in starts.iter().zip(dims.iter().zip(sizes)).enumerate() {
+            stride /= d.max(1);
+            let v = self.to_i64(st.clone());
+            let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
+            let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
+            let v = bld.sel(neg, wrapped, v);
+            let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
+            let v = bld.bin(BinaryOp::Min, v, bld.cst(i64t, (d - size) as f64));
+            let v = if *sb { self.lift(v, r) } else { v };
+            let mut gshape = vec![1u64; r + 1];
+            if let Some(g) = gshape.get_mut(j + 1) {
+                *g = size;
+            }
+            let iota = self.mk(K::Iota(i64t, size), Type::Tensor(TensorTy::known(i64t, &[size])));
+            let grid = self.reshape(iota, gshape);
+            let term = bld.bin(BinaryOp::Add, v, grid);
+            let term = if stride == 1 { term } else { bld.bin(BinaryOp::Mul, term, bld.cst(i64t, stride as f64)) };
+            pos = Some(match pos {
+                None => term,
+                Some(q) => bld.bin(BinaryOp::Add, q, term),
+            });
+        }
+        let pos = pos?;
+        let n = if xb { self.size * p } else { p };
+        let xflat = self.reshape(xs, vec![n]);
+        let mut out = vec![self.size];
+        out.extend(sizes);
+        Some(self.mk(K::Take(Box::new(xflat), Box::new(pos), 0), Type::Tensor(TensorTy::known(tt(x).dtype, &out))))
     }
 
     /// `base.at[i, ...].set(v)` / `.add(v)` with batched indices, without a

@@ -335,6 +335,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     // vmap (issue 18): batched loops are ordinary loops.
     ("vmap/basic", &["main:fori_loop:cranelift", "vmap(collatz):while_loop:cranelift"]),
     ("vmap/collatz", &["vmap(collatz):while_loop:cranelift"]),
+    ("vmap/dynamic_slice", &[]),
     ("vmap/grad_of_vmap", &[]),
     ("vmap/per_example_grads", &[]),
     ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
@@ -347,8 +348,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
             "scans:scan:cranelift",
             "vmap(branches):while_loop:cranelift",
             "vmap(branches):while_loop:cranelift",
-            // dynamic_slice and dynamic_update_slice with batched starts: once per element.
-            "vmap(gathers):fori_loop:cranelift",
+            // dynamic_update_slice with batched starts: once per element.
             "vmap(gathers):fori_loop:cranelift",
             "vmap(scans):scan:cranelift",
         ],
