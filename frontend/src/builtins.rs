@@ -65,6 +65,8 @@ pub enum Builtin {
     Grad,
     /// `value_and_grad(f)`: called at once, `value_and_grad(f)(args)`.
     ValueAndGrad,
+    /// `vmap(f)`: called at once, `vmap(f)(args)`.
+    Vmap,
     /// `softmax(x, axis: k)`
     Softmax,
     /// `log_softmax(x, axis: k)`
@@ -169,6 +171,7 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     ),
     b("grad", Builtin::Grad, 1, 1, &["argnums"], "grad(f, argnums: [i, ...])"),
     b("value_and_grad", Builtin::ValueAndGrad, 1, 1, &["argnums"], "value_and_grad(f, argnums: [i, ...])"),
+    b("vmap", Builtin::Vmap, 1, 1, &["in_axes", "out_axes"], "vmap(f, in_axes: [0, none, ...], out_axes: k)"),
     b("softmax", Builtin::Softmax, 1, 1, AXIS, "softmax(x, axis: k)"),
     b("log_softmax", Builtin::LogSoftmax, 1, 1, AXIS, "log_softmax(x, axis: k)"),
     b("logsumexp", Builtin::Logsumexp, 1, 1, &["axis", "keepdims"], "logsumexp(x, axis: k, keepdims: b)"),

@@ -4,7 +4,7 @@
 //! [`check`](mod@check) (names, dtypes, shapes with shape variables, broadcasting, the
 //! scalar-literal rule, lambda inlining and monomorphisation, giving the
 //! [`typed`] IR; `grad` and `value_and_grad` are expanded there by the
-//! reverse-mode transform in [`ad`]) → [`lower`] (a [`loopvm_vm::Module`]). Every error is a
+//! reverse-mode transform in [`ad`], and `vmap` by the batching transform in [`vmap`]) → [`lower`] (a [`loopvm_vm::Module`]). Every error is a
 //! [`CompileError`] whose diagnostics carry source spans and render with the
 //! line and a caret.
 //!
@@ -32,6 +32,7 @@ pub mod lower;
 pub mod parser;
 pub mod typed;
 pub mod types;
+pub mod vmap;
 
 pub use diag::{CompileError, Diagnostic, Label, Span};
 

@@ -286,7 +286,7 @@ impl Generator {
         let loops = if self.loop_depth < MAX_LOOP_DEPTH { 3 } else { 0 };
         // Weights of the productions below, by index.
         let int = tt.dt.is_int();
-        let w: [u32; 30] = [
+        let w: [u32; 31] = [
             4,                                                // 0 leaf
             if num { 6 } else { 0 },                          // 1 arithmetic
             if num { 1 } else { 2 },                          // 2 negation / not
@@ -323,6 +323,7 @@ impl Generator {
                 2
             }, // 28 bit ops: & | ^ << >> ~
             if num { 1 } else { 0 },                          // 29 bitcast
+            if tt.dims.is_empty() { 0 } else { loops },       // 30 vmap
         ];
         for _ in 0..16 {
             let e = match self.rng.weighted(&w) {
@@ -417,7 +418,8 @@ impl Generator {
                 26 => self.einsum(tt, d, exact),
                 27 => self.gather(tt, d, exact),
                 28 => Some(self.bits(tt, d)),
-                _ => self.bitcast(tt, d),
+                29 => self.bitcast(tt, d),
+                _ => self.vmap(tt, d, exact),
             };
             if let Some(e) = e {
                 return e;

@@ -1,11 +1,67 @@
 //! The generator's arms for the model ops of issue 14: `jax.nn`'s
-//! composites, random draws, gathers and windows, and `einsum` (the rest of
-//! the generator is in `generate.rs`).
+//! composites, random draws, gathers and windows, and `einsum`; and `vmap`
+//! (issue 18). The rest of the generator is in `generate.rs`.
 
-use crate::generate::{call, Generator};
-use crate::tree::{CallArg, ElemType, Expr, TensorType};
+use crate::generate::{call, Binding, Generator};
+use crate::tree::{Block, CallArg, ElemType, Expr, ExprKind, TensorType, ValueType};
 
 impl Generator {
+    /// `vmap(|a, b| body, in_axes: [k, none], out_axes: j)(x, y)`: a lambda
+    /// of one or two parameters (the first mapped, the second mapped or
+    /// shared), each mapped argument with the batch at a random axis, the
+    /// batch put at axis `j` of the result. Its body may use the enclosing
+    /// variables (unmapped captures) and prints nothing (a batched `print`
+    /// is a compile error).
+    pub(crate) fn vmap(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
+        if tt.dims.is_empty() {
+            return None;
+        }
+        let out_axis = self.rng.below(tt.dims.len());
+        let n = tt.dims[out_axis];
+        let mut per = tt.dims.clone();
+        per.remove(out_axis);
+        let per = TensorType { dt: tt.dt, dims: per };
+        let nparams = 1 + self.rng.below(2);
+        let mut params = Vec::new();
+        let mut args = Vec::new();
+        let mut in_axes = Vec::new();
+        for j in 0..nparams {
+            let pt = self.rand_tt();
+            let name = self.fresh("v");
+            if j == 0 || self.rng.chance(60) {
+                let ax = self.rng.below(pt.dims.len() + 1);
+                let mut dims = pt.dims.clone();
+                dims.insert(ax, n);
+                args.push(self.expr(&TensorType { dt: pt.dt, dims }, d.min(2), exact));
+                in_axes.push(Some(ax));
+            } else {
+                args.push(self.expr(&pt, d.min(2), exact));
+                in_axes.push(None);
+            }
+            params.push((name, pt));
+        }
+        self.loop_depth += 1;
+        let printed = std::mem::replace(&mut self.printed, true);
+        let mark = self.env.len();
+        for (name, pt) in &params {
+            self.env.push(Binding { name: name.clone(), tt: pt.clone(), exact });
+        }
+        let ret = self.expr(&per, d, exact);
+        self.env.truncate(mark);
+        self.printed = printed;
+        self.loop_depth -= 1;
+        Some(Expr {
+            kind: ExprKind::Vmap {
+                params: params.into_iter().map(|(n, _)| n).collect(),
+                body: Box::new(Block { lets: Vec::new(), ret }),
+                args,
+                in_axes,
+                out_axes: out_axis,
+            },
+            ty: ValueType::Tensor(tt.clone()),
+        })
+    }
+
     /// A composite of `jax.nn`: `softmax` or `log_softmax` along an axis,
     /// `logsumexp` (reducing an axis, or keeping it), `gelu` in either form.
     pub(crate) fn nn(&mut self, tt: &TensorType, d: u32) -> Option<Expr> {

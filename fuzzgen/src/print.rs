@@ -158,6 +158,20 @@ impl Expr {
                 }
                 out.push(')');
             }
+            ExprKind::Vmap { params, body, args, in_axes, out_axes } => {
+                let _ = write!(out, "vmap(|{}| ", params.join(", "));
+                body.render(out, ind);
+                let axes: Vec<String> =
+                    in_axes.iter().map(|a| a.map_or_else(|| "none".to_string(), |k| k.to_string())).collect();
+                let _ = write!(out, ", in_axes: [{}], out_axes: {out_axes})(", axes.join(", "));
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    a.render(out, ind);
+                }
+                out.push(')');
+            }
         }
     }
 }

@@ -192,6 +192,15 @@ pub(crate) enum ExprKind {
         reverse: bool,
         unroll: u32,
     },
+    /// `vmap(|params| body, in_axes: [...], out_axes: k)(args)`.
+    Vmap {
+        params: Vec<String>,
+        body: Box<Block>,
+        args: Vec<Expr>,
+        /// Per argument: its mapped axis, or `none`.
+        in_axes: Vec<Option<usize>>,
+        out_axes: usize,
+    },
 }
 
 /// An expression and its type.
@@ -309,6 +318,12 @@ macro_rules! children {
                 v.extend(b.lets.$iter().map(|(_, e)| e));
                 v.push(& $($m)? b.ret);
             }
+            ExprKind::Vmap { body, args, .. } => {
+                v.extend(args.$iter());
+                let b = $unbox(body);
+                v.extend(b.lets.$iter().map(|(_, e)| e));
+                v.push(& $($m)? b.ret);
+            }
         }
         v
     }};
@@ -355,9 +370,10 @@ impl Expr {
         match &mut self.kind {
             ExprKind::If(_, a, b) => vec![&mut **a, &mut **b],
             ExprKind::Block(b) => vec![&mut **b],
-            ExprKind::Fori { body, .. } | ExprKind::While { body, .. } | ExprKind::Scan { body, .. } => {
-                vec![&mut **body]
-            }
+            ExprKind::Fori { body, .. }
+            | ExprKind::While { body, .. }
+            | ExprKind::Scan { body, .. }
+            | ExprKind::Vmap { body, .. } => vec![&mut **body],
             _ => Vec::new(),
         }
     }

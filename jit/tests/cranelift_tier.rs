@@ -340,6 +340,28 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/take_large", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
     ("ops/take_grad_order", &["value_and_grad(loss2):scan:cranelift", "value_and_grad(loss2):scan:cranelift"]),
     ("ops/windows", &["batches:fori_loop:cranelift", "main:fori_loop:cranelift"]),
+    // vmap (issue 18): batched loops are ordinary loops.
+    ("vmap/basic", &["main:fori_loop:cranelift", "vmap(collatz):while_loop:cranelift"]),
+    ("vmap/collatz", &["vmap(collatz):while_loop:cranelift"]),
+    ("vmap/dynamic_slice", &[]),
+    ("vmap/shard", &[]),
+    ("vmap/grad_of_vmap", &[]),
+    ("vmap/per_example_grads", &[]),
+    ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
+    ("vmap/tuple_axes", &[]),
+    (
+        "vmap/rules",
+        &[
+            "branches:fori_loop:cranelift",
+            "branches:while_loop:cranelift",
+            "scans:scan:cranelift",
+            "vmap(branches):while_loop:cranelift",
+            "vmap(branches):while_loop:cranelift",
+            // dynamic_update_slice with batched starts: once per element.
+            "vmap(gathers):fori_loop:cranelift",
+            "vmap(scans):scan:cranelift",
+        ],
+    ),
 ];
 
 fn spec_root() -> PathBuf {

@@ -194,7 +194,7 @@ impl<'a> Checker<'a> {
             Builtin::ForiLoop => self.check_fori_loop(cx, env, &c),
             Builtin::WhileLoop => self.check_while_loop(cx, env, &c),
             Builtin::Scan => self.check_scan(cx, env, &c),
-            Builtin::Grad | Builtin::ValueAndGrad => check_grad_value(&c),
+            Builtin::Grad | Builtin::ValueAndGrad | Builtin::Vmap => check_grad_value(&c),
             Builtin::Softmax => self.check_softmax(cx, env, &c, false),
             Builtin::LogSoftmax => self.check_softmax(cx, env, &c, true),
             Builtin::Logsumexp => self.check_logsumexp(cx, env, &c),
@@ -603,7 +603,8 @@ struct Joined<'a> {
 fn check_grad_value(c: &BuiltinCall<'_>) -> DResult<t::Expr> {
     let (name, span) = (c.name(), c.span);
     Err(boxed(
-        Diagnostic::new(format!("`{name}(f)` must be called at once, as in `{name}(f)(x, ...)`"), span)
-            .with_note("the derivative is not a value: it cannot be bound with `let`, returned or passed to a loop"),
+        Diagnostic::new(format!("`{name}(f)` must be called at once, as in `{name}(f)(x, ...)`"), span).with_note(
+            "the transformed function is not a value: it cannot be bound with `let`, returned or passed to a loop",
+        ),
     ))
 }

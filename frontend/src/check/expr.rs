@@ -353,6 +353,9 @@ impl<'a> Checker<'a> {
                 {
                     return self.grad_call(cx, env, n == "value_and_grad", callee, gargs, args, span);
                 }
+                if n == "vmap" && env.get(n).is_none() && self.fn_named(n).is_none() {
+                    return self.vmap_call(cx, env, callee, gargs, args, span);
+                }
             }
         }
         let Some(c) = self.as_callable(env, callee) else {

@@ -14,7 +14,7 @@
 //! (builtin arguments, dispatch and the tensor builtins' rules), `contract`
 //! (batched `@` and `einsum` as one `dot_general`), `gather` (gathers,
 //! windows and `cumsum`), `loops` (the loop builtins), `nn` (the composite
-//! builtins: `softmax`, `gelu`, `tree_map`, ...), `random` (JAX's random
+//! builtins: `softmax`, `gelu`, `tree_map`, ...), `vmap` (batching, expanded by [`crate::vmap`]), `random` (JAX's random
 //! numbers, which call the standard library's `.lb` functions:
 //! [`prelude`]) and `grad` (derivatives).
 
@@ -29,6 +29,7 @@ mod literals;
 mod loops;
 mod nn;
 mod random;
+mod vmap;
 
 use crate::ast::{self, ExprKind as A};
 use crate::diag::{DResult, Diagnostic, Span};
@@ -75,6 +76,7 @@ pub fn check_program(prog: &ast::Program) -> DResult<t::Program> {
         stack: Vec::new(),
         nodes: 0,
         grad_instances: HashMap::new(),
+        vmap_instances: HashMap::new(),
     };
     let mut main = None;
     if let Some(&m) = c.fn_by_name.get("main") {
@@ -207,6 +209,7 @@ struct Checker<'a> {
     stack: Vec<usize>,
     nodes: usize,
     grad_instances: HashMap<(FuncId, Vec<usize>), FuncId>,
+    vmap_instances: crate::vmap::Instances,
 }
 
 // ---------------------------------------------------------------------------
