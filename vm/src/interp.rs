@@ -106,6 +106,9 @@ pub struct Interpreter<'m> {
     m: &'m Module,
     /// The module's rank-0 constants, unboxed (`None` for the others).
     kscalars: Vec<Option<Scalar>>,
+    /// `scalar_blocks[func][block]`: the block is all scalar elementwise
+    /// ops ([`scalar_block`]); loops run it with [`Self::run_scalar_block`].
+    scalar_blocks: Vec<Vec<bool>>,
     opts: RunOptions,
     /// Bound values of the module's shape variables.
     sym: Vec<Option<u64>>,
@@ -211,6 +214,24 @@ fn reads_unboxed(inst: &Inst) -> bool {
     )
 }
 
+/// `true` when every instruction of `code` is an elementwise op, constant
+/// or move whose result is a scalar: a loop body or condition the scalar
+/// runner takes (`x * 1103515245i64 + 12345i64`, `k < n`).
+fn scalar_block(func: &Func, code: &[Inst]) -> bool {
+    let scalar = |r: &Reg| func.reg_types.get(r.0 as usize).is_some_and(|t| t.rank() == 0);
+    code.iter().all(|inst| match inst {
+        Inst::Const { dst, .. }
+        | Inst::Move { dst, .. }
+        | Inst::Unary { dst, .. }
+        | Inst::Binary { dst, .. }
+        | Inst::BinaryK { dst, .. }
+        | Inst::KBinary { dst, .. }
+        | Inst::Select { dst, .. }
+        | Inst::Cast { dst, .. } => scalar(dst),
+        _ => false,
+    })
+}
+
 fn swap(frame: &mut [Val], a: Reg, b: Reg) -> Result<(), ExecError> {
     let (a, b) = (a.0 as usize, b.0 as usize);
     if a >= frame.len() || b >= frame.len() {
@@ -237,6 +258,11 @@ impl<'m> Interpreter<'m> {
         Interpreter {
             m,
             kscalars: m.consts.iter().map(Scalar::of).collect(),
+            scalar_blocks: m
+                .funcs
+                .iter()
+                .map(|f| f.blocks.iter().map(|b| scalar_block(f, &b.code)).collect())
+                .collect(),
             opts,
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
@@ -441,6 +467,106 @@ impl<'m> Interpreter<'m> {
             }
         }
         Ok(())
+    }
+
+    /// Runs a loop's body or condition block: through the scalar runner
+    /// when the block is all scalar ops, else as any block.
+    #[inline(always)]
+    fn run_loop_block(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, b: BlockId) -> Result<(), ExecError> {
+        if self.scalar_blocks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).copied().unwrap_or(false) {
+            self.run_scalar_block(fid, func, frame, b)
+        } else {
+            self.run_block(fid, func, frame, b)
+        }
+    }
+
+    /// [`Self::run_block`] for a block of scalar ops: each instruction on
+    /// unboxed operands runs in [`Self::exec_unboxed`], inline in this small
+    /// loop (Lua's `ADDK` is a few machine instructions; the general
+    /// dispatch's frame and spills cost more than the op), the others in the
+    /// general [`Self::exec`]. Same effects, counts and trace.
+    #[inline(never)]
+    fn run_scalar_block(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        b: BlockId,
+    ) -> Result<(), ExecError> {
+        let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Internal(format!("no block b{}", b.0)))?;
+        for inst in &block.code {
+            self.stats.ops += 1;
+            if !self.exec_unboxed(frame, inst) {
+                self.exec_outlined(fid, func, frame, inst)?;
+            }
+            if self.opts.trace {
+                self.trace_inst(func, inst, frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// The scalar runner's fallback: [`Self::exec`] out of line.
+    #[inline(never)]
+    fn exec_outlined(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        inst: &'m Inst,
+    ) -> Result<(), ExecError> {
+        self.exec(fid, func, frame, inst)
+    }
+
+    /// Runs `inst` when it is an elementwise op on unboxed scalars, a scalar
+    /// constant or a move of one, exactly as [`Self::exec`]'s arms do, and
+    /// returns `true`; `false` (nothing done) otherwise.
+    #[inline(always)]
+    fn exec_unboxed(&self, frame: &mut [Val], inst: &Inst) -> bool {
+        let k = |k: ConstId| self.kscalars.get(k.0 as usize).copied().flatten();
+        let u = |r: Reg| unboxed(frame, r);
+        let (dst, v) = match inst {
+            Inst::BinaryK { op, dst, a, k: c } => match (u(*a), k(*c)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::KBinary { op, dst, k: c, a } => match (k(*c), u(*a)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::Binary { op, dst, a, b } => match (u(*a), u(*b)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::Unary { op, dst, a } => match u(*a) {
+                Some(x) => (dst, sk::unary(*op, x)),
+                None => return false,
+            },
+            Inst::Cast { dst, a, to } => match u(*a) {
+                Some(x) => (dst, Some(sk::cast(x, *to))),
+                None => return false,
+            },
+            Inst::Select { dst, c, a, b } => match (u(*c), u(*a), u(*b)) {
+                (Some(c), Some(x), Some(y)) => (dst, sk::select(c, x, y)),
+                _ => return false,
+            },
+            Inst::Const { dst, k: c } => match k(*c) {
+                Some(x) => (dst, Some(x)),
+                None => return false,
+            },
+            Inst::Move { dst, src } => match u(*src) {
+                Some(x) => (dst, Some(x)),
+                None => return false,
+            },
+            _ => return false,
+        };
+        match (v, frame.get_mut(dst.0 as usize)) {
+            (Some(v), Some(slot)) => {
+                slot.put_scalar(v);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Executes one instruction: one arm per opcode.
@@ -846,7 +972,7 @@ impl<'m> Interpreter<'m> {
                 if self.opts.trace {
                     self.trace_iter("fori_loop", n);
                 }
-                self.run_block(fid, func, frame, body)?;
+                self.run_loop_block(fid, func, frame, body)?;
                 Self::swap_results(frame, carry, &blk.results)?;
                 self.back_edge()?;
                 i += 1;
@@ -906,7 +1032,7 @@ impl<'m> Interpreter<'m> {
         self.depth += 1;
         let r = (|| loop {
             Self::copy_in(frame, &cb.params, &bb.params)?;
-            self.run_block(fid, func, frame, cond)?;
+            self.run_loop_block(fid, func, frame, cond)?;
             let go = scalar(frame, creg)
                 .and_then(Scalar::to_bool)
                 .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
@@ -921,7 +1047,7 @@ impl<'m> Interpreter<'m> {
             if self.opts.trace {
                 self.trace_iter("while_loop", n);
             }
-            self.run_block(fid, func, frame, body)?;
+            self.run_loop_block(fid, func, frame, body)?;
             Self::swap_results(frame, &bb.params, &bb.results)?;
             self.back_edge()?;
             n += 1;

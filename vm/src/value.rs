@@ -55,12 +55,16 @@ impl Val {
     /// dtype that this register alone holds, else unboxed.
     #[inline(always)]
     pub(crate) fn put_scalar(&mut self, v: Scalar) {
-        if let Val::Tensor(t) = self {
-            if v.store_into(t) {
-                return;
+        match self {
+            // The common case: no old value to drop.
+            Val::Scalar(s) => *s = v,
+            Val::Tensor(t) => {
+                if !v.store_into(t) {
+                    *self = Val::Scalar(v);
+                }
             }
+            Val::Empty => *self = Val::Scalar(v),
         }
-        *self = Val::Scalar(v);
     }
 
     /// Boxes an unboxed scalar in place, so that the register holds a tensor.
