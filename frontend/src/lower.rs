@@ -276,11 +276,26 @@ impl<'p> FnLower<'p> {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Unary { op: *op, dst, a })
             }
-            K::Binary(op, a, b) => {
-                let a = self.single(m, a)?;
-                let b = self.single(m, b)?;
-                self.one(m, ty, |dst| Inst::Binary { op: *op, dst, a, b })
-            }
+            // A constant operand goes into the instruction (`BinaryK`,
+            // `KBinary`): no `const` per iteration in a loop body, and the
+            // interpreter reads a scalar constant unboxed.
+            K::Binary(op, a, b) => match (&a.kind, &b.kind) {
+                (_, K::Const(c)) => {
+                    let a = self.single(m, a)?;
+                    let k = m.constant(c, b.span)?;
+                    self.one(m, ty, |dst| Inst::BinaryK { op: *op, dst, a, k })
+                }
+                (K::Const(c), _) => {
+                    let k = m.constant(c, a.span)?;
+                    let a = self.single(m, b)?;
+                    self.one(m, ty, |dst| Inst::KBinary { op: *op, dst, k, a })
+                }
+                _ => {
+                    let a = self.single(m, a)?;
+                    let b = self.single(m, b)?;
+                    self.one(m, ty, |dst| Inst::Binary { op: *op, dst, a, b })
+                }
+            },
             K::Select(c, a, b) => {
                 let c = self.single(m, c)?;
                 let a = self.single(m, a)?;

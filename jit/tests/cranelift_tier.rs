@@ -285,6 +285,10 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ),
     ("loops/loop_in_function", &["main:fori_loop:cranelift", "tri:fori_loop:cranelift"]),
     ("loops/nested", &["main:fori_loop:cranelift", "main:fori_loop:inlined"]),
+    (
+        "loops/scalar_const_operands",
+        &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:while_loop:cranelift"],
+    ),
     ("loops/scan_length", &["main:scan:cranelift"]),
     ("loops/scan_reverse", &["main:scan:cranelift"]),
     ("loops/scan_unroll_tuple", &["main:scan:cranelift"]),

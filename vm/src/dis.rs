@@ -85,7 +85,7 @@ impl Dis<'_> {
             })
             .collect();
         let mut line = format!("{pad}{lhs}{} {}", inst.opcode().info().name.to_lowercase(), ops.join(" "));
-        if let Inst::Const { k, .. } = inst {
+        if let Inst::Const { k, .. } | Inst::BinaryK { k, .. } | Inst::KBinary { k, .. } = inst {
             if let Some(c) = self.m.consts.get(k.0 as usize) {
                 let _ = write!(line, "    ; {}", c.summary(4));
             }

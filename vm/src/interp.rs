@@ -1,11 +1,14 @@
 //! The eager interpreter: runs bytecode op by op, the reference semantics
 //! of every tier.
 //!
-//! A frame is one `Option<Tensor>` slot per register. Kernels write into
-//! their destination slot and reuse its buffer when they hold the only
-//! reference to it; loops swap each iteration's results into their carry
-//! registers, so the previous carry's buffers become the next iteration's
-//! output buffers and a shape-stable loop allocates nothing in steady state.
+//! A frame is one [`Val`] per register: empty, an unboxed scalar, or a
+//! tensor (`vm/src/value.rs`). The elementwise ops on scalars run on the
+//! unboxed values ([`loopvm_runtime::kernels::scalar`]); every other op gets
+//! its scalar operands boxed first. Kernels write into their destination
+//! register and reuse its buffer when they hold the only reference to it;
+//! loops swap each iteration's results into their carry registers, so the
+//! previous carry's buffers become the next iteration's output buffers and a
+//! shape-stable loop allocates nothing in steady state.
 //!
 //! The loop profiler counts entries and iterations per loop instruction
 //! (identified by its body block); the step counter and the fuel check sit on
@@ -16,8 +19,10 @@ use crate::error::ExecError;
 use crate::inst::Inst;
 use crate::meter::Meter;
 use crate::module::{Dim, Func, Module, TensorType};
-use crate::operand::{BlockId, FuncId, Reg};
-use loopvm_runtime::{kernels, set_scalar, DType, RuntimeError, Tensor, UpdateMode};
+use crate::operand::{BlockId, ConstId, FuncId, Reg};
+use crate::value::Val;
+use loopvm_runtime::kernels::{self, scalar as sk, Scalar};
+use loopvm_runtime::{DType, RuntimeError, Tensor, UpdateMode};
 use std::io::Write;
 use std::time::Instant;
 
@@ -91,7 +96,7 @@ pub struct Stats {
     pub elapsed: std::time::Duration,
 }
 
-type Frame = Vec<Option<Tensor>>;
+type Frame = Vec<Val>;
 
 /// The deepest chain of nested calls accepted at run time.
 pub const MAX_CALL_DEPTH: usize = 256;
@@ -99,6 +104,11 @@ pub const MAX_CALL_DEPTH: usize = 256;
 /// Runs the functions of one module.
 pub struct Interpreter<'m> {
     m: &'m Module,
+    /// The module's rank-0 constants, unboxed (`None` for the others).
+    kscalars: Vec<Option<Scalar>>,
+    /// `scalar_blocks[func][block]`: the block is all scalar elementwise
+    /// ops ([`scalar_block`]); loops run it with [`Self::run_scalar_block`].
+    scalar_blocks: Vec<Vec<bool>>,
     opts: RunOptions,
     /// Bound values of the module's shape variables.
     sym: Vec<Option<u64>>,
@@ -120,20 +130,109 @@ fn undefined(r: Reg) -> ExecError {
     ExecError::Internal(format!("register r{} read before it was written (unverified bytecode?)", r.0))
 }
 
+#[cold]
+fn unboxed_err(r: Reg) -> ExecError {
+    ExecError::Internal(format!("register r{} holds an unboxed scalar where a tensor was expected", r.0))
+}
+
+/// The tensor in register `r` (a scalar operand must have been boxed).
 #[inline(always)]
-fn get(frame: &[Option<Tensor>], r: Reg) -> Result<&Tensor, ExecError> {
+fn get(frame: &[Val], r: Reg) -> Result<&Tensor, ExecError> {
     match frame.get(r.0 as usize) {
-        Some(Some(t)) => Ok(t),
+        Some(Val::Tensor(t)) => Ok(t),
+        Some(Val::Scalar(_)) => Err(unboxed_err(r)),
         _ => Err(undefined(r)),
     }
 }
 
+/// The value in register `r`, which must have been written.
 #[inline(always)]
-fn slot(frame: &mut [Option<Tensor>], r: Reg) -> Result<&mut Option<Tensor>, ExecError> {
+fn val(frame: &[Val], r: Reg) -> Result<&Val, ExecError> {
+    match frame.get(r.0 as usize) {
+        Some(Val::Empty) | None => Err(undefined(r)),
+        Some(v) => Ok(v),
+    }
+}
+
+/// The value in register `r` as a tensor (a scalar is boxed into a new one).
+fn owned(frame: &[Val], r: Reg) -> Result<Tensor, ExecError> {
+    val(frame, r)?.to_tensor().ok_or_else(|| undefined(r))
+}
+
+/// The value in register `r` when it is a scalar (unboxed or rank 0).
+#[inline(always)]
+fn scalar(frame: &[Val], r: Reg) -> Option<Scalar> {
+    frame.get(r.0 as usize).and_then(Val::scalar)
+}
+
+/// The value in register `r` when it is an unboxed scalar.
+#[inline(always)]
+fn unboxed(frame: &[Val], r: Reg) -> Option<Scalar> {
+    frame.get(r.0 as usize).and_then(Val::unboxed)
+}
+
+/// Boxes register `r` in place when it holds an unboxed scalar.
+#[inline(always)]
+fn box_reg(frame: &mut [Val], r: Reg) {
+    if let Some(v) = frame.get_mut(r.0 as usize) {
+        v.make_tensor();
+    }
+}
+
+#[inline(always)]
+fn slot(frame: &mut [Val], r: Reg) -> Result<&mut Val, ExecError> {
     frame.get_mut(r.0 as usize).ok_or_else(|| undefined(r))
 }
 
-fn swap(frame: &mut [Option<Tensor>], a: Reg, b: Reg) -> Result<(), ExecError> {
+/// Writes scalar `v` into register `r`.
+#[inline(always)]
+fn put(frame: &mut [Val], r: Reg, v: Scalar) -> Result<(), ExecError> {
+    slot(frame, r)?.put_scalar(v);
+    Ok(())
+}
+
+/// `true` for the instructions whose arms read unboxed scalar operands
+/// themselves; every other instruction has its operands boxed first.
+#[inline(always)]
+fn reads_unboxed(inst: &Inst) -> bool {
+    matches!(
+        inst,
+        Inst::Const { .. }
+            | Inst::Move { .. }
+            | Inst::Unary { .. }
+            | Inst::Binary { .. }
+            | Inst::BinaryK { .. }
+            | Inst::KBinary { .. }
+            | Inst::Select { .. }
+            | Inst::Cast { .. }
+            | Inst::Print { .. }
+            | Inst::Call { .. }
+            | Inst::If { .. }
+            | Inst::Fori { .. }
+            | Inst::While { .. }
+            | Inst::Scan { .. }
+    )
+}
+
+/// `true` when every instruction of `code` is an elementwise op, constant
+/// or move whose result is a scalar: a loop body or condition the scalar
+/// runner takes (`x * 1103515245i64 + 12345i64`, `k < n`).
+fn scalar_block(func: &Func, code: &[Inst]) -> bool {
+    let scalar = |r: &Reg| func.reg_types.get(r.0 as usize).is_some_and(|t| t.rank() == 0);
+    code.iter().all(|inst| match inst {
+        Inst::Const { dst, .. }
+        | Inst::Move { dst, .. }
+        | Inst::Unary { dst, .. }
+        | Inst::Binary { dst, .. }
+        | Inst::BinaryK { dst, .. }
+        | Inst::KBinary { dst, .. }
+        | Inst::Select { dst, .. }
+        | Inst::Cast { dst, .. } => scalar(dst),
+        _ => false,
+    })
+}
+
+fn swap(frame: &mut [Val], a: Reg, b: Reg) -> Result<(), ExecError> {
     let (a, b) = (a.0 as usize, b.0 as usize);
     if a >= frame.len() || b >= frame.len() {
         return Err(ExecError::Internal("register out of range".into()));
@@ -158,6 +257,12 @@ impl<'m> Interpreter<'m> {
         let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout).with_cancel(opts.cancel.clone());
         Interpreter {
             m,
+            kscalars: m.consts.iter().map(Scalar::of).collect(),
+            scalar_blocks: m
+                .funcs
+                .iter()
+                .map(|f| f.blocks.iter().map(|b| scalar_block(f, &b.code)).collect())
+                .collect(),
             opts,
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
@@ -212,15 +317,14 @@ impl<'m> Interpreter<'m> {
         let body =
             func.blocks.get(func.body.0 as usize).ok_or_else(|| ExecError::Internal("missing entry block".into()))?;
         let mut frame = self.frames.get_mut(f.0 as usize).and_then(Option::take).unwrap_or_default();
-        frame.resize(func.num_regs(), None);
+        frame.resize(func.num_regs(), Val::Empty);
         for (p, a) in body.params.iter().zip(args) {
-            *slot(&mut frame, *p)? = Some(a.clone());
+            *slot(&mut frame, *p)? = Val::Tensor(a.clone());
         }
         let r = self.run_block(f, func, &mut frame, func.body);
-        let results =
-            r.and_then(|()| body.results.iter().map(|r| get(&frame, *r).cloned()).collect::<Result<Vec<_>, _>>());
+        let results = r.and_then(|()| body.results.iter().map(|r| owned(&frame, *r)).collect::<Result<Vec<_>, _>>());
         if let Some(s) = self.frames.get_mut(f.0 as usize) {
-            frame.iter_mut().for_each(|x| *x = None);
+            frame.iter_mut().for_each(|x| *x = Val::Empty);
             *s = Some(frame);
         }
         self.stats.elapsed += start.elapsed();
@@ -284,6 +388,13 @@ impl<'m> Interpreter<'m> {
             .collect()
     }
 
+    /// Constant `k` of the module.
+    #[inline]
+    fn konst(&self, k: ConstId) -> Result<&'m Tensor, ExecError> {
+        let m: &'m Module = self.m;
+        m.consts.get(k.0 as usize).ok_or_else(|| ExecError::Internal(format!("no constant k{}", k.0)))
+    }
+
     #[cold]
     fn kernel_err(&self, func: &Func, e: RuntimeError) -> ExecError {
         ExecError::kernel(&func.name, e)
@@ -304,7 +415,7 @@ impl<'m> Interpreter<'m> {
 
     /// Fails when a new tensor of `bytes` would take the function's
     /// registers past `--max-memory`, before it is allocated.
-    fn reserve(&self, frame: &[Option<Tensor>], op: &str, bytes: Option<usize>) -> Result<(), ExecError> {
+    fn reserve(&self, frame: &[Val], op: &str, bytes: Option<usize>) -> Result<(), ExecError> {
         if self.meter.max_memory().is_none() {
             return Ok(());
         }
@@ -313,7 +424,7 @@ impl<'m> Interpreter<'m> {
 
     /// Before a back end runs a region: the bytes this frame holds, for
     /// `--max-memory`.
-    fn note_held(&mut self, frame: &[Option<Tensor>]) {
+    fn note_held(&mut self, frame: &[Val]) {
         if self.meter.max_memory().is_some() {
             self.meter.held = held_bytes(frame);
         }
@@ -324,24 +435,18 @@ impl<'m> Interpreter<'m> {
         let _ = writeln!(self.trace_out, "{pad}-- {what} iteration {i}");
     }
 
-    fn trace_inst(&mut self, func: &Func, inst: &Inst, frame: &[Option<Tensor>]) {
+    fn trace_inst(&mut self, func: &Func, inst: &Inst, frame: &[Val]) {
         let pad = "  ".repeat(self.depth);
         let mut defs = Vec::new();
         inst.visit_defs(&mut |r| defs.push(r));
         let vals: Vec<String> = defs
             .iter()
-            .map(|r| {
-                format!(
-                    "r{} = {}",
-                    r.0,
-                    frame.get(r.0 as usize).and_then(|t| t.as_ref()).map_or("-".into(), |t| t.summary(6))
-                )
-            })
+            .map(|r| format!("r{} = {}", r.0, frame.get(r.0 as usize).map_or("-".into(), |v| v.summary(6))))
             .collect();
         let name = inst.opcode().info().name.to_lowercase();
         let sub = match inst {
             Inst::Unary { op, .. } => format!(" {op}"),
-            Inst::Binary { op, .. } => format!(" {op}"),
+            Inst::Binary { op, .. } | Inst::BinaryK { op, .. } | Inst::KBinary { op, .. } => format!(" {op}"),
             Inst::Reduce { op, .. } => format!(" {op}"),
             Inst::Call { func: f, .. } => {
                 format!(" {}", self.m.funcs.get(f.0 as usize).map_or("?", |f| f.name.as_str()))
@@ -364,40 +469,190 @@ impl<'m> Interpreter<'m> {
         Ok(())
     }
 
+    /// Runs a loop's body or condition block: through the scalar runner
+    /// when the block is all scalar ops, else as any block.
+    #[inline(always)]
+    fn run_loop_block(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, b: BlockId) -> Result<(), ExecError> {
+        if self.scalar_blocks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).copied().unwrap_or(false) {
+            self.run_scalar_block(fid, func, frame, b)
+        } else {
+            self.run_block(fid, func, frame, b)
+        }
+    }
+
+    /// [`Self::run_block`] for a block of scalar ops: each instruction on
+    /// unboxed operands runs in [`Self::exec_unboxed`], inline in this small
+    /// loop (Lua's `ADDK` is a few machine instructions; the general
+    /// dispatch's frame and spills cost more than the op), the others in the
+    /// general [`Self::exec`]. Same effects, counts and trace.
+    #[inline(never)]
+    fn run_scalar_block(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        b: BlockId,
+    ) -> Result<(), ExecError> {
+        let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Internal(format!("no block b{}", b.0)))?;
+        for inst in &block.code {
+            self.stats.ops += 1;
+            if !self.exec_unboxed(frame, inst) {
+                self.exec_outlined(fid, func, frame, inst)?;
+            }
+            if self.opts.trace {
+                self.trace_inst(func, inst, frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// The scalar runner's fallback: [`Self::exec`] out of line.
+    #[inline(never)]
+    fn exec_outlined(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        inst: &'m Inst,
+    ) -> Result<(), ExecError> {
+        self.exec(fid, func, frame, inst)
+    }
+
+    /// Runs `inst` when it is an elementwise op on unboxed scalars, a scalar
+    /// constant or a move of one, exactly as [`Self::exec`]'s arms do, and
+    /// returns `true`; `false` (nothing done) otherwise.
+    #[inline(always)]
+    fn exec_unboxed(&self, frame: &mut [Val], inst: &Inst) -> bool {
+        let k = |k: ConstId| self.kscalars.get(k.0 as usize).copied().flatten();
+        let u = |r: Reg| unboxed(frame, r);
+        let (dst, v) = match inst {
+            Inst::BinaryK { op, dst, a, k: c } => match (u(*a), k(*c)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::KBinary { op, dst, k: c, a } => match (k(*c), u(*a)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::Binary { op, dst, a, b } => match (u(*a), u(*b)) {
+                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
+                _ => return false,
+            },
+            Inst::Unary { op, dst, a } => match u(*a) {
+                Some(x) => (dst, sk::unary(*op, x)),
+                None => return false,
+            },
+            Inst::Cast { dst, a, to } => match u(*a) {
+                Some(x) => (dst, Some(sk::cast(x, *to))),
+                None => return false,
+            },
+            Inst::Select { dst, c, a, b } => match (u(*c), u(*a), u(*b)) {
+                (Some(c), Some(x), Some(y)) => (dst, sk::select(c, x, y)),
+                _ => return false,
+            },
+            Inst::Const { dst, k: c } => match k(*c) {
+                Some(x) => (dst, Some(x)),
+                None => return false,
+            },
+            Inst::Move { dst, src } => match u(*src) {
+                Some(x) => (dst, Some(x)),
+                None => return false,
+            },
+            _ => return false,
+        };
+        match (v, frame.get_mut(dst.0 as usize)) {
+            (Some(v), Some(slot)) => {
+                slot.put_scalar(v);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Executes one instruction: one arm per opcode.
     #[inline(always)]
     fn exec(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, inst: &'m Inst) -> Result<(), ExecError> {
         macro_rules! kernel {
             ($dst:expr, |$out:ident| $call:expr) => {{
-                let mut $out = slot(frame, $dst)?.take();
+                let mut $out = slot(frame, $dst)?.take_tensor();
                 let r = $call;
-                *slot(frame, $dst)? = $out;
+                *slot(frame, $dst)? = Val::from_slot($out);
                 r.map_err(|e| self.kernel_err(func, e))
             }};
         }
+        // The arms of `reads_unboxed` instructions try the scalar path
+        // first and box their operands for the kernel after it.
+        if !reads_unboxed(inst) {
+            inst.visit_uses(&mut |r| box_reg(frame, r));
+        }
         match inst {
             Inst::Const { dst, k } => {
-                let c = self
-                    .m
-                    .consts
-                    .get(k.0 as usize)
-                    .ok_or_else(|| ExecError::Internal(format!("no constant k{}", k.0)))?;
-                *slot(frame, *dst)? = Some(c.clone());
+                if let Some(Some(s)) = self.kscalars.get(k.0 as usize) {
+                    return put(frame, *dst, *s);
+                }
+                let c = self.konst(*k)?;
+                *slot(frame, *dst)? = Val::Tensor(c.clone());
                 Ok(())
             }
             Inst::Move { dst, src } | Inst::Shard { dst, a: src, .. } => {
-                let v = get(frame, *src)?.clone();
-                *slot(frame, *dst)? = Some(v);
+                let v = val(frame, *src)?.clone();
+                *slot(frame, *dst)? = v;
                 Ok(())
             }
-            Inst::Unary { op, dst, a } => kernel!(*dst, |out| kernels::unary(*op, get(frame, *a)?, &mut out)),
+            Inst::Unary { op, dst, a } => {
+                if let Some(v) = unboxed(frame, *a).and_then(|x| sk::unary(*op, x)) {
+                    return put(frame, *dst, v);
+                }
+                box_reg(frame, *a);
+                kernel!(*dst, |out| kernels::unary(*op, get(frame, *a)?, &mut out))
+            }
             Inst::Binary { op, dst, a, b } => {
+                if let (Some(x), Some(y)) = (unboxed(frame, *a), unboxed(frame, *b)) {
+                    if let Some(v) = sk::binary(*op, x, y) {
+                        return put(frame, *dst, v);
+                    }
+                }
+                box_reg(frame, *a);
+                box_reg(frame, *b);
                 kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, get(frame, *b)?, &mut out))
             }
+            Inst::BinaryK { op, dst, a, k } => {
+                if let (Some(x), Some(Some(y))) = (unboxed(frame, *a), self.kscalars.get(k.0 as usize)) {
+                    if let Some(v) = sk::binary(*op, x, *y) {
+                        return put(frame, *dst, v);
+                    }
+                }
+                box_reg(frame, *a);
+                let c = self.konst(*k)?;
+                kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, c, &mut out))
+            }
+            Inst::KBinary { op, dst, k, a } => {
+                if let (Some(Some(x)), Some(y)) = (self.kscalars.get(k.0 as usize), unboxed(frame, *a)) {
+                    if let Some(v) = sk::binary(*op, *x, y) {
+                        return put(frame, *dst, v);
+                    }
+                }
+                box_reg(frame, *a);
+                let c = self.konst(*k)?;
+                kernel!(*dst, |out| kernels::binary(*op, c, get(frame, *a)?, &mut out))
+            }
             Inst::Select { dst, c, a, b } => {
+                if let (Some(k), Some(x), Some(y)) = (unboxed(frame, *c), unboxed(frame, *a), unboxed(frame, *b)) {
+                    if let Some(v) = sk::select(k, x, y) {
+                        return put(frame, *dst, v);
+                    }
+                }
+                for r in [c, a, b] {
+                    box_reg(frame, *r);
+                }
                 kernel!(*dst, |out| kernels::select(get(frame, *c)?, get(frame, *a)?, get(frame, *b)?, &mut out))
             }
-            Inst::Cast { dst, a, to } => kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out)),
+            Inst::Cast { dst, a, to } => {
+                if let Some(x) = unboxed(frame, *a) {
+                    return put(frame, *dst, sk::cast(x, *to));
+                }
+                kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out))
+            }
             Inst::Bitcast { dst, a, to } => kernel!(*dst, |out| kernels::bitcast(get(frame, *a)?, *to, &mut out)),
             Inst::Iota { dst, dtype, n } => {
                 let n = usize::try_from(*n).map_err(|_| ExecError::Other("iota length too large".into()))?;
@@ -510,18 +765,19 @@ impl<'m> Interpreter<'m> {
                 let s: Vec<i32> =
                     get(frame, *a)?.shape().iter().map(|&d| i32::try_from(d).unwrap_or(i32::MAX)).collect();
                 let t = Tensor::from_vec(&[s.len()], s).map_err(|e| self.kernel_err(func, e))?;
-                *slot(frame, *dst)? = Some(t);
+                *slot(frame, *dst)? = Val::Tensor(t);
                 Ok(())
             }
             Inst::Print { srcs } => {
-                let parts = srcs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+                let parts = srcs.iter().map(|r| owned(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+                let parts: Vec<&Tensor> = parts.iter().collect();
                 let _ = writeln!(self.out, "{}", print_line(&parts));
                 Ok(())
             }
             Inst::Call { dsts, func: callee, args } => self.exec_call(frame, dsts, *callee, args),
             Inst::If { dsts, c, then_, else_ } => {
-                let cv = get(frame, *c)?
-                    .scalar_bool()
+                let cv = scalar(frame, *c)
+                    .and_then(Scalar::to_bool)
                     .ok_or_else(|| ExecError::Internal("if condition is not a bool scalar".into()))?;
                 let b = if cv { *then_ } else { *else_ };
                 self.depth += 1;
@@ -530,7 +786,7 @@ impl<'m> Interpreter<'m> {
                 r?;
                 let blk = func.block(b);
                 for (d, r) in dsts.iter().zip(&blk.results) {
-                    let v = slot(frame, *r)?.take();
+                    let v = std::mem::take(slot(frame, *r)?);
                     *slot(frame, *d)? = v;
                 }
                 Ok(())
@@ -562,7 +818,8 @@ impl<'m> Interpreter<'m> {
         body: BlockId,
     ) -> Result<bool, ExecError> {
         let inputs = region_inputs(func, inst);
-        let vals = inputs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let vals = inputs.iter().map(|r| owned(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let vals: Vec<&Tensor> = vals.iter().collect();
         let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats: self.profile.get(fid, body) };
         self.note_held(frame);
         let Some(b) = self.backend.as_mut() else { return Ok(false) };
@@ -576,7 +833,7 @@ impl<'m> Interpreter<'m> {
             )));
         }
         for (d, v) in dsts.iter().zip(outs) {
-            *slot(frame, *d)? = Some(v);
+            *slot(frame, *d)? = Val::Tensor(v);
         }
         if let Some(s) = self.profile.loops.get_mut(fid.0 as usize).and_then(|f| f.get_mut(body.0 as usize)) {
             s.entries += 1;
@@ -600,9 +857,10 @@ impl<'m> Interpreter<'m> {
         ys: &[Reg],
     ) -> Result<Option<Vec<Tensor>>, ExecError> {
         let inputs = region_inputs(func, inst);
-        let vals = inputs.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
-        let cv = carry.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
-        let yv = ys.iter().map(|r| get(frame, *r)).collect::<Result<Vec<_>, _>>()?;
+        let owned_all = |rs: &[Reg]| rs.iter().map(|r| owned(frame, *r)).collect::<Result<Vec<_>, _>>();
+        let (vals, cv, yv) = (owned_all(&inputs)?, owned_all(carry)?, owned_all(ys)?);
+        let (vals, cv, yv): (Vec<&Tensor>, Vec<&Tensor>, Vec<&Tensor>) =
+            (vals.iter().collect(), cv.iter().collect(), yv.iter().collect());
         let mut stats = self.profile.get(fid, body);
         stats.iterations += done;
         let site = LoopSite { module: self.m, func_id: fid, func, inst, body, stats };
@@ -631,16 +889,16 @@ impl<'m> Interpreter<'m> {
         let body =
             cfunc.blocks.get(cfunc.body.0 as usize).ok_or_else(|| ExecError::Internal("missing entry block".into()))?;
         let mut cf = self.frames.get_mut(callee.0 as usize).and_then(Option::take).unwrap_or_default();
-        cf.resize(cfunc.num_regs(), None);
+        cf.resize(cfunc.num_regs(), Val::Empty);
         for (p, a) in body.params.iter().zip(args) {
-            *slot(&mut cf, *p)? = Some(get(frame, *a)?.clone());
+            *slot(&mut cf, *p)? = val(frame, *a)?.clone();
         }
         self.depth += 1;
         let r = self.run_block(callee, cfunc, &mut cf, cfunc.body);
         self.depth -= 1;
         let r = r.and_then(|()| {
             for (d, res) in dsts.iter().zip(&body.results) {
-                let v = slot(&mut cf, *res)?.take();
+                let v = std::mem::take(slot(&mut cf, *res)?);
                 *slot(frame, *d)? = v;
             }
             Ok(())
@@ -653,8 +911,8 @@ impl<'m> Interpreter<'m> {
 
     fn copy_in(frame: &mut Frame, params: &[Reg], init: &[Reg]) -> Result<(), ExecError> {
         for (p, r) in params.iter().zip(init) {
-            let v = get(frame, *r)?.clone();
-            *slot(frame, *p)? = Some(v);
+            let v = val(frame, *r)?.clone();
+            *slot(frame, *p)? = v;
         }
         Ok(())
     }
@@ -668,7 +926,7 @@ impl<'m> Interpreter<'m> {
 
     fn copy_out(frame: &mut Frame, dsts: &[Reg], params: &[Reg]) -> Result<(), ExecError> {
         for (d, p) in dsts.iter().zip(params) {
-            let v = slot(frame, *p)?.take();
+            let v = std::mem::take(slot(frame, *p)?);
             *slot(frame, *d)? = v;
         }
         Ok(())
@@ -696,11 +954,11 @@ impl<'m> Interpreter<'m> {
         body: BlockId,
     ) -> Result<(), ExecError> {
         let blk = func.block(body);
-        let (lo_t, hi_t) = (get(frame, lo)?, get(frame, hi)?);
-        let dtype = lo_t.dtype();
         let bound =
-            |t: &Tensor| t.scalar_i64().ok_or_else(|| ExecError::Internal("fori_loop bound is not a scalar".into()));
-        let (lo_v, hi_v) = (bound(lo_t)?, bound(hi_t)?);
+            |r: Reg| scalar(frame, r).ok_or_else(|| ExecError::Internal("fori_loop bound is not a scalar".into()));
+        let (lo_s, hi_s) = (bound(lo)?, bound(hi)?);
+        let dtype = lo_s.dtype();
+        let (lo_v, hi_v) = (lo_s.to_i64(), hi_s.to_i64());
         let Some((&ireg, carry)) = blk.params.split_first() else {
             return Err(ExecError::Internal("fori_loop body without a counter".into()));
         };
@@ -710,15 +968,11 @@ impl<'m> Interpreter<'m> {
         self.depth += 1;
         let r = (|| {
             while i < hi_v {
-                let s = slot(frame, ireg)?;
-                match dtype {
-                    DType::I64 => set_scalar(s, i),
-                    _ => set_scalar(s, i as i32),
-                }
+                put(frame, ireg, if dtype == DType::I64 { Scalar::I64(i) } else { Scalar::I32(i as i32) })?;
                 if self.opts.trace {
                     self.trace_iter("fori_loop", n);
                 }
-                self.run_block(fid, func, frame, body)?;
+                self.run_loop_block(fid, func, frame, body)?;
                 Self::swap_results(frame, carry, &blk.results)?;
                 self.back_edge()?;
                 i += 1;
@@ -749,7 +1003,7 @@ impl<'m> Interpreter<'m> {
                     )));
                 }
                 for (d, v) in dsts.iter().zip(vals) {
-                    *slot(frame, *d)? = Some(v);
+                    *slot(frame, *d)? = Val::Tensor(v);
                 }
                 Ok(())
             }
@@ -778,14 +1032,14 @@ impl<'m> Interpreter<'m> {
         self.depth += 1;
         let r = (|| loop {
             Self::copy_in(frame, &cb.params, &bb.params)?;
-            self.run_block(fid, func, frame, cond)?;
-            let go = get(frame, creg)?
-                .scalar_bool()
+            self.run_loop_block(fid, func, frame, cond)?;
+            let go = scalar(frame, creg)
+                .and_then(Scalar::to_bool)
                 .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
             // Drop the condition's references to the carry so the body's
             // output slots stay uniquely owned.
             for p in &cb.params {
-                *slot(frame, *p)? = None;
+                *slot(frame, *p)? = Val::Empty;
             }
             if !go {
                 return Ok(None);
@@ -793,7 +1047,7 @@ impl<'m> Interpreter<'m> {
             if self.opts.trace {
                 self.trace_iter("while_loop", n);
             }
-            self.run_block(fid, func, frame, body)?;
+            self.run_loop_block(fid, func, frame, body)?;
             Self::swap_results(frame, &bb.params, &bb.results)?;
             self.back_edge()?;
             n += 1;
@@ -855,7 +1109,7 @@ impl<'m> Interpreter<'m> {
             let bytes = shape.iter().try_fold(t.dtype.size_in_bytes(), |acc, d| acc.checked_mul(*d));
             self.reserve(frame, "scan ys", bytes)?;
             let z = Tensor::zeros(t.dtype, &shape).map_err(|e| self.kernel_err(func, e))?;
-            *slot(frame, *d)? = Some(z);
+            *slot(frame, *d)? = Val::Tensor(z);
         }
         self.depth += 1;
         let mut done = 0u64;
@@ -863,9 +1117,9 @@ impl<'m> Interpreter<'m> {
             for t in 0..n {
                 let idx = [if reverse { (n - 1 - t) as i64 } else { t as i64 }];
                 for (p, x) in xparams.iter().zip(xs) {
-                    let mut out = slot(frame, *p)?.take();
+                    let mut out = slot(frame, *p)?.take_tensor();
                     let r = kernels::dynamic_index(get(frame, *x)?, &idx, &mut out);
-                    *slot(frame, *p)? = out;
+                    *slot(frame, *p)? = Val::from_slot(out);
                     r.map_err(|e| self.kernel_err(func, e))?;
                 }
                 if self.opts.trace {
@@ -873,9 +1127,10 @@ impl<'m> Interpreter<'m> {
                 }
                 self.run_block(fid, func, frame, body)?;
                 for (d, y) in ydst.iter().zip(yres) {
-                    let mut ys = slot(frame, *d)?.take();
+                    box_reg(frame, *y);
+                    let mut ys = slot(frame, *d)?.take_tensor();
                     let r = kernels::dynamic_update_in_place(&mut ys, &idx, get(frame, *y)?, UpdateMode::Set);
-                    *slot(frame, *d)? = ys;
+                    *slot(frame, *d)? = Val::from_slot(ys);
                     r.map_err(|e| self.kernel_err(func, e))?;
                 }
                 Self::swap_results(frame, cparams, cres)?;
@@ -898,20 +1153,23 @@ impl<'m> Interpreter<'m> {
     }
 }
 
-fn held_bytes(frame: &[Option<Tensor>]) -> usize {
-    frame.iter().flatten().map(Tensor::nbytes).sum()
+fn held_bytes(frame: &[Val]) -> usize {
+    frame.iter().map(Val::nbytes).sum()
 }
 
 fn dims(d: &[u64]) -> Result<Vec<usize>, ExecError> {
     d.iter().map(|&x| usize::try_from(x).map_err(|_| ExecError::Other("dimension too large".into()))).collect()
 }
 
-fn indices(frame: &[Option<Tensor>], idx: &[Reg]) -> Result<smallvec::SmallVec<[i64; 4]>, ExecError> {
+fn indices(frame: &[Val], idx: &[Reg]) -> Result<smallvec::SmallVec<[i64; 4]>, ExecError> {
     idx.iter()
         .map(|r| {
-            get(frame, *r)?
-                .scalar_i64()
-                .ok_or_else(|| ExecError::Internal("dynamic index is not an integer scalar".into()))
+            let v = match val(frame, *r)? {
+                Val::Scalar(s) => Some(s.to_i64()),
+                Val::Tensor(t) => t.scalar_i64(),
+                Val::Empty => None,
+            };
+            v.ok_or_else(|| ExecError::Internal("dynamic index is not an integer scalar".into()))
         })
         .collect()
 }

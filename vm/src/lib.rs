@@ -17,6 +17,7 @@ pub mod meter;
 pub mod module;
 pub mod op;
 pub mod operand;
+mod value;
 mod verify;
 
 pub use backend::{region_inputs, Backend, Fallback, LoopSite, LoopState, RESUME_INTERVAL};

@@ -14,11 +14,11 @@ use std::fmt;
 
 /// The first four bytes of every `.lbc` file.
 pub const MAGIC: [u8; 4] = *b"LBC\0";
-/// The module format version this build reads and writes: 3 since issue 20
-/// (opcode 0x30, `Shard`); 2 since issue 14
+/// The module format version this build reads and writes: 2 since issue 14
 /// (opcodes 0x19 to 0x1f, dtypes `u32` and `u8`, the unary and binary rows
-/// `erfc`, `erf_inv`, `xor`, `shl`, `shr`); a module of another version is
-/// rejected with a message.
+/// `erfc`, `erf_inv`, `xor`, `shl`, `shr`), 3 since issues 19 and 20
+/// (opcodes 0x20 and 0x21: binary ops with a constant operand; 0x30
+/// `Shard`); a module of another version is rejected with a message.
 pub const VERSION: u16 = 3;
 
 /// One dimension of a static type: a number, or a shape variable bound per call.

@@ -123,6 +123,10 @@ macro_rules! for_each_op {
             0x1e Cumsum { def dst: Reg, use a: Reg, attr axis: Axis, attr reverse: bool } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := the bits of R[a] read as dtype to (`lax.bitcast_convert_type`; same element width, no bool)
             0x1f Bitcast { def dst: Reg, use a: Reg, attr to: DType } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := R[a] op K[k], elementwise with NumPy broadcasting: `Binary` with a constant operand (Lua's `ADDK`)
+            0x20 BinaryK { attr op: BinaryOp, def dst: Reg, use a: Reg, attr k: ConstId } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := K[k] op R[a], elementwise with NumPy broadcasting: `BinaryK` with the constant on the left
+            0x21 KBinary { attr op: BinaryOp, def dst: Reg, attr k: ConstId, use a: Reg } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := R[a] (the buffer is shared); for XLA's SPMD partitioner, axis of R[a] split over mesh axis mesh_axis (0: `data`, 1: `model`), the rest replicated (`jax.lax.with_sharding_constraint`)
             0x30 Shard { def dst: Reg, use a: Reg, attr axis: Axis, attr mesh_axis: u32 } [XLA | JIT] "";
         }

@@ -261,6 +261,18 @@ impl<'a> FuncVerifier<'a> {
                     return Err(format!("constant k{} is {} but r{} is {}", k.0, c.dtype(), dst.0, self.dtype(*dst)?));
                 }
             }
+            Inst::BinaryK { op, a, k, .. } | Inst::KBinary { op, a, k, .. } => {
+                let c = self.m.consts.get(k.0 as usize).ok_or_else(|| format!("constant k{} does not exist", k.0))?;
+                if c.dtype() != self.dtype(*a)? {
+                    return Err(format!(
+                        "{op} of r{} ({}) and constant k{} ({}): the operands need one dtype",
+                        a.0,
+                        self.dtype(*a)?,
+                        k.0,
+                        c.dtype()
+                    ));
+                }
+            }
             Inst::Call { dsts, func, args } => {
                 let callee =
                     self.m.funcs.get(func.0 as usize).ok_or_else(|| format!("function f{} does not exist", func.0))?;

@@ -5,20 +5,27 @@
 use loopvm_runtime::{BinaryOp, DType, Tensor, UnaryOp};
 use loopvm_vm::*;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Counts allocations made by this thread while COUNTING is set.
 struct CountingAlloc;
 static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! { static ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) }; }
+// Per thread: the tests that count run in parallel.
+thread_local! {
+    static ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_one() {
+    if COUNTING.load(Ordering::Relaxed) && ON.try_with(|c| c.get()).unwrap_or(false) {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+    }
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) && ON.try_with(|c| c.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -27,9 +34,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) && ON.try_with(|c| c.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -39,10 +44,10 @@ static A: CountingAlloc = CountingAlloc;
 
 fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, u64) {
     ON.with(|c| c.set(true));
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = ALLOCS.with(|n| n.get());
     COUNTING.store(true, Ordering::SeqCst);
     let r = f();
-    let n = ALLOCS.load(Ordering::SeqCst) - before;
+    let n = ALLOCS.with(|n| n.get()) - before;
     ON.with(|c| c.set(false));
     (r, n)
 }
@@ -414,4 +419,152 @@ fn dot_general_round_trips_runs_and_is_verified() {
     rejects(DotDims { lhs_batch: vec![], ..bqd_bkd() }, &[2, 3, 5], "Count");
     rejects(DotDims { lhs_contract: vec![0], ..bqd_bkd() }, &[2, 3, 5], "Repeated");
     rejects(bqd_bkd(), &[2, 5, 3], "does not have the contraction's shape");
+}
+
+/// `fori_module` with its two constant operands in the binaries (`BinaryK`,
+/// `KBinary`) instead of `Const` + `Binary`: the same results.
+fn fori_module_k() -> Module {
+    let mut m = fori_module();
+    m.funcs[0].blocks[1].code = vec![
+        Inst::BinaryK { op: BinaryOp::Mul, dst: Reg(7), a: Reg(5), k: ConstId(2) },
+        Inst::KBinary { op: BinaryOp::Add, dst: Reg(9), k: ConstId(3), a: Reg(7) },
+        Inst::Unary { op: UnaryOp::Tanh, dst: Reg(10), a: Reg(9) },
+    ];
+    m
+}
+
+#[test]
+fn constant_operand_forms_run_round_trip_and_print() {
+    let (m, k) = (fori_module(), fori_module_k());
+    verify(&k).unwrap();
+    assert_eq!(run_fori(&k, 7), run_fori(&m, 7));
+    let back = Module::from_bytes(&k.to_bytes()).unwrap();
+    assert_eq!(back.funcs[0].blocks[1].code, k.funcs[0].blocks[1].code);
+    let d = disassemble(&k);
+    assert!(d.contains("r7: f32[4] = binaryk mul a=r5 k=k2    ; f32 0.5"), "{d}");
+    assert!(d.contains("r9: f32[4] = kbinary add k=k3 a=r7    ; f32 1.0"), "{d}");
+    // Steady state allocates nothing with the constant forms either.
+    let (_, short) = count_allocs(|| run_fori(&k, 10));
+    let (_, long) = count_allocs(|| run_fori(&k, 10_000));
+    assert_eq!(short, long);
+}
+
+#[test]
+fn verifier_rejects_malformed_constant_operands() {
+    let check = |i: Inst, want: &str| {
+        let mut m = fori_module_k();
+        m.funcs[0].blocks[1].code[0] = i;
+        let e = verify(&m).unwrap_err().to_string();
+        assert!(e.contains(want), "wanted `{want}`, got: {e}");
+    };
+    let (op, dst, a) = (BinaryOp::Mul, Reg(7), Reg(5));
+    check(Inst::BinaryK { op, dst, a, k: ConstId(9) }, "constant k9 does not exist");
+    check(Inst::KBinary { op, dst, k: ConstId(9), a }, "constant k9 does not exist");
+    check(
+        Inst::BinaryK { op, dst, a, k: ConstId(0) },
+        "mul of r5 (f32) and constant k0 (i32): the operands need one dtype",
+    );
+    check(Inst::KBinary { op, dst, k: ConstId(0), a }, "mul of r5 (f32) and constant k0 (i32)");
+    check(Inst::BinaryK { op, dst, a: Reg(99), k: ConstId(2) }, "out of range");
+    // A truncated or corrupted encoding of the new forms never panics.
+    let b = fori_module_k().to_bytes();
+    for n in 0..b.len() {
+        let _ = Module::from_bytes(&b[..n]);
+    }
+}
+
+/// Scalar registers: an `i64` LCG with constant operands, a `while_loop`
+/// whose condition compares scalars, and a scalar fed to a tensor op (the
+/// scalar is boxed for the kernel; the box is reused, so steady state still
+/// allocates nothing).
+#[test]
+fn unboxed_scalars_agree_with_tensors_and_allocate_nothing() {
+    let i64s = t(DType::I64, &[]);
+    let f32x4 = t(DType::F32, &[4]);
+    // main(n: i64) -> (i64, f32[4]):
+    //   fori_loop(0, n, |i, (x, v)| ((x * 1103515245 + 12345) % 2^31, v + (i as f32)), (12345, zeros))
+    let regs = vec![
+        i64s.clone(),       // r0 n
+        i64s.clone(),       // r1 lo
+        i64s.clone(),       // r2 x0
+        f32x4.clone(),      // r3 v0
+        i64s.clone(),       // r4 dst x
+        f32x4.clone(),      // r5 dst v
+        i64s.clone(),       // r6 i
+        i64s.clone(),       // r7 x
+        f32x4.clone(),      // r8 v
+        i64s.clone(),       // r9 x * a
+        i64s.clone(),       // r10 + c
+        i64s.clone(),       // r11 % m
+        t(DType::F32, &[]), // r12 i as f32
+        f32x4.clone(),      // r13 v + r12
+    ];
+    let body = Block {
+        params: vec![Reg(6), Reg(7), Reg(8)],
+        code: vec![
+            Inst::BinaryK { op: BinaryOp::Mul, dst: Reg(9), a: Reg(7), k: ConstId(1) },
+            Inst::BinaryK { op: BinaryOp::Add, dst: Reg(10), a: Reg(9), k: ConstId(2) },
+            Inst::BinaryK { op: BinaryOp::Rem, dst: Reg(11), a: Reg(10), k: ConstId(3) },
+            Inst::Cast { dst: Reg(12), a: Reg(6), to: DType::F32 },
+            Inst::Binary { op: BinaryOp::Add, dst: Reg(13), a: Reg(8), b: Reg(12) },
+        ],
+        results: vec![Reg(11), Reg(13)],
+    };
+    let entry = Block {
+        params: vec![Reg(0)],
+        code: vec![
+            Inst::Const { dst: Reg(1), k: ConstId(0) },
+            Inst::Const { dst: Reg(2), k: ConstId(4) },
+            Inst::Const { dst: Reg(3), k: ConstId(5) },
+            Inst::Fori {
+                dsts: vec![Reg(4), Reg(5)],
+                lo: Reg(1),
+                hi: Reg(0),
+                init: vec![Reg(2), Reg(3)],
+                body: BlockId(1),
+                unroll: 1,
+            },
+        ],
+        results: vec![Reg(4), Reg(5)],
+    };
+    let m = Module {
+        symbols: vec![],
+        consts: vec![
+            Tensor::scalar(0i64),
+            Tensor::scalar(1103515245i64),
+            Tensor::scalar(12345i64),
+            Tensor::scalar(1i64 << 31),
+            Tensor::scalar(12345i64),
+            Tensor::zeros(DType::F32, &[4]).unwrap(),
+        ],
+        funcs: vec![Func {
+            name: "main".into(),
+            params: vec![Param { name: "n".into(), ty: TypeTree::Tensor(i64s.clone()) }],
+            result: TypeTree::Tuple(vec![TypeTree::Tensor(i64s), TypeTree::Tensor(f32x4)]),
+            reg_types: regs,
+            blocks: vec![entry, body],
+            body: BlockId(0),
+        }],
+        main: Some(FuncId(0)),
+    };
+    verify(&m).unwrap();
+    let run = |n: i64| {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        let out = it.call(FuncId(0), &[Tensor::scalar(n)]).unwrap();
+        (out[0].scalar_i64().unwrap(), out[1].as_slice::<f32>().unwrap().to_vec())
+    };
+    let reference = |n: i64| {
+        let (mut x, mut v) = (12345i64, 0f32);
+        for i in 0..n {
+            x = (x * 1103515245 + 12345) % (1 << 31);
+            v += i as f32;
+        }
+        (x, vec![v; 4])
+    };
+    for n in [0, 1, 2, 1000] {
+        assert_eq!(run(n), reference(n), "n = {n}");
+    }
+    let (_, short) = count_allocs(|| run(10));
+    let (_, long) = count_allocs(|| run(10_000));
+    assert_eq!(short, long, "10 and 10000 iterations made different numbers of allocations");
 }

@@ -24,11 +24,13 @@ mod matmul;
 pub mod native;
 mod num;
 mod reduce;
+pub mod scalar;
 mod shape;
 
 pub use elementwise::{CANONICAL_NAN_F32, CANONICAL_NAN_F64};
 pub use index::SliceSpec;
 pub use num::{float_unary, float_unary_scalar, Float, FloatUnaryVisitor, Int, Num};
+pub use scalar::Scalar;
 
 use crate::alloc::catch_oom;
 use crate::rules::DotDims;

@@ -55,6 +55,13 @@ impl Lowerer<'_, '_> {
                 let (a, b) = (env.get(*a)?.clone(), env.get(*b)?.clone());
                 (dst, self.binary_any(*op, &a, &b)?)
             }
+            // The constant forms: the constant, then the binary.
+            Inst::BinaryK { op, dst, a, k } | Inst::KBinary { op, dst, k, a } => {
+                let Some(t) = self.m.consts.get(k.0 as usize) else { return unsupported!("no constant k{}", k.0) };
+                let (x, c) = (env.get(*a)?.clone(), self.constant(t));
+                let (l, r) = if matches!(inst, Inst::BinaryK { .. }) { (x, c) } else { (c, x) };
+                (dst, self.binary(*op, &l, &r)?)
+            }
             Inst::Select { dst, c, a, b } => {
                 let (c, a, b) = (env.get(*c)?.clone(), env.get(*a)?.clone(), env.get(*b)?.clone());
                 (dst, self.select(&c, &a, &b)?)
@@ -775,6 +782,11 @@ pub(super) fn is_cheap(func: &Func, b: BlockId) -> bool {
                 dtype(*a).is_some_and(|d| d.is_int()) && const_def(*b)
             }
             Inst::Binary { .. } => true,
+            // A constant divisor, as `const_def` above.
+            Inst::BinaryK { op: BinaryOp::Pow, .. } | Inst::KBinary { op: BinaryOp::Pow, .. } => false,
+            Inst::BinaryK { op: BinaryOp::Div | BinaryOp::Rem, a, .. } => dtype(*a).is_some_and(|d| d.is_int()),
+            Inst::KBinary { op: BinaryOp::Div | BinaryOp::Rem, .. } => false,
+            Inst::BinaryK { .. } | Inst::KBinary { .. } => true,
             _ => false,
         })
 }

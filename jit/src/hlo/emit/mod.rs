@@ -272,6 +272,13 @@ impl<'m> Emitter<'m> {
             Inst::Shard { dst, a, axis, mesh_axis } => (*dst, self.shard(&g(a)?, axis.0, *mesh_axis)?),
             Inst::Unary { op, dst, a } => (*dst, self.unary(*op, &g(a)?)?),
             Inst::Binary { op, dst, a, b } => (*dst, self.binary(*op, &g(a)?, &g(b)?)?),
+            // The constant forms: the constant, then the binary.
+            Inst::BinaryK { op, dst, a, k } | Inst::KBinary { op, dst, k, a } => {
+                let t = self.m.consts.get(k.0 as usize).ok_or_else(|| EmitError::new(name(), "no such constant"))?;
+                let (x, c) = (g(a)?, self.constant(t));
+                let (l, r) = if matches!(inst, Inst::BinaryK { .. }) { (x, c) } else { (c, x) };
+                (*dst, self.binary(*op, &l, &r)?)
+            }
             Inst::Select { dst, c, a, b } => (*dst, self.where_(&g(c)?, &g(a)?, &g(b)?)?),
             Inst::Cast { dst, a, to } => (*dst, self.cast(&g(a)?, *to)),
             Inst::Bitcast { dst, a, to } => (*dst, self.bitcast(&g(a)?, *to)?),

@@ -166,7 +166,7 @@ pub(super) fn op_name(inst: &Inst) -> String {
     let base = inst.opcode().info().name.to_lowercase();
     match inst {
         Inst::Unary { op, .. } => format!("{base} {op}"),
-        Inst::Binary { op, .. } => format!("{base} {op}"),
+        Inst::Binary { op, .. } | Inst::BinaryK { op, .. } | Inst::KBinary { op, .. } => format!("{base} {op}"),
         Inst::Reduce { op, .. } => format!("{base} {op}"),
         Inst::Update { mode, .. } => format!("{base} {mode}"),
         _ => base,
