@@ -54,18 +54,8 @@ enum Cmd {
         /// executable cache (and store nothing there).
         #[arg(long)]
         no_cache: bool,
-        /// Partition the xla tier's executables over this many devices (XLA's
-        /// SPMD partitioner; the CPU plugin is asked for that many devices).
-        #[arg(long, default_value_t = 1)]
-        devices: usize,
-        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
-        /// default: `data` of `--devices`.
-        #[arg(long, value_parser = parse_mesh)]
-        mesh: Option<loopvm::Mesh>,
-        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
-        /// or `NAME=AXIS:model`; the others are replicated.
-        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
-        shard: Vec<loopvm::ShardArg>,
+        #[command(flatten)]
+        dev: DeviceArgs,
     },
     /// Parse and type-check a program.
     Check {
@@ -101,18 +91,8 @@ enum Cmd {
         /// times on stderr (like `jax.jit(f).lower(x).compile()`).
         #[arg(long)]
         compile: bool,
-        /// Partition the xla tier's executables over this many devices (XLA's
-        /// SPMD partitioner; the CPU plugin is asked for that many devices).
-        #[arg(long, default_value_t = 1)]
-        devices: usize,
-        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
-        /// default: `data` of `--devices`.
-        #[arg(long, value_parser = parse_mesh)]
-        mesh: Option<loopvm::Mesh>,
-        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
-        /// or `NAME=AXIS:model`; the others are replicated.
-        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
-        shard: Vec<loopvm::ShardArg>,
+        #[command(flatten)]
+        dev: DeviceArgs,
     },
     /// Run a program on every tier and compare every result with the interpreter's.
     Diff {
@@ -124,18 +104,8 @@ enum Cmd {
         /// The tiers to compare with the interpreter.
         #[arg(long, value_delimiter = ',', default_value = "jit,xla,auto")]
         tiers: Vec<String>,
-        /// Partition the xla tier's executables over this many devices (XLA's
-        /// SPMD partitioner; the CPU plugin is asked for that many devices).
-        #[arg(long, default_value_t = 1)]
-        devices: usize,
-        /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
-        /// default: `data` of `--devices`.
-        #[arg(long, value_parser = parse_mesh)]
-        mesh: Option<loopvm::Mesh>,
-        /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
-        /// or `NAME=AXIS:model`; the others are replicated.
-        #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
-        shard: Vec<loopvm::ShardArg>,
+        #[command(flatten)]
+        dev: DeviceArgs,
     },
     /// Generate random well-typed programs, run each on every tier and
     /// compare; shrink and write each mismatch.
@@ -164,6 +134,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CacheCmd,
     },
+}
+
+/// `--devices`, `--mesh` and `--shard` (of `run`, `emit` and `diff`).
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// Partition the xla tier's executables over this many devices (XLA's
+    /// SPMD partitioner; the CPU plugin is asked for that many devices).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// The device mesh: `4` (1-D, axis `data`) or `2x2` (`data x model`);
+    /// default: `data` of `--devices`.
+    #[arg(long, value_parser = parse_mesh)]
+    mesh: Option<loopvm::Mesh>,
+    /// Split an argument of `main` over the mesh: `NAME=AXIS` (over `data`)
+    /// or `NAME=AXIS:model`; the others are replicated.
+    #[arg(long = "shard", value_name = "NAME=AXIS[:MESH_AXIS]", value_parser = parse_shard)]
+    shard: Vec<loopvm::ShardArg>,
 }
 
 #[derive(Subcommand)]
@@ -249,9 +236,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             max_memory,
             timeout,
             no_cache,
-            devices,
-            mesh,
-            shard,
+            dev: DeviceArgs { devices, mesh, shard },
         } => {
             let tier = Tier::parse(&tier).ok_or_else(|| {
                 Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{tier}` (auto, interp, jit, xla)")))
@@ -321,7 +306,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", Program::from_path(&file)?.disassemble());
             Ok(())
         }
-        Cmd::Emit { file, args, unroll, compile, devices, mesh, shard } => {
+        Cmd::Emit { file, args, unroll, compile, dev: DeviceArgs { devices, mesh, shard } } => {
             use loopvm_jit::hlo;
             let start = std::time::Instant::now();
             let prog = Program::from_path(&file)?;
@@ -355,7 +340,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Diff { file, args, tiers, devices, mesh, shard } => {
+        Cmd::Diff { file, args, tiers, dev: DeviceArgs { devices, mesh, shard } } => {
             let tiers = tiers
                 .iter()
                 .map(|t| {

@@ -7,6 +7,8 @@
 
 use loopvm::diff::{compare_within, partitioned_tolerance};
 use loopvm::{Mesh, MeshAxis, Program, RunConfig, ShardArg, ShardSpec, Tensor, Tier, Value};
+#[path = "support/gpt.rs"]
+mod gpt;
 
 fn shard(name: &str, axis: usize) -> ShardArg {
     ShardArg { name: name.into(), spec: ShardSpec { axis, mesh_axis: MeshAxis::Data } }
@@ -82,21 +84,6 @@ fn gpt_program() -> Program {
     let (t0, t1) = (src.find("# `steps` steps of Adam").unwrap(), cut);
     let model = format!("{}{}{}", &src[..b0], &src[b1..t0], &src[t1..cut]);
     let config = r#"
-fn init(k: u32[2]) {
-    let ks = split(k, 8);
-    let depth = rsqrt(2.0 * 2.0);
-    let layers = (ones(f32, [2, 16]), zeros(f32, [2, 16]),
-                  0.02 * normal(ks[2], f32, [2, 2, 16, 8]),
-                  0.02 * normal(ks[3], f32, [2, 2, 16, 8]),
-                  0.02 * normal(ks[4], f32, [2, 2, 16, 8]),
-                  0.02 * depth * normal(ks[5], f32, [2, 2, 8, 16]),
-                  ones(f32, [2, 16]), zeros(f32, [2, 16]),
-                  0.02 * normal(ks[6], f32, [2, 16, 32]), zeros(f32, [2, 32]),
-                  0.02 * depth * normal(ks[7], f32, [2, 32, 16]), zeros(f32, [2, 16]));
-    (0.02 * normal(ks[0], f32, [16, 16]), 0.02 * normal(ks[1], f32, [8, 16]), layers,
-     ones(f32, [16]), zeros(f32, [16]))
-}
-
 fn main(xs: i32[3, 8, 8], ys: i32[3, 8, 8]) -> f32[3] {
     let params0 = init(key(0));
     let zero = tree_map(|p| 0.0 * p, params0);
@@ -108,7 +95,7 @@ fn main(xs: i32[3, 8, 8], ys: i32[3, 8, 8]) -> f32[3] {
     losses
 }
 "#;
-    Program::from_source(&format!("{model}{config}"), "gpt_dp.lb").unwrap_or_else(|e| panic!("{e}"))
+    Program::from_source(&format!("{model}{}{config}", gpt::INIT), "gpt_dp.lb").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Windows of 8 tokens (and the next tokens) of a fixed text, mod 16.

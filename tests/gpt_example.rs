@@ -7,25 +7,12 @@
 //! section (sizes, `init`, `main`) is swapped for the one below.
 
 use loopvm::{Program, RunConfig, Tensor, Tier};
+#[path = "support/gpt.rs"]
+mod gpt;
 
-/// The configuration of `benches/peers/gpt_jax.py`: V = 16, T = 8, D = 16,
-/// H = 2, E = 8, F = 32, L = 2, B = 4, S = 10 steps, learning rate 3e-3.
-const CONFIG: &str = r#"
-fn init(k: u32[2]) {
-    let ks = split(k, 8);
-    let depth = rsqrt(2.0 * 2.0);
-    let layers = (ones(f32, [2, 16]), zeros(f32, [2, 16]),
-                  0.02 * normal(ks[2], f32, [2, 2, 16, 8]),
-                  0.02 * normal(ks[3], f32, [2, 2, 16, 8]),
-                  0.02 * normal(ks[4], f32, [2, 2, 16, 8]),
-                  0.02 * depth * normal(ks[5], f32, [2, 2, 8, 16]),
-                  ones(f32, [2, 16]), zeros(f32, [2, 16]),
-                  0.02 * normal(ks[6], f32, [2, 16, 32]), zeros(f32, [2, 32]),
-                  0.02 * depth * normal(ks[7], f32, [2, 32, 16]), zeros(f32, [2, 16]));
-    (0.02 * normal(ks[0], f32, [16, 16]), 0.02 * normal(ks[1], f32, [8, 16]), layers,
-     ones(f32, [16]), zeros(f32, [16]))
-}
-
+/// The configuration of `benches/peers/gpt_jax.py` (`init` in
+/// `support/gpt.rs`): B = 4, S = 10 steps, learning rate 3e-3.
+const MAIN: &str = r#"
 fn main(data: i32[N]) {
     let ks = split(key(0), 2);
     train(data, init(ks[0]), zeros(f32, [10]), zeros(i32, [4, 8]), ks[1], 3e-3, 1)
@@ -57,7 +44,7 @@ fn program() -> Program {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gpt/gpt.lb");
     let src = std::fs::read_to_string(path).expect("examples/gpt/gpt.lb");
     let cut = src.find("# ---- configuration").expect("gpt.lb has a configuration section");
-    let src = format!("{}{CONFIG}", &src[..cut]);
+    let src = format!("{}{}{MAIN}", &src[..cut], gpt::INIT);
     Program::from_source(&src, "gpt.lb").unwrap_or_else(|e| panic!("{e}"))
 }
 
