@@ -335,6 +335,19 @@ impl Vmap<'_> {
         Type::Tensor(self.bt_leaf(&tt(e)))
     }
 
+    /// [`Vmap::ex`] of each of `es`: the results with whether each is
+    /// batched, and whether any is.
+    fn ex_each(&mut self, es: &[t::Expr]) -> DResult<(Vec<(t::Expr, bool)>, bool)> {
+        let mut out = Vec::with_capacity(es.len());
+        let mut any = false;
+        for x in es {
+            let (y, yb) = self.ex(x)?;
+            any |= yb.any();
+            out.push((y, yb.any()));
+        }
+        Ok((out, any))
+    }
+
     /// The transform of a whole expression: its batched form and batching.
     pub fn ex(&mut self, e: &t::Expr) -> DResult<(t::Expr, BT)> {
         let span = e.span;
@@ -473,13 +486,7 @@ impl Vmap<'_> {
                 Ok((self.mk(K::Broadcast(Box::new(x), s), self.out(e)), BT::Leaf(true)))
             }
             K::Concat(xs, axis) | K::Stack(xs, axis) => {
-                let mut items = Vec::new();
-                let mut any = false;
-                for x in xs {
-                    let (y, yb) = self.ex(x)?;
-                    any |= yb.any();
-                    items.push((y, yb.any()));
-                }
+                let (items, any) = self.ex_each(xs)?;
                 let is_concat = matches!(e.kind, K::Concat(..));
                 if !any {
                     let ys = items.into_iter().map(|(y, _)| y).collect();
@@ -503,13 +510,7 @@ impl Vmap<'_> {
             }
             K::Index(x, idx) => {
                 let (xb_e, xb) = self.ex(x)?;
-                let mut is = Vec::new();
-                let mut ib = false;
-                for i in idx {
-                    let (j, jb) = self.ex(i)?;
-                    ib |= jb.any();
-                    is.push((j, jb.any()));
-                }
+                let (is, ib) = self.ex_each(idx)?;
                 if !xb.any() && !ib {
                     return Ok(un(K::Index(Box::new(xb_e), is.into_iter().map(|(j, _)| j).collect())));
                 }
@@ -533,13 +534,7 @@ impl Vmap<'_> {
             K::Update { mode, base, idx, value } => {
                 let (bs, bb) = self.ex(base)?;
                 let (vs, vb) = self.ex(value)?;
-                let mut is = Vec::new();
-                let mut ib = false;
-                for i in idx {
-                    let (j, jb) = self.ex(i)?;
-                    ib |= jb.any();
-                    is.push((j, jb.any()));
-                }
+                let (is, ib) = self.ex_each(idx)?;
                 let mode = *mode;
                 if !bb.any() && !vb.any() && !ib {
                     let k = K::Update {
@@ -632,13 +627,7 @@ impl Vmap<'_> {
             }
             K::DynSlice(x, starts, sizes) => {
                 let (xs, xb) = self.ex(x)?;
-                let mut ss = Vec::new();
-                let mut sb = false;
-                for s in starts {
-                    let (j, jb) = self.ex(s)?;
-                    sb |= jb.any();
-                    ss.push((j, jb.any()));
-                }
+                let (ss, sb) = self.ex_each(starts)?;
                 if !xb.any() && !sb {
                     return Ok(un(K::DynSlice(Box::new(xs), ss.into_iter().map(|(j, _)| j).collect(), sizes.clone())));
                 }
@@ -664,13 +653,7 @@ impl Vmap<'_> {
             K::DynUpdateSlice(x, u, starts) => {
                 let (xs, xb) = self.ex(x)?;
                 let (us, ub) = self.ex(u)?;
-                let mut ss = Vec::new();
-                let mut sb = false;
-                for s in starts {
-                    let (j, jb) = self.ex(s)?;
-                    sb |= jb.any();
-                    ss.push((j, jb.any()));
-                }
+                let (ss, sb) = self.ex_each(starts)?;
                 if !xb.any() && !ub.any() && !sb {
                     let st = ss.into_iter().map(|(j, _)| j).collect();
                     return Ok(un(K::DynUpdateSlice(Box::new(xs), Box::new(us), st)));
