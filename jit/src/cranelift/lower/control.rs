@@ -60,7 +60,7 @@ impl Lowerer<'_, '_> {
                 let Some(t) = self.m.consts.get(k.0 as usize) else { return unsupported!("no constant k{}", k.0) };
                 let (x, c) = (env.get(*a)?.clone(), self.constant(t));
                 let (l, r) = if matches!(inst, Inst::BinaryK { .. }) { (x, c) } else { (c, x) };
-                (dst, self.binary(*op, &l, &r)?)
+                (dst, self.binary_any(*op, &l, &r)?)
             }
             Inst::Select { dst, c, a, b } => {
                 let (c, a, b) = (env.get(*c)?.clone(), env.get(*a)?.clone(), env.get(*b)?.clone());
