@@ -5,22 +5,13 @@
 //! the argument and the mesh, a malformed `shard` `LOOPVM_ERR_ARGUMENT`.
 
 use loopvm_capi::*;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::ptr;
+#[path = "support/error.rs"]
+mod error;
+use error::message;
 
 const SOURCE: &str = "fn main(x: f32[8, 4], w: f32[4, 3]) -> f32 { sum(tanh(shard(x, axis: 0) @ w)) }";
-
-fn message(err: *mut loopvm_error) -> String {
-    if err.is_null() {
-        return String::new();
-    }
-    // SAFETY: a live error made by a call; its message lives as long as it; freed once.
-    unsafe {
-        let m = CStr::from_ptr(loopvm_error_message(err)).to_string_lossy().into_owned();
-        loopvm_error_free(err);
-        m
-    }
-}
 
 fn tensor(dims: &[usize], v: &[f32]) -> *mut loopvm_tensor {
     let mut t = ptr::null_mut();

@@ -5,6 +5,9 @@
 use loopvm_capi::*;
 use std::ffi::{CStr, CString};
 use std::ptr;
+#[path = "support/error.rs"]
+mod error;
+use error::message;
 
 const SOURCE: &str = "\
 fn spin() -> i32 { while_loop(|k| k < 1000000, |k| k + 1, 0) }
@@ -21,19 +24,6 @@ fn compile() -> *mut loopvm_program {
     let st = unsafe { loopvm_program_compile(src.as_ptr(), ptr::null(), &mut prog, &mut err) };
     assert_eq!(st, loopvm_status::LOOPVM_OK, "{}", message(err));
     prog
-}
-
-/// The error's message, freeing it.
-fn message(err: *mut loopvm_error) -> String {
-    if err.is_null() {
-        return String::new();
-    }
-    // SAFETY: `err` is a live error made by a call; its message lives as long as it; freed once.
-    unsafe {
-        let m = CStr::from_ptr(loopvm_error_message(err)).to_string_lossy().into_owned();
-        loopvm_error_free(err);
-        m
-    }
 }
 
 /// Calls `function` with `max_steps` on `tier`: the status and the message.
