@@ -66,7 +66,7 @@ pub fn generate(seed: u64, size: usize) -> Generated {
         next: 0,
         loop_depth: 0,
         fn_depth: 0,
-        printed: false,
+        prints_left: MAX_PRINTS,
     };
     let prog = g.program();
     Generated { source: prog.render(), args: prog.arg_texts(), prog }
@@ -87,12 +87,14 @@ pub(crate) struct Generator {
     pub(crate) next: usize,
     pub(crate) loop_depth: u32,
     pub(crate) fn_depth: u32,
-    /// A `print` has been generated: a program gets at most one (XLA keeps
-    /// a region with two prints side by side on the host, and the fuzzer
-    /// fails on any region XLA declines).
-    pub(crate) printed: bool,
+    /// The prints a program may still get (at most [`MAX_PRINTS`]; the
+    /// tiers must print the same lines in the same order, side by side
+    /// too); 0 where a print is not allowed.
+    pub(crate) prints_left: u32,
 }
 
+/// Most prints generated in one program.
+pub(crate) const MAX_PRINTS: u32 = 3;
 /// Deepest loop nesting generated.
 pub(crate) const MAX_LOOP_DEPTH: u32 = 3;
 /// Deepest chain of generated function calls.
@@ -433,15 +435,6 @@ impl Generator {
     /// `(a / b) / c`, `a * b + c`, ...), on operands that are often edge
     /// values (0, -0, subnormals, ±huge, ±inf, NaN).
     pub(crate) fn float_chain(&mut self, tt: &TensorType, d: u32) -> Expr {
-        // Some chains repeat an operand: no print inside one (it would
-        // print twice, side by side).
-        let printed = std::mem::replace(&mut self.printed, true);
-        let e = self.float_chain_of(tt, d);
-        self.printed = printed;
-        e
-    }
-
-    fn float_chain_of(&mut self, tt: &TensorType, d: u32) -> Expr {
         let a = self.expr(tt, d, false);
         let mut b = self.chain_operand(tt, d, false);
         let c = self.chain_operand(tt, d, false);
@@ -874,8 +867,8 @@ impl Generator {
             .filter(|b| matches!(b.tt.dt, ElemType::Bool | ElemType::I32 | ElemType::I64))
             .map(|b| b.name.clone())
             .collect();
-        if !self.printed && self.fn_depth == 0 && !printable.is_empty() && self.rng.chance(8) {
-            self.printed = true;
+        if self.prints_left > 0 && self.fn_depth == 0 && !printable.is_empty() && self.rng.chance(8) {
+            self.prints_left -= 1;
             let v = self.rng.pick(&printable.iter().map(String::as_str).collect::<Vec<_>>()).to_string();
             let tt = self.env.iter().find(|b| b.name == v).map(|b| b.tt.clone()).unwrap_or_else(|| tt.clone());
             let arg = Expr { kind: ExprKind::Variable(v), ty: ValueType::Tensor(tt) };
@@ -1087,9 +1080,9 @@ impl Generator {
         if self.rng.chance(40) || max_iters.is_some() {
             // No print in a condition: XLA keeps such a loop on the host
             // (it would drop the print), and the fuzzer fails on that.
-            let printed = std::mem::replace(&mut self.printed, true);
+            let left = std::mem::take(&mut self.prints_left);
             let extra = self.expr(&TensorType::scalar(ElemType::Bool), d.min(2), true);
-            self.printed = printed;
+            self.prints_left = left;
             cond = if max_iters.is_some() && self.rng.chance(50) {
                 extra
             } else {

@@ -41,14 +41,14 @@ impl Generator {
             params.push((name, pt));
         }
         self.loop_depth += 1;
-        let printed = std::mem::replace(&mut self.printed, true);
+        let left = std::mem::take(&mut self.prints_left);
         let mark = self.env.len();
         for (name, pt) in &params {
             self.env.push(Binding { name: name.clone(), tt: pt.clone(), exact });
         }
         let ret = self.expr(&per, d, exact);
         self.env.truncate(mark);
-        self.printed = printed;
+        self.prints_left = left;
         self.loop_depth -= 1;
         Some(Expr {
             kind: ExprKind::Vmap {

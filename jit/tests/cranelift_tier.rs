@@ -124,6 +124,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("print/loop", &["main:fori_loop:cranelift"]),
     ("print/nested", &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:inlined"]),
     ("print/scan", &["main:scan:cranelift"]),
+    ("print/siblings", &["main:fori_loop:cranelift", "main:scan:cranelift", "main:while_loop:cranelift"]),
     ("print/u32", &["main:fori_loop:cranelift"]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),

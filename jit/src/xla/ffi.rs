@@ -723,6 +723,8 @@ pub(crate) const XLA_FFI_EXTENSION_METADATA: c_int = 1;
 pub(crate) const XLA_FFI_EXECUTION_STAGE_EXECUTE: c_int = 3;
 /// `XLA_FFI_ArgType_BUFFER`.
 pub(crate) const XLA_FFI_ARG_TYPE_BUFFER: c_int = 1;
+/// `XLA_FFI_RetType_BUFFER`.
+pub(crate) const XLA_FFI_RET_TYPE_BUFFER: c_int = 1;
 
 #[repr(C)]
 pub(crate) struct XLA_FFI_Extension_Base {

@@ -1,6 +1,8 @@
 //! `print` inside XLA executables: the emitter lowers `print(a, b, ...)` to
-//! `stablehlo.custom_call @loopvm_print(a, b, ...)` with `has_side_effect`
-//! (typed FFI, `api_version = 4`), and [`handler`], registered with the
+//! `%next = stablehlo.custom_call @loopvm_print(%chain, a, b, ...)` with
+//! `has_side_effect` (typed FFI, `api_version = 4`), where `%chain` and
+//! `%next` are `tensor<i32>` values that order the module's prints (the
+//! emitter's `order` module), and [`handler`], registered with the
 //! plugin through the PJRT FFI extension (`PJRT_FFI_Register_Handler`),
 //! writes the line, as the interpreter would (`loopvm_vm::print_line`), to
 //! the output of the run that executes it. That output reaches the handler
@@ -151,8 +153,9 @@ fn dtype_of(d: i32) -> Option<loopvm_runtime::DType> {
 }
 
 /// The `XLA_FFI_Handler`: answers XLA's metadata query (API version 0.1,
-/// no traits) and, at the execute stage, prints its operands. Never
-/// unwinds; a print it cannot make is dropped.
+/// no traits) and, at the execute stage, prints its operands after the
+/// first (the chain), and writes 0 to its one result (the next chain).
+/// Never unwinds; a print it cannot make is dropped.
 unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Error {
     let body = || {
         // SAFETY: XLA passes a live call frame (null checked).
@@ -179,6 +182,17 @@ unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Erro
         if f.stage != XLA_FFI_EXECUTION_STAGE_EXECUTE || f.api.is_null() {
             return;
         }
+        // SAFETY: `rets.types` and `rets.rets` have `size` entries; a BUFFER
+        // result points at an `XLA_FFI_Buffer` whose `data` holds one `i32`
+        // (the emitter declares `tensor<i32>`).
+        unsafe {
+            if f.rets.size == 1 && *f.rets.types == XLA_FFI_RET_TYPE_BUFFER {
+                let b = &*(*f.rets.rets).cast::<XLA_FFI_Buffer>();
+                if b.dtype == 4 && b.rank == 0 && !b.data.is_null() {
+                    b.data.cast::<i32>().write_unaligned(0);
+                }
+            }
+        }
         // SAFETY: `XLA_FFI_Api` holds `XLA_FFI_ExecutionContext_Get` at this
         // offset in every version (fields are only appended).
         let get =
@@ -203,7 +217,7 @@ unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Erro
         // alive until the awaited execution ends.
         let out = unsafe { &*a.data.cast::<Mutex<Box<dyn Write + Send>>>() };
         let mut parts = Vec::new();
-        for k in 0..usize::try_from(f.args.size).unwrap_or(0) {
+        for k in 1..usize::try_from(f.args.size).unwrap_or(0) {
             // SAFETY: `args.types` and `args.args` have `size` entries; a
             // BUFFER argument points at an `XLA_FFI_Buffer` whose `dims` has
             // `rank` entries and whose `data` holds the dense elements.

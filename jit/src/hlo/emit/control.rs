@@ -58,22 +58,6 @@ impl Emitter<'_> {
     /// Emits the code of block `b` of `func`.
     pub(super) fn block(&mut self, func: &Func, b: BlockId, env: &mut Env) -> Result<()> {
         let blk = func.blocks.get(b.0 as usize).ok_or_else(|| EmitError::new("block", format!("no block b{}", b.0)))?;
-        if self.opts.host_print {
-            // Two prints (or ops holding prints) side by side share no data:
-            // XLA may run them in either order, so such code stays in the
-            // interpreter. One per block is ordered by the control flow.
-            let effects = blk.code.iter().filter(|i| prints_in(self.m, func, i, 0)).count();
-            if effects > 1 {
-                return Err(EmitError::new(
-                    "print",
-                    format!(
-                        "{effects} prints (or loops, ifs or calls that print) side by side in `{}`: XLA could \
-                         reorder them, so they print on the host",
-                        func.name
-                    ),
-                ));
-            }
-        }
         for inst in &blk.code {
             self.inst(func, inst, env)?;
         }
@@ -99,14 +83,16 @@ impl Emitter<'_> {
     }
 
     /// Writes a `stablehlo.while` over `init` (whose loop-side names are
-    /// `iters`), then `fuel` when metered, with the given region texts, and
-    /// returns its results (the fuel last).
+    /// `iters`), then `chain` when the body prints and `fuel` when metered,
+    /// with the given region texts, and returns its results (the chain and
+    /// the fuel last); the chain after the loop becomes the current one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn write_while(
         &mut self,
         what: &str,
         init: &[Val],
         iters: &[String],
+        chain: Option<&Fuel>,
         fuel: Option<&Fuel>,
         cond_text: &str,
         cond: &Val,
@@ -115,6 +101,11 @@ impl Emitter<'_> {
     ) -> Result<Vec<Val>> {
         let mut init = init.to_vec();
         let mut iters = iters.to_vec();
+        let chain_at = chain.map(|c| {
+            init.push(c.init.clone());
+            iters.push(c.name.clone());
+            init.len() - 1
+        });
         if let Some(f) = fuel {
             init.push(f.init.clone());
             iters.push(f.name.clone());
@@ -177,6 +168,9 @@ impl Emitter<'_> {
             if self.is_const(&init[k]) || self.is_const(&next[k]) {
                 self.consts.insert(out.name.clone());
             }
+        }
+        if let Some(k) = chain_at {
+            self.chain = Some(outs[k].clone());
         }
         Ok(outs)
     }
@@ -257,13 +251,20 @@ impl Emitter<'_> {
             return Err(EmitError::new("if", format!("if condition is not a bool scalar, got {}", c.ty())));
         }
         let c = self.reshape(c, &[]);
-        // Metered: each branch returns the fuel left after it, last.
+        // Branches that print run after the current chain and return the
+        // chain after them; metered, each branch returns the fuel left after
+        // it, last.
         let fuel0 = self.fuel.clone();
+        let chain0 = self.blocks_print(func, &[then_, else_]).then(|| self.chain_now());
         let mut branch = |e: &mut Self, b: BlockId| {
             e.region(|e| {
                 e.fuel.clone_from(&fuel0);
+                e.chain.clone_from(&chain0);
                 e.block(func, b, env)?;
                 let mut r = Self::results(func, b, env, "if")?;
+                if chain0.is_some() {
+                    r.push(e.chain_now());
+                }
                 r.extend(e.fuel.clone());
                 Ok(r)
             })
@@ -271,7 +272,7 @@ impl Emitter<'_> {
         let (t_text, t_res) = branch(self, then_)?;
         let (e_text, e_res) = branch(self, else_)?;
         self.fuel = fuel0;
-        let ndsts = ndsts + usize::from(self.fuel.is_some());
+        let ndsts = ndsts + usize::from(chain0.is_some()) + usize::from(self.fuel.is_some());
         if t_res.len() != ndsts || e_res.len() != ndsts {
             return Err(EmitError::new(op_name(inst), "branches return the wrong number of values"));
         }
@@ -284,22 +285,8 @@ impl Emitter<'_> {
             }
         }
         if ndsts == 0 {
-            // A statement `if`: pure branches are dropped; branches that
-            // print (host callbacks) become an `if` with no results.
-            let target = format!("@{}(", crate::xla::host_print::TARGET);
-            if t_text.contains(&target) || e_text.contains(&target) {
-                self.line(&format!("\"stablehlo.if\"({}) ({{", c.name));
-                self.out.push_str(&t_text);
-                self.indent += 1;
-                self.line("stablehlo.return");
-                self.indent -= 1;
-                self.line("}, {");
-                self.out.push_str(&e_text);
-                self.indent += 1;
-                self.line("stablehlo.return");
-                self.indent -= 1;
-                self.line("}) : (tensor<i1>) -> ()");
-            }
+            // A statement `if` whose branches neither print nor are metered:
+            // nothing to emit.
             return Ok(Vec::new());
         }
         let types: Vec<String> = t_res.iter().map(Val::ty).collect();
@@ -331,6 +318,9 @@ impl Emitter<'_> {
             .collect();
         if self.fuel.is_some() {
             self.fuel = out.pop();
+        }
+        if chain0.is_some() {
+            self.chain = out.pop();
         }
         Ok(out)
     }
@@ -437,6 +427,8 @@ impl Emitter<'_> {
         // A loop without carry has nothing to unroll.
         let k = if nc == 0 { 1 } else { k };
         let (names, vals) = self.iter_vals(&all, &inv);
+        let cs = self.chain_state(func, &[body]);
+        let cs = cs.as_ref();
         let fs = self.fuel_state();
         let fs = fs.as_ref();
         if fs.is_some() && unroll::holds_loop(self.m, func, &[cond_b], 0) {
@@ -450,7 +442,7 @@ impl Emitter<'_> {
             e.fuel = saved;
             Ok(e.fuel_cond(c?, fs))
         })?;
-        let (body_text, next, ()) = self.body_region(fs, |e| {
+        let (body_text, next, ()) = self.body_region(cs, fs, |e| {
             let inv = &vals[nc..];
             let first = while_env(&cap_regs, inv, &bb.params, &vals[..nc]);
             let mut cur = e.copy(func, body, first, &vals[..nc], nc, what)?;
@@ -465,7 +457,7 @@ impl Emitter<'_> {
             cur.extend(inv.iter().cloned());
             Ok((cur, ()))
         })?;
-        let outs = self.write_while(what, &all, &names, fs, &cond_text, &cond, &body_text, &next)?;
+        let outs = self.write_while(what, &all, &names, cs, fs, &cond_text, &cond, &body_text, &next)?;
         self.fuel_settle(fs, &outs, |e| e.while_cond(func, cond_b, &cap_regs, &cap_vals, &outs[..nc]))?;
         Ok(outs[..nc].to_vec())
     }
@@ -517,7 +509,7 @@ impl Emitter<'_> {
         if n == 0 || (self.opts.unroll_all && self.fuel.is_none() && (n as u64) <= MAX_UNROLL) {
             // Unrolled (or empty: the body only gives the ys' types).
             let steps = n.max(1);
-            let fuel0 = self.fuel.clone();
+            let (fuel0, chain0) = (self.fuel.clone(), self.chain.clone());
             let saved = (n == 0).then(|| std::mem::take(&mut self.out));
             let whiles = self.whiles;
             let mut cur = init.to_vec();
@@ -573,6 +565,7 @@ impl Emitter<'_> {
                 self.out = s;
                 self.whiles = whiles;
                 self.fuel = fuel0;
+                self.chain = chain0;
                 let mut outs = init.to_vec();
                 for y in &y_types {
                     let z = self.zero(y.dtype, &ys_shape(y));

@@ -24,11 +24,14 @@ impl Emitter<'_> {
     }
 
     /// A loop body's region: `f` emits one iteration and returns the next
-    /// state (and anything else). Metered, the body runs on the loop-side
-    /// fuel, and the fuel left after the iteration (one taken, and what its
-    /// inner loops took) is appended to the state.
+    /// state (and anything else). A body that prints runs on the loop-side
+    /// chain `cs`, and the chain after the iteration is appended to the
+    /// state (see [`super::order`]). Metered, the body runs on the
+    /// loop-side fuel, and the fuel left after the iteration (one taken,
+    /// and what its inner loops took) is appended last.
     pub(super) fn body_region<R>(
         &mut self,
+        cs: Option<&Fuel>,
         fs: Option<&Fuel>,
         f: impl FnOnce(&mut Self) -> Result<(Vec<Val>, R)>,
     ) -> Result<(String, Vec<Val>, R)> {
@@ -37,7 +40,13 @@ impl Emitter<'_> {
             if let Some(fs) = fs {
                 e.fuel = Some(fs.iter.clone());
             }
+            if let Some(cs) = cs {
+                e.chain = Some(cs.iter.clone());
+            }
             let (mut next, extra) = f(e)?;
+            if cs.is_some() {
+                next.push(e.chain_now());
+            }
             if let (Some(_), Some(left)) = (fs, e.fuel.clone()) {
                 let one = e.splat(DType::I64, &[], Lit::I(1));
                 next.push(e.bin("subtract", &left, &one));

@@ -65,6 +65,7 @@ mod control;
 mod elementwise;
 mod gather;
 mod meter;
+mod order;
 mod reduce;
 mod shape_ops;
 pub(crate) mod shard;
@@ -113,6 +114,9 @@ struct Emitter<'m> {
     makers: hashbrown::HashMap<String, Made>,
     /// Metered modules: the iterations left at this point of the emission.
     fuel: Option<Val>,
+    /// Modules that print: the value the next print waits for (see
+    /// [`order`]); local to the region that made it.
+    chain: Option<Val>,
     /// Bytes of the largest value emitted so far.
     peak: usize,
     /// How `main`'s parameters are laid out on [`EmitOptions::mesh`].
@@ -138,6 +142,7 @@ impl<'m> Emitter<'m> {
             consts: hashbrown::HashSet::new(),
             makers: hashbrown::HashMap::new(),
             fuel: None,
+            chain: None,
             peak: 0,
             param_shards: Vec::new(),
             sharded: hashbrown::HashMap::new(),
@@ -182,10 +187,14 @@ impl<'m> Emitter<'m> {
             return Err(EmitError::new("region", format!("regions and calls nested deeper than {MAX_DEPTH}")));
         }
         let saved = std::mem::take(&mut self.out);
+        let chain = self.chain.clone();
         self.indent += 1;
         let r = f(self);
         self.indent -= 1;
         self.depth -= 1;
+        // A chain made or advanced inside the region is not visible outside
+        // it: what leaves a region leaves as one of its results.
+        self.chain = chain;
         let text = std::mem::replace(&mut self.out, saved);
         r.map(|v| (text, v))
     }
@@ -342,14 +351,7 @@ impl<'m> Emitter<'m> {
             }
             Inst::Print { srcs } if host_print => {
                 let vs = srcs.iter().map(g).collect::<Result<Vec<_>>>()?;
-                let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
-                let tys: Vec<String> = vs.iter().map(Val::ty).collect();
-                self.line(&format!(
-                    "stablehlo.custom_call @{}({}) {{api_version = 4 : i32, backend_config = {{}}, has_side_effect = true}} : ({}) -> ()",
-                    crate::xla::host_print::TARGET,
-                    names.join(", "),
-                    tys.join(", ")
-                ));
+                self.host_print(&vs);
                 return Ok(());
             }
             Inst::Print { .. } => return Err(EmitError::new(name(), info.no_xla)),

@@ -26,7 +26,6 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
-use super::control::prints_in;
 use super::{bind_params, Emitter, Env, Fuel, Lit, Result, Val};
 use crate::hlo::policy::{LoopUnroll, UnrollWhy};
 use crate::hlo::EmitError;
@@ -140,10 +139,7 @@ impl Emitter<'_> {
         // Copies of a body that prints would print in an order XLA may
         // change: such a loop stays rolled (the other loops of the module
         // keep their factors).
-        let prints = self.opts.host_print
-            && blocks.iter().any(|b| {
-                func.blocks.get(b.0 as usize).is_some_and(|blk| blk.code.iter().any(|i| prints_in(self.m, func, i, 0)))
-            });
+        let prints = self.blocks_print(func, blocks);
         let (k, why) =
             if prints { (1, UnrollWhy::Prints) } else { self.unroll.choose(source, trip, body_ops, has_loop) };
         let rec = LoopUnroll { kind, unroll: k, why, trip, body_ops };
@@ -293,13 +289,15 @@ impl Emitter<'_> {
     fn fori_rolled(&mut self, ctx: &ForiCtx<'_>, lo: &Val, hi: &Val, init: &[Val]) -> Result<(Val, Vec<Val>)> {
         let nc = init.len();
         let (all, names, vals) = self.fori_state(ctx, lo, hi, init);
+        let cs = self.chain_state(ctx.func, &[ctx.body]);
+        let cs = cs.as_ref();
         let fs = self.fuel_state();
         let fs = fs.as_ref();
         let (cond_text, cond) = self.region(|e| {
             let c = e.cmp("LT", &vals[0], &vals[1]);
             Ok(e.fuel_cond(c, fs))
         })?;
-        let (body_text, next, ()) = self.body_region(fs, |e| {
+        let (body_text, next, ()) = self.body_region(cs, fs, |e| {
             let res = e.fori_copy(ctx, &vals[0], &vals[2 + nc..], &vals[2..2 + nc])?;
             let one = e.splat(ctx.cdt, &[], Lit::I(1));
             let i1 = e.bin("add", &vals[0], &one);
@@ -308,7 +306,7 @@ impl Emitter<'_> {
             next.extend(vals[2 + nc..].iter().cloned());
             Ok((next, ()))
         })?;
-        let outs = self.write_while("fori", &all, &names, fs, &cond_text, &cond, &body_text, &next)?;
+        let outs = self.write_while("fori", &all, &names, cs, fs, &cond_text, &cond, &body_text, &next)?;
         self.fuel_settle(fs, &outs, |e| Ok(e.cmp("LT", &outs[0], &outs[1])))?;
         Ok((outs[0].clone(), outs[2..2 + nc].to_vec()))
     }
@@ -370,7 +368,7 @@ impl Emitter<'_> {
             next.extend(inv.iter().cloned());
             Ok(next)
         })?;
-        let outs = self.write_while("fori", &all, &names, None, &cond_text, &cond, &body_text, &next)?;
+        let outs = self.write_while("fori", &all, &names, None, None, &cond_text, &cond, &body_text, &next)?;
         Ok((outs[2].clone(), outs[3..3 + nc].to_vec()))
     }
 
@@ -476,8 +474,9 @@ impl Emitter<'_> {
     }
 
     /// Writes a scan's while: `t` from `t0`, the ys from `ys0` (zeros of the
-    /// body's ys types when `None`), then `fuel` (metered); returns the whole
-    /// state after the loop: `(t, carry..., ys..., xs..., invariants...[, fuel])`.
+    /// body's ys types when `None`), then `chain` (a body that prints) and
+    /// `fuel` (metered); returns the whole state after the loop: `(t,
+    /// carry..., ys..., xs..., invariants...[, chain][, fuel])`.
     #[allow(clippy::too_many_arguments)]
     fn scan_while(
         &mut self,
@@ -488,6 +487,7 @@ impl Emitter<'_> {
         names: Vec<String>,
         cond: (String, Val),
         body: (String, Vec<Val>, Vec<Val>),
+        chain: Option<&Fuel>,
         fuel: Option<&Fuel>,
     ) -> Result<Vec<Val>> {
         let (body_text, next, y_vals) = body;
@@ -505,7 +505,7 @@ impl Emitter<'_> {
         }
         all.extend(ctx.xs.iter().cloned());
         all.extend(ctx.cap_vals.iter().cloned());
-        self.write_while("scan", &all, &names, fuel, &cond.0, &cond.1, &body_text, &next)
+        self.write_while("scan", &all, &names, chain, fuel, &cond.0, &cond.1, &body_text, &next)
     }
 
     /// `ys` values with names `y_names` for body results `y` (one row each).
@@ -525,6 +525,8 @@ impl Emitter<'_> {
     fn scan_rolled(&mut self, ctx: &ScanCtx<'_>, t0: usize, init: &[Val], ys0: Option<&[Val]>) -> Result<Vec<Val>> {
         let (ct, n) = (ctx.ct, ctx.n);
         let (names, t_val, c_vals, y_names, x_vals, i_vals) = self.scan_state(ctx, init);
+        let cs = self.chain_state(ctx.func, &[ctx.body]);
+        let cs = cs.as_ref();
         let fs = self.fuel_state();
         let fs = fs.as_ref();
         let cond = self.region(|e| {
@@ -532,7 +534,7 @@ impl Emitter<'_> {
             let c = e.cmp("LT", &t_val, &nv);
             Ok(e.fuel_cond(c, fs))
         })?;
-        let (body_text, next, y_vals) = self.body_region(fs, |e| {
+        let (body_text, next, y_vals) = self.body_region(cs, fs, |e| {
             let pos = if ctx.reverse {
                 let last = e.splat(ct, &[], Lit::I(n as i64 - 1));
                 e.bin("subtract", &last, &t_val)
@@ -561,7 +563,7 @@ impl Emitter<'_> {
             next.extend(i_vals.iter().cloned());
             Ok((next, y_vals))
         })?;
-        let outs = self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals), fs)?;
+        let outs = self.scan_while(ctx, t0, init, ys0, names, cond, (body_text, next, y_vals), cs, fs)?;
         self.fuel_settle(fs, &outs, |e| {
             let nv = e.splat(ct, &[], Lit::I(n as i64));
             Ok(e.cmp("LT", &outs[0], &nv))
@@ -623,7 +625,7 @@ impl Emitter<'_> {
             next.extend(i_vals.iter().cloned());
             Ok((next, y_vals))
         })?;
-        let outs = self.scan_while(ctx, 0, init, None, names, cond, (body_text, next, y_vals), None)?;
+        let outs = self.scan_while(ctx, 0, init, None, names, cond, (body_text, next, y_vals), None, None)?;
         Ok(outs[1..1 + ctx.nc + ctx.ny].to_vec())
     }
 
