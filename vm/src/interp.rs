@@ -244,9 +244,29 @@ fn swap(frame: &mut [Val], a: Reg, b: Reg) -> Result<(), ExecError> {
 /// The line `print(a, b, ...)` writes (without its newline): one value as
 /// `Display` shows it, several as a tuple. Every tier prints through this.
 pub fn print_line(parts: &[&Tensor]) -> String {
+    let mut line = String::new();
+    write_print_line(&mut line, parts);
+    line
+}
+
+/// Appends [`print_line`]'s text to `out` (a host callback reuses one
+/// buffer instead of allocating a line per print).
+pub fn write_print_line(out: &mut String, parts: &[&Tensor]) {
+    use std::fmt::Write as _;
     match parts {
-        [one] => one.to_string(),
-        _ => format!("({})", parts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")),
+        [one] => {
+            let _ = write!(out, "{one}");
+        }
+        _ => {
+            out.push('(');
+            for (k, t) in parts.iter().enumerate() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{t}");
+            }
+            out.push(')');
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub use backend::{region_inputs, Backend, Fallback, LoopSite, LoopState, RESUME_
 pub use dis::disassemble;
 pub use error::{DecodeError, ExecError, VerifyError};
 pub use inst::{Inst, Opcode};
-pub use interp::{print_line, Interpreter, LoopStats, Profile, RunOptions};
+pub use interp::{print_line, write_print_line, Interpreter, LoopStats, Profile, RunOptions};
 pub use meter::Meter;
 pub use module::{Block, Dim, Func, Module, Param, TensorType, TypeTree};
 pub use op::{OpFlags, OpInfo};

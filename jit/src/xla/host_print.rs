@@ -137,6 +137,11 @@ fn register_once(plugin: Plugin, platform: &str) -> Result<i64> {
     Ok(t.type_id)
 }
 
+thread_local! {
+    /// The handler's line buffer (see [`handler`]).
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// `XLA_FFI_DataType` → loopvm dtype (the ones loopvm has).
 fn dtype_of(d: i32) -> Option<loopvm_runtime::DType> {
     use loopvm_runtime::DType;
@@ -216,8 +221,9 @@ unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Erro
         // SAFETY: the data is the `PrintOutput` that `with_context` added,
         // alive until the awaited execution ends.
         let out = unsafe { &*a.data.cast::<Mutex<Box<dyn Write + Send>>>() };
-        let mut parts = Vec::new();
-        for k in 1..usize::try_from(f.args.size).unwrap_or(0) {
+        let n_args = usize::try_from(f.args.size).unwrap_or(0);
+        let mut parts = Vec::with_capacity(n_args.saturating_sub(1));
+        for k in 1..n_args {
             // SAFETY: `args.types` and `args.args` have `size` entries; a
             // BUFFER argument points at an `XLA_FFI_Buffer` whose `dims` has
             // `rank` entries and whose `data` holds the dense elements.
@@ -252,10 +258,15 @@ unsafe extern "C" fn handler(frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Erro
             }
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        let mut line = loopvm_vm::print_line(&refs);
-        line.push('\n');
-        let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = w.write_all(line.as_bytes());
+        // One line buffer per thread, reused: a print in a hot loop
+        // allocates no line.
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            loopvm_vm::write_print_line(line, &refs);
+            line.push('\n');
+            let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = w.write_all(line.as_bytes());
+        });
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     std::ptr::null_mut()
