@@ -8,15 +8,15 @@ impl Emitter<'_> {
 
     /// Metered: the fuel of a loop about to be emitted (its state gets one
     /// more `tensor<i64>`, last).
-    pub(super) fn fuel_state(&mut self) -> Option<Fuel> {
+    pub(super) fn fuel_state(&mut self) -> Option<Threaded> {
         let init = self.fuel.clone()?;
         let name = self.fresh_named("fuel");
         let iter = Val { name: name.clone(), dtype: DType::I64, shape: vec![], konst: None };
-        Some(Fuel { init, name, iter })
+        Some(Threaded { init, name, iter })
     }
 
     /// A loop's condition `c`; metered, `c` and fuel left.
-    pub(super) fn fuel_cond(&mut self, c: Val, fs: Option<&Fuel>) -> Val {
+    pub(super) fn fuel_cond(&mut self, c: Val, fs: Option<&Threaded>) -> Val {
         let Some(f) = fs else { return c };
         let z = self.splat(DType::I64, &[], Lit::I(0));
         let pos = self.cmp("GT", &f.iter, &z);
@@ -31,8 +31,8 @@ impl Emitter<'_> {
     /// and what its inner loops took) is appended last.
     pub(super) fn body_region<R>(
         &mut self,
-        cs: Option<&Fuel>,
-        fs: Option<&Fuel>,
+        cs: Option<&Threaded>,
+        fs: Option<&Threaded>,
         f: impl FnOnce(&mut Self) -> Result<(Vec<Val>, R)>,
     ) -> Result<(String, Vec<Val>, R)> {
         let outer = self.fuel.clone();
@@ -65,7 +65,7 @@ impl Emitter<'_> {
     /// metered loop).
     pub(super) fn fuel_settle(
         &mut self,
-        fs: Option<&Fuel>,
+        fs: Option<&Threaded>,
         outs: &[Val],
         still: impl FnOnce(&mut Self) -> Result<Val>,
     ) -> Result<()> {

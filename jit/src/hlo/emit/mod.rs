@@ -84,9 +84,10 @@ fn bind_params(env: &mut Env, regs: &[Reg], vals: &[Val]) {
     }
 }
 
-/// A metered loop's fuel: its value before the loop, and its loop-side
+/// A value a loop threads through its state (a metered loop's fuel, a
+/// printing loop's chain): its value before the loop, and its loop-side
 /// name and value.
-pub(super) struct Fuel {
+pub(super) struct Threaded {
     init: Val,
     name: String,
     iter: Val,

@@ -35,14 +35,14 @@ impl Emitter<'_> {
     /// The chain of a loop over `blocks` about to be emitted: `None` when
     /// they do not print; else its value before the loop and its loop-side
     /// name (the loop's state gets one more `tensor<i32>`).
-    pub(super) fn chain_state(&mut self, func: &Func, blocks: &[BlockId]) -> Option<Fuel> {
+    pub(super) fn chain_state(&mut self, func: &Func, blocks: &[BlockId]) -> Option<Threaded> {
         if !self.blocks_print(func, blocks) {
             return None;
         }
         let init = self.chain_now();
         let name = self.fresh_named("chain");
         let iter = Val { name: name.clone(), dtype: DType::I32, shape: vec![], konst: None };
-        Some(Fuel { init, name, iter })
+        Some(Threaded { init, name, iter })
     }
 
     /// `print(a, b, ...)` as a host callback after the current chain.

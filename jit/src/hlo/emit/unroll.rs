@@ -26,7 +26,7 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
-use super::{bind_params, Emitter, Env, Fuel, Lit, Result, Val};
+use super::{bind_params, Emitter, Env, Threaded, Lit, Result, Val};
 use crate::hlo::policy::{LoopUnroll, UnrollWhy};
 use crate::hlo::EmitError;
 use loopvm_runtime::DType;
@@ -487,8 +487,8 @@ impl Emitter<'_> {
         names: Vec<String>,
         cond: (String, Val),
         body: (String, Vec<Val>, Vec<Val>),
-        chain: Option<&Fuel>,
-        fuel: Option<&Fuel>,
+        chain: Option<&Threaded>,
+        fuel: Option<&Threaded>,
     ) -> Result<Vec<Val>> {
         let (body_text, next, y_vals) = body;
         let t0 = self.splat(ctx.ct, &[], Lit::I(t0 as i64));
