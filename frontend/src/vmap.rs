@@ -462,6 +462,13 @@ impl Vmap<'_> {
                 s.extend(shape);
                 Ok((self.mk(K::Reshape(Box::new(x), s), self.out(e)), BT::Leaf(true)))
             }
+            K::ReshapeAs(x) => {
+                let (x, xb) = self.ex(x)?;
+                if !xb.any() {
+                    return Ok(un(K::ReshapeAs(Box::new(x))));
+                }
+                Ok((self.mk(K::ReshapeAs(Box::new(x)), self.out(e)), BT::Leaf(true)))
+            }
             K::Transpose(x, perm) => {
                 let r = tt(x).rank() as u32;
                 let (x, xb) = self.ex(x)?;

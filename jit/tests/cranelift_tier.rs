@@ -309,6 +309,9 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/matmul_if", &[]),
     ("ops/reductions", &[]),
     ("ops/shape_vars", &["total<T=T>:scan:cranelift"]),
+    // `ReshapeAs` in the bodies: shapes bound from the loops' values.
+    ("ops/reshape_shape_vars", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("ops/reshape_shape_vars_static", &[]),
     ("ops/shapes", &[]),
     ("ops/where_cast", &[]),
     ("pytorch/scan_carry_ys", &["main:scan:cranelift"]),
@@ -353,6 +356,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/per_example_grads", &[]),
     ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
     ("vmap/tuple_axes", &[]),
+    ("vmap/reshape_shape_vars", &[]),
     (
         "vmap/rules",
         &[
