@@ -68,8 +68,9 @@ def vmapped():
     flat = jax.vmap(lambda r: r.reshape(t * d))(x)
     rt = jax.vmap(roundtrip, in_axes=(0, None))(x, w)
     g = jax.grad(lambda w: jnp.sum(jax.vmap(roundtrip, in_axes=(0, None))(x, w) ** 2))(w)
+    tot = jax.vmap(jnp.sum)(x)
     print("vmap/reshape_shape_vars.lb")
-    print(expect(flat, rt, g))
+    print(expect(flat, rt, g, tot))
 
 
 if __name__ == "__main__":

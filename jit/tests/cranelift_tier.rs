@@ -357,6 +357,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
     ("vmap/tuple_axes", &[]),
     ("vmap/reshape_shape_vars", &[]),
+    ("vmap/dynamic_update_slice", &[]),
     (
         "vmap/rules",
         &[
@@ -365,8 +366,6 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
             "scans:scan:cranelift",
             "vmap(branches):while_loop:cranelift",
             "vmap(branches):while_loop:cranelift",
-            // dynamic_update_slice with batched starts: once per element.
-            "vmap(gathers):fori_loop:cranelift",
             "vmap(scans):scan:cranelift",
         ],
     ),
