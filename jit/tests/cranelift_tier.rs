@@ -292,6 +292,11 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("loops/scan_length", &["main:scan:cranelift"]),
     ("loops/scan_reverse", &["main:scan:cranelift"]),
     ("loops/scan_unroll_tuple", &["main:scan:cranelift"]),
+    // The four above with arguments, for tests/vmap_generated.rs.
+    ("loops/nested_args", &["main:fori_loop:cranelift", "main:fori_loop:inlined"]),
+    ("loops/scan_length_args", &["main:scan:cranelift"]),
+    ("loops/scan_reverse_args", &["main:scan:cranelift"]),
+    ("loops/scan_unroll_tuple_args", &["main:scan:cranelift"]),
     ("loops/while_collatz", &["main:while_loop:cranelift"]),
     ("ops/arith", &[]),
     ("ops/batched_matmul", &["main:fori_loop:interp"]),
