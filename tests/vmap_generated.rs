@@ -19,7 +19,11 @@
 //! `sin(0.37 i + k) * 0.9`, integers `(i + k) % 7 + 1`, booleans alternating
 //! (`k` the batch row, `i` the element). A function whose separate calls do
 //! not compile or do not finish within the step limit is skipped, and the
-//! test reports how many were.
+//! test reports how many were. A function without parameters has nothing to
+//! batch: the four such spec programs (`loops/nested`, `loops/scan_length`,
+//! `loops/scan_reverse`, `loops/scan_unroll_tuple`, whose `main` takes none)
+//! each have a sibling `*_args.lb` that takes its bounds, carries or xs as
+//! arguments, and those are batched here.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use loopvm::{Program, RunConfig, Tier};

@@ -97,6 +97,15 @@ impl Build {
         t::Expr { kind: K::Block(stmts, Box::new(result)), ty, span: self.span }
     }
 
+    /// `a` reshaped to `ty`: a static `Reshape` when `ty`'s shape is known,
+    /// else a `ReshapeAs` (the shape resolved when the program runs).
+    pub fn reshape_to(self, a: t::Expr, ty: TensorTy) -> t::Expr {
+        match ty.known_dims() {
+            Some(shape) => self.mk(K::Reshape(Box::new(a), shape), ty),
+            None => self.mk(K::ReshapeAs(Box::new(a)), ty),
+        }
+    }
+
     /// Inserts an axis of size 1 at `k` (a reshape when the shape is known,
     /// else a stack of one tensor).
     pub fn expand(self, a: t::Expr, k: usize) -> t::Expr {

@@ -332,6 +332,10 @@ impl<'p> FnLower<'p> {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Reshape { dst, a, shape: Dims(shape.clone()) })
             }
+            K::ReshapeAs(a) => {
+                let a = self.single(m, a)?;
+                self.one(m, ty, |dst| Inst::ReshapeAs { dst, a })
+            }
             K::Transpose(a, perm) => {
                 let a = self.single(m, a)?;
                 self.one(m, ty, |dst| Inst::Transpose { dst, a, perm: OptAxes(perm.clone()) })

@@ -174,6 +174,11 @@ pub enum ExprKind {
     Reduce(ReduceOp, Box<Expr>, Option<u32>),
     /// `reshape(x, shape)` (static).
     Reshape(Box<Expr>, Vec<u64>),
+    /// `reshape(x, shape)` to this expression's own type, whose shape has
+    /// shape variables or products of them (`[B*T, D]`): resolved when the
+    /// program runs (the `ReshapeAs` instruction). Made by
+    /// [`crate::build::Build::reshape_to`].
+    ReshapeAs(Box<Expr>),
     /// `transpose(x, perm)`; `None` reverses the axes.
     Transpose(Box<Expr>, Option<Vec<u32>>),
     /// `broadcast(x, shape)` (static), also used by `zeros`/`ones`/`full`.

@@ -30,6 +30,62 @@ impl Dim {
             Dim::Var(_) => None,
         }
     }
+
+    /// The dim as a monomial: an integer factor and the shape variables
+    /// multiplied, sorted. A product of shape variables (what `reshape(x,
+    /// [B * T])` makes) is a [`Dim::Var`] whose name is the product written
+    /// in this canonical form, `B*T` or `2*B*T` (a name the user cannot
+    /// write, since shape variables are identifiers), so that two equal
+    /// products are one dim and a function called with one binds its
+    /// variable to it (`f<N=B*T>`). The bytecode keeps the name; the VM
+    /// computes its value from the factors (`Module::symbol_value`).
+    pub fn factors(&self) -> (u64, Vec<String>) {
+        match self {
+            Dim::Known(n) => (*n, Vec::new()),
+            Dim::Var(v) => {
+                let mut k = 1u64;
+                let mut vars = Vec::new();
+                for f in v.split('*') {
+                    match f.parse::<u64>() {
+                        Ok(n) => k = k.saturating_mul(n),
+                        Err(_) => vars.push(f.to_string()),
+                    }
+                }
+                vars.sort();
+                (k, vars)
+            }
+        }
+    }
+
+    /// The dim of a monomial (the inverse of [`Dim::factors`]): `Known` with
+    /// no variables or a zero factor, the variable itself for `1 · V`, else
+    /// the canonical product.
+    pub fn monomial(k: u64, mut vars: Vec<String>) -> Dim {
+        vars.sort();
+        if vars.is_empty() || k == 0 {
+            return Dim::Known(k);
+        }
+        if k == 1 && vars.len() == 1 {
+            return Dim::Var(vars.remove(0));
+        }
+        let mut name = if k == 1 { String::new() } else { format!("{k}*") };
+        name.push_str(&vars.join("*"));
+        Dim::Var(name)
+    }
+
+    /// The product of `dims` as a monomial (`None` if its integer factor
+    /// overflows `u64`).
+    pub fn product<'d>(dims: impl IntoIterator<Item = &'d Dim>) -> Option<(u64, Vec<String>)> {
+        let mut k = 1u64;
+        let mut vars = Vec::new();
+        for d in dims {
+            let (n, v) = d.factors();
+            k = k.checked_mul(n)?;
+            vars.extend(v);
+        }
+        vars.sort();
+        Some((k, vars))
+    }
 }
 
 /// The type of one tensor.
@@ -189,6 +245,25 @@ pub fn broadcasts_to(from: &[Dim], to: &[Dim]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn products_of_shape_variables_are_canonical_monomials() {
+        let v = |s: &str| Dim::Var(s.to_string());
+        let (b, t) = (v("B"), v("T"));
+        let prod = |ds: &[&Dim]| {
+            let (k, vs) = Dim::product(ds.iter().copied()).unwrap();
+            Dim::monomial(k, vs)
+        };
+        assert_eq!(prod(&[&t, &b]), v("B*T"));
+        assert_eq!(prod(&[&b, &t]), prod(&[&t, &b]));
+        assert_eq!(prod(&[&Dim::Known(2), &t, &b]), v("2*B*T"));
+        assert_eq!(prod(&[&Dim::Known(1), &t]), t);
+        assert_eq!(prod(&[&Dim::Known(2), &Dim::Known(3)]), Dim::Known(6));
+        assert_eq!(prod(&[&Dim::Known(0), &t]), Dim::Known(0));
+        assert_eq!(v("2*B*T").factors(), (2, vec!["B".to_string(), "T".to_string()]));
+        assert_eq!(prod(&[&v("B*T"), &v("2*D")]), v("2*B*D*T"));
+        assert_eq!(Dim::product([&Dim::Known(u64::MAX), &Dim::Known(2)]), None);
+    }
 
     #[test]
     fn the_rules_on_symbolic_dims() {

@@ -440,15 +440,13 @@ impl Vmap<'_> {
                 match axis {
                     Some(k) => Ok((self.mk(K::Reduce(*op, Box::new(x), Some(k + 1)), self.out(e)), BT::Leaf(true))),
                     None => {
-                        let Some(d) = known(&pt.dims) else {
-                            return err(
-                                format!("vmap: no batching rule for a reduction of all elements of {pt}, whose shape is symbolic"),
-                                span,
-                            );
+                        // [batch, every element]: `B*T` elements for a symbolic shape.
+                        let Some((k, vars)) = Dim::product(&pt.dims) else {
+                            return err(format!("vmap: {pt} has too many elements"), span);
                         };
-                        let n: u64 = d.iter().product();
-                        let flat = TensorTy::known(pt.dtype, &[self.size, n]);
-                        let x = self.mk(K::Reshape(Box::new(x), vec![self.size, n]), Type::Tensor(flat));
+                        let flat =
+                            TensorTy { dtype: pt.dtype, dims: vec![Dim::Known(self.size), Dim::monomial(k, vars)] };
+                        let x = Build { span }.reshape_to(x, flat);
                         Ok((self.mk(K::Reduce(*op, Box::new(x), Some(1)), self.out(e)), BT::Leaf(true)))
                     }
                 }
@@ -461,6 +459,13 @@ impl Vmap<'_> {
                 let mut s = vec![self.size];
                 s.extend(shape);
                 Ok((self.mk(K::Reshape(Box::new(x), s), self.out(e)), BT::Leaf(true)))
+            }
+            K::ReshapeAs(x) => {
+                let (x, xb) = self.ex(x)?;
+                if !xb.any() {
+                    return Ok(un(K::ReshapeAs(Box::new(x))));
+                }
+                Ok((self.mk(K::ReshapeAs(Box::new(x)), self.out(e)), BT::Leaf(true)))
             }
             K::Transpose(x, perm) => {
                 let r = tt(x).rank() as u32;
@@ -670,6 +675,9 @@ impl Vmap<'_> {
                         self.mk(K::DynUpdateSlice(Box::new(xs), Box::new(us), st), self.out(e)),
                         BT::Leaf(true),
                     ));
+                }
+                if let Some(s) = self.dyn_update_scatter(x, xs.clone(), xb.any(), us.clone(), ub.any(), &ss)? {
+                    return Ok((s, BT::Leaf(true)));
                 }
                 let mut kids = vec![(xs, xb.any()), (us, ub.any())];
                 kids.extend(ss);
@@ -946,6 +954,86 @@ impl Vmap<'_> {
         let mut out = vec![self.size];
         out.extend(sizes);
         Some(self.mk(K::Take(Box::new(xflat), Box::new(pos), 0), Type::Tensor(TensorTy::known(tt(x).dtype, &out))))
+    }
+
+    /// `dynamic_update_slice(x, u, starts)` with batched starts as one
+    /// scatter (JAX batches it into a `scatter` with the batch as an index
+    /// dimension): over every position `(b, p)` of the batched `x`, the
+    /// offset `p - start_b` (each start normalised as `dynamic_slice` places
+    /// its window: wrapped once, clamped into `[0, dim - size]`) says whether
+    /// the position is inside element `b`'s window and which element of
+    /// `u`'s flattened batch it takes; one `take` gathers them and a
+    /// `select` keeps `x` outside the windows. `None` when a shape is
+    /// symbolic or empty (the per-element rule runs instead).
+    #[allow(clippy::too_many_arguments)]
+    fn dyn_update_scatter(
+        &mut self,
+        x: &t::Expr,
+        xs: t::Expr,
+        xb: bool,
+        us: t::Expr,
+        ub: bool,
+        starts: &[(t::Expr, bool)],
+    ) -> DResult<Option<t::Expr>> {
+        let Some(dims) = known(&tt(x).dims) else { return Ok(None) };
+        let ut = tt(&us);
+        let Some(udims) = known(&ut.dims) else { return Ok(None) };
+        let sizes: Vec<u64> = udims.iter().skip(usize::from(ub)).copied().collect();
+        let r = dims.len();
+        if starts.len() != r || sizes.len() != r || sizes.iter().zip(&dims).any(|(s, d)| s > d) {
+            return Ok(None);
+        }
+        let (p, q): (u64, u64) = (dims.iter().product(), sizes.iter().product());
+        if p == 0 || q == 0 {
+            return Ok(None);
+        }
+        let xs = if xb { xs } else { self.bcast(xs)? };
+        let us = if ub { us } else { self.bcast(us)? };
+        let bld = self.b();
+        let i64t = DType::I64;
+        let mut inside: Option<t::Expr> = None;
+        // Element b's rows of u start at b * |u|.
+        let mut uidx = self.offsets(q, r);
+        let mut ustride = q;
+        for (j, ((st, sb), (&d, &size))) in starts.iter().zip(dims.iter().zip(&sizes)).enumerate() {
+            ustride /= size;
+            let v = self.to_i64(st.clone());
+            let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
+            let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
+            let v = bld.sel(neg, wrapped, v);
+            let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
+            let v = bld.bin(BinaryOp::Min, v, bld.cst(i64t, (d - size) as f64));
+            let v = if *sb { self.lift(v, r) } else { v };
+            let mut gshape = vec![1u64; r + 1];
+            if let Some(g) = gshape.get_mut(j + 1) {
+                *g = d;
+            }
+            let iota = self.mk(K::Iota(i64t, d), Type::Tensor(TensorTy::known(i64t, &[d])));
+            let grid = self.reshape(iota, gshape);
+            let rel = bld.bin(BinaryOp::Sub, grid, v);
+            let lo = bld.bin(BinaryOp::Ge, rel.clone(), bld.cst(i64t, 0.0));
+            let hi = bld.bin(BinaryOp::Lt, rel.clone(), bld.cst(i64t, size as f64));
+            let ok = bld.bin(BinaryOp::And, lo, hi);
+            inside = Some(match inside {
+                None => ok,
+                Some(a) => bld.bin(BinaryOp::And, a, ok),
+            });
+            let rel = bld.bin(BinaryOp::Max, rel, bld.cst(i64t, 0.0));
+            let rel = bld.bin(BinaryOp::Min, rel, bld.cst(i64t, (size - 1) as f64));
+            let term = if ustride == 1 { rel } else { bld.bin(BinaryOp::Mul, rel, bld.cst(i64t, ustride as f64)) };
+            uidx = bld.bin(BinaryOp::Add, uidx, term);
+        }
+        let Some(inside) = inside else { return Ok(None) };
+        let mut full = vec![self.size];
+        full.extend(&dims);
+        // Broadcast both to the full batched shape (a start may be unbatched).
+        let inside =
+            self.mk(K::Broadcast(Box::new(inside), full.clone()), Type::Tensor(TensorTy::known(DType::Bool, &full)));
+        let uidx = self.mk(K::Broadcast(Box::new(uidx), full.clone()), Type::Tensor(TensorTy::known(i64t, &full)));
+        let uflat = self.reshape(us, vec![self.size * q]);
+        let taken =
+            self.mk(K::Take(Box::new(uflat), Box::new(uidx), 0), Type::Tensor(TensorTy::known(ut.dtype, &full)));
+        Ok(Some(bld.sel(inside, taken, xs)))
     }
 
     /// `base.at[i, ...].set(v)` / `.add(v)` with batched indices, without a

@@ -772,6 +772,27 @@ impl Generator {
         Some(bin("@", a, b, tt))
     }
 
+    /// A reshape's target list for `dims`: some dims written as products
+    /// (`2 * 3`) and, when no dim is 0, sometimes one as `-1` (the forms of
+    /// issue 14's reshape; the generated programs' shapes are static, so
+    /// the products are of integers).
+    fn reshape_target(&mut self, dims: &[usize]) -> String {
+        let hole =
+            if dims.iter().all(|&d| d > 0) && self.rng.chance(25) { Some(self.rng.below(dims.len())) } else { None };
+        let mut items = Vec::with_capacity(dims.len());
+        for (i, &d) in dims.iter().enumerate() {
+            if Some(i) == hole {
+                items.push("-1".to_string());
+                continue;
+            }
+            match (2..d).find(|f| d % f == 0) {
+                Some(f) if self.rng.chance(25) => items.push(format!("{f} * {}", d / f)),
+                _ => items.push(d.to_string()),
+            }
+        }
+        format!("[{}]", items.join(", "))
+    }
+
     pub(crate) fn shape_op(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
         let r = tt.dims.len();
         match self.rng.below(5) {
@@ -800,7 +821,8 @@ impl Generator {
                     vec![1, n]
                 };
                 let x = self.expr(&TensorType { dt: tt.dt, dims: src }, d, exact);
-                Some(call("reshape", vec![CallArg::Expr(x), CallArg::Raw(tt.dims_text())], tt))
+                let target = self.reshape_target(&tt.dims);
+                Some(call("reshape", vec![CallArg::Expr(x), CallArg::Raw(target)], tt))
             }
             3 if r == 2 => {
                 let x = self.expr(&TensorType::new(tt.dt, &[tt.dims[1], tt.dims[0]]), d, exact);

@@ -293,6 +293,11 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("loops/scan_length", &["main:scan:cranelift"]),
     ("loops/scan_reverse", &["main:scan:cranelift"]),
     ("loops/scan_unroll_tuple", &["main:scan:cranelift"]),
+    // The four above with arguments, for tests/vmap_generated.rs.
+    ("loops/nested_args", &["main:fori_loop:cranelift", "main:fori_loop:inlined"]),
+    ("loops/scan_length_args", &["main:scan:cranelift"]),
+    ("loops/scan_reverse_args", &["main:scan:cranelift"]),
+    ("loops/scan_unroll_tuple_args", &["main:scan:cranelift"]),
     ("loops/while_collatz", &["main:while_loop:cranelift"]),
     ("ops/arith", &[]),
     ("ops/batched_matmul", &["main:fori_loop:interp"]),
@@ -310,6 +315,9 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("ops/matmul_if", &[]),
     ("ops/reductions", &[]),
     ("ops/shape_vars", &["total<T=T>:scan:cranelift"]),
+    // `ReshapeAs` in the bodies: shapes bound from the loops' values.
+    ("ops/reshape_shape_vars", &["main:fori_loop:cranelift", "main:scan:cranelift"]),
+    ("ops/reshape_shape_vars_static", &[]),
     ("ops/shapes", &[]),
     ("ops/where_cast", &[]),
     ("pytorch/scan_carry_ys", &["main:scan:cranelift"]),
@@ -354,6 +362,8 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("vmap/per_example_grads", &[]),
     ("vmap/rnn_out_axes", &["vmap(rnn, in_axes: [none, none, none, 0]):scan:interp"]),
     ("vmap/tuple_axes", &[]),
+    ("vmap/reshape_shape_vars", &[]),
+    ("vmap/dynamic_update_slice", &[]),
     (
         "vmap/rules",
         &[
@@ -362,8 +372,6 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
             "scans:scan:cranelift",
             "vmap(branches):while_loop:cranelift",
             "vmap(branches):while_loop:cranelift",
-            // dynamic_update_slice with batched starts: once per element.
-            "vmap(gathers):fori_loop:cranelift",
             "vmap(scans):scan:cranelift",
         ],
     ),

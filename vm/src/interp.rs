@@ -393,19 +393,7 @@ impl<'m> Interpreter<'m> {
 
     /// The concrete shape of a register type under the current binding.
     fn resolve(&self, t: &TensorType) -> Result<Vec<usize>, ExecError> {
-        t.dims
-            .iter()
-            .map(|d| match *d {
-                Dim::Fixed(n) => Ok(n as usize),
-                Dim::Var(v) => self
-                    .sym
-                    .get(v as usize)
-                    .copied()
-                    .flatten()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| ExecError::Internal("unbound shape variable".into())),
-            })
-            .collect()
+        self.m.resolve_shape(t, &self.sym).ok_or_else(|| ExecError::Internal("unbound shape variable".into()))
     }
 
     /// Constant `k` of the module.
@@ -708,6 +696,11 @@ impl<'m> Interpreter<'m> {
             }
             Inst::Reshape { dst, a, shape } => {
                 let s = dims(&shape.0)?;
+                kernel!(*dst, |out| kernels::reshape(get(frame, *a)?, &s, &mut out))
+            }
+            Inst::ReshapeAs { dst, a } => {
+                let t = func.reg_types.get(dst.0 as usize).ok_or_else(|| ExecError::Internal("bad register".into()))?;
+                let s = self.resolve(t)?;
                 kernel!(*dst, |out| kernels::reshape(get(frame, *a)?, &s, &mut out))
             }
             Inst::Transpose { dst, a, perm } => {

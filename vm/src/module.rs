@@ -18,8 +18,10 @@ pub const MAGIC: [u8; 4] = *b"LBC\0";
 /// (opcodes 0x19 to 0x1f, dtypes `u32` and `u8`, the unary and binary rows
 /// `erfc`, `erf_inv`, `xor`, `shl`, `shr`), 3 since issues 19 and 20
 /// (opcodes 0x20 and 0x21: binary ops with a constant operand; 0x30
-/// `Shard`); a module of another version is rejected with a message.
-pub const VERSION: u16 = 3;
+/// `Shard`), 4 since issue 14's reshape across shape variables (opcode
+/// 0x2c `ReshapeAs`; symbols that name a product, `B*T`); a module of
+/// another version is rejected with a message.
+pub const VERSION: u16 = 4;
 
 /// One dimension of a static type: a number, or a shape variable bound per call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,6 +175,87 @@ pub struct Module {
 }
 
 impl Module {
+    /// The value of shape variable `v` under `bound` (the values bound from
+    /// a call's arguments, by symbol index). A symbol whose name is a product
+    /// (`B*T`, `2*N`: factors that are integers or names of other symbols,
+    /// joined by `*`, as the frontend writes a product of shape variables)
+    /// is *derived*: unless bound itself, its value is the product of its
+    /// factors'. `None` when a factor is unbound or unknown, or the product
+    /// overflows.
+    pub fn symbol_value(&self, v: u32, bound: &[Option<u64>]) -> Option<u64> {
+        if let Some(Some(n)) = bound.get(v as usize) {
+            return Some(*n);
+        }
+        let name = self.symbols.get(v as usize)?;
+        if !name.contains('*') {
+            return None;
+        }
+        name.split('*').try_fold(1u64, |acc, f| {
+            let n = match f.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    let i = self.symbols.iter().position(|s| s == f)?;
+                    *bound.get(i)?.as_ref()?
+                }
+            };
+            acc.checked_mul(n)
+        })
+    }
+
+    /// The concrete shape of `t` under `bound` (see [`Module::symbol_value`]);
+    /// `None` when a shape variable has no value.
+    pub fn resolve_shape(&self, t: &TensorType, bound: &[Option<u64>]) -> Option<Vec<usize>> {
+        t.dims
+            .iter()
+            .map(|d| match *d {
+                Dim::Fixed(n) => usize::try_from(n).ok(),
+                Dim::Var(v) => self.symbol_value(v, bound).and_then(|n| usize::try_from(n).ok()),
+            })
+            .collect()
+    }
+
+    /// Binds the shape variables of `t` (a product too: its value) from a
+    /// concrete `shape` into `bound` (sized to the symbols): how a back end
+    /// that compiles a region learns the binding from the types of the
+    /// values it holds. `Err(v)` when symbol `v` is already bound to another
+    /// value (the shape does not fit the type).
+    pub fn bind_shape(&self, t: &TensorType, shape: &[usize], bound: &mut [Option<u64>]) -> Result<(), u32> {
+        for (d, &n) in t.dims.iter().zip(shape) {
+            if let Dim::Var(v) = *d {
+                match bound.get_mut(v as usize) {
+                    Some(s @ None) => *s = Some(n as u64),
+                    Some(Some(k)) if *k != n as u64 => return Err(v),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The concrete shape of `t` where the binding is not at hand but values
+    /// are: its shape variables bound from `values`, pairs of a register
+    /// type and the concrete shape of the value it holds. How a back end
+    /// compiling a region resolves a `ReshapeAs` from the region's inputs
+    /// and what it computed from them; since these shapes follow from the
+    /// region's input shapes, so does the result (a cache keyed by input
+    /// shapes stays sound). `Err` says why (a variable no value fixes).
+    pub fn shape_from_values<'t>(
+        &self,
+        t: &TensorType,
+        values: impl IntoIterator<Item = (&'t TensorType, &'t [usize])>,
+    ) -> Result<Vec<usize>, String> {
+        let mut bound = vec![None; self.symbols.len()];
+        for (vt, shape) in values {
+            if let Err(v) = self.bind_shape(vt, shape, &mut bound) {
+                let name = self.symbols.get(v as usize).map_or("?", |s| s.as_str());
+                return Err(format!("the values at hand give shape variable {name} two values"));
+            }
+        }
+        self.resolve_shape(t, &bound).ok_or_else(|| {
+            format!("the shape {} is not fixed by the values the region holds", t.display(&self.symbols))
+        })
+    }
+
     /// The function with id `f`.
     pub fn func(&self, f: FuncId) -> &Func {
         &self.funcs[f.0 as usize]
@@ -429,5 +512,33 @@ impl fmt::Display for Dim {
             Dim::Fixed(n) => write!(f, "{n}"),
             Dim::Var(v) => write!(f, "${v}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_product_symbol_takes_the_product_of_its_factors() {
+        let m = Module { symbols: ["B", "T", "B*T", "2*B*T", "B*X"].map(String::from).to_vec(), ..Module::default() };
+        let bound = [Some(3), Some(4), None, None, None];
+        assert_eq!(m.symbol_value(0, &bound), Some(3));
+        assert_eq!(m.symbol_value(2, &bound), Some(12));
+        assert_eq!(m.symbol_value(3, &bound), Some(24));
+        assert_eq!(m.symbol_value(4, &bound), None, "an unknown factor");
+        assert_eq!(m.symbol_value(1, &[Some(3), None]), None, "unbound");
+        let t = TensorType { dtype: loopvm_runtime::DType::F32, dims: vec![Dim::Var(3), Dim::Fixed(5)] };
+        assert_eq!(m.resolve_shape(&t, &bound), Some(vec![24, 5]));
+        // From values: `B*T` bound directly by a value of that type.
+        let bt = TensorType { dtype: loopvm_runtime::DType::F32, dims: vec![Dim::Var(2)] };
+        let b = TensorType { dtype: loopvm_runtime::DType::F32, dims: vec![Dim::Var(0), Dim::Var(1)] };
+        assert_eq!(m.shape_from_values(&bt, [(&b, &[3usize, 4][..])]), Ok(vec![12]));
+        assert_eq!(m.shape_from_values(&bt, [(&bt, &[7usize][..])]), Ok(vec![7]));
+        assert!(m.shape_from_values(&t, [(&bt, &[7usize][..])]).unwrap_err().contains("not fixed"));
+        assert!(m
+            .shape_from_values(&bt, [(&bt, &[7usize][..]), (&bt, &[8usize][..])])
+            .unwrap_err()
+            .contains("two values"));
     }
 }

@@ -127,6 +127,8 @@ macro_rules! for_each_op {
             0x20 BinaryK { attr op: BinaryOp, def dst: Reg, use a: Reg, attr k: ConstId } [XLA | JIT | TRAP | ALLOC] "";
             /// R[dst] := K[k] op R[a], elementwise with NumPy broadcasting: `BinaryK` with the constant on the left
             0x21 KBinary { attr op: BinaryOp, def dst: Reg, attr k: ConstId, use a: Reg } [XLA | JIT | TRAP | ALLOC] "";
+            /// R[dst] := reshape(R[a], type(dst)): the destination's register type with its shape variables (products of them: `B*T`) resolved under the binding of the call (the buffer is shared)
+            0x2c ReshapeAs { def dst: Reg, use a: Reg } [XLA | JIT | TRAP] "";
             /// R[dst] := R[a] (the buffer is shared); for XLA's SPMD partitioner, axis of R[a] split over mesh axis mesh_axis (0: `data`, 1: `model`), the rest replicated (`jax.lax.with_sharding_constraint`)
             0x30 Shard { def dst: Reg, use a: Reg, attr axis: Axis, attr mesh_axis: u32 } [XLA | JIT] "";
         }

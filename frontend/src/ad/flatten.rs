@@ -185,6 +185,10 @@ impl Ad<'_> {
                 let x = a!(x);
                 self.prim(Op::Reshape(s.clone()), vec![x], &e.ty, out)
             }
+            K::ReshapeAs(x) => {
+                let x = a!(x);
+                self.prim(Op::ReshapeAs, vec![x], &e.ty, out)
+            }
             K::Transpose(x, p) => {
                 let x = a!(x);
                 self.prim(Op::Transpose(p.clone()), vec![x], &e.ty, out)
@@ -581,6 +585,7 @@ impl Ad<'_> {
             K::DotGeneral(x, y, d) => K::DotGeneral(c!(x), c!(y), d.clone()),
             K::Reduce(op, x, a) => K::Reduce(*op, c!(x), *a),
             K::Reshape(x, s) => K::Reshape(c!(x), s.clone()),
+            K::ReshapeAs(x) => K::ReshapeAs(c!(x)),
             K::Transpose(x, p) => K::Transpose(c!(x), p.clone()),
             K::Broadcast(x, s) => K::Broadcast(c!(x), s.clone()),
             K::Iota(d, n) => K::Iota(*d, *n),

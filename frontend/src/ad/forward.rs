@@ -227,6 +227,10 @@ impl Ad<'_> {
                 Some(a) => K::Reshape(a, s.clone()),
                 None => return bad(),
             },
+            Op::ReshapeAs => match next() {
+                Some(a) => K::ReshapeAs(a),
+                None => return bad(),
+            },
             Op::Transpose(p) => match next() {
                 Some(a) => K::Transpose(a, p.clone()),
                 None => return bad(),

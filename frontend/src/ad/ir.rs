@@ -49,6 +49,8 @@ pub(super) enum Op {
     DotGeneral(DotDims),
     Reduce(ReduceOp, Option<u32>),
     Reshape(Vec<u64>),
+    /// A reshape to the result's own (symbolic) type.
+    ReshapeAs,
     Transpose(Option<Vec<u32>>),
     Broadcast(Vec<u64>),
     Iota(DType, u64),

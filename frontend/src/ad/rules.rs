@@ -335,13 +335,10 @@ impl Ad<'_> {
                 };
                 out_v.push((0, e));
             }
-            Op::Reshape(_) => {
+            Op::Reshape(_) | Op::ReshapeAs => {
                 if on(0) {
                     let at = aty(self, 0);
-                    let Some(shape) = known(&at.dims) else {
-                        return err(format!("cannot differentiate a reshape of the symbolic type {at}"), self.span);
-                    };
-                    out_v.push((0, self.mk(K::Reshape(Box::new(ge), shape), at)));
+                    out_v.push((0, self.b().reshape_to(ge, at)));
                 }
             }
             Op::Transpose(perm) => {
@@ -626,10 +623,7 @@ impl Ad<'_> {
                         if let Some(d) = rd.get_mut(p) {
                             *d = Dim::Known((len * s) as u64);
                         }
-                        let Some(shape) = known(&rd) else {
-                            return err("cannot differentiate a strided slice of a symbolic shape", self.span);
-                        };
-                        let r = self.mk(K::Reshape(Box::new(st), shape), TensorTy { dtype: et.dtype, dims: rd });
+                        let r = self.b().reshape_to(st, TensorTy { dtype: et.dtype, dims: rd });
                         let mut sp = vec![StaticIndex::Range { start: None, stop: None, step: 1 }; p];
                         sp.push(StaticIndex::Range { start: Some(0), stop: Some((len - 1) * s + 1), step: 1 });
                         e = self.slice(r, sp)?;

@@ -28,6 +28,7 @@ pub(super) fn collect_vars(e: &t::Expr, bound: &mut HashSet<VarId>, used: &mut V
         | K::Shard(x, ..)
         | K::Reduce(_, x, _)
         | K::Reshape(x, _)
+        | K::ReshapeAs(x)
         | K::Transpose(x, _)
         | K::Broadcast(x, _)
         | K::Slice(x, _)

@@ -356,25 +356,129 @@ impl<'a> Checker<'a> {
     // -----------------------------------------------------------------------
     // Shapes
 
-    /// `reshape(x, [dims])`: a known shape, at most one `-1`, the same number
-    /// of elements.
+    /// `reshape(x, [dims])`: at most one `-1`, the same number of elements.
+    /// A dim may be a product of shape variables and integers (`B * T`);
+    /// with symbolic dims the element counts are compared as monomials
+    /// (`[B, T, D]` has `B*T*D` elements): equal ones fit, a `-1` is their
+    /// quotient (which must be a monomial), and counts that only the run
+    /// time can compare (`f32[N]` to `[B, T]`) are checked when it runs. A
+    /// result of static shape is a `Reshape`; one with shape variables a
+    /// `ReshapeAs`, which reads its shape from its type.
     fn check_reshape(&mut self, cx: &mut FnCtx, env: &Env<'a>, c: &BuiltinCall<'a>) -> DResult<t::Expr> {
         let xa = c.arg(0)?;
         let x = self.expr(cx, env, xa)?;
         let xt = self.tensor(&x, "`reshape`")?.clone();
-        let target = self.shape_arg(cx, env, c.arg(1)?, true)?;
-        let to: Vec<Option<u64>> = target.iter().map(|&d| u64::try_from(d).ok()).collect();
-        let hole = match rules::reshape(&xt.dims, &to) {
-            Ok(hole) => hole,
-            Err(ReshapeError::Symbolic) => return err(format!("cannot reshape {xt}: its shape is symbolic"), xa.span),
-            Err(ReshapeError::TooLarge) => return err("tensor too large", xa.span),
-            Err(ReshapeError::Holes) => return err("`reshape` accepts at most one -1", c.arg(1)?.span),
-            Err(ReshapeError::Mismatch { count }) => {
-                return err(format!("cannot reshape {xt} ({count} elements) to {target:?}"), c.arg(1)?.span)
-            }
+        let sa = c.arg(1)?;
+        let target = self.reshape_dims(cx, env, sa)?;
+        let statics: Option<Vec<Option<u64>>> =
+            target.iter().map(|d| d.as_ref().map_or(Some(None), |d| d.known().map(Some))).collect();
+        let written = || {
+            let ds: Vec<String> =
+                target.iter().map(|d| d.as_ref().map_or("-1".to_string(), |d| d.to_string())).collect();
+            format!("[{}]", ds.join(", "))
         };
-        let out: Vec<u64> = to.iter().map(|d| d.or(hole).unwrap_or(0)).collect();
-        Ok(mk(t::ExprKind::Reshape(Box::new(x), out.clone()), tensor_ty(TensorTy::known(xt.dtype, &out)), c.span))
+        if let (Some(to), true) = (&statics, xt.known_dims().is_some()) {
+            let hole = match rules::reshape(&xt.dims, to) {
+                Ok(hole) => hole,
+                Err(ReshapeError::Symbolic) => {
+                    return err(format!("cannot reshape {xt}: its shape is symbolic"), xa.span)
+                }
+                Err(ReshapeError::TooLarge) => return err("tensor too large", xa.span),
+                Err(ReshapeError::Holes) => return err("`reshape` accepts at most one -1", sa.span),
+                Err(ReshapeError::Mismatch { count }) => {
+                    return err(format!("cannot reshape {xt} ({count} elements) to {}", written()), sa.span)
+                }
+            };
+            let out: Vec<u64> = to.iter().map(|d| d.or(hole).unwrap_or(0)).collect();
+            return Ok(mk(
+                t::ExprKind::Reshape(Box::new(x), out.clone()),
+                tensor_ty(TensorTy::known(xt.dtype, &out)),
+                c.span,
+            ));
+        }
+        // Symbolic: compare the element counts as monomials.
+        if target.iter().filter(|d| d.is_none()).count() > 1 {
+            return err("`reshape` accepts at most one -1", sa.span);
+        }
+        let too_large = || err("tensor too large", sa.span);
+        let Some((kf, vf)) = Dim::product(&xt.dims) else { return too_large() };
+        let Some((kt, vt)) = Dim::product(target.iter().flatten()) else { return too_large() };
+        let count = |k: u64, v: &[String]| Dim::monomial(k, v.to_vec()).to_string();
+        let hole = if target.contains(&None) {
+            let mut rest = vf.clone();
+            let divides = vt.iter().all(|v| rest.iter().position(|r| r == v).map(|i| rest.remove(i)).is_some());
+            if kt == 0 || kf % kt != 0 || !divides {
+                return Err(boxed(
+                    Diagnostic::new(
+                        format!(
+                            "cannot infer the -1 of `reshape`: {xt} has {} elements, not a multiple of {}",
+                            count(kf, &vf),
+                            count(kt, &vt)
+                        ),
+                        sa.span,
+                    )
+                    .with_note("write the size instead of -1"),
+                ));
+            }
+            Some(Dim::monomial(kf / kt, rest))
+        } else {
+            if vf == vt && kf != kt {
+                return err(
+                    format!(
+                        "cannot reshape {xt} ({} elements) to {} ({} elements)",
+                        count(kf, &vf),
+                        written(),
+                        count(kt, &vt)
+                    ),
+                    sa.span,
+                );
+            }
+            None
+        };
+        let dims: Vec<Dim> = target.into_iter().map(|d| d.or_else(|| hole.clone()).unwrap_or(Dim::Known(0))).collect();
+        let ty = TensorTy { dtype: xt.dtype, dims };
+        Ok(Build { span: c.span }.reshape_to(x, ty))
+    }
+
+    /// The shape list of `reshape`: a list (or one item) of dims, each an
+    /// integer literal, a shape variable, or a product of them (`B * T`,
+    /// `2 * H`, parenthesised freely), or `-1` alone (`None`: the hole).
+    fn reshape_dims(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr) -> DResult<Vec<Option<Dim>>> {
+        let items: Vec<&ast::Expr> = match &e.kind {
+            A::List(xs) => xs.iter().collect(),
+            _ => vec![e],
+        };
+        items
+            .into_iter()
+            .map(|x| match int_lit(x) {
+                Some(-1) => Ok(None),
+                _ => self.dim_expr(cx, env, x).map(Some),
+            })
+            .collect()
+    }
+
+    /// One dim of a shape list: see [`Checker::reshape_dims`].
+    fn dim_expr(&self, cx: &FnCtx, env: &Env<'a>, e: &ast::Expr) -> DResult<Dim> {
+        match &e.kind {
+            A::Paren(x) => self.dim_expr(cx, env, x),
+            A::Binary(ast::BinOp::Mul, a, b) => {
+                let (a, b) = (self.dim_expr(cx, env, a)?, self.dim_expr(cx, env, b)?);
+                let Some((k, v)) = Dim::product([&a, &b]) else { return err("size too large", e.span) };
+                Ok(Dim::monomial(k, v))
+            }
+            A::Name(n) if env.get(n).is_none() && cx.shapes.contains_key(n) => Ok(cx.shapes[n].clone()),
+            _ => {
+                let v = self.static_int(cx, env, e).map_err(|d| {
+                    boxed(Diagnostic::new(d.message.clone(), e.span).with_note(
+                        "a dim of `reshape` is an integer, a shape variable, or a product of them (`B * T`)",
+                    ))
+                })?;
+                if v < 0 {
+                    return err(format!("a size must not be negative, got {v}"), e.span);
+                }
+                Ok(Dim::Known(u64::try_from(v).or_else(|_| err("size too large", e.span))?))
+            }
+        }
     }
 
     /// `transpose(x)` (reversed axes) and `transpose(x, [perm])`.

@@ -91,6 +91,22 @@ impl Lowerer<'_, '_> {
                 }
                 (dst, Val { shape, ..a })
             }
+            Inst::ReshapeAs { dst, a } => {
+                let a = env.get(*a)?.clone();
+                let Some(t) = func.reg_types.get(dst.0 as usize) else { return unsupported!("no register r{}", dst.0) };
+                let values = env.regs.iter().enumerate().filter_map(|(q, v)| {
+                    let v = v.as_ref()?;
+                    Some((func.reg_types.get(q)?, v.shape.as_slice()))
+                });
+                let shape = match self.m.shape_from_values(t, values) {
+                    Ok(s) => s,
+                    Err(why) => return unsupported!("reshape_as: {why}"),
+                };
+                if !rules::reshapes_to(&a.shape, &shape) {
+                    return unsupported!("cannot reshape {} into shape {shape:?}", a.type_string());
+                }
+                (dst, Val { shape, ..a })
+            }
             Inst::Transpose { dst, a, perm } => (dst, self.transpose(&env.get(*a)?.clone(), perm.0.as_deref())?),
             Inst::Broadcast { dst, a, shape } => {
                 let a = env.get(*a)?.clone();

@@ -265,6 +265,15 @@ impl<'m> Emitter<'m> {
 
     // ------------------------------------------------------------ dispatch
 
+    /// The concrete shape of register `r`'s type (a `ReshapeAs`'s
+    /// destination), its shape variables bound from the values in `env`
+    /// ([`Module::shape_from_values`]).
+    fn register_shape(&self, func: &Func, r: Reg, env: &Env) -> std::result::Result<Vec<usize>, String> {
+        let t = func.reg_types.get(r.0 as usize).ok_or_else(|| format!("no register r{}", r.0))?;
+        let values = env.iter().filter_map(|(q, v)| Some((func.reg_types.get(q.0 as usize)?, v.shape.as_slice())));
+        self.m.shape_from_values(t, values)
+    }
+
     fn inst(&mut self, func: &Func, inst: &Inst, env: &mut Env) -> Result<()> {
         let info = inst.opcode().info();
         let host_print = self.opts.host_print && matches!(inst, Inst::Print { .. });
@@ -299,6 +308,14 @@ impl<'m> Emitter<'m> {
             Inst::Reshape { dst, a, shape } => {
                 let a = g(a)?;
                 let s = usize_dims(&shape.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
+                if !rules::reshapes_to(&a.shape, &s) {
+                    return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
+                }
+                (*dst, self.reshape(&a, &s))
+            }
+            Inst::ReshapeAs { dst, a } => {
+                let a = g(a)?;
+                let s = self.register_shape(func, *dst, env).map_err(|why| EmitError::new(name(), why))?;
                 if !rules::reshapes_to(&a.shape, &s) {
                     return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
                 }
