@@ -270,7 +270,9 @@ fn read_array<T: Element + loopvm_runtime::Element + Copy>(a: &Bound<'_, PyArray
     let data: Vec<T> = match ro.as_slice() {
         // The runtime's copy: fallible, and a large buffer advised as huge
         // pages before it is touched (as NumPy does for its own arrays).
-        Ok(s) => loopvm_runtime::alloc::try_copy("argument", s, &shape).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        Ok(s) => {
+            loopvm_runtime::alloc::try_copy("argument", s, &shape).map_err(|e| PyValueError::new_err(e.to_string()))?
+        }
         Err(_) => ro.as_array().iter().copied().collect(),
     };
     Tensor::from_vec(&shape, data).map_err(|e| PyValueError::new_err(e.to_string()))
