@@ -138,6 +138,7 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("dtypes/half_grad", &[]),
     ("dtypes/half_loop", &["main:fori_loop:interp", "main:fori_loop:interp", "main:fori_loop:interp"]),
     ("dtypes/half_reduce_matmul", &[]),
+    ("dtypes/half_subnormal", &[]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
     ("language/u32_literals", &[]),

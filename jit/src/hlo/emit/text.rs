@@ -208,8 +208,10 @@ impl Emitter<'_> {
     /// code XLA picks for the op that reads or made it.
     pub(super) fn flushed(&mut self, v: &Val) -> Val {
         let min = match v.dtype {
-            DType::F32 => f64::from(f32::MIN_POSITIVE),
+            // bf16 has f32's exponent range, and its ops compute in f32.
+            DType::F32 | DType::BF16 => f64::from(f32::MIN_POSITIVE),
             DType::F64 => f64::MIN_POSITIVE,
+            // f16's subnormals are normal f32 values: kept on every tier.
             _ => return v.clone(),
         };
         let m = self.splat(v.dtype, &v.shape, Lit::F(min));
