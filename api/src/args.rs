@@ -83,6 +83,15 @@ pub fn parse_arg_literal(text: &str, dtype: DType) -> Result<Tensor, Error> {
             Tensor::from_vec(&shape, leaves.iter().map(|t| conv(t).map(|v| v as f32)).collect::<Result<Vec<_>, _>>()?)
         }
         DType::F64 => Tensor::from_vec(&shape, leaves.iter().map(|t| conv(t)).collect::<Result<Vec<_>, _>>()?),
+        // Rounded once, from the decimal's `f64` value, to nearest even.
+        DType::BF16 => Tensor::from_vec(
+            &shape,
+            leaves.iter().map(|t| conv(t).map(loopvm_runtime::bf16::from_f64)).collect::<Result<Vec<_>, _>>()?,
+        ),
+        DType::F16 => Tensor::from_vec(
+            &shape,
+            leaves.iter().map(|t| conv(t).map(loopvm_runtime::f16::from_f64)).collect::<Result<Vec<_>, _>>()?,
+        ),
     };
     t.map_err(|e| Error::arg(e.to_string()))
 }

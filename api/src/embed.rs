@@ -63,6 +63,8 @@ pub fn tensor_from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<
         DType::U8 => pod(shape, bytes, u8::from_ne_bytes),
         DType::F32 => pod(shape, bytes, f32::from_ne_bytes),
         DType::F64 => pod(shape, bytes, f64::from_ne_bytes),
+        DType::BF16 => pod(shape, bytes, |b| loopvm_runtime::bf16::from_bits(u16::from_ne_bytes(b))),
+        DType::F16 => pod(shape, bytes, |b| loopvm_runtime::f16::from_bits(u16::from_ne_bytes(b))),
     }
 }
 

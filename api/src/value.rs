@@ -54,6 +54,8 @@ impl Value {
                     loopvm_runtime::Buffer::U8(v) => v.iter().map(|x| json!(x)).collect(),
                     loopvm_runtime::Buffer::F32(v) => v.iter().map(|x| float_json(f64::from(*x))).collect(),
                     loopvm_runtime::Buffer::F64(v) => v.iter().map(|x| float_json(*x)).collect(),
+                    loopvm_runtime::Buffer::BF16(v) => v.iter().map(|x| float_json(x.to_f64())).collect(),
+                    loopvm_runtime::Buffer::F16(v) => v.iter().map(|x| float_json(x.to_f64())).collect(),
                 };
                 json!({"dtype": t.dtype().as_str(), "shape": t.shape(), "data": data})
             }

@@ -96,6 +96,15 @@ typedef enum loopvm_dtype {
    * `u8`: `uint8_t`.
    */
   LOOPVM_U8 = 6,
+  /**
+   * `bf16`: bfloat16, its 16 bits in a `uint16_t`.
+   */
+  LOOPVM_BF16 = 7,
+  /**
+   * `f16`: IEEE binary16 (`_Float16` where the compiler has it), its 16
+   * bits in a `uint16_t`.
+   */
+  LOOPVM_F16 = 8,
 } loopvm_dtype;
 
 /**

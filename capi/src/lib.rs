@@ -91,6 +91,11 @@ pub enum loopvm_dtype {
     LOOPVM_U32 = 5,
     /// `u8`: `uint8_t`.
     LOOPVM_U8 = 6,
+    /// `bf16`: bfloat16, its 16 bits in a `uint16_t`.
+    LOOPVM_BF16 = 7,
+    /// `f16`: IEEE binary16 (`_Float16` where the compiler has it), its 16
+    /// bits in a `uint16_t`.
+    LOOPVM_F16 = 8,
 }
 
 /// Tiers, for [`loopvm_call_options::tier`].
@@ -271,7 +276,7 @@ fn dtype_arg(tag: i32) -> Result<DType, Fail> {
     u8::try_from(tag)
         .ok()
         .and_then(DType::from_tag)
-        .ok_or_else(|| invalid(format!("{tag} is not a dtype (LOOPVM_BOOL .. LOOPVM_U8 are 0 .. 6)")))
+        .ok_or_else(|| invalid(format!("{tag} is not a dtype (LOOPVM_BOOL .. LOOPVM_F16 are 0 .. 8)")))
 }
 
 fn tier_arg(tag: i32) -> Result<Tier, Fail> {
@@ -597,6 +602,8 @@ fn tensor_from_bytes(dtype: DType, dims: &[usize], bytes: &[u8]) -> Result<Tenso
         DType::U8 => Tensor::from_vec(dims, bytes.to_vec()),
         DType::F32 => Tensor::from_vec(dims, pod(bytes, f32::from_ne_bytes)),
         DType::F64 => Tensor::from_vec(dims, pod(bytes, f64::from_ne_bytes)),
+        DType::BF16 => Tensor::from_vec(dims, pod(bytes, |b| loopvm_runtime::bf16::from_bits(u16::from_ne_bytes(b)))),
+        DType::F16 => Tensor::from_vec(dims, pod(bytes, |b| loopvm_runtime::f16::from_bits(u16::from_ne_bytes(b)))),
     };
     r.map_err(|e| invalid(e.to_string()))
 }
@@ -604,7 +611,7 @@ fn tensor_from_bytes(dtype: DType, dims: &[usize], bytes: &[u8]) -> Result<Tenso
 /// The elements of `t` as bytes (row-major, native-endian; bools as 0 or 1).
 fn tensor_bytes(t: &Tensor) -> &[u8] {
     fn raw<T>(v: &[T]) -> &[u8] {
-        // SAFETY: `T` is bool, i32, i64, u32, u8, f32 or f64: no padding, every byte initialised, and u8 has alignment 1.
+        // SAFETY: `T` is bool, i32, i64, u32, u8, f32, f64, bf16 or f16 (a `u16`): no padding, every byte initialised, and u8 has alignment 1.
         unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
     }
     match t.buffer() {
@@ -615,6 +622,8 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
         Buffer::U8(v) => raw(v),
         Buffer::F32(v) => raw(v),
         Buffer::F64(v) => raw(v),
+        Buffer::BF16(v) => raw(v),
+        Buffer::F16(v) => raw(v),
     }
 }
 

@@ -320,8 +320,9 @@ fn lex_number(src: &str, start: usize) -> DResult<(Tok, usize)> {
         match DType::parse(suffix_text) {
             Some(d) if d != DType::Bool => Some(d),
             _ => {
-                return err(format!("invalid suffix `{suffix_text}` on a number"), Span::new(num_end, i))
-                    .map_err(|d| Box::new(d.with_note("number suffixes are i32, i64, u32, u8, f32 and f64")))
+                return err(format!("invalid suffix `{suffix_text}` on a number"), Span::new(num_end, i)).map_err(|d| {
+                    Box::new(d.with_note("number suffixes are i32, i64, u32, u8, f32, f64, bf16 and f16"))
+                })
             }
         }
     };

@@ -96,6 +96,12 @@ impl ModLower {
             (ConstValues::Int(v), DType::U8) => Tensor::from_vec(&shape, v.iter().map(|x| *x as u8).collect()),
             (ConstValues::Float(v), DType::F32) => Tensor::from_vec(&shape, v.iter().map(|x| *x as f32).collect()),
             (ConstValues::Float(v), DType::F64) => Tensor::from_vec(&shape, v.clone()),
+            (ConstValues::Float(v), DType::BF16) => {
+                Tensor::from_vec(&shape, v.iter().map(|x| loopvm_runtime::bf16::from_f64(*x)).collect())
+            }
+            (ConstValues::Float(v), DType::F16) => {
+                Tensor::from_vec(&shape, v.iter().map(|x| loopvm_runtime::f16::from_f64(*x)).collect())
+            }
             _ => return err(format!("internal error: constant data does not match dtype {}", c.dtype), span),
         };
         let tensor = r.or_else(|e| err(format!("bad constant: {}", e.message), span))?;

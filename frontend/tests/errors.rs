@@ -108,9 +108,9 @@ fn unterminated_input_points_at_the_end() {
 
 #[test]
 fn unknown_dtype() {
-    check("fn main() -> f32 {\n    zeros(f16, [2])\n}\n", &["unknown dtype `f16`"], (2, 11));
-    check("fn main(x: f16) -> i32 { 0 }", &["unknown dtype `f16`"], (1, 12));
-    check("fn main() -> f32 { 1 as bf16 }", &["unknown dtype `bf16`"], (1, 25));
+    check("fn main() -> f32 {\n    zeros(f8, [2])\n}\n", &["unknown dtype `f8`"], (2, 11));
+    check("fn main(x: f8) -> i32 { 0 }", &["unknown dtype `f8`"], (1, 12));
+    check("fn main() -> f32 { 1 as bf8 }", &["unknown dtype `bf8`"], (1, 25));
 }
 
 #[test]
@@ -195,6 +195,13 @@ fn misc_errors() {
     check("fn main() -> i32 { [[1, 2], [3]][0, 0] }", &["list elements have different types"], (1, 29));
     check("fn main() -> i32 { $ }", &["unexpected character `$`"], (1, 20));
     check("fn main() -> i32 { 1u16 }", &["invalid suffix `u16`"], (1, 21));
+    check("fn main() -> f16 { 70000.0f16 }", &["float literal 70000.0 is out of range for f16"], (1, 20));
+    check("fn main() -> bf16 { 1e39bf16 }", &["float literal 1e39 is out of range for bf16"], (1, 21));
+    check("fn main(x: f16) -> f16 { x + 70000 }", &["integer literal 70000 is out of range for f16"], (1, 30));
+    check("fn main(x: bf16) -> bf16 { x + 1.0f16 }", &["dtype mismatch in add: lhs bf16, rhs f16"], (1, 28));
+    check("fn main(x: bf16) -> bf16 { x & x }", &["`&` needs integer or bool operands: lhs bf16, rhs bf16"], (1, 28));
+    check("fn main(x: bf16) -> f32 { bitcast(x, f32) }", &["cannot bitcast bf16 to f32"], (1, 27));
+    check("fn main(k: u32[2]) -> bf16 { uniform(k, bf16, []) }", &["`uniform` draws f32 or f64, not bf16"], (1, 41));
     check("fn main() -> u8 { 256u8 }", &["integer literal 256 does not fit in u8"], (1, 19));
     check("fn main(x: u32) -> u32 { x + -1 }", &["integer literal -1 does not fit in u32"], (1, 30));
     check("fn main(x: i32) -> i32 { x + 3000000000 }", &["integer literal 3000000000 does not fit in i32"], (1, 30));

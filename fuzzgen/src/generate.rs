@@ -122,6 +122,8 @@ impl Generator {
             ElemType::F64,
             ElemType::U32,
             ElemType::U8,
+            ElemType::BF16,
+            ElemType::F16,
         ]);
         let dims = self.rand_dims(2);
         TensorType { dt, dims }
@@ -186,6 +188,27 @@ impl Generator {
                 };
                 ScalarValue::Float(if dt == ElemType::F32 { f64::from(v as f32) } else { v })
             }
+            ElemType::BF16 | ElemType::F16 => {
+                // Edge values of the type (its largest finite value, its
+                // smallest normal, a subnormal), rounded to it.
+                let round = |v: f64| match dt {
+                    ElemType::BF16 => loopvm_runtime::bf16::from_f64(v).to_f64(),
+                    _ => loopvm_runtime::f16::from_f64(v).to_f64(),
+                };
+                let v = if edge {
+                    let (max, tiny, sub, big) = if dt == ElemType::BF16 {
+                        (loopvm_runtime::bf16::MAX.to_f64(), loopvm_runtime::bf16::MIN_POSITIVE.to_f64(), 1e-40, 1e30)
+                    } else {
+                        (65504.0, loopvm_runtime::f16::MIN_POSITIVE.to_f64(), 1e-7, 3e4)
+                    };
+                    let e =
+                        [0.0, -0.0, 1.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, max, -max, tiny, sub, big];
+                    self.rng.pick(&e)
+                } else {
+                    self.rng.range(-400, 400) as f64 / 8.0
+                };
+                ScalarValue::Float(round(v))
+            }
         }
     }
 
@@ -220,7 +243,7 @@ impl Generator {
             ElemType::Bool => return None,
             ElemType::I32 | ElemType::I64 => self.rng.pick(&["0", "1", "2", "(-1)", "3", "7", "(-5)"]).to_string(),
             ElemType::U32 | ElemType::U8 => self.rng.pick(&["0", "1", "2", "3", "7", "31"]).to_string(),
-            ElemType::F32 | ElemType::F64 => {
+            ElemType::F32 | ElemType::F64 | ElemType::BF16 | ElemType::F16 => {
                 self.rng.pick(&["0.0", "1", "0.5", "(-2.5)", "2", "(-0.0)", "1e3"]).to_string()
             }
         };
@@ -480,14 +503,19 @@ impl Generator {
         if !self.rng.chance(40) {
             return self.expr_bc(tt.dt, &tt.dims, d, exact);
         }
-        let sfx = if tt.dt == ElemType::F32 { "f32" } else { "f64" };
-        let tiny = if tt.dt == ElemType::F32 { "1e-40" } else { "5e-324" };
-        let huge = if tt.dt == ElemType::F32 { "3e38" } else { "1e308" };
+        let sfx = tt.dt.name();
+        // (a subnormal, the largest finite value's order, a large value)
+        let (tiny, huge, big) = match tt.dt {
+            ElemType::F32 => ("1e-40", "3e38", "1e30"),
+            ElemType::BF16 => ("1e-40", "3e38", "1e30"),
+            ElemType::F16 => ("1e-7", "65504", "3e4"),
+            _ => ("5e-324", "1e308", "1e30"),
+        };
         let text = match self.rng.below(11) {
             0 => format!("0.0{sfx}"),
             1 => format!("(-0.0{sfx})"),
-            2 => format!("1e30{sfx}"),
-            3 => format!("(-1e30{sfx})"),
+            2 => format!("{big}{sfx}"),
+            3 => format!("(-{big}{sfx})"),
             4 => format!("{huge}{sfx}"),
             5 => format!("(-{huge}{sfx})"),
             6 => format!("1e-30{sfx}"),
@@ -586,10 +614,11 @@ impl Generator {
             1 if tt.dt == ElemType::I32 => ("sum", ElemType::Bool),
             2 if tt.dt != ElemType::Bool => (if self.rng.chance(50) { "max" } else { "min" }, tt.dt),
             3 if fl && !exact => {
-                let src = if tt.dt == ElemType::F32 {
-                    self.rng.pick(&[ElemType::F32, ElemType::I32, ElemType::Bool, ElemType::I64])
-                } else {
-                    ElemType::F64
+                let src = match tt.dt {
+                    ElemType::F32 => self.rng.pick(&[ElemType::F32, ElemType::I32, ElemType::Bool, ElemType::I64]),
+                    ElemType::F64 => ElemType::F64,
+                    // The mean of a half float is of its type.
+                    half => half,
                 };
                 ("mean", src)
             }

@@ -217,7 +217,7 @@ pub(crate) fn arg_zeros(t: &TensorType) -> String {
     let leaf = match t.dt {
         ElemType::Bool => "false",
         ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8 => "0",
-        ElemType::F32 | ElemType::F64 => "0.0",
+        ElemType::F32 | ElemType::F64 | ElemType::BF16 | ElemType::F16 => "0.0",
     };
     nest(&t.dims, &mut || leaf.to_string())
 }

@@ -11,12 +11,31 @@ pub(crate) enum ElemType {
     F64,
     U32,
     U8,
+    BF16,
+    F16,
 }
 
-pub(crate) const ALL_ELEM_TYPES: [ElemType; 7] =
-    [ElemType::Bool, ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64, ElemType::U32, ElemType::U8];
-pub(crate) const NUMERIC_ELEM_TYPES: [ElemType; 6] =
-    [ElemType::I32, ElemType::I64, ElemType::F32, ElemType::F64, ElemType::U32, ElemType::U8];
+pub(crate) const ALL_ELEM_TYPES: [ElemType; 9] = [
+    ElemType::Bool,
+    ElemType::I32,
+    ElemType::I64,
+    ElemType::F32,
+    ElemType::F64,
+    ElemType::U32,
+    ElemType::U8,
+    ElemType::BF16,
+    ElemType::F16,
+];
+pub(crate) const NUMERIC_ELEM_TYPES: [ElemType; 8] = [
+    ElemType::I32,
+    ElemType::I64,
+    ElemType::F32,
+    ElemType::F64,
+    ElemType::U32,
+    ElemType::U8,
+    ElemType::BF16,
+    ElemType::F16,
+];
 
 impl ElemType {
     pub(crate) fn name(self) -> &'static str {
@@ -28,10 +47,12 @@ impl ElemType {
             ElemType::F64 => "f64",
             ElemType::U32 => "u32",
             ElemType::U8 => "u8",
+            ElemType::BF16 => "bf16",
+            ElemType::F16 => "f16",
         }
     }
     pub(crate) fn is_float(self) -> bool {
-        matches!(self, ElemType::F32 | ElemType::F64)
+        matches!(self, ElemType::F32 | ElemType::F64 | ElemType::BF16 | ElemType::F16)
     }
     pub(crate) fn is_int(self) -> bool {
         matches!(self, ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8)
@@ -45,6 +66,7 @@ impl ElemType {
             ElemType::Bool | ElemType::U8 => 8,
             ElemType::I32 | ElemType::F32 | ElemType::U32 => 32,
             ElemType::I64 | ElemType::F64 => 64,
+            ElemType::BF16 | ElemType::F16 => 16,
         }
     }
 }
@@ -338,7 +360,7 @@ pub(crate) fn zeros_text(t: &TensorType) -> String {
         match t.dt {
             ElemType::Bool => "false".into(),
             ElemType::I32 | ElemType::I64 | ElemType::U32 | ElemType::U8 => format!("0{}", t.dt.name()),
-            ElemType::F32 | ElemType::F64 => format!("0.0{}", t.dt.name()),
+            ElemType::F32 | ElemType::F64 | ElemType::BF16 | ElemType::F16 => format!("0.0{}", t.dt.name()),
         }
     } else {
         format!("zeros({}, {})", t.dt.name(), t.dims_text())

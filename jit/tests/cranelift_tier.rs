@@ -47,6 +47,12 @@ fn same(a: &[Tensor], b: &[Tensor]) -> Result<(), String> {
                 (Buffer::I64(p), Buffer::I64(q)) => p == q,
                 (Buffer::U32(p), Buffer::U32(q)) => p == q,
                 (Buffer::U8(p), Buffer::U8(q)) => p == q,
+                (Buffer::BF16(p), Buffer::BF16(q)) => {
+                    p.iter().zip(q.iter()).all(|(u, v)| u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()))
+                }
+                (Buffer::F16(p), Buffer::F16(q)) => {
+                    p.iter().zip(q.iter()).all(|(u, v)| u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()))
+                }
                 (Buffer::F32(p), Buffer::F32(q)) => {
                     p.iter().zip(q.iter()).all(|(u, v)| u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()))
                 }
@@ -126,6 +132,14 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("print/scan", &["main:scan:cranelift"]),
     ("print/siblings", &["main:fori_loop:cranelift", "main:scan:cranelift", "main:while_loop:cranelift"]),
     ("print/u32", &["main:fori_loop:cranelift"]),
+    // Half floats (bf16, f16): Cranelift declines their values, so a loop
+    // carrying one stays in the interpreter.
+    ("dtypes/half_arith", &[]),
+    ("dtypes/half_bitcast", &[]),
+    ("dtypes/half_grad", &[]),
+    ("dtypes/half_loop", &["main:fori_loop:interp", "main:fori_loop:interp", "main:fori_loop:interp"]),
+    ("dtypes/half_reduce_matmul", &[]),
+    ("dtypes/half_subnormal", &[]),
     ("language/block_statement", &["main:fori_loop:cranelift"]),
     ("language/if_statement", &[]),
     ("language/u32_literals", &[]),
@@ -815,7 +829,8 @@ fn int_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
     for op in [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Relu, UnaryOp::Not] {
         out.push(a.un(b, op, x));
     }
-    for to in DType::ALL {
+    // Cranelift declines half floats (their loops stay interpreted).
+    for to in DType::ALL.into_iter().filter(|d| !d.is_half()) {
         out.push(a.cast(b, x, to));
     }
     let dtype = a.ty(x).dtype;
@@ -897,7 +912,8 @@ fn float_ops(a: &mut Asm, b: BlockId, x: Reg, y: Reg) -> Vec<Reg> {
     for &op in UnaryOp::ALL.iter().filter(|op| op.accepts().accepts(DType::F32)) {
         out.push(a.un(b, op, x));
     }
-    for to in DType::ALL {
+    // Cranelift declines half floats (their loops stay interpreted).
+    for to in DType::ALL.into_iter().filter(|d| !d.is_half()) {
         out.push(a.cast(b, x, to));
     }
     out

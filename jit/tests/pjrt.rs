@@ -208,7 +208,7 @@ fn transfers_round_trip_for_each_dtype() {
 
 #[test]
 fn tensors_round_trip_for_each_dtype() {
-    use loopvm_runtime::{DType, Tensor};
+    use loopvm_runtime::{bf16, f16, DType, Tensor};
     let client = client();
     let tensors = [
         Tensor::from_vec(&[2, 2], vec![true, false, false, true]).unwrap(),
@@ -216,6 +216,8 @@ fn tensors_round_trip_for_each_dtype() {
         Tensor::from_vec(&[1, 3], vec![i64::MIN, -1, i64::MAX]).unwrap(),
         Tensor::from_vec(&[3], vec![0u32, 0x8000_0000, u32::MAX]).unwrap(),
         Tensor::from_vec(&[3], vec![0u8, 128, 255]).unwrap(),
+        Tensor::from_vec(&[3], vec![bf16::from_f32(-1.5), bf16::INFINITY, bf16::from_bits(1)]).unwrap(),
+        Tensor::from_vec(&[2, 2], vec![f16::MAX, f16::from_bits(1), f16::NEG_ZERO, f16::from_f32(0.1)]).unwrap(),
         Tensor::scalar(f32::MIN_POSITIVE),
         Tensor::from_vec(&[2, 0], Vec::<f64>::new()).unwrap(),
         Tensor::from_vec(&[2], vec![f64::NEG_INFINITY, 1e-310]).unwrap(),
@@ -234,6 +236,8 @@ fn tensors_round_trip_for_each_dtype() {
             DType::U8 => assert_eq!(back.as_slice::<u8>(), t.as_slice::<u8>()),
             DType::F32 => assert_eq!(back.as_slice::<f32>(), t.as_slice::<f32>()),
             DType::F64 => assert_eq!(back.as_slice::<f64>(), t.as_slice::<f64>()),
+            DType::BF16 => assert_eq!(back.as_slice::<bf16>(), t.as_slice::<bf16>()),
+            DType::F16 => assert_eq!(back.as_slice::<f16>(), t.as_slice::<f16>()),
         }
     }
 }

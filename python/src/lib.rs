@@ -225,6 +225,10 @@ fn dtype_of(arr: &Bound<'_, PyUntypedArray>) -> Option<DType> {
             DType::U8 => numpy::dtype::<u8>(py),
             DType::F32 => numpy::dtype::<f32>(py),
             DType::F64 => numpy::dtype::<f64>(py),
+            DType::F16 => numpy::dtype::<half::f16>(py),
+            // NumPy knows bfloat16 only once ml_dtypes is imported.
+            DType::BF16 if bf16_ready(py) => numpy::dtype::<half::bf16>(py),
+            DType::BF16 => return false,
         };
         numpy::PyArrayDescrMethods::is_equiv_to(&d, &want)
     })
@@ -239,7 +243,23 @@ fn numpy_name(d: DType) -> &'static str {
         DType::U8 => "uint8",
         DType::F32 => "float32",
         DType::F64 => "float64",
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
     }
+}
+
+/// `true` when `ml_dtypes` (which gives NumPy its `bfloat16`) imports: the
+/// bf16 element type of rust-numpy panics without it, so every bf16 array
+/// goes through here first.
+fn bf16_ready(py: Python<'_>) -> bool {
+    py.import("ml_dtypes").is_ok()
+}
+
+#[cold]
+fn no_bf16(what: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{what}: bf16 arrays are NumPy arrays of ml_dtypes.bfloat16; install ml_dtypes (pip install ml_dtypes)"
+    ))
 }
 
 /// Copies a NumPy array of element type `T` into a tensor (one copy; the
@@ -250,7 +270,9 @@ fn read_array<T: Element + loopvm_runtime::Element + Copy>(a: &Bound<'_, PyArray
     let data: Vec<T> = match ro.as_slice() {
         // The runtime's copy: fallible, and a large buffer advised as huge
         // pages before it is touched (as NumPy does for its own arrays).
-        Ok(s) => loopvm_runtime::alloc::try_copy("argument", s, &shape).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        Ok(s) => {
+            loopvm_runtime::alloc::try_copy("argument", s, &shape).map_err(|e| PyValueError::new_err(e.to_string()))?
+        }
         Err(_) => ro.as_array().iter().copied().collect(),
     };
     Tensor::from_vec(&shape, data).map_err(|e| PyValueError::new_err(e.to_string()))
@@ -266,6 +288,9 @@ fn exact(ty: DType, obj: &Bound<'_, PyAny>) -> Option<PyResult<Tensor>> {
         DType::U8 => obj.cast::<PyArrayDyn<u8>>().ok().map(read_array),
         DType::F32 => obj.cast::<PyArrayDyn<f32>>().ok().map(read_array),
         DType::F64 => obj.cast::<PyArrayDyn<f64>>().ok().map(read_array),
+        DType::F16 => obj.cast::<PyArrayDyn<half::f16>>().ok().map(read_array),
+        DType::BF16 if bf16_ready(obj.py()) => obj.cast::<PyArrayDyn<half::bf16>>().ok().map(read_array),
+        DType::BF16 => None,
     }
 }
 
@@ -283,6 +308,9 @@ fn to_tensor(
         return t;
     }
     let want = ty.display(symbols);
+    if ty.dtype == DType::BF16 && !bf16_ready(py) {
+        return Err(no_bf16(&format!("`{name}` must be {want}")));
+    }
     let np = numpy_mod(py)?;
     let plain = obj.is_instance_of::<PyBool>()
         || obj.is_instance_of::<PyInt>()
@@ -297,8 +325,8 @@ fn to_tensor(
         let ok = matches!(
             (kind.as_str(), ty.dtype),
             ("b", DType::Bool)
-                | ("i" | "u", DType::I32 | DType::I64 | DType::U32 | DType::U8 | DType::F32 | DType::F64)
-                | ("f", DType::F32 | DType::F64)
+                | ("i" | "u", DType::I32 | DType::I64 | DType::U32 | DType::U8)
+                | ("i" | "u" | "f", DType::F32 | DType::F64 | DType::BF16 | DType::F16)
         );
         if !ok {
             let what = match kind.as_str() {
@@ -394,6 +422,9 @@ fn tensor_to_py(py: Python<'_>, t: Tensor) -> PyResult<Py<PyAny>> {
         Buffer::U8(a) => give(py, &shape, a),
         Buffer::F32(a) => give(py, &shape, a),
         Buffer::F64(a) => give(py, &shape, a),
+        Buffer::F16(a) => give(py, &shape, a),
+        Buffer::BF16(a) if bf16_ready(py) => give(py, &shape, a),
+        Buffer::BF16(_) => Err(no_bf16("a bf16 result")),
     }
 }
 

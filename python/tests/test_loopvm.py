@@ -24,6 +24,7 @@ DTYPES = {
     "u8": np.uint8,
     "f32": np.float32,
     "f64": np.float64,
+    "f16": np.float16,
 }
 TIERS = ["interp", "jit", "xla", "auto"]
 
@@ -53,6 +54,36 @@ def test_arithmetic_results_own_their_buffer(dt):
     assert y.flags.owndata or y.base is not None
     y[0, 0] = 7  # writable, owned by Python
     assert x[0, 0] == 0
+
+
+def test_f16_rounds_each_op_like_numpy():
+    prog = loopvm.compile("fn main(x: f16[3], y: f16[3]) -> (f16[3], f16) { (x * y + 1.0f16, sum(x)) }")
+    x = np.array([1.0009765625, 300.0, -2.5], np.float16)
+    y = np.array([1.0009765625, 300.0, 0.1], np.float16)
+    for tier in TIERS:
+        a, s = prog.run(x, y, tier=tier)
+        assert a.dtype == np.float16 and s.dtype == np.float16
+        # NumPy's float16 ops round after each op too; 300 * 300 overflows to inf.
+        np.testing.assert_array_equal(a, x * y + np.float16(1.0))
+        assert s == np.float16(x.astype(np.float32).sum())
+
+
+def test_bf16_is_ml_dtypes_bfloat16():
+    prog = loopvm.compile("fn main(x: bf16[2]) -> bf16[2] { x * 3.0bf16 }")
+    try:
+        import ml_dtypes
+    except ImportError:
+        # Without ml_dtypes NumPy has no bfloat16: a clear error, not a crash.
+        with pytest.raises(TypeError, match="ml_dtypes"):
+            prog.run([1.5, 2.0])
+        return
+    x = np.array([1.5, 1.0078125], ml_dtypes.bfloat16)
+    y = prog.run(x)
+    assert y.dtype == ml_dtypes.bfloat16
+    # 1.0078125 * 3 = 3.0234375 lies halfway between two bf16s: to the even one.
+    np.testing.assert_array_equal(y.astype(np.float32), [4.5, 3.03125])
+    np.testing.assert_array_equal(y, (x.astype(np.float32) * 3).astype(ml_dtypes.bfloat16))
+    np.testing.assert_array_equal(prog.run([1.5, 2.0]).astype(np.float32), [4.5, 6.0])
 
 
 def test_u32_wraps_and_shifts_like_numpy():

@@ -31,6 +31,16 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance { rtol: 1e-5, atol: 1e-6 };
     /// `f64` across tiers.
     pub const F64: Tolerance = Tolerance { rtol: 1e-9, atol: 1e-12 };
+    /// `bf16` across tiers: about one unit in the last place (2^-7 of the
+    /// value at most). Each op rounds to nearest even on every tier, but an
+    /// `f32` intermediate a few `f32` ulps apart (a transcendental function,
+    /// a sum in another order) can round to the neighbouring `bf16`. JAX's
+    /// own test tolerance for `bf16`.
+    pub const BF16: Tolerance = Tolerance { rtol: 1e-2, atol: 1e-2 };
+    /// `f16` across tiers: about one unit in the last place (2^-10 of the
+    /// value at most), for the reason of [`BF16`](Self::BF16). JAX's own
+    /// test tolerance for `f16`.
+    pub const F16: Tolerance = Tolerance { rtol: 1e-3, atol: 1e-3 };
 
     /// The cross-tier tolerance of `dtype` ([`EXACT`](Self::EXACT) for bools
     /// and integers, where it is not used).
@@ -38,6 +48,8 @@ impl Tolerance {
         match dtype {
             DType::F32 => Tolerance::F32,
             DType::F64 => Tolerance::F64,
+            DType::BF16 => Tolerance::BF16,
+            DType::F16 => Tolerance::F16,
             _ => Tolerance::EXACT,
         }
     }
@@ -116,6 +128,8 @@ pub fn first_difference_with(want: &Tensor, got: &Tensor, tol: Tolerance) -> Opt
         (Buffer::I64(a), Buffer::I64(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::U32(a), Buffer::U32(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::U8(a), Buffer::U8(b)) => exact(a, b).map(|i| (i, show(a, i), show(b, i))),
+        (Buffer::BF16(a), Buffer::BF16(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
+        (Buffer::F16(a), Buffer::F16(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::F32(a), Buffer::F32(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
         (Buffer::F64(a), Buffer::F64(b)) => close(a, b, tol).map(|i| (i, show(a, i), show(b, i))),
         _ => unreachable!("equal dtypes hold equal buffer kinds"),

@@ -61,6 +61,8 @@ impl Tensor {
             Buffer::F64(v) => conv(v),
             Buffer::U32(v) => conv(v),
             Buffer::U8(v) => conv(v),
+            Buffer::BF16(v) => conv(v),
+            Buffer::F16(v) => conv(v),
         }
     }
 
@@ -92,6 +94,8 @@ fn for_each_elem(b: &Buffer, limit: usize, mut f: impl FnMut(usize, &str)) {
         Buffer::F64(v) => go(v, limit, &mut f),
         Buffer::U32(v) => go(v, limit, &mut f),
         Buffer::U8(v) => go(v, limit, &mut f),
+        Buffer::BF16(v) => go(v, limit, &mut f),
+        Buffer::F16(v) => go(v, limit, &mut f),
     }
 }
 
@@ -129,6 +133,8 @@ impl fmt::Display for Tensor {
             Buffer::F64(v) => write_nested(f, shape, v),
             Buffer::U32(v) => write_nested(f, shape, v),
             Buffer::U8(v) => write_nested(f, shape, v),
+            Buffer::BF16(v) => write_nested(f, shape, v),
+            Buffer::F16(v) => write_nested(f, shape, v),
         }
     }
 }

@@ -20,11 +20,18 @@ pub enum DType {
     U32 = 5,
     /// `u8`: 8-bit unsigned integer.
     U8 = 6,
+    /// `bf16`: bfloat16 (8 exponent bits, 7 mantissa bits); arithmetic is
+    /// computed in `f32` and rounded to nearest even after each op.
+    BF16 = 7,
+    /// `f16`: IEEE-754 binary16; arithmetic is computed in `f32` and rounded
+    /// to nearest even after each op.
+    F16 = 8,
 }
 
 impl DType {
     /// Every dtype, in tag order.
-    pub const ALL: [DType; 7] = [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64, DType::U32, DType::U8];
+    pub const ALL: [DType; 9] =
+        [DType::Bool, DType::I32, DType::I64, DType::F32, DType::F64, DType::U32, DType::U8, DType::BF16, DType::F16];
 
     /// The name used in source, disassembly and error messages (`f32`).
     pub const fn as_str(self) -> &'static str {
@@ -36,10 +43,13 @@ impl DType {
             DType::F64 => "f64",
             DType::U32 => "u32",
             DType::U8 => "u8",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
         }
     }
 
-    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`, `ui32`, `ui8`).
+    /// The StableHLO element type (`i1`, `i32`, `i64`, `f32`, `f64`, `ui32`, `ui8`,
+    /// `bf16`, `f16`).
     pub const fn stablehlo(self) -> &'static str {
         match self {
             DType::Bool => "i1",
@@ -49,6 +59,8 @@ impl DType {
             DType::F64 => "f64",
             DType::U32 => "ui32",
             DType::U8 => "ui8",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
         }
     }
 
@@ -56,14 +68,22 @@ impl DType {
     pub const fn size_in_bytes(self) -> usize {
         match self {
             DType::Bool | DType::U8 => 1,
+            DType::BF16 | DType::F16 => 2,
             DType::I32 | DType::F32 | DType::U32 => 4,
             DType::I64 | DType::F64 => 8,
         }
     }
 
-    /// `true` for `f32` and `f64`.
+    /// `true` for the floats: `f32`, `f64` and the half floats `bf16`, `f16`.
     pub const fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
+    }
+
+    /// `true` for the half floats `bf16` and `f16`: stored in 16 bits,
+    /// computed in `f32` and rounded to nearest even after each op (dots
+    /// and reductions accumulate in `f32` and round once).
+    pub const fn is_half(self) -> bool {
+        matches!(self, DType::BF16 | DType::F16)
     }
 
     /// `true` for the integers, signed (`i32`, `i64`) and unsigned (`u32`, `u8`).
@@ -79,7 +99,8 @@ impl DType {
 
     /// `true` when `bitcast(x, to)` of an element of `self` is defined
     /// (`lax.bitcast_convert_type` of equal widths): both numbers of one
-    /// size in bytes (`u32`, `i32` and `f32`; `i64` and `f64`; `u8` alone).
+    /// size in bytes (`u32`, `i32` and `f32`; `i64` and `f64`; `bf16` and `f16`; `u8`
+    /// alone).
     pub const fn can_bitcast(self, to: DType) -> bool {
         !matches!(self, DType::Bool) && !matches!(to, DType::Bool) && self.size_in_bytes() == to.size_in_bytes()
     }

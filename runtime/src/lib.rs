@@ -30,5 +30,6 @@ mod tensor;
 pub use alloc::max_tensor_bytes;
 pub use dtype::DType;
 pub use error::{OutOfMemory, RuntimeError, RuntimeErrorKind};
+pub use half::{bf16, f16};
 pub use ops::{Accepts, BinaryOp, ReduceOp, UnaryOp, UpdateMode};
 pub use tensor::{checked_numel, out_buffer, set_scalar, Buffer, Element, Shape, Tensor, MAX_NUMEL};

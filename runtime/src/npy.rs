@@ -42,6 +42,10 @@ fn type_str(d: DType) -> &'static str {
         DType::F64 => "<f8",
         DType::U32 => "<u4",
         DType::U8 => "|u1",
+        DType::F16 => "<f2",
+        // What NumPy writes for ml_dtypes' `bfloat16` (a 2-byte void);
+        // `np.load(f).view(ml_dtypes.bfloat16)` reads it back.
+        DType::BF16 => "<V2",
     }
 }
 
@@ -55,6 +59,9 @@ fn dtype_of(s: &str) -> Option<DType> {
         "<f8" => DType::F64,
         "<u4" => DType::U32,
         "|u1" | "<u1" => DType::U8,
+        "<f2" => DType::F16,
+        // The only 2-byte void loopvm reads: ml_dtypes' `bfloat16`.
+        "<V2" | "|V2" => DType::BF16,
         _ => return None,
     })
 }
@@ -139,7 +146,11 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, RuntimeError> {
         npyz::DType::Plain(ts) => dtype_of(&ts.to_string()),
         _ => None,
     }
-    .ok_or_else(|| err(format!("unsupported dtype {descr} (supported: b1, <i4, <i8, <f4, <f8)")))?;
+    .ok_or_else(|| {
+        err(format!(
+            "unsupported dtype {descr} (supported: |b1, <i4, <i8, <u4, |u1, <f4, <f8, <f2, and <V2 read as bf16)"
+        ))
+    })?;
     let n = crate::checked_numel(&dims)?;
     let need = n.checked_mul(dtype.size_in_bytes());
     if need != Some(data.len()) {
@@ -149,6 +160,13 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, RuntimeError> {
             dtype.as_str(),
             data.len()
         )));
+    }
+    if dtype.is_half() {
+        let bits = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+        return match dtype {
+            DType::BF16 => Tensor::from_vec(&dims, bits.map(half::bf16::from_bits).collect()),
+            _ => Tensor::from_vec(&dims, bits.map(half::f16::from_bits).collect()),
+        };
     }
     let file = npyz::NpyFile::with_header(header, data);
     fn decode<T: Element + npyz::Deserialize>(
@@ -166,6 +184,7 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, RuntimeError> {
         DType::U8 => decode::<u8>(file, &dims),
         DType::F32 => decode::<f32>(file, &dims),
         DType::F64 => decode::<f64>(file, &dims),
+        DType::BF16 | DType::F16 => Err(err("internal error: half floats are decoded above")),
     }
 }
 
@@ -201,7 +220,29 @@ pub fn write(t: &Tensor) -> Result<Vec<u8>, RuntimeError> {
         crate::Buffer::U8(v) => encode(v, t),
         crate::Buffer::F32(v) => encode(v, t),
         crate::Buffer::F64(v) => encode(v, t),
+        crate::Buffer::BF16(v) => Ok(encode_raw(t, v.iter().flat_map(|x| x.to_bits().to_le_bytes()))),
+        crate::Buffer::F16(v) => Ok(encode_raw(t, v.iter().flat_map(|x| x.to_bits().to_le_bytes()))),
     }
+}
+
+/// An `.npy` file (format 1.0, C order) of `t`'s type string, shape and the
+/// little-endian element bytes `data`, laid out as NumPy writes it (the
+/// header padded with spaces to a multiple of 64 bytes, ending in `\n`).
+fn encode_raw(t: &Tensor, data: impl Iterator<Item = u8>) -> Vec<u8> {
+    let shape = match t.shape() {
+        [d] => format!("({d},)"),
+        s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", type_str(t.dtype()));
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
+    header.push('\n');
+    let mut buf = Vec::with_capacity(10 + header.len() + t.nbytes());
+    buf.extend_from_slice(b"\x93NUMPY\x01\x00");
+    buf.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    buf.extend_from_slice(header.as_bytes());
+    buf.extend(data);
+    buf
 }
 
 /// Writes `t` to an `.npy` file.
@@ -239,6 +280,10 @@ mod tests {
             Tensor::scalar(42i32),
             Tensor::from_vec(&[3], vec![0u32, 1, u32::MAX]).unwrap(),
             Tensor::from_vec(&[2], vec![0u8, 255]).unwrap(),
+            Tensor::from_vec(&[3], vec![half::f16::from_f32(1.5), half::f16::NEG_INFINITY, half::f16::from_bits(1)])
+                .unwrap(),
+            Tensor::from_vec(&[1, 2], vec![half::bf16::from_f32(-2.5), half::bf16::from_f32(1e30)]).unwrap(),
+            Tensor::scalar(half::bf16::from_f32(3.0)),
             Tensor::zeros(DType::F32, &[0, 3]).unwrap(),
         ];
         for t in cases {

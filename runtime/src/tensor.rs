@@ -25,6 +25,10 @@ pub enum Buffer {
     U32(Arc<Vec<u32>>),
     /// `u8` elements.
     U8(Arc<Vec<u8>>),
+    /// `bf16` elements.
+    BF16(Arc<Vec<half::bf16>>),
+    /// `f16` elements.
+    F16(Arc<Vec<half::f16>>),
 }
 
 impl Buffer {
@@ -38,6 +42,8 @@ impl Buffer {
             Buffer::F64(_) => DType::F64,
             Buffer::U32(_) => DType::U32,
             Buffer::U8(_) => DType::U8,
+            Buffer::BF16(_) => DType::BF16,
+            Buffer::F16(_) => DType::F16,
         }
     }
     /// Number of elements.
@@ -50,6 +56,8 @@ impl Buffer {
             Buffer::F64(v) => v.len(),
             Buffer::U32(v) => v.len(),
             Buffer::U8(v) => v.len(),
+            Buffer::BF16(v) => v.len(),
+            Buffer::F16(v) => v.len(),
         }
     }
     /// `true` when there are no elements.
@@ -128,6 +136,8 @@ element!(f32, F32, 0.0, |x| x as f64, |y| y as i64);
 element!(f64, F64, 0.0, |x| x, |y| y as i64);
 element!(u32, U32, 0, |x| x as f64, |y| y as i64);
 element!(u8, U8, 0, |x| x as f64, |y| y as i64);
+element!(half::bf16, BF16, half::bf16::ZERO, |x| x.to_f64(), |y| y.to_f32() as i64);
+element!(half::f16, F16, half::f16::ZERO, |x| x.to_f64(), |y| y.to_f32() as i64);
 
 /// Calls `$body` with `$T` bound to the Rust element type of dtype `$d`.
 #[macro_export]
@@ -160,6 +170,14 @@ macro_rules! with_dtype {
             }
             $crate::DType::U8 => {
                 type $T = u8;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::bf16;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::f16;
                 $body
             }
         }
@@ -259,6 +277,8 @@ impl Tensor {
             Buffer::F64(a) => ptr(a),
             Buffer::U32(a) => ptr(a),
             Buffer::U8(a) => ptr(a),
+            Buffer::BF16(a) => ptr(a),
+            Buffer::F16(a) => ptr(a),
         };
         p(&self.buf) == p(&other.buf)
     }
@@ -310,6 +330,8 @@ impl Tensor {
             Buffer::F64(a) => one(a),
             Buffer::U32(a) => one(a),
             Buffer::U8(a) => one(a),
+            Buffer::BF16(a) => one(a),
+            Buffer::F16(a) => one(a),
         }
     }
     /// The single element of a one-element `bool` tensor.

@@ -34,7 +34,10 @@ pub fn parse_value(s: &str, dtype: DType) -> Tensor {
             }
         } else {
             // A dtype suffix (`1.5f32`) goes; `inf` and `NaN` stay.
-            let v = ["f32", "f64", "i32", "i64", "u32", "u8"].iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
+            let v = ["bf16", "f16", "f32", "f64", "i32", "i64", "u32", "u8"]
+                .iter()
+                .find_map(|suf| s.strip_suffix(suf))
+                .unwrap_or(s);
             vals.push(v.to_string());
         }
     }
@@ -50,6 +53,12 @@ pub fn parse_value(s: &str, dtype: DType) -> Tensor {
         DType::U8 => Tensor::from_vec(&shape, vals.iter().map(|v| v.parse::<u8>().unwrap()).collect::<Vec<_>>()),
         DType::F32 => Tensor::from_vec(&shape, vals.iter().map(|v| num(v) as f32).collect::<Vec<_>>()),
         DType::F64 => Tensor::from_vec(&shape, vals.iter().map(num).collect::<Vec<_>>()),
+        DType::BF16 => {
+            Tensor::from_vec(&shape, vals.iter().map(|v| loopvm_runtime::bf16::from_f64(num(v))).collect::<Vec<_>>())
+        }
+        DType::F16 => {
+            Tensor::from_vec(&shape, vals.iter().map(|v| loopvm_runtime::f16::from_f64(num(v))).collect::<Vec<_>>())
+        }
     }
     .unwrap()
 }

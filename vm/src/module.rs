@@ -461,6 +461,8 @@ fn write_tensor(w: &mut Writer, t: &Tensor) {
         Buffer::F64(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::U32(v) => v.iter().for_each(|x| w.raw(&x.to_le_bytes())),
         Buffer::U8(v) => w.raw(v),
+        Buffer::BF16(v) => v.iter().for_each(|x| w.raw(&x.to_bits().to_le_bytes())),
+        Buffer::F16(v) => v.iter().for_each(|x| w.raw(&x.to_bits().to_le_bytes())),
     }
 }
 
@@ -490,6 +492,14 @@ fn read_tensor(r: &mut Reader<'_>) -> Result<Tensor, DecodeError> {
             raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         ),
         DType::U8 => Tensor::from_vec(&shape, raw.to_vec()),
+        DType::BF16 => Tensor::from_vec(
+            &shape,
+            raw.chunks_exact(2).map(|c| loopvm_runtime::bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        ),
+        DType::F16 => Tensor::from_vec(
+            &shape,
+            raw.chunks_exact(2).map(|c| loopvm_runtime::f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        ),
         DType::U32 => Tensor::from_vec(
             &shape,
             raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),

@@ -72,6 +72,9 @@ pub(super) fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
             Ok(x) => ConstValues::Int(vec![i64::from(x)]),
             Err(_) => return err(format!("integer literal {i} does not fit in u8"), span),
         },
+        (LitValue::Int(i), d) if d.is_half() && half_overflows(i as f64, d) => {
+            return err(format!("integer literal {i} is out of range for {d}"), span)
+        }
         (LitValue::Int(i), _) => ConstValues::Float(vec![i as f64]),
         (LitValue::Float(f), DType::F32) => {
             // Out of range only if it rounds to infinity: `3.4028235e38` (the
@@ -82,6 +85,12 @@ pub(super) fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
             ConstValues::Float(vec![f])
         }
         (LitValue::Float(f), DType::F64) => ConstValues::Float(vec![f]),
+        (LitValue::Float(f), d) if d.is_half() => {
+            if half_overflows(f, d) {
+                return err(format!("float literal {} is out of range for {d}", lit_text(v)), span);
+            }
+            ConstValues::Float(vec![f])
+        }
         (LitValue::Float(_), d) => {
             return Err(boxed(
                 Diagnostic::new(format!("cannot use float literal {} as {d}", lit_text(v)), span)
@@ -90,6 +99,16 @@ pub(super) fn lit(v: LitValue, dtype: DType, span: Span) -> DResult<t::Expr> {
         }
     };
     Ok(mk(t::ExprKind::Const(ConstData { dtype, shape: Vec::new(), values }), Type::scalar(dtype), span))
+}
+
+/// `true` when finite `x` rounds to infinity in half float `d` (`bf16`,
+/// `f16`; nearest even, as the constant is stored).
+fn half_overflows(x: f64, d: DType) -> bool {
+    let r = match d {
+        DType::BF16 => loopvm_runtime::bf16::from_f64(x).to_f64(),
+        _ => loopvm_runtime::f16::from_f64(x).to_f64(),
+    };
+    x.is_finite() && r.is_infinite()
 }
 
 /// The dtype of a literal without a suffix: i32, f32 or bool.

@@ -170,6 +170,8 @@ fn data_ptr(t: &Tensor) -> *const u8 {
         Buffer::U8(v) => v.as_ptr().cast(),
         Buffer::F32(v) => v.as_ptr().cast(),
         Buffer::F64(v) => v.as_ptr().cast(),
+        Buffer::BF16(v) => v.as_ptr().cast(),
+        Buffer::F16(v) => v.as_ptr().cast(),
     }
 }
 

@@ -266,10 +266,18 @@ impl fmt::Display for LoopUnroll {
 /// `HloComputation::GetCallersMap`, fuzz seed 1412061414 program 218,
 /// `regress/while_simplifier_print.lb`). Loop-invariant code motion and
 /// the other loop passes still run.
+///
+/// And without excess precision (`--xla_allow_excess_precision=false`): XLA
+/// computes `bf16` and `f16` elementwise ops in `f32`, and may otherwise
+/// drop the rounding between two of them; loopvm rounds after each op on
+/// every tier (`docs/semantics.md`, "Half floats").
 pub fn default_xla_flags(platform: Platform) -> &'static str {
     match platform {
         Platform::Gpu => "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1",
-        Platform::Cpu => "--xla_cpu_max_isa=AVX --xla_disable_hlo_passes=constant_folding,simplify-while-loops",
+        Platform::Cpu => {
+            "--xla_cpu_max_isa=AVX --xla_disable_hlo_passes=constant_folding,simplify-while-loops \
+             --xla_allow_excess_precision=false"
+        }
         Platform::Other => "",
     }
 }

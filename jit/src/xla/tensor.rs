@@ -15,6 +15,8 @@ impl From<DType> for ElementType {
             DType::F64 => ElementType::F64,
             DType::U32 => ElementType::U32,
             DType::U8 => ElementType::U8,
+            DType::BF16 => ElementType::BF16,
+            DType::F16 => ElementType::F16,
         }
     }
 }
@@ -30,6 +32,8 @@ impl ElementType {
             ElementType::F64 => Some(DType::F64),
             ElementType::U32 => Some(DType::U32),
             ElementType::U8 => Some(DType::U8),
+            ElementType::BF16 => Some(DType::BF16),
+            ElementType::F16 => Some(DType::F16),
             _ => None,
         }
     }
@@ -45,6 +49,8 @@ impl Plain for f32 {}
 impl Plain for f64 {}
 impl Plain for u32 {}
 impl Plain for u8 {}
+impl Plain for loopvm_runtime::bf16 {}
+impl Plain for loopvm_runtime::f16 {}
 
 /// Element types for which every bit pattern is a valid value.
 trait AnyBits: Plain {}
@@ -54,6 +60,8 @@ impl AnyBits for f32 {}
 impl AnyBits for f64 {}
 impl AnyBits for u32 {}
 impl AnyBits for u8 {}
+impl AnyBits for loopvm_runtime::bf16 {}
+impl AnyBits for loopvm_runtime::f16 {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `T: Plain` has no padding and all bytes initialised, so its
@@ -138,6 +146,8 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
         HostBuffer::F64(v) => bytes_of(v.as_slice()),
         HostBuffer::U32(v) => bytes_of(v.as_slice()),
         HostBuffer::U8(v) => bytes_of(v.as_slice()),
+        HostBuffer::BF16(v) => bytes_of(v.as_slice()),
+        HostBuffer::F16(v) => bytes_of(v.as_slice()),
     }
 }
 
@@ -169,6 +179,8 @@ impl Buffer {
             DType::F64 => self.read_as::<f64>(&dims, n)?,
             DType::U32 => self.read_as::<u32>(&dims, n)?,
             DType::U8 => self.read_as::<u8>(&dims, n)?,
+            DType::BF16 => self.read_as::<loopvm_runtime::bf16>(&dims, n)?,
+            DType::F16 => self.read_as::<loopvm_runtime::f16>(&dims, n)?,
         };
         tensor.map_err(|e| XlaError::InvalidArgument(e.to_string()))
     }

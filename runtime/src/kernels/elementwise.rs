@@ -67,6 +67,8 @@ pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::U8 => unary_int::<u8>(op, a, out),
         DType::F32 => unary_float::<f32>(op, a, out),
         DType::F64 => unary_float::<f64>(op, a, out),
+        DType::BF16 => unary_float::<half::bf16>(op, a, out),
+        DType::F16 => unary_float::<half::f16>(op, a, out),
     }
 }
 
@@ -135,6 +137,8 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) ->
         DType::U8 => binary_int::<u8>(op, a, b, out),
         DType::F32 => binary_num::<f32>(op, a, b, out),
         DType::F64 => binary_num::<f64>(op, a, b, out),
+        DType::BF16 => binary_num::<half::bf16>(op, a, b, out),
+        DType::F16 => binary_num::<half::f16>(op, a, b, out),
     }
 }
 
@@ -408,6 +412,13 @@ pub fn cast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Runti
     crate::with_dtype!(a.dtype(), S => crate::with_dtype!(to, D => map1::<S, D>("cast", a, out, Conv::<D>::conv)))
 }
 
+/// `a` converted to `f32` (a new tensor; exact for the half floats).
+pub(crate) fn to_f32(a: &Tensor) -> Result<Tensor, RuntimeError> {
+    let mut o = None;
+    cast(a, DType::F32, &mut o)?;
+    o.ok_or_else(|| RuntimeError::new("cast", format!("internal error: no f32 copy of {}", a.type_string())))
+}
+
 /// The bits of an element, for [`bitcast`]: every number type, zero-extended
 /// to 64 bits.
 trait Bits: Element {
@@ -438,6 +449,8 @@ bits! {
     u8 => |x| u64::from(x), |b| b as u8;
     f32 => |x| u64::from(if x.is_nan() { CANONICAL_NAN_F32 } else { x.to_bits() }), |b| f32::from_bits(b as u32);
     f64 => |x| if x.is_nan() { CANONICAL_NAN_F64 } else { x.to_bits() }, |b| f64::from_bits(b);
+    half::bf16 => |x| u64::from(if x.is_nan() { CANONICAL_NAN_BF16 } else { x.to_bits() }), |b| half::bf16::from_bits(b as u16);
+    half::f16 => |x| u64::from(if x.is_nan() { CANONICAL_NAN_F16 } else { x.to_bits() }), |b| half::f16::from_bits(b as u16);
 }
 
 /// The bits `bitcast` gives for any NaN `f32`: the positive quiet NaN. A
@@ -447,6 +460,10 @@ bits! {
 pub const CANONICAL_NAN_F32: u32 = 0x7fc0_0000;
 /// The bits `bitcast` gives for any NaN `f64` (see [`CANONICAL_NAN_F32`]).
 pub const CANONICAL_NAN_F64: u64 = 0x7ff8_0000_0000_0000;
+/// The bits `bitcast` gives for any NaN `bf16` (see [`CANONICAL_NAN_F32`]).
+pub const CANONICAL_NAN_BF16: u16 = 0x7fc0;
+/// The bits `bitcast` gives for any NaN `f16` (see [`CANONICAL_NAN_F32`]).
+pub const CANONICAL_NAN_F16: u16 = 0x7e00;
 
 /// `bitcast(a, to)` (`lax.bitcast_convert_type`): the bits of every element
 /// read as dtype `to`, which must have the element width of `a`'s dtype
@@ -463,6 +480,8 @@ pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Ru
             DType::I64 => go::<S, i64>(a, out),
             DType::U32 => go::<S, u32>(a, out),
             DType::U8 => go::<S, u8>(a, out),
+            DType::BF16 => go::<S, half::bf16>(a, out),
+            DType::F16 => go::<S, half::f16>(a, out),
             DType::F32 => go::<S, f32>(a, out),
             DType::F64 => go::<S, f64>(a, out),
             DType::Bool => Err(bitcast_error(a, DType::Bool)),
@@ -480,6 +499,8 @@ pub fn bitcast(a: &Tensor, to: DType, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I64 => into::<i64>(a, to, out),
         DType::U32 => into::<u32>(a, to, out),
         DType::U8 => into::<u8>(a, to, out),
+        DType::BF16 => into::<half::bf16>(a, to, out),
+        DType::F16 => into::<half::f16>(a, to, out),
         DType::F32 => into::<f32>(a, to, out),
         DType::F64 => into::<f64>(a, to, out),
         DType::Bool => Err(bitcast_error(a, to)),
@@ -520,6 +541,8 @@ pub fn iota(dtype: DType, n: usize, out: &mut Option<Tensor>) -> Result<(), Runt
         DType::U8 => fill::<u8>(n, out),
         DType::F32 => fill::<f32>(n, out),
         DType::F64 => fill::<f64>(n, out),
+        DType::BF16 => fill::<half::bf16>(n, out),
+        DType::F16 => fill::<half::f16>(n, out),
     }
 }
 

@@ -29,6 +29,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
     let (m, k, n) = (mm.m.unwrap_or(1), mm.k, mm.n.unwrap_or(1));
     let shape: Shape = mm.dims();
     checked_numel(&shape).map_err(|_| RuntimeError::new("matmul", format!("result too large, {}", types())))?;
+    if a.dtype().is_half() {
+        return through_f32(a, b, out, matmul);
+    }
     match a.dtype() {
         DType::F32 => {
             let (x, y) = (elems::<f32>("matmul", a)?, elems::<f32>("matmul", b)?);
@@ -44,7 +47,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
         DType::I64 => int_matmul::<i64>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::U32 => int_matmul::<u32>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
         DType::U8 => int_matmul::<u8>(m, k, n, elems("matmul", a)?, elems("matmul", b)?, out_buffer(out, &shape)),
-        DType::Bool => {}
+        DType::Bool | DType::BF16 | DType::F16 => {}
     }
     Ok(())
 }
@@ -87,6 +90,9 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
     })?;
     let shape: Shape = g.dims();
     checked_numel(&shape).map_err(|_| RuntimeError::new(OP, format!("result too large, {}", types())))?;
+    if a.dtype().is_half() {
+        return through_f32(a, b, out, |x, y, o| dot_general(x, y, dims, o));
+    }
     // With a non-empty result, the batch and free dims are all non-zero, so
     // their products are at most the result's element count; the contracted
     // dims are then an operand's only other dims, so their product is at
@@ -148,9 +154,29 @@ pub fn dot_general(a: &Tensor, b: &Tensor, dims: &DotDims, out: &mut Option<Tens
         DType::I64 => batches!(i64, |m, k, n, xa, yb, c| int_matmul::<i64>(m, k, n, xa, yb, c)),
         DType::U32 => batches!(u32, |m, k, n, xa, yb, c| int_matmul::<u32>(m, k, n, xa, yb, c)),
         DType::U8 => batches!(u8, |m, k, n, xa, yb, c| int_matmul::<u8>(m, k, n, xa, yb, c)),
-        DType::Bool => {}
+        DType::Bool | DType::BF16 | DType::F16 => {}
     }
     Ok(())
+}
+
+/// A product of half floats (`bf16`, `f16`; both operands of one dtype,
+/// shapes checked): the operands converted to `f32` (exactly), the `f32`
+/// product (`f32` accumulation), rounded once to nearest even. XLA's CPU
+/// backend computes a half-float dot this way, and the emitter writes the
+/// conversions out (see `docs/semantics.md`).
+fn through_f32(
+    a: &Tensor,
+    b: &Tensor,
+    out: &mut Option<Tensor>,
+    f: impl FnOnce(&Tensor, &Tensor, &mut Option<Tensor>) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
+    let (x, y) = (super::elementwise::to_f32(a)?, super::elementwise::to_f32(b)?);
+    let mut o = None;
+    f(&x, &y, &mut o)?;
+    match o {
+        Some(t) => super::cast(&t, a.dtype(), out),
+        None => Err(RuntimeError::new("matmul", "internal error: no f32 product".to_string())),
+    }
 }
 
 /// A `dot_general` of at least this many multiply-adds (and more than one

@@ -76,6 +76,9 @@ impl BufferKernel {
         if dtype == DType::Bool {
             return Err("matmul of bools".into());
         }
+        if dtype.is_half() {
+            return Err(format!("matmul of {dtype} (the interpreter's kernel accumulates in f32)"));
+        }
         let mm = rules::matmul(sa, sb).map_err(|e| match e {
             MatmulError::Rank => format!("matmul of shapes {sa:?} and {sb:?}"),
             MatmulError::Inner(k, k2) => format!("matmul: inner dimensions differ ({k} vs {k2})"),
@@ -267,6 +270,8 @@ unsafe fn run(k: &BufferKernel, a: *const u8, b: *const u8, out: *mut u8) {
                 DType::U8 => zip!(u8, int_binary),
                 DType::F32 => zip!(f32, num_binary),
                 DType::F64 => zip!(f64, num_binary),
+                DType::BF16 => zip!(half::bf16, num_binary),
+                DType::F16 => zip!(half::f16, num_binary),
             }
         }
         KernelOp::Unary { op, dtype, n } => {
@@ -292,6 +297,8 @@ unsafe fn run(k: &BufferKernel, a: *const u8, b: *const u8, out: *mut u8) {
                 DType::U8 => int::<u8>(*op, a, out, *n),
                 DType::F32 => float::<f32>(*op, a, out, *n),
                 DType::F64 => float::<f64>(*op, a, out, *n),
+                DType::BF16 => float::<half::bf16>(*op, a, out, *n),
+                DType::F16 => float::<half::f16>(*op, a, out, *n),
             }
         }
         KernelOp::MatMul { dtype, m, k, n } => {
@@ -310,7 +317,8 @@ unsafe fn run(k: &BufferKernel, a: *const u8, b: *const u8, out: *mut u8) {
                 DType::I64 => mm!(i64, super::matmul::int_matmul::<i64>),
                 DType::U32 => mm!(u32, super::matmul::int_matmul::<u32>),
                 DType::U8 => mm!(u8, super::matmul::int_matmul::<u8>),
-                DType::Bool => {}
+                // Refused when the kernel is made.
+                DType::Bool | DType::BF16 | DType::F16 => {}
             }
         }
         KernelOp::Broadcast { dtype, src: s, shape } => {

@@ -365,6 +365,137 @@ macro_rules! float_num {
 float_num!(f32, libm::erff, libm::erfcf, erf_inv_f32);
 float_num!(f64, libm::erf, libm::erfc, erf_inv_f64);
 
+/// The half floats (`bf16`, `f16`): every op converts its operands to
+/// `f32` (exactly), computes the `f32` op and rounds the result to nearest
+/// even, as XLA's CPU backend computes them (it upcasts half-float
+/// elementwise ops to `f32`; loopvm tells it to round after each op, see
+/// `docs/semantics.md`). For `+ - * /` and `sqrt` this is the correctly
+/// rounded half result: `f32` holds more than twice a half float's
+/// precision plus two bits, so the double rounding is innocuous.
+macro_rules! half_num {
+    ($t:ty) => {
+        impl Num for $t {
+            #[inline]
+            fn add(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::add(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn sub(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::sub(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn mul(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::mul(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn div(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::div(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn rem(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::rem(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn pow(a: Self, b: Self) -> Self {
+                <$t>::from_f32(<f32 as Num>::pow(a.to_f32(), b.to_f32()))
+            }
+            #[inline]
+            fn neg(a: Self) -> Self {
+                -a
+            }
+            #[inline]
+            fn abs(a: Self) -> Self {
+                <$t>::from_bits(a.to_bits() & 0x7fff)
+            }
+            #[inline]
+            fn from_usize(n: usize) -> Self {
+                <$t>::from_f32(n as f32)
+            }
+        }
+
+        impl Float for $t {
+            const NAN: Self = <$t>::NAN;
+            #[inline]
+            fn exp(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::exp(a.to_f32()))
+            }
+            #[inline]
+            fn ln(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::ln(a.to_f32()))
+            }
+            #[inline]
+            fn sqrt(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::sqrt(a.to_f32()))
+            }
+            #[inline]
+            fn tanh(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::tanh(a.to_f32()))
+            }
+            #[inline]
+            fn sigmoid(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::sigmoid(a.to_f32()))
+            }
+            #[inline]
+            fn sin(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::sin(a.to_f32()))
+            }
+            #[inline]
+            fn cos(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::cos(a.to_f32()))
+            }
+            #[inline]
+            fn erf(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::erf(a.to_f32()))
+            }
+            #[inline]
+            fn erfc(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::erfc(a.to_f32()))
+            }
+            #[inline]
+            fn erf_inv(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::erf_inv(a.to_f32()))
+            }
+            #[inline]
+            fn rsqrt(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::rsqrt(a.to_f32()))
+            }
+            #[inline]
+            fn ln_1p(a: Self) -> Self {
+                <$t>::from_f32(<f32 as Float>::ln_1p(a.to_f32()))
+            }
+        }
+
+        // Conversions from a half float go through its exact `f32` value;
+        // into one, from `f32` rounding to nearest even, and from every other
+        // type by way of `f32` (so an `f64` rounds twice, as XLA's CPU
+        // backend converts it).
+        impl<U> Conv<U> for $t
+        where
+            f32: Conv<U>,
+        {
+            #[inline]
+            fn conv(self) -> U {
+                self.to_f32().conv()
+            }
+        }
+        half_conv_from!($t; i32, i64, f32, f64, u32, u8, bool);
+    };
+}
+
+macro_rules! half_conv_from {
+    ($t:ty; $($s:ty),*) => {
+        $(impl Conv<$t> for $s {
+            #[inline]
+            fn conv(self) -> $t {
+                <$t>::from_f32(Conv::<f32>::conv(self))
+            }
+        })*
+    };
+}
+
+half_num!(half::bf16);
+half_num!(half::f16);
+
 /// `erf_inv` in `f32` by the algorithm XLA's CPU backend runs (so `normal`
 /// draws agree with JAX's to the ulp): Giles' single-precision
 /// approximation ("Approximating the erfinv function", GPU Computing Gems,
@@ -585,7 +716,7 @@ macro_rules! accumulate_num {
     };
 }
 
-accumulate_num!(i32, i64, f32, f64, u32, u8);
+accumulate_num!(i32, i64, f32, f64, u32, u8, half::bf16, half::f16);
 
 impl Accumulate for bool {
     #[inline]

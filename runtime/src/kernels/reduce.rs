@@ -5,7 +5,7 @@
 //! every pass reads the input contiguously.
 
 use super::elems;
-use super::num::{argmax_better, max_nan, min_nan, Num};
+use super::num::{argmax_better, max_nan, min_nan, Conv, Num};
 use crate::{out_buffer, rules, DType, Element, ReduceOp, RuntimeError, Shape, Tensor};
 
 /// Reduces `a` with `op` over all elements (`axis = None`, a rank-0 result)
@@ -96,6 +96,8 @@ pub(crate) fn reduce_io<'a>(
         DType::U8 => reduce_int::<u8>(op, g, io, |v| v as f32)?,
         DType::F32 => reduce_float::<f32>(op, g, io, |n| n as f32)?,
         DType::F64 => reduce_float::<f64>(op, g, io, |n| n as f64)?,
+        DType::BF16 => reduce_half::<half::bf16>(op, g, io)?,
+        DType::F16 => reduce_half::<half::f16>(op, g, io)?,
     }
     Ok(())
 }
@@ -110,6 +112,32 @@ fn reduce_int<'a, T: Num>(
     match op {
         ReduceOp::Sum => fold(x, g, io.output::<T>(), T::ZERO, T::add),
         ReduceOp::Mean => mean_as_f32(x, g, io.output::<f32>(), to_f32),
+        ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
+        ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+    }
+    Ok(())
+}
+
+/// A half-float reduction: `sum` and `mean` accumulate in `f32` and round
+/// once to nearest even (as XLA's CPU backend, and JAX's `jnp.sum`, do);
+/// `max`, `min` and `argmax` are exact in the half type.
+fn reduce_half<'a, T: Num + Conv<f32>>(op: ReduceOp, g: Geom, mut io: impl ReduceIo<'a>) -> Result<(), RuntimeError>
+where
+    f32: Conv<T>,
+{
+    let x = io.input::<T>()?;
+    let sum = |o: &mut [T], mean: bool| {
+        let mut acc = vec![0f32; o.len()];
+        fold(x, g, &mut acc, 0.0, |s, v: T| s + Conv::<f32>::conv(v));
+        let n = g.len as f32;
+        for (o, s) in o.iter_mut().zip(acc) {
+            *o = Conv::<T>::conv(if mean { s / n } else { s });
+        }
+    };
+    match op {
+        ReduceOp::Sum => sum(io.output::<T>(), false),
+        ReduceOp::Mean => sum(io.output::<T>(), true),
         ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
         ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
         ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),

@@ -31,6 +31,10 @@ pub enum Scalar {
     U32(u32),
     /// A `u8`.
     U8(u8),
+    /// A `bf16`.
+    BF16(half::bf16),
+    /// An `f16`.
+    F16(half::f16),
 }
 
 /// Calls `$body` with `$x` bound to the value of scalar `$s`, whatever its
@@ -73,6 +77,16 @@ macro_rules! with_scalar {
                 type $T = u8;
                 $body
             }
+            Scalar::BF16($x) => {
+                #[allow(dead_code)]
+                type $T = half::bf16;
+                $body
+            }
+            Scalar::F16($x) => {
+                #[allow(dead_code)]
+                type $T = half::f16;
+                $body
+            }
         }
     };
 }
@@ -93,7 +107,7 @@ macro_rules! scalar_element {
         }
     )*};
 }
-scalar_element!(bool => Bool, i32 => I32, i64 => I64, f32 => F32, f64 => F64, u32 => U32, u8 => U8);
+scalar_element!(bool => Bool, i32 => I32, i64 => I64, f32 => F32, f64 => F64, u32 => U32, u8 => U8, half::bf16 => BF16, half::f16 => F16);
 
 impl Scalar {
     /// The dtype of the element.
@@ -170,6 +184,8 @@ pub fn binary(op: BinaryOp, a: Scalar, b: Scalar) -> Option<Scalar> {
         (S::F64(x), S::F64(y)) => num(op, x, y),
         (S::U32(x), S::U32(y)) => int(op, x, y),
         (S::U8(x), S::U8(y)) => int(op, x, y),
+        (S::BF16(x), S::BF16(y)) => num(op, x, y),
+        (S::F16(x), S::F16(y)) => num(op, x, y),
         (S::Bool(x), S::Bool(y)) => boolean(op, x, y),
         _ => None,
     }
@@ -246,6 +262,8 @@ pub fn unary(op: UnaryOp, a: Scalar) -> Option<Scalar> {
         Scalar::U8(x) => unary_int(op, x),
         Scalar::F32(x) => unary_float(op, x),
         Scalar::F64(x) => unary_float(op, x),
+        Scalar::BF16(x) => unary_float(op, x),
+        Scalar::F16(x) => unary_float(op, x),
     }
 }
 
@@ -303,6 +321,8 @@ mod tests {
             DType::U8 => i.iter().map(|&x| Scalar::U8(x as u8)).collect(),
             DType::F32 => f.iter().map(|&x| Scalar::F32(x as f32)).collect(),
             DType::F64 => f.iter().map(|&x| Scalar::F64(x)).collect(),
+            DType::BF16 => f.iter().map(|&x| Scalar::BF16(half::bf16::from_f64(x))).collect(),
+            DType::F16 => f.iter().map(|&x| Scalar::F16(half::f16::from_f64(x))).collect(),
         }
     }
 
@@ -311,6 +331,8 @@ mod tests {
         match (a, b) {
             (Some(Scalar::F32(x)), Some(Scalar::F32(y))) => x.to_bits() == y.to_bits(),
             (Some(Scalar::F64(x)), Some(Scalar::F64(y))) => x.to_bits() == y.to_bits(),
+            (Some(Scalar::BF16(x)), Some(Scalar::BF16(y))) => x.to_bits() == y.to_bits(),
+            (Some(Scalar::F16(x)), Some(Scalar::F16(y))) => x.to_bits() == y.to_bits(),
             _ => a == b,
         }
     }

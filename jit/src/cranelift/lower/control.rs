@@ -41,6 +41,7 @@ impl Lowerer<'_, '_> {
         let v = match inst {
             Inst::Const { dst, k } => {
                 let Some(t) = self.m.consts.get(k.0 as usize) else { return unsupported!("no constant k{}", k.0) };
+                super::no_half(t.dtype())?;
                 let v = self.constant(t);
                 env.set(*dst, v);
                 return Ok(());
@@ -185,6 +186,7 @@ impl Lowerer<'_, '_> {
             }
             Inst::DotGeneral { .. } => return unsupported!("`{}` in `{}`", op.info().name.to_lowercase(), func.name),
         };
+        super::no_half(v.1.dtype)?;
         env.set(*v.0, v.1);
         Ok(())
     }

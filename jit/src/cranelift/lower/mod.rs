@@ -111,9 +111,21 @@ fn type_string(dtype: DType, shape: &[usize]) -> String {
     }
 }
 
-/// The Cranelift type of one element.
+/// Declines a value of a half-float dtype (`bf16`, `f16`): Cranelift has
+/// no lowering for them, so a loop holding one stays in the interpreter
+/// (`--stats` gives this reason).
+pub(crate) fn no_half(d: DType) -> Result<(), CompileError> {
+    if d.is_half() {
+        return unsupported!("{d} values (half floats run in the interpreter)");
+    }
+    Ok(())
+}
+
+/// The Cranelift type of one element (a half float's 16 bits; such values
+/// are declined by [`no_half`] before any code uses them).
 pub(crate) fn clif_type(d: DType) -> Type {
     match d {
+        DType::BF16 | DType::F16 => types::I16,
         DType::Bool | DType::U8 => types::I8,
         DType::I32 | DType::U32 => types::I32,
         DType::I64 => types::I64,
@@ -223,6 +235,9 @@ pub(crate) fn lower_region(
         let f = lw.b.ins().load(types::I64, MemFlagsData::trusted(), meter_ptr, 0);
         lw.b.def_var(fuel, f);
         lw.meter = Some((meter_ptr, fuel));
+    }
+    for ty in r.inputs.iter().chain(r.carry) {
+        no_half(ty.dtype)?;
     }
     let mut env = Env::new(f.num_regs());
     for (k, (reg, ty)) in r.input_regs.iter().zip(r.inputs).enumerate() {
@@ -563,6 +578,8 @@ impl Lowerer<'_, '_> {
                 Buffer::U8(v) => v.iter().map(|&x| self.iconst(types::I8, i64::from(x))).collect(),
                 Buffer::F32(v) => v.iter().map(|&x| self.b.ins().f32const(x)).collect(),
                 Buffer::F64(v) => v.iter().map(|&x| self.b.ins().f64const(x)).collect(),
+                Buffer::BF16(v) => v.iter().map(|&x| self.iconst(types::I16, i64::from(x.to_bits()))).collect(),
+                Buffer::F16(v) => v.iter().map(|&x| self.iconst(types::I16, i64::from(x.to_bits()))).collect(),
             };
             return Val::elems(dtype, shape, xs);
         }
@@ -574,6 +591,8 @@ impl Lowerer<'_, '_> {
             Buffer::U8(v) => v.as_ptr() as usize,
             Buffer::F32(v) => v.as_ptr() as usize,
             Buffer::F64(v) => v.as_ptr() as usize,
+            Buffer::BF16(v) => v.as_ptr() as usize,
+            Buffer::F16(v) => v.as_ptr() as usize,
         };
         self.keep.push(t.clone());
         let p = self.iconst(self.ptr, addr as i64);

@@ -139,6 +139,7 @@ impl Lowerer<'_, '_> {
     pub(super) fn binary_scalar(&mut self, op: BinaryOp, d: DType, x: Value, y: Value) -> Result<Value, CompileError> {
         let ty = clif_type(d);
         Ok(match d {
+            DType::BF16 | DType::F16 => return super::no_half(d).map(|()| x),
             DType::Bool => match op {
                 BinaryOp::And | BinaryOp::Min => self.b.ins().band(x, y),
                 BinaryOp::Or | BinaryOp::Max => self.b.ins().bor(x, y),

@@ -249,6 +249,21 @@ impl Emitter<'_> {
         if from == to {
             return a.clone();
         }
+        if from.is_half() && !to.is_float() {
+            // As the interpreter: by way of the half float's exact f32 value
+            // (so a bf16 subnormal is read as the mode says, and the f32
+            // saturation bounds below apply).
+            let x = self.convert(a, DType::F32);
+            return self.cast(&x, to);
+        }
+        if to.is_half() && from != DType::F32 && from != DType::Bool && !from.is_half() {
+            // Integers and f64 round to f32 first, then to the half float
+            // (XLA's CPU backend converts f64 to bf16 this way); the barrier
+            // keeps the simplifier from merging the two conversions.
+            let x = self.convert(a, DType::F32);
+            let x = self.barrier(&x);
+            return self.convert(&x, to);
+        }
         if to == DType::Bool {
             // A float is read as the mode says (a subnormal is 0), also
             // where LLVM folds the compare of a constant, such as a
@@ -304,6 +319,15 @@ impl Emitter<'_> {
         if !a.dtype.can_bitcast(to) {
             let why = format!("bitcast of {} to {to} needs two number dtypes of one element width", a.ty());
             return Err(EmitError::new("bitcast", why));
+        }
+        if a.dtype.is_half() && a.dtype != to {
+            // bf16 <-> f16: any NaN first becomes the positive quiet NaN
+            // of its type (`CANONICAL_NAN_BF16`, `CANONICAL_NAN_F16`, the
+            // bits of its literal), as the kernel's rule says.
+            let nan = self.cmp("NE", a, a);
+            let c = self.splat(a.dtype, &a.shape, Lit::F(f64::NAN));
+            let x = self.select(&nan, &c, a);
+            return Ok(self.bitcast_convert(&x, to));
         }
         let r = self.bitcast_convert(a, to);
         if !a.dtype.is_float() || to.is_float() {

@@ -22,6 +22,9 @@ impl Emitter<'_> {
                 EmitError::new("matmul", format!("inner dimensions differ ({k} vs {k2}), {}", types()))
             }
         })?;
+        if a.dtype.is_half() {
+            return self.half_through_f32(a, b, |e, x, y| e.matmul(x, y));
+        }
         // The contracted dim of `a`: its last.
         let lc = usize::from(mm.m.is_some());
         let shape: Vec<usize> = mm.dims();
@@ -74,6 +77,9 @@ impl Emitter<'_> {
         if numel(&shape).is_none() {
             return Err(EmitError::new(OP, format!("result too large, {}", types())));
         }
+        if a.dtype.is_half() {
+            return self.half_through_f32(a, b, |e, x, y| e.dot_general(x, y, dims));
+        }
         let list = |l: &[u32]| l.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
         let batching = if dims.lhs_batch.is_empty() {
             String::new()
@@ -95,6 +101,20 @@ impl Emitter<'_> {
             ),
         );
         Ok(self.dot_plus_zero(r))
+    }
+
+    /// A product of half floats as the interpreter computes it: both
+    /// operands converted to `f32` (exact), the `f32` product, one rounding
+    /// back. Written out, so XLA's choice of accumulator does not matter.
+    fn half_through_f32(
+        &mut self,
+        a: &Val,
+        b: &Val,
+        f: impl FnOnce(&mut Self, &Val, &Val) -> Result<Val>,
+    ) -> Result<Val> {
+        let (x, y) = (self.convert(a, DType::F32), self.convert(b, DType::F32));
+        let r = f(self, &x, &y)?;
+        Ok(self.convert(&r, a.dtype))
     }
 
     // ------------------------------------------------------------ reductions
@@ -151,7 +171,10 @@ impl Emitter<'_> {
         }
         match op {
             ReduceOp::Sum | ReduceOp::Mean => {
-                let target = op.result_dtype(a.dtype);
+                let result = op.result_dtype(a.dtype);
+                // Half floats accumulate in f32 and round once at the end,
+                // as the interpreter does.
+                let target = if result.is_half() { DType::F32 } else { result };
                 let x = self.convert(a, target);
                 let s = if dims.is_empty() {
                     x
@@ -171,11 +194,12 @@ impl Emitter<'_> {
                     s
                 };
                 if op == ReduceOp::Sum {
-                    return Ok(s);
+                    return Ok(self.convert(&s, result));
                 }
                 let n = self.splat(target, &out_shape, Lit::F(len as f64));
                 let n = self.opaque_divisor(&s, &n);
-                Ok(self.bin("divide", &s, &n))
+                let m = self.bin("divide", &s, &n);
+                Ok(self.convert(&m, result))
             }
             ReduceOp::Max | ReduceOp::Min => {
                 let is_max = op == ReduceOp::Max;

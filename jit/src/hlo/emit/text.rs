@@ -68,7 +68,24 @@ pub(super) fn lit_text(dtype: DType, v: Lit) -> String {
         (DType::F64, Lit::F(f)) => fmt_f64(f),
         (DType::F64, Lit::I(i)) => fmt_f64(i as f64),
         (DType::F64, Lit::B(b)) => fmt_f64(f64::from(u8::from(b))),
+        (DType::BF16, v) => fmt_half(loopvm_runtime::bf16::from_f64(lit_f64(v)).to_bits()),
+        (DType::F16, v) => fmt_half(loopvm_runtime::f16::from_f64(lit_f64(v)).to_bits()),
     }
+}
+
+/// A literal's value as `f64` (for the half floats, rounded from it once).
+fn lit_f64(v: Lit) -> f64 {
+    match v {
+        Lit::B(b) => f64::from(u8::from(b)),
+        Lit::I(i) => i as f64,
+        Lit::F(f) => f,
+    }
+}
+
+/// A half float (`bf16`, `f16`) literal: its 16 bits in hex, which MLIR
+/// reads as the bit pattern of a 16-bit float (exact, NaN and inf too).
+pub(super) fn fmt_half(bits: u16) -> String {
+    format!("0x{bits:04X}")
 }
 
 /// The elements of a constant as literal texts.
@@ -81,6 +98,8 @@ pub(super) fn elements(t: &Tensor) -> Vec<String> {
         Buffer::U8(v) => v.iter().map(|x| x.to_string()).collect(),
         Buffer::F32(v) => v.iter().map(|x| fmt_f32(*x)).collect(),
         Buffer::F64(v) => v.iter().map(|x| fmt_f64(*x)).collect(),
+        Buffer::BF16(v) => v.iter().map(|x| fmt_half(x.to_bits())).collect(),
+        Buffer::F16(v) => v.iter().map(|x| fmt_half(x.to_bits())).collect(),
     }
 }
 
@@ -100,6 +119,8 @@ pub(super) fn hex_bytes(t: &Tensor) -> Option<String> {
         Buffer::U8(v) => put(v),
         Buffer::F32(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
         Buffer::F64(v) => v.iter().for_each(|x| put(&x.to_le_bytes())),
+        Buffer::BF16(v) => v.iter().for_each(|x| put(&x.to_bits().to_le_bytes())),
+        Buffer::F16(v) => v.iter().for_each(|x| put(&x.to_bits().to_le_bytes())),
     }
     s.push('"');
     Some(s)
@@ -148,7 +169,7 @@ pub(super) fn cmp_type(d: DType) -> &'static str {
     match d {
         DType::Bool | DType::U32 | DType::U8 => "UNSIGNED",
         DType::I32 | DType::I64 => "SIGNED",
-        DType::F32 | DType::F64 => "FLOAT",
+        DType::F32 | DType::F64 | DType::BF16 | DType::F16 => "FLOAT",
     }
 }
 
@@ -187,8 +208,10 @@ impl Emitter<'_> {
     /// code XLA picks for the op that reads or made it.
     pub(super) fn flushed(&mut self, v: &Val) -> Val {
         let min = match v.dtype {
-            DType::F32 => f64::from(f32::MIN_POSITIVE),
+            // bf16 has f32's exponent range, and its ops compute in f32.
+            DType::F32 | DType::BF16 => f64::from(f32::MIN_POSITIVE),
             DType::F64 => f64::MIN_POSITIVE,
+            // f16's subnormals are normal f32 values: kept on every tier.
             _ => return v.clone(),
         };
         let m = self.splat(v.dtype, &v.shape, Lit::F(min));
