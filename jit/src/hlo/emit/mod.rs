@@ -84,6 +84,15 @@ fn bind_params(env: &mut Env, regs: &[Reg], vals: &[Val]) {
     }
 }
 
+/// What a value is spread out from (see [`Emitter::spreads`]).
+#[derive(Clone, Debug)]
+enum Spread {
+    /// A constant whose elements are all this scalar.
+    Splat(Lit),
+    /// `broadcast_in_dim` of this value.
+    Broadcast(Val),
+}
+
 /// A value a loop threads through its state (a metered loop's fuel, a
 /// printing loop's chain): its value before the loop, and its loop-side
 /// name and value.
@@ -113,6 +122,10 @@ struct Emitter<'m> {
     /// The op that made a value, where XLA's simplifier would rewrite its
     /// consumer (see [`shield`]).
     makers: hashbrown::HashMap<String, Made>,
+    /// Values that are a smaller value spread out: a splat constant (its
+    /// scalar) or a `broadcast_in_dim` (its operand). A barrier goes on the
+    /// smaller value, before the spread (see [`Emitter::barrier`]).
+    spreads: hashbrown::HashMap<String, Spread>,
     /// Metered modules: the iterations left at this point of the emission.
     fuel: Option<Val>,
     /// Modules that print: the value the next print waits for (see
@@ -142,6 +155,7 @@ impl<'m> Emitter<'m> {
             folds: hashbrown::HashSet::new(),
             consts: hashbrown::HashSet::new(),
             makers: hashbrown::HashMap::new(),
+            spreads: hashbrown::HashMap::new(),
             fuel: None,
             chain: None,
             peak: 0,
@@ -214,6 +228,9 @@ impl<'m> Emitter<'m> {
         );
         r.konst = konst;
         self.folds.insert(r.name.clone());
+        if !shape.is_empty() {
+            self.spreads.insert(r.name.clone(), Spread::Splat(v));
+        }
         r
     }
 

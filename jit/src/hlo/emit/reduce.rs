@@ -52,12 +52,20 @@ impl Emitter<'_> {
     /// both `matmul` and `dot_general`.
     fn dot_plus_zero(&mut self, r: Val) -> Val {
         if r.dtype.is_float() {
-            let z = self.zero(r.dtype, &r.shape);
-            let z = self.barrier(&z);
-            self.bin("add", &r, &z)
+            self.plus_hidden_zero(&r)
         } else {
             r
         }
+    }
+
+    /// `r + 0`, the zero hidden from XLA (a -0 in `r` becomes +0). The add
+    /// counts as one for the shield ([`Made::Add`]), as `float_bin`'s.
+    fn plus_hidden_zero(&mut self, r: &Val) -> Val {
+        let z = self.zero(r.dtype, &r.shape);
+        let z = self.barrier(&z);
+        let s = self.bin("add", r, &z);
+        self.made(&s, Made::Add);
+        s
     }
 
     /// StableHLO's `dot_general` itself: batch dims, then `a`'s free dims,
@@ -186,13 +194,7 @@ impl Emitter<'_> {
                 // +0), but XLA rewrites a reduction over a length-1 axis as
                 // a reshape (dropping the +0) and `sum(-x)` as `-sum(x)`:
                 // adding a zero it cannot see makes a -0 +0 again.
-                let s = if target.is_float() {
-                    let z = self.zero(target, &s.shape);
-                    let z = self.barrier(&z);
-                    self.bin("add", &s, &z)
-                } else {
-                    s
-                };
+                let s = if target.is_float() { self.plus_hidden_zero(&s) } else { s };
                 if op == ReduceOp::Sum {
                     return Ok(self.convert(&s, result));
                 }

@@ -20,7 +20,7 @@
 //! operands are flushed by `float_bin` (XLA reads subnormal exponents as zero
 //! in its vector code).
 
-use super::{Emitter, Val};
+use super::{Emitter, Spread, Val};
 use loopvm_runtime::UnaryOp;
 
 /// The op that made a value, as far as the shield cares.
@@ -95,7 +95,29 @@ impl Emitter<'_> {
     }
 
     /// `v` behind an optimization barrier.
+    ///
+    /// A splat constant or a broadcast is hidden as its scalar (its
+    /// operand) behind the barrier, spread out again after it: the
+    /// simplifier sees through the broadcast to the barrier and no further,
+    /// as it would see the barrier of the whole tensor, but XLA fuses the
+    /// broadcast of a scalar into its consumers. A barrier on the whole
+    /// tensor is an op of its own, which XLA hoists out of a `while` as a
+    /// loop-invariant value: the broadcast is then materialised once and
+    /// read from memory in every iteration (three `[4, 8, 128, 128]`
+    /// tensors per causal-attention pass, `docs/performance.md`).
     pub(super) fn barrier(&mut self, v: &Val) -> Val {
+        match self.spreads.get(&v.name).cloned() {
+            Some(Spread::Splat(lit)) => {
+                let s = self.splat(v.dtype, &[], lit);
+                let h = self.barrier(&s);
+                return self.broadcast_to(&h, &v.shape);
+            }
+            Some(Spread::Broadcast(a)) => {
+                let h = self.barrier(&a);
+                return self.broadcast_to(&h, &v.shape);
+            }
+            None => {}
+        }
         let r = self.op(v.dtype, &v.shape, format!("stablehlo.optimization_barrier {} : {}", v.name, v.ty()));
         // A constant to LLVM still (XLA removes barriers before it compiles).
         if self.is_const(v) {

@@ -340,6 +340,7 @@ impl Emitter<'_> {
             ),
         );
         self.carry_maker(&r, a);
+        self.spreads.insert(r.name.clone(), Spread::Broadcast(a.clone()));
         self.fold_from(r, &[a])
     }
 
