@@ -31,6 +31,15 @@ pub(crate) enum SOp {
     Bin { op: BinaryOp, dst: u32, a: u32, b: u32 },
     /// R[dst] := R[a] op k
     BinK { op: BinaryOp, dst: u32, a: u32, k: Scalar },
+    /// [`SOp::BinK`] with an `i64` constant (the operand's dtype known
+    /// when decoding, so the op's dtype dispatch folds away)
+    BinKI64 { op: BinaryOp, dst: u32, a: u32, k: i64 },
+    /// [`SOp::BinK`] with an `i32` constant
+    BinKI32 { op: BinaryOp, dst: u32, a: u32, k: i32 },
+    /// [`SOp::BinK`] with an `f32` constant
+    BinKF32 { op: BinaryOp, dst: u32, a: u32, k: f32 },
+    /// [`SOp::BinK`] with an `f64` constant
+    BinKF64 { op: BinaryOp, dst: u32, a: u32, k: f64 },
     /// R[dst] := k op R[a]
     KBin { op: BinaryOp, dst: u32, k: Scalar, a: u32 },
     /// R[dst] := op(R[a])
@@ -54,10 +63,17 @@ pub(crate) fn decode(code: &[Inst], kscalars: &[Option<Scalar>]) -> Box<[SOp]> {
     code.iter()
         .map(|inst| match inst {
             Inst::Binary { op, dst, a, b } => SOp::Bin { op: *op, dst: dst.0, a: a.0, b: b.0 },
-            Inst::BinaryK { op, dst, a, k: c } => match k(c) {
-                Some(k) => SOp::BinK { op: *op, dst: dst.0, a: a.0, k },
-                None => SOp::General,
-            },
+            Inst::BinaryK { op, dst, a, k: c } => {
+                let (op, dst, a) = (*op, dst.0, a.0);
+                match k(c) {
+                    Some(Scalar::I64(k)) => SOp::BinKI64 { op, dst, a, k },
+                    Some(Scalar::I32(k)) => SOp::BinKI32 { op, dst, a, k },
+                    Some(Scalar::F32(k)) => SOp::BinKF32 { op, dst, a, k },
+                    Some(Scalar::F64(k)) => SOp::BinKF64 { op, dst, a, k },
+                    Some(k) => SOp::BinK { op, dst, a, k },
+                    None => SOp::General,
+                }
+            }
             Inst::KBinary { op, dst, k: c, a } => match k(c) {
                 Some(k) => SOp::KBin { op: *op, dst: dst.0, k, a: a.0 },
                 None => SOp::General,
@@ -86,8 +102,22 @@ pub(crate) fn run(ops: &[SOp], frame: &mut [Val]) -> usize {
             _ => None,
         }
     }
+    // `R[a] op k` where R[a] holds an unboxed `$v` (else the op stops the
+    // run): `sk::binary` inlined on known variants folds its dtype match.
+    macro_rules! bin_k {
+        ($i:ident, $op:ident, $dst:ident, $a:ident, $k:ident, $v:ident) => {
+            match frame.get($a as usize) {
+                Some(Val::Scalar(Scalar::$v(x))) => ($dst, sk::binary($op, Scalar::$v(*x), Scalar::$v($k))),
+                _ => return $i,
+            }
+        };
+    }
     for (i, op) in ops.iter().enumerate() {
         let (dst, v) = match *op {
+            SOp::BinKI64 { op, dst, a, k } => bin_k!(i, op, dst, a, k, I64),
+            SOp::BinKI32 { op, dst, a, k } => bin_k!(i, op, dst, a, k, I32),
+            SOp::BinKF32 { op, dst, a, k } => bin_k!(i, op, dst, a, k, F32),
+            SOp::BinKF64 { op, dst, a, k } => bin_k!(i, op, dst, a, k, F64),
             SOp::BinK { op, dst, a, k } => (dst, u(frame, a).and_then(|x| sk::binary(op, x, k))),
             SOp::KBin { op, dst, k, a } => (dst, u(frame, a).and_then(|x| sk::binary(op, k, x))),
             SOp::Bin { op, dst, a, b } => (dst, u(frame, a).zip(u(frame, b)).and_then(|(x, y)| sk::binary(op, x, y))),
@@ -106,4 +136,48 @@ pub(crate) fn run(ops: &[SOp], frame: &mut [Val]) -> usize {
         }
     }
     ops.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopvm_runtime::Tensor;
+
+    fn lcg_ops() -> Vec<SOp> {
+        // r1 := r0 * 1103515245; r2 := r1 + 12345; r3 := r2 % 2^31 (the LCG)
+        let ks = [Some(Scalar::I64(1_103_515_245)), Some(Scalar::I64(12_345)), Some(Scalar::I64(1 << 31))];
+        let code = [
+            Inst::BinaryK { op: BinaryOp::Mul, dst: Reg(1), a: Reg(0), k: ConstId(0) },
+            Inst::BinaryK { op: BinaryOp::Add, dst: Reg(2), a: Reg(1), k: ConstId(1) },
+            Inst::BinaryK { op: BinaryOp::Rem, dst: Reg(3), a: Reg(2), k: ConstId(2) },
+        ];
+        decode(&code, &ks).into_vec()
+    }
+    use crate::operand::{ConstId, Reg};
+
+    #[test]
+    fn decoded_ops_compute_as_the_scalar_kernels() {
+        let ops = lcg_ops();
+        assert!(matches!(ops[0], SOp::BinKI64 { k: 1_103_515_245, .. }));
+        let mut frame = vec![Val::Scalar(Scalar::I64(12_345)), Val::Empty, Val::Empty, Val::Empty];
+        assert_eq!(run(&ops, &mut frame), 3);
+        let want = (12_345i64.wrapping_mul(1_103_515_245) + 12_345) % (1 << 31);
+        assert!(matches!(frame[3], Val::Scalar(Scalar::I64(x)) if x == want), "{:?}", frame[3]);
+    }
+
+    #[test]
+    fn a_boxed_or_mistyped_operand_stops_the_run_before_it() {
+        let ops = lcg_ops();
+        // A boxed operand: nothing runs, the general dispatch takes the op.
+        let mut frame = vec![Val::Tensor(Tensor::scalar(5i64)), Val::Empty, Val::Empty, Val::Empty];
+        assert_eq!(run(&ops, &mut frame), 0);
+        assert!(matches!(frame[1], Val::Empty));
+        // An operand of another dtype than the constant (unverified
+        // bytecode): stops too, so the kernel reports the mismatch.
+        let mut frame = vec![Val::Scalar(Scalar::I32(5)), Val::Empty, Val::Empty, Val::Empty];
+        assert_eq!(run(&ops, &mut frame), 0);
+        // A tensor constant is left to the general dispatch.
+        let code = [Inst::Const { dst: Reg(0), k: ConstId(0) }];
+        assert!(matches!(decode(&code, &[None])[..], [SOp::General]));
+    }
 }
