@@ -20,10 +20,12 @@ use crate::inst::Inst;
 use crate::meter::Meter;
 use crate::module::{Dim, Func, Module, TensorType};
 use crate::operand::{BlockId, ConstId, FuncId, Reg};
+use crate::sblock::{self, SOp};
 use crate::value::Val;
 use loopvm_runtime::kernels::{self, scalar as sk, Scalar};
 use loopvm_runtime::{DType, RuntimeError, Tensor, UpdateMode};
 use std::io::Write;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Options of one run.
@@ -106,9 +108,10 @@ pub struct Interpreter<'m> {
     m: &'m Module,
     /// The module's rank-0 constants, unboxed (`None` for the others).
     kscalars: Vec<Option<Scalar>>,
-    /// `scalar_blocks[func][block]`: the block is all scalar elementwise
-    /// ops ([`scalar_block`]); loops run it with [`Self::run_scalar_block`].
-    scalar_blocks: Vec<Vec<bool>>,
+    /// `scalar_blocks[func][block]`: the block decoded for the scalar
+    /// runner when it is all scalar elementwise ops ([`scalar_block`],
+    /// [`crate::sblock`]); loops run it with [`Self::run_scalar_block`].
+    scalar_blocks: Vec<Vec<Option<Rc<[SOp]>>>>,
     opts: RunOptions,
     /// Bound values of the module's shape variables.
     sym: Vec<Option<u64>>,
@@ -275,14 +278,21 @@ impl<'m> Interpreter<'m> {
     /// `print` goes to stdout and the trace to stderr until redirected.
     pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
         let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout).with_cancel(opts.cancel.clone());
+        let kscalars: Vec<Option<Scalar>> = m.consts.iter().map(Scalar::of).collect();
+        let scalar_blocks = m
+            .funcs
+            .iter()
+            .map(|f| {
+                f.blocks
+                    .iter()
+                    .map(|b| scalar_block(f, &b.code).then(|| Rc::from(sblock::decode(&b.code, &kscalars))))
+                    .collect()
+            })
+            .collect();
         Interpreter {
             m,
-            kscalars: m.consts.iter().map(Scalar::of).collect(),
-            scalar_blocks: m
-                .funcs
-                .iter()
-                .map(|f| f.blocks.iter().map(|b| scalar_block(f, &b.code)).collect())
-                .collect(),
+            kscalars,
+            scalar_blocks,
             opts,
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
@@ -477,22 +487,47 @@ impl<'m> Interpreter<'m> {
         Ok(())
     }
 
+    /// The decoded form of block `b` of function `fid` when the scalar
+    /// runner takes it; loops look it up once per entry.
+    fn loop_block(&self, fid: FuncId, b: BlockId) -> Option<Rc<[SOp]>> {
+        self.scalar_blocks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).cloned().flatten()
+    }
+
     /// Runs a loop's body or condition block: through the scalar runner
-    /// when the block is all scalar ops, else as any block.
+    /// when the block is all scalar ops (`ops`, from [`Self::loop_block`]),
+    /// else as any block.
     #[inline(always)]
-    fn run_loop_block(&mut self, fid: FuncId, func: &'m Func, frame: &mut Frame, b: BlockId) -> Result<(), ExecError> {
-        if self.scalar_blocks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).copied().unwrap_or(false) {
-            self.run_scalar_block(fid, func, frame, b)
-        } else {
-            self.run_block(fid, func, frame, b)
+    fn run_loop_block(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        b: BlockId,
+        ops: Option<&[SOp]>,
+    ) -> Result<(), ExecError> {
+        match ops {
+            // The whole block on unboxed operands, inline in the loop.
+            Some(ops) if !self.opts.trace => {
+                let done = sblock::run(ops, frame);
+                self.stats.ops += done as u64;
+                if done == ops.len() {
+                    return Ok(());
+                }
+                self.run_scalar_block(fid, func, frame, b, ops, done)
+            }
+            Some(ops) => self.run_scalar_block(fid, func, frame, b, ops, 0),
+            None => self.run_block(fid, func, frame, b),
         }
     }
 
-    /// [`Self::run_block`] for a block of scalar ops: each instruction on
-    /// unboxed operands runs in [`Self::exec_unboxed`], inline in this small
-    /// loop (Lua's `ADDK` is a few machine instructions; the general
-    /// dispatch's frame and spills cost more than the op), the others in the
-    /// general [`Self::exec`]. Same effects, counts and trace.
+    /// [`Self::run_block`] for a block of scalar ops, `ops` its decoded
+    /// form, from instruction `at` on: [`sblock::run`] runs the
+    /// instructions on unboxed operands in a tight loop (Lua's `ADDK` is a
+    /// few machine instructions; the general dispatch's frame and spills
+    /// cost more than the op), and stops at one it cannot take, which the
+    /// general [`Self::exec`] runs before the decoded loop goes on. Same
+    /// effects, counts, errors and trace. [`Self::run_loop_block`] runs the
+    /// first stretch inline and calls this only when it stopped early.
     #[inline(never)]
     fn run_scalar_block(
         &mut self,
@@ -500,16 +535,45 @@ impl<'m> Interpreter<'m> {
         func: &'m Func,
         frame: &mut Frame,
         b: BlockId,
+        ops: &[SOp],
+        mut at: usize,
     ) -> Result<(), ExecError> {
         let block = func.blocks.get(b.0 as usize).ok_or_else(|| ExecError::Internal(format!("no block b{}", b.0)))?;
-        for inst in &block.code {
+        if self.opts.trace {
+            return self.run_traced(fid, func, frame, &block.code);
+        }
+        // `at` is where the inline stretch stopped: the general dispatch
+        // runs that instruction first.
+        if let Some(inst) = block.code.get(at) {
             self.stats.ops += 1;
-            if !self.exec_unboxed(frame, inst) {
-                self.exec_outlined(fid, func, frame, inst)?;
-            }
-            if self.opts.trace {
-                self.trace_inst(func, inst, frame);
-            }
+            self.exec_outlined(fid, func, frame, inst)?;
+            at += 1;
+        }
+        while let Some(rest) = ops.get(at..) {
+            let done = sblock::run(rest, frame);
+            self.stats.ops += done as u64;
+            at += done;
+            let Some(inst) = block.code.get(at) else { break };
+            self.stats.ops += 1;
+            self.exec_outlined(fid, func, frame, inst)?;
+            at += 1;
+        }
+        Ok(())
+    }
+
+    /// The scalar runner under `--trace`: one instruction at a time, each traced.
+    #[cold]
+    fn run_traced(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        code: &'m [Inst],
+    ) -> Result<(), ExecError> {
+        for inst in code {
+            self.stats.ops += 1;
+            self.exec_outlined(fid, func, frame, inst)?;
+            self.trace_inst(func, inst, frame);
         }
         Ok(())
     }
@@ -524,57 +588,6 @@ impl<'m> Interpreter<'m> {
         inst: &'m Inst,
     ) -> Result<(), ExecError> {
         self.exec(fid, func, frame, inst)
-    }
-
-    /// Runs `inst` when it is an elementwise op on unboxed scalars, a scalar
-    /// constant or a move of one, exactly as [`Self::exec`]'s arms do, and
-    /// returns `true`; `false` (nothing done) otherwise.
-    #[inline(always)]
-    fn exec_unboxed(&self, frame: &mut [Val], inst: &Inst) -> bool {
-        let k = |k: ConstId| self.kscalars.get(k.0 as usize).copied().flatten();
-        let u = |r: Reg| unboxed(frame, r);
-        let (dst, v) = match inst {
-            Inst::BinaryK { op, dst, a, k: c } => match (u(*a), k(*c)) {
-                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
-                _ => return false,
-            },
-            Inst::KBinary { op, dst, k: c, a } => match (k(*c), u(*a)) {
-                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
-                _ => return false,
-            },
-            Inst::Binary { op, dst, a, b } => match (u(*a), u(*b)) {
-                (Some(x), Some(y)) => (dst, sk::binary(*op, x, y)),
-                _ => return false,
-            },
-            Inst::Unary { op, dst, a } => match u(*a) {
-                Some(x) => (dst, sk::unary(*op, x)),
-                None => return false,
-            },
-            Inst::Cast { dst, a, to } => match u(*a) {
-                Some(x) => (dst, Some(sk::cast(x, *to))),
-                None => return false,
-            },
-            Inst::Select { dst, c, a, b } => match (u(*c), u(*a), u(*b)) {
-                (Some(c), Some(x), Some(y)) => (dst, sk::select(c, x, y)),
-                _ => return false,
-            },
-            Inst::Const { dst, k: c } => match k(*c) {
-                Some(x) => (dst, Some(x)),
-                None => return false,
-            },
-            Inst::Move { dst, src } => match u(*src) {
-                Some(x) => (dst, Some(x)),
-                None => return false,
-            },
-            _ => return false,
-        };
-        match (v, frame.get_mut(dst.0 as usize)) {
-            (Some(v), Some(slot)) => {
-                slot.put_scalar(v);
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Executes one instruction: one arm per opcode.
@@ -614,7 +627,13 @@ impl<'m> Interpreter<'m> {
                 box_reg(frame, *a);
                 kernel!(*dst, |out| kernels::unary(*op, get(frame, *a)?, &mut out))
             }
+            // Tensor operands (the common case outside scalar blocks) go
+            // straight to the kernel: one tag test per operand, no boxing.
             Inst::Binary { op, dst, a, b } => {
+                if let (Some(Val::Tensor(_)), Some(Val::Tensor(_))) = (frame.get(a.0 as usize), frame.get(b.0 as usize))
+                {
+                    return kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, get(frame, *b)?, &mut out));
+                }
                 if let (Some(x), Some(y)) = (unboxed(frame, *a), unboxed(frame, *b)) {
                     if let Some(v) = sk::binary(*op, x, y) {
                         return put(frame, *dst, v);
@@ -625,6 +644,10 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, get(frame, *b)?, &mut out))
             }
             Inst::BinaryK { op, dst, a, k } => {
+                if let Some(Val::Tensor(_)) = frame.get(a.0 as usize) {
+                    let c = self.konst(*k)?;
+                    return kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, c, &mut out));
+                }
                 if let (Some(x), Some(Some(y))) = (unboxed(frame, *a), self.kscalars.get(k.0 as usize)) {
                     if let Some(v) = sk::binary(*op, x, *y) {
                         return put(frame, *dst, v);
@@ -635,6 +658,10 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, c, &mut out))
             }
             Inst::KBinary { op, dst, k, a } => {
+                if let Some(Val::Tensor(_)) = frame.get(a.0 as usize) {
+                    let c = self.konst(*k)?;
+                    return kernel!(*dst, |out| kernels::binary(*op, c, get(frame, *a)?, &mut out));
+                }
                 if let (Some(Some(x)), Some(y)) = (self.kscalars.get(k.0 as usize), unboxed(frame, *a)) {
                     if let Some(v) = sk::binary(*op, *x, y) {
                         return put(frame, *dst, v);
@@ -976,6 +1003,7 @@ impl<'m> Interpreter<'m> {
             return Err(ExecError::Internal("fori_loop body without a counter".into()));
         };
         Self::copy_in(frame, carry, init)?;
+        let ops = self.loop_block(fid, body);
         let mut i = lo_v;
         let mut n = 0u64;
         self.depth += 1;
@@ -985,7 +1013,7 @@ impl<'m> Interpreter<'m> {
                 if self.opts.trace {
                     self.trace_iter("fori_loop", n);
                 }
-                self.run_loop_block(fid, func, frame, body)?;
+                self.run_loop_block(fid, func, frame, body, ops.as_deref())?;
                 Self::swap_results(frame, carry, &blk.results)?;
                 self.back_edge()?;
                 i += 1;
@@ -1041,11 +1069,12 @@ impl<'m> Interpreter<'m> {
             return Err(ExecError::Internal("while_loop condition without a result".into()));
         };
         Self::copy_in(frame, &bb.params, init)?;
+        let (cops, bops) = (self.loop_block(fid, cond), self.loop_block(fid, body));
         let mut n = 0u64;
         self.depth += 1;
         let r = (|| loop {
             Self::copy_in(frame, &cb.params, &bb.params)?;
-            self.run_loop_block(fid, func, frame, cond)?;
+            self.run_loop_block(fid, func, frame, cond, cops.as_deref())?;
             let go = scalar(frame, creg)
                 .and_then(Scalar::to_bool)
                 .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
@@ -1060,7 +1089,7 @@ impl<'m> Interpreter<'m> {
             if self.opts.trace {
                 self.trace_iter("while_loop", n);
             }
-            self.run_loop_block(fid, func, frame, body)?;
+            self.run_loop_block(fid, func, frame, body, bops.as_deref())?;
             Self::swap_results(frame, &bb.params, &bb.results)?;
             self.back_edge()?;
             n += 1;

@@ -17,6 +17,7 @@ pub mod meter;
 pub mod module;
 pub mod op;
 pub mod operand;
+mod sblock;
 mod value;
 mod verify;
 

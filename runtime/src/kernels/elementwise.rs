@@ -256,6 +256,19 @@ fn zip2<T: Element, U: Element>(
 ) -> Result<(), RuntimeError> {
     let (xa, xb) = (elems::<T>(op, a)?, elems::<T>(op, b)?);
     let (sa, sb) = (a.shape(), b.shape());
+    if sa == sb {
+        // Equal shapes (the interpreter's small tensors): one shape compare,
+        // not a second one in `zip_into`.
+        let o = out_buffer::<U>(out, sa);
+        if o.len() <= PAR_THRESHOLD {
+            for ((o, &x), &y) in o.iter_mut().zip(xa).zip(xb) {
+                *o = f(x, y);
+            }
+        } else {
+            zip_into(xa, sa, xb, sb, sa, o, f);
+        }
+        return Ok(());
+    }
     let general;
     let shape: &[usize] = if sa == sb || (xb.len() == 1 && sb.len() <= sa.len()) {
         sa
