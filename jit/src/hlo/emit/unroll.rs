@@ -26,7 +26,7 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
-use super::{bind_params, Emitter, Env, Threaded, Lit, Result, Val};
+use super::{bind_params, Emitter, Env, Lit, Result, Threaded, Val};
 use crate::hlo::policy::{LoopUnroll, UnrollWhy};
 use crate::hlo::EmitError;
 use loopvm_runtime::DType;
