@@ -61,8 +61,10 @@ impl Emitter<'_> {
     /// `r + 0`, the zero hidden from XLA (a -0 in `r` becomes +0). The add
     /// counts as one for the shield ([`Made::Add`]), as `float_bin`'s.
     fn plus_hidden_zero(&mut self, r: &Val) -> Val {
-        let z = self.zero(r.dtype, &r.shape);
+        // The barrier hides the scalar zero; the broadcast after it fuses.
+        let z = self.zero(r.dtype, &[]);
         let z = self.barrier(&z);
+        let z = self.broadcast_to(&z, &r.shape);
         let s = self.bin("add", r, &z);
         self.made(&s, Made::Add);
         s
