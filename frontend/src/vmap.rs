@@ -928,19 +928,8 @@ impl Vmap<'_> {
         let mut stride = p;
         for (j, ((st, sb), (&d, &size))) in starts.iter().zip(dims.iter().zip(sizes)).enumerate() {
             stride /= d.max(1);
-            let v = self.to_i64(st.clone());
-            let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
-            let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
-            let v = bld.sel(neg, wrapped, v);
-            let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
-            let v = bld.bin(BinaryOp::Min, v, bld.cst(i64t, (d - size) as f64));
-            let v = if *sb { self.lift(v, r) } else { v };
-            let mut gshape = vec![1u64; r + 1];
-            if let Some(g) = gshape.get_mut(j + 1) {
-                *g = size;
-            }
-            let iota = self.mk(K::Iota(i64t, size), Type::Tensor(TensorTy::known(i64t, &[size])));
-            let grid = self.reshape(iota, gshape);
+            let v = self.window_start(st, *sb, d, size, r);
+            let grid = self.axis_grid(j, size, r);
             let term = bld.bin(BinaryOp::Add, v, grid);
             let term = if stride == 1 { term } else { bld.bin(BinaryOp::Mul, term, bld.cst(i64t, stride as f64)) };
             pos = Some(match pos {
@@ -954,6 +943,38 @@ impl Vmap<'_> {
         let mut out = vec![self.size];
         out.extend(sizes);
         Some(self.mk(K::Take(Box::new(xflat), Box::new(pos), 0), Type::Tensor(TensorTy::known(tt(x).dtype, &out))))
+    }
+
+    /// A `dynamic_slice` start on an axis of length `d` for a window of
+    /// `size`, as the op places it: wrapped once when negative, clamped into
+    /// `[0, d - size]`, as `i64`; lifted to rank `r + 1` (batch first) when
+    /// `batched`.
+    fn window_start(&mut self, st: &t::Expr, batched: bool, d: u64, size: u64, r: usize) -> t::Expr {
+        let bld = self.b();
+        let i64t = DType::I64;
+        let v = self.to_i64(st.clone());
+        let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
+        let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
+        let v = bld.sel(neg, wrapped, v);
+        let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
+        let v = bld.bin(BinaryOp::Min, v, bld.cst(i64t, (d - size) as f64));
+        if batched {
+            self.lift(v, r)
+        } else {
+            v
+        }
+    }
+
+    /// `0..n` as `i64` along axis `j + 1` of a rank-`r + 1` shape of ones
+    /// (axis 0 the batch).
+    fn axis_grid(&mut self, j: usize, n: u64, r: usize) -> t::Expr {
+        let i64t = DType::I64;
+        let mut gshape = vec![1u64; r + 1];
+        if let Some(g) = gshape.get_mut(j + 1) {
+            *g = n;
+        }
+        let iota = self.mk(K::Iota(i64t, n), Type::Tensor(TensorTy::known(i64t, &[n])));
+        self.reshape(iota, gshape)
     }
 
     /// `dynamic_update_slice(x, u, starts)` with batched starts as one
@@ -997,19 +1018,8 @@ impl Vmap<'_> {
         let mut ustride = q;
         for (j, ((st, sb), (&d, &size))) in starts.iter().zip(dims.iter().zip(&sizes)).enumerate() {
             ustride /= size;
-            let v = self.to_i64(st.clone());
-            let neg = bld.bin(BinaryOp::Lt, v.clone(), bld.cst(i64t, 0.0));
-            let wrapped = bld.bin(BinaryOp::Add, v.clone(), bld.cst(i64t, d as f64));
-            let v = bld.sel(neg, wrapped, v);
-            let v = bld.bin(BinaryOp::Max, v, bld.cst(i64t, 0.0));
-            let v = bld.bin(BinaryOp::Min, v, bld.cst(i64t, (d - size) as f64));
-            let v = if *sb { self.lift(v, r) } else { v };
-            let mut gshape = vec![1u64; r + 1];
-            if let Some(g) = gshape.get_mut(j + 1) {
-                *g = d;
-            }
-            let iota = self.mk(K::Iota(i64t, d), Type::Tensor(TensorTy::known(i64t, &[d])));
-            let grid = self.reshape(iota, gshape);
+            let v = self.window_start(st, *sb, d, size, r);
+            let grid = self.axis_grid(j, d, r);
             let rel = bld.bin(BinaryOp::Sub, grid, v);
             let lo = bld.bin(BinaryOp::Ge, rel.clone(), bld.cst(i64t, 0.0));
             let hi = bld.bin(BinaryOp::Lt, rel.clone(), bld.cst(i64t, size as f64));
