@@ -15,10 +15,20 @@
 //! fill the same entry at once. The folder is kept under a size cap
 //! (default 1 GiB, `LOOPVM_CACHE_MAX_BYTES`) by removing the entries least
 //! recently used (an entry's modification time is set when it is loaded).
+//!
+//! Keeping the cap does not walk the folder at each store: a process walks
+//! it (sizes and times only) at its first store into the folder, then adds
+//! what it writes to a running total, and walks it again only when that
+//! total passes the cap, removing entries down to nine tenths of the cap
+//! ([`EVICT_TO`]), so a full folder of tens of thousands of entries costs a
+//! walk every few thousand stores, not at every one. Entries other
+//! processes write meanwhile are counted at this process's next walk.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// The default size cap of the executable folder, in bytes.
@@ -33,6 +43,13 @@ const FORMAT_VERSION: u32 = 1;
 /// magic, version, key, identity, payload length, payload hash, label length.
 const HEADER_LEN: usize = 8 + 4 + 32 + 32 + 8 + 32 + 4;
 const MAX_LABEL: usize = 4096;
+/// A store that finds the folder over its cap evicts down to this fraction
+/// of the cap (numerator, denominator), so the next walk is far away.
+pub const EVICT_TO: (u64, u64) = (9, 10);
+
+/// The bytes this process believes each cache folder holds: set by a walk,
+/// raised by each store ([`DiskCache::store`]).
+static FOLDER_BYTES: Mutex<Option<HashMap<PathBuf, u64>>> = Mutex::new(None);
 
 /// `<loopvm cache folder>/executables` ([`super::plugin::cache_dir`]).
 pub fn default_dir() -> Option<PathBuf> {
@@ -202,12 +219,40 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
         }
         written?;
-        self.evict(self.cap);
+        self.keep_cap(bytes.len() as u64);
         Ok(())
+    }
+
+    /// After a store of `added` bytes: walks the folder when this process
+    /// has not yet, or when its running total passes the cap, and evicts
+    /// down to [`EVICT_TO`] of the cap when it is over.
+    fn keep_cap(&self, added: u64) {
+        let mut guard = FOLDER_BYTES.lock().unwrap_or_else(|e| e.into_inner());
+        let totals = guard.get_or_insert_with(HashMap::new);
+        let known = totals.get(&self.dir).map(|t| t.saturating_add(added));
+        let total = match known {
+            Some(t) if t <= self.cap => t,
+            _ => {
+                let walked = self.walk(false).map(|e| e.iter().map(|e| e.size).sum()).unwrap_or(0u64);
+                if walked > self.cap {
+                    let target = self.cap / EVICT_TO.1 * EVICT_TO.0;
+                    self.evict_entries(target).1
+                } else {
+                    walked
+                }
+            }
+        };
+        totals.insert(self.dir.clone(), total);
     }
 
     /// Every entry, least recently used first.
     pub fn list(&self) -> io::Result<Vec<EntryInfo>> {
+        self.walk(true)
+    }
+
+    /// Every entry, least recently used first; their labels only when
+    /// `labels` (reading one opens the file).
+    fn walk(&self, labels: bool) -> io::Result<Vec<EntryInfo>> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
@@ -222,7 +267,7 @@ impl DiskCache {
                 continue;
             }
             let Ok(md) = e.metadata() else { continue };
-            let label = read_label(&path);
+            let label = if labels { read_label(&path) } else { None };
             out.push(EntryInfo {
                 path,
                 size: md.len(),
@@ -237,6 +282,9 @@ impl DiskCache {
     /// Removes every entry (and leftover temporary files); returns how many
     /// entries and bytes were removed.
     pub fn clear(&self) -> io::Result<(usize, u64)> {
+        if let Some(totals) = FOLDER_BYTES.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            totals.remove(&self.dir);
+        }
         let (mut n, mut bytes) = (0, 0);
         for e in self.list()? {
             if fs::remove_file(&e.path).is_ok() {
@@ -257,7 +305,12 @@ impl DiskCache {
     /// Removes the least recently used entries until the folder holds at
     /// most `cap` bytes; returns how many were removed.
     pub fn evict(&self, cap: u64) -> usize {
-        let Ok(entries) = self.list() else { return 0 };
+        self.evict_entries(cap).0
+    }
+
+    /// [`DiskCache::evict`], also returning the bytes left.
+    fn evict_entries(&self, cap: u64) -> (usize, u64) {
+        let Ok(entries) = self.walk(false) else { return (0, 0) };
         let mut total: u64 = entries.iter().map(|e| e.size).sum();
         let mut removed = 0;
         for e in entries {
@@ -269,7 +322,7 @@ impl DiskCache {
             total = total.saturating_sub(e.size);
             removed += 1;
         }
-        removed
+        (removed, total)
     }
 }
 
@@ -427,6 +480,32 @@ mod tests {
         assert_ne!(k, DiskCache::key("module", b"opts2", "plugin a", ""));
         assert_ne!(k, DiskCache::key("module", b"opts", "plugin a", "--xla_foo"));
         assert_eq!(c.clear().unwrap().0, 1);
+        let _ = fs::remove_dir_all(c.dir());
+    }
+
+    #[test]
+    fn stores_keep_the_cap_with_few_walks() {
+        let dir = tmpdir("cap-tally");
+        let entry = encode(&DiskCache::key("m", b"", "p", ""), "r", &[0; 1000]).len() as u64;
+        let c = DiskCache::new(&dir, 10 * entry);
+        let keys: Vec<_> = (0..25).map(|i| DiskCache::key(&format!("m{i}"), b"", "p", "")).collect();
+        let t0 = SystemTime::now() - std::time::Duration::from_secs(100);
+        for (i, k) in keys.iter().enumerate() {
+            c.store(k, "r", &[i as u8; 1000]).unwrap();
+            // Distinct times, oldest first, so the order of eviction is known.
+            let f = fs::File::options().append(true).open(c.path_of(k)).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i as u64)).unwrap();
+            let on_disk: u64 = c.list().unwrap().iter().map(|e| e.size).sum();
+            assert!(on_disk <= 10 * entry, "after store {i}: {on_disk} bytes over the cap");
+        }
+        // The 11th store passed the cap and evicted down to 9 entries; the
+        // 12th and 13th fit, the 14th passed it again, ...: the newest
+        // entries stay, the oldest went.
+        let left: Vec<_> = keys.iter().map(|k| c.load(k).unwrap().is_some()).collect();
+        assert!(left[24] && left[23] && !left[0] && !left[10], "{left:?}");
+        let n = left.iter().filter(|&&x| x).count();
+        assert!((9..=10).contains(&n), "{n} entries left: {left:?}");
+        assert_eq!(c.clear().unwrap().0, n);
         let _ = fs::remove_dir_all(c.dir());
     }
 
