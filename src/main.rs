@@ -113,6 +113,10 @@ enum Cmd {
         /// The batch seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The index of the seed's first program (to split one batch over
+        /// processes).
+        #[arg(long, default_value_t = 0)]
+        start: u64,
         /// How many programs.
         #[arg(long, default_value_t = 100)]
         count: u64,
@@ -374,14 +378,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Fuzz { seed, count, tiers, out } => {
+        Cmd::Fuzz { seed, start, count, tiers, out } => {
             let tiers = tiers
                 .iter()
                 .map(|t| {
                     Tier::parse(t).ok_or_else(|| Error::new(loopvm::ErrorKind::Argument(format!("unknown tier `{t}`"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let opts = loopvm_fuzzgen::FuzzOptions { seed, count, tiers, out: Some(out), ..Default::default() };
+            let opts = loopvm_fuzzgen::FuzzOptions { seed, start, count, tiers, out: Some(out), ..Default::default() };
             let report = loopvm_fuzzgen::run(&opts, &mut std::io::stderr())?;
             print!("{}", report.summary());
             if !report.findings.is_empty() || report.generator_errors > 0 {

@@ -275,3 +275,16 @@ fn limits_stop_runaway_programs_on_the_interpreter() {
     let err = assert_clean_failure(&loopvm(&["run", f, "--max-memory", "lots"]));
     assert!(err.contains("not a byte count"), "{err}");
 }
+
+#[test]
+fn fuzz_runs_a_slice_of_a_seeds_batch() {
+    let out = tmp("fuzz");
+    let o = Command::new(env!("CARGO_BIN_EXE_loopvm"))
+        .args(["fuzz", "--seed", "3", "--start", "5", "--count", "2", "--tiers", "jit", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run loopvm");
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.starts_with("2 programs (seed 3, programs 5..7) in "), "{:?}", text(&o));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -67,6 +67,7 @@ pub fn generate(seed: u64, size: usize) -> Generated {
         loop_depth: 0,
         fn_depth: 0,
         prints_left: MAX_PRINTS,
+        poly: Vec::new(),
     };
     let prog = g.program();
     Generated { source: prog.render(), args: prog.arg_texts(), prog }
@@ -91,6 +92,11 @@ pub(crate) struct Generator {
     /// tiers must print the same lines in the same order, side by side
     /// too); 0 where a print is not allowed.
     pub(crate) prints_left: u32,
+    /// main's parameters typed with shape variables (name, type, the
+    /// variables): outside [`Generator::env`], since their static type is
+    /// unknown to the checker; [`Generator::shape_op`] reshapes them to a
+    /// static shape, often through a reshape across the variables.
+    pub(crate) poly: Vec<(String, TensorType, Vec<String>)>,
 }
 
 /// Most prints generated in one program.
@@ -270,6 +276,14 @@ impl Generator {
     }
 
     pub(crate) fn leaf(&mut self, tt: &TensorType, exact: bool) -> Expr {
+        if !tt.dims.is_empty()
+            && self.poly.iter().any(|p| p.1.dt == tt.dt && p.1.numel() == tt.numel())
+            && self.rng.chance(40)
+        {
+            if let Some(e) = self.poly_reshape(tt) {
+                return e;
+            }
+        }
         if self.rng.chance(70) {
             if let Some(v) = self.var_of(tt, exact) {
                 return v;
@@ -822,9 +836,46 @@ impl Generator {
         format!("[{}]", items.join(", "))
     }
 
+    /// `tt` from one of main's parameters typed with shape variables, of
+    /// `tt`'s dtype and element count: reshaped to `tt`'s static dims (the
+    /// element counts compared when it runs), often after a reshape across
+    /// the variables (`[S1a * S1b]`, the variables reversed, `[-1, S1a]`:
+    /// a `reshapeas` in the bytecode). Not inside a generated function,
+    /// whose body sees only its own parameters.
+    fn poly_reshape(&mut self, tt: &TensorType) -> Option<Expr> {
+        if self.fn_depth > 0 {
+            return None;
+        }
+        let fits: Vec<usize> = (0..self.poly.len())
+            .filter(|&i| self.poly[i].1.dt == tt.dt && self.poly[i].1.numel() == tt.numel())
+            .collect();
+        if fits.is_empty() {
+            return None;
+        }
+        let (name, ptt, vars) = self.poly[fits[self.rng.below(fits.len())]].clone();
+        let p = Expr { kind: ExprKind::Variable(name), ty: ValueType::Tensor(ptt.clone()) };
+        let mid = match self.rng.below(5) {
+            0 => None,
+            1 => Some(vars.join(" * ")),
+            2 => Some(vars.iter().rev().cloned().collect::<Vec<_>>().join(", ")),
+            3 => Some(format!("-1, {}", vars[0])),
+            _ => Some(format!("{}, -1", vars.join(" * "))),
+        };
+        // The intermediate's static type is unknown to the generator; the
+        // node's type is only used for printing and shrinking, which never
+        // retype it.
+        let x = match mid {
+            Some(m) => call("reshape", vec![CallArg::Expr(p), CallArg::Raw(format!("[{m}]"))], &ptt),
+            None => p,
+        };
+        let target = self.reshape_target(&tt.dims);
+        Some(call("reshape", vec![CallArg::Expr(x), CallArg::Raw(target)], tt))
+    }
+
     pub(crate) fn shape_op(&mut self, tt: &TensorType, d: u32, exact: bool) -> Option<Expr> {
         let r = tt.dims.len();
-        match self.rng.below(5) {
+        match self.rng.below(6) {
+            5 => self.poly_reshape(tt),
             0 if r >= 1 && tt.dims[0] >= 2 => {
                 let a = 1 + self.rng.below(tt.dims[0] - 1);
                 let mut da = tt.dims.clone();
@@ -1277,8 +1328,18 @@ impl Generator {
                 let v = self.scalar_val(dt);
                 val_arg(v, dt)
             });
-            self.env.push(Binding { name: name.clone(), tt: tt.clone(), exact: true });
-            args.push(MainArg { name, tt, text, simple: false });
+            // Some parameters are typed with shape variables (issue 14's
+            // reshape across them), bound from the argument when main runs.
+            let vars = if !tt.dims.is_empty() && self.rng.chance(30) {
+                let vars: Vec<String> =
+                    (0..tt.dims.len()).map(|i| format!("S{}{}", &name[1..], (b'a' + i as u8) as char)).collect();
+                self.poly.push((name.clone(), tt.clone(), vars.clone()));
+                Some(vars)
+            } else {
+                self.env.push(Binding { name: name.clone(), tt: tt.clone(), exact: true });
+                None
+            };
+            args.push(MainArg { name, tt, text, simple: false, vars });
         }
         let nr = 1 + self.rng.below(3);
         let results: Vec<(TensorType, bool)> = (0..nr).map(|_| (self.rand_tt(), self.rng.chance(50))).collect();

@@ -214,7 +214,15 @@ impl ProgramTree {
                 render_fn(f, &mut out);
             }
         }
-        render_fn(&self.main, &mut out);
+        let params = self
+            .args
+            .iter()
+            .map(|a| match &a.vars {
+                Some(v) => format!("{}: {}[{}]", a.name, a.tt.dt.name(), v.join(", ")),
+                None => format!("{}: {}", a.name, a.tt.text()),
+            })
+            .collect();
+        render_fn_with(&self.main, params, &mut out);
         out
     }
 
@@ -225,6 +233,11 @@ impl ProgramTree {
 
 pub(crate) fn render_fn(f: &FunctionDef, out: &mut String) {
     let params: Vec<String> = f.params.iter().map(|(n, t)| format!("{n}: {}", t.text())).collect();
+    render_fn_with(f, params, out)
+}
+
+/// [`render_fn`] with the parameters written as `params`.
+pub(crate) fn render_fn_with(f: &FunctionDef, params: Vec<String>, out: &mut String) {
     let _ = write!(out, "fn {}({}) -> {} ", f.name, params.join(", "), f.ret.text());
     match &f.body.kind {
         ExprKind::Block(b) => b.render(out, 0),

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 pub struct FuzzOptions {
     /// The batch seed; program `k` of the batch has seed [`program_seed`]`(seed, k)`.
     pub seed: u64,
+    /// The index of the first program: a batch is programs `start ..
+    /// start + count` of the seed, so one seed's batch can be split over
+    /// processes (`--start 0 --count 5000` and `--start 5000 --count 5000`
+    /// run the same programs as `--count 10000`).
+    pub start: u64,
     /// How many programs to generate.
     pub count: u64,
     /// The tiers compared with the interpreter (the interpreter is always run,
@@ -44,6 +49,7 @@ impl Default for FuzzOptions {
     fn default() -> FuzzOptions {
         FuzzOptions {
             seed: 0,
+            start: 0,
             count: 100,
             tiers: vec![Tier::Xla],
             out: Some(PathBuf::from("fuzz-findings")),
@@ -99,6 +105,8 @@ pub struct Finding {
 /// What [`run`] found.
 #[derive(Clone, Debug, Default)]
 pub struct FuzzReport {
+    /// The batch: its seed and the indices of its programs.
+    pub batch: (u64, std::ops::Range<u64>),
     /// Programs generated.
     pub programs: u64,
     /// Generated programs that did not compile (generator bugs).
@@ -120,8 +128,11 @@ impl FuzzReport {
     /// One line per figure, for the command line.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} programs in {:.1} s: {} generator errors, {} interpreter errors, {} mismatches\n",
+            "{} programs (seed {}, programs {}..{}) in {:.1} s: {} generator errors, {} interpreter errors, {} mismatches\n",
             self.programs,
+            self.batch.0,
+            self.batch.1.start,
+            self.batch.1.end,
             self.elapsed.as_secs_f64(),
             self.generator_errors,
             self.reference_errors,
@@ -164,7 +175,8 @@ pub fn program_seed(seed: u64, k: u64) -> u64 {
 /// itself (an output directory that cannot be written).
 pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error> {
     let start = Instant::now();
-    let mut report = FuzzReport::default();
+    let range = opts.start..opts.start.saturating_add(opts.count);
+    let mut report = FuzzReport { batch: (opts.seed, range.clone()), ..FuzzReport::default() };
     let mut tiers = Vec::new();
     for &t in &opts.tiers {
         if t == Tier::Interp || tiers.contains(&t) {
@@ -181,7 +193,7 @@ pub fn run(opts: &FuzzOptions, log: &mut dyn Write) -> Result<FuzzReport, Error>
     report.tiers =
         tiers.iter().map(|&tier| TierCount { tier, agreed: 0, mismatched: 0, declined: 0, fell_back: 0 }).collect();
     let limits = Limits { max_steps: opts.max_steps, timeout: opts.timeout };
-    for k in 0..opts.count {
+    for k in range {
         let pseed = program_seed(opts.seed, k);
         let g = generate(pseed, opts.size);
         report.programs += 1;
@@ -323,7 +335,15 @@ pub(crate) fn run_tier(prog: &Program, args: &[Tensor], tier: Tier, l: &Limits) 
             ..RunConfig::default()
         }
     } else {
-        RunConfig { tier, capture_print: true, jit_threshold: Some(JIT_THRESHOLD), ..RunConfig::default() }
+        // A generated program runs once: its executables are not worth a
+        // place in the persistent cache (they would evict the user's).
+        RunConfig {
+            tier,
+            capture_print: true,
+            jit_threshold: Some(JIT_THRESHOLD),
+            no_cache: true,
+            ..RunConfig::default()
+        }
     };
     prog.run(args, &cfg)
 }

@@ -248,6 +248,9 @@ pub(crate) struct MainArg {
     pub(crate) tt: TensorType,
     pub(crate) text: String,
     pub(crate) simple: bool,
+    /// The shape variables its type is written with (`x: f32[S1a, S1b]`,
+    /// bound when main is called), or none for a static type.
+    pub(crate) vars: Option<Vec<String>>,
 }
 
 /// A generated program.
