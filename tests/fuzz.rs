@@ -131,6 +131,7 @@ fn generated_programs_compile_and_cover_the_language() {
         "maximum(",
         "broadcast(",
         "reshape(",
+        "reshape(reshape(a",
         "transpose(",
         "concat(",
         "stack(",

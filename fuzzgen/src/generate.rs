@@ -819,9 +819,12 @@ impl Generator {
     /// (`2 * 3`) and, when no dim is 0, sometimes one as `-1` (the forms of
     /// issue 14's reshape; the generated programs' shapes are static, so
     /// the products are of integers).
-    fn reshape_target(&mut self, dims: &[usize]) -> String {
-        let hole =
-            if dims.iter().all(|&d| d > 0) && self.rng.chance(25) { Some(self.rng.below(dims.len())) } else { None };
+    fn reshape_target(&mut self, dims: &[usize], hole_ok: bool) -> String {
+        let hole = if hole_ok && dims.iter().all(|&d| d > 0) && self.rng.chance(25) {
+            Some(self.rng.below(dims.len()))
+        } else {
+            None
+        };
         let mut items = Vec::with_capacity(dims.len());
         for (i, &d) in dims.iter().enumerate() {
             if Some(i) == hole {
@@ -868,7 +871,8 @@ impl Generator {
             Some(m) => call("reshape", vec![CallArg::Expr(p), CallArg::Raw(format!("[{m}]"))], &ptt),
             None => p,
         };
-        let target = self.reshape_target(&tt.dims);
+        // No `-1`: the quotient of a count with variables stays symbolic.
+        let target = self.reshape_target(&tt.dims, false);
         Some(call("reshape", vec![CallArg::Expr(x), CallArg::Raw(target)], tt))
     }
 
@@ -901,7 +905,7 @@ impl Generator {
                     vec![1, n]
                 };
                 let x = self.expr(&TensorType { dt: tt.dt, dims: src }, d, exact);
-                let target = self.reshape_target(&tt.dims);
+                let target = self.reshape_target(&tt.dims, true);
                 Some(call("reshape", vec![CallArg::Expr(x), CallArg::Raw(target)], tt))
             }
             3 if r == 2 => {
