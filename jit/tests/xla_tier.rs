@@ -526,6 +526,34 @@ fn unary_ops() {
     check(&f.module(vec![r]), &[bools(&[2], &[true, false])], "not");
 }
 
+/// The host tiers' f32 `tanh` (`kernels::tanh_f32`) is XLA's approximation
+/// computed operation for operation: the same bits as the plugin's over a
+/// sweep of every 4099th f32 (both signs, all exponents, NaNs and
+/// infinities), not only within the tolerance.
+#[test]
+fn tanh_f32_is_xlas_bit_for_bit() {
+    let mut xs: Vec<f32> = (0..=u32::MAX / 4099).map(|k| f32::from_bits(k * 4099)).collect();
+    xs.extend([0.0, -0.0, 0.0004, -0.0004, 7.998_812, 20.0, -20.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+    let x = f32s(&[xs.len()], &xs);
+    let mut f = Fb::new(&[(DType::F32, &dims_of(&x))]);
+    let r = f.unary(ENTRY, UnaryOp::Tanh, f.p(0));
+    let m = f.module(vec![r]);
+    let want = interp(&m, std::slice::from_ref(&x)).expect("interp");
+    let (got, _, _) = with_backend(&m, std::slice::from_ref(&x), XlaMode::Functions);
+    let got = got.expect("xla");
+    let (w, g) = (want[0].as_slice::<f32>().expect("f32"), got[0].as_slice::<f32>().expect("f32"));
+    let mut differ = 0;
+    for ((&a, &b), &x) in w.iter().zip(g).zip(&xs) {
+        if a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()) {
+            if differ < 10 {
+                eprintln!("tanh({x:e}) = {a:e} ({:#x}) here, {b:e} ({:#x}) on XLA", a.to_bits(), b.to_bits());
+            }
+            differ += 1;
+        }
+    }
+    assert_eq!(differ, 0, "{differ} of {} tanh values differ from XLA's", xs.len());
+}
+
 #[test]
 fn casts_saturate_and_nan_is_zero() {
     let f = f32s(&[9], &[f32::NAN, 1e20, -1e20, -2.7, 2.7, f32::INFINITY, f32::NEG_INFINITY, 2147483520.0, -0.0]);

@@ -259,7 +259,7 @@ int_bits!(u32, u32, |a| 0);
 int_bits!(u8, u8, |a| 0);
 
 macro_rules! float_num {
-    ($t:ty, $erf:path, $erfc:path, $erf_inv:path) => {
+    ($t:ty, $erf:path, $erfc:path, $erf_inv:path, $tanh:path) => {
         impl Num for $t {
             #[inline]
             fn add(a: Self, b: Self) -> Self {
@@ -324,7 +324,7 @@ macro_rules! float_num {
             }
             #[inline]
             fn tanh(a: Self) -> Self {
-                a.tanh()
+                $tanh(a)
             }
             #[inline]
             fn sigmoid(a: Self) -> Self {
@@ -362,8 +362,8 @@ macro_rules! float_num {
     };
 }
 
-float_num!(f32, libm::erff, libm::erfcf, erf_inv_f32);
-float_num!(f64, libm::erf, libm::erfc, erf_inv_f64);
+float_num!(f32, libm::erff, libm::erfcf, erf_inv_f32, tanh_f32);
+float_num!(f64, libm::erf, libm::erfc, erf_inv_f64, f64::tanh);
 
 /// The half floats (`bf16`, `f16`): every op converts its operands to
 /// `f32` (exactly), computes the `f32` op and rounds the result to nearest
@@ -495,6 +495,60 @@ macro_rules! half_conv_from {
 
 half_num!(half::bf16);
 half_num!(half::f16);
+
+/// `tanh` in `f32` by the approximation XLA's CPU backend emits, operation
+/// for operation, so the host tiers' `tanh` is bit for bit XLA's (the
+/// plugin as loopvm starts it, without FMA: `jit/src/hlo/policy.rs`;
+/// `tanh_f32_is_xlas_bit_for_bit` in `jit/tests/xla_tier.rs` checks it).
+/// From OpenXLA `xla/codegen/intrinsic/tanh.cc`, `EmitFastTanh` with
+/// `with_fma` (earlier `xla/service/llvm_ir/math_ops.cc`; the clamp bound is
+/// Eigen's `ptanh_float`): `x` clamped to `±7.998811…` by compare-and-select
+/// (a NaN passes), then the odd/even rational function `x·p(x²) / q(x²)`,
+/// `p` of degree 6 and `q` of degree 3 in `x²` (Horner, each step a rounded
+/// multiply then a rounded add); `x` itself where `|x| < 0.0004` (so `±0`
+/// and subnormals keep their bits), `±1` where `|x| ≥ 20`. The clamp is
+/// where the FMA evaluation reaches exactly 1; without FMA the result there
+/// (and up to 20) is `1 - 3·2⁻²⁴`, as on XLA.
+///
+/// Branch-free (compares and selects), so a kernel's loop over a slice is
+/// vectorised by the compiler. At most 5.9 ulps from the correctly rounded
+/// `tanh` (worst near `5.82`; the dense sweep in this module's tests), never
+/// beyond `±1`; libm's `tanhf`, which the tiers used before, is within 2.
+#[allow(clippy::excessive_precision)] // the coefficients as XLA writes them
+#[inline]
+pub fn tanh_f32(x: f32) -> f32 {
+    const CLAMP: f32 = 7.99881172180175781;
+    const NUM: [f32; 7] = [
+        -2.76076847742355e-16,
+        2.00018790482477e-13,
+        -8.60467152213735e-11,
+        5.12229709037114e-08,
+        1.48572235717979e-05,
+        6.37261928875436e-04,
+        4.89352455891786e-03,
+    ];
+    const DEN: [f32; 4] = [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03];
+    let ax = x.abs();
+    // XLA's fast max then min: a NaN `x` passes through both.
+    let lo = if x < -CLAMP { -CLAMP } else { x };
+    let c = if lo > CLAMP { CLAMP } else { lo };
+    let c2 = c * c;
+    let mut p = NUM[0];
+    for k in &NUM[1..] {
+        p = c2 * p + k;
+    }
+    let mut q = DEN[0];
+    for k in &DEN[1..] {
+        q = c2 * q + k;
+    }
+    let r = (c * p) / q;
+    let r = if ax < 0.0004 { x } else { r };
+    if ax >= 20.0 {
+        1.0f32.copysign(x)
+    } else {
+        r
+    }
+}
 
 /// `erf_inv` in `f32` by the algorithm XLA's CPU backend runs (so `normal`
 /// draws agree with JAX's to the ulp): Giles' single-precision
@@ -799,6 +853,72 @@ impl Conv<f64> for bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `got`'s distance from `want` in units of the `f32` spacing at `want`.
+    fn ulps_f32(got: f32, want: f64) -> f64 {
+        let w = want as f32;
+        let spacing = (f32::from_bits(w.abs().to_bits() + 1) - w.abs()) as f64;
+        (got as f64 - want).abs() / spacing
+    }
+
+    #[test]
+    fn tanh_f32_is_within_6_ulps_of_tanh_over_a_dense_sweep() {
+        // Every 61st positive f32 up to 24 (the sign is symmetric: checked below).
+        let (mut worst, mut at) = (0.0f64, 0.0f32);
+        let mut bits = 0u32;
+        while f32::from_bits(bits) < 24.0 {
+            let x = f32::from_bits(bits);
+            let got = tanh_f32(x);
+            assert_eq!(tanh_f32(-x).to_bits(), (-got).to_bits(), "odd at {x:e}");
+            assert!(got.abs() <= 1.0, "tanh({x:e}) = {got:e}");
+            let e = ulps_f32(got, (x as f64).tanh());
+            if e > worst {
+                (worst, at) = (e, x);
+            }
+            bits += 61;
+        }
+        eprintln!("tanh_f32: max error {worst:.3} ulps at {at:e}");
+        assert!(worst <= 6.0, "{worst} ulps at {at:e}");
+        // libm's tanhf, for the record (its documented bound is 2 ulps).
+        assert!(ulps_f32(0.5f32.tanh(), 0.5f64.tanh()) <= 2.0);
+    }
+
+    #[test]
+    fn tanh_f32_special_values_as_xla() {
+        let t = tanh_f32;
+        assert_eq!(t(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(t(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(t(f32::INFINITY), 1.0);
+        assert_eq!(t(f32::NEG_INFINITY), -1.0);
+        assert!(t(f32::NAN).is_nan());
+        assert!(t(-f32::NAN).is_nan());
+        assert_eq!(t(f32::MAX), 1.0);
+        assert_eq!(t(f32::MIN), -1.0);
+        assert_eq!(t(1e30), 1.0);
+        assert_eq!(t(20.0), 1.0);
+        assert_eq!(t(-20.0), -1.0);
+        // Between the clamp and 20, the clamp's value: XLA's clamp is
+        // chosen for an FMA evaluation, which gives exactly 1 there; the
+        // plugin runs without FMA and gives 3 ulps below 1 (so do we).
+        let at_clamp = t(7.998_812);
+        assert_eq!(at_clamp.to_bits(), 0x3f7f_fffd);
+        assert_eq!(t(9.0), at_clamp);
+        assert_eq!(t(19.99), at_clamp);
+        assert_eq!(t(-9.0), -at_clamp);
+        // Below 0.0004, x itself: subnormals keep their bits.
+        let sub = f32::from_bits(1);
+        assert_eq!(t(sub).to_bits(), 1);
+        assert_eq!(t(-sub).to_bits(), (-sub).to_bits());
+        assert_eq!(t(1e-5), 1e-5);
+        assert_eq!(t(f32::MIN_POSITIVE), f32::MIN_POSITIVE);
+        assert_eq!(t(0.000_399_9), 0.000_399_9);
+        assert!(t(0.0004) < 0.0004);
+        // bf16 and f16 go through it, rounded once.
+        let h = half::bf16::from_f32(0.75);
+        assert_eq!(<half::bf16 as Float>::tanh(h), half::bf16::from_f32(t(0.75)));
+        // f64 stays libm's.
+        assert_eq!(<f64 as Float>::tanh(0.75), 0.75f64.tanh());
+    }
 
     #[test]
     fn xla_integer_division() {
