@@ -20,7 +20,7 @@ use crate::inst::Inst;
 use crate::meter::Meter;
 use crate::module::{Dim, Func, Module, TensorType};
 use crate::operand::{BlockId, ConstId, FuncId, Reg};
-use crate::sblock::{self, SOp};
+use crate::sblock::{self, Bank, SOp};
 use crate::value::Val;
 use loopvm_runtime::kernels::{self, scalar as sk, Scalar};
 use loopvm_runtime::{DType, RuntimeError, Tensor, UpdateMode};
@@ -100,6 +100,19 @@ pub struct Stats {
 
 type Frame = Vec<Val>;
 
+/// How [`Interpreter::fori_banked`] left a loop.
+enum Banked {
+    /// The loop is finished (`Some`: a back end finished it, with these
+    /// results); the carry is in the frame.
+    Done(Option<Vec<Tensor>>),
+    /// An op could not run on the bank: the bank is in the frame, and the
+    /// current iteration goes on there from this op.
+    Stopped(usize),
+    /// The bank does not take the loop's values (a carry that is not a
+    /// scalar): the loop runs on the frame from the start.
+    Declined,
+}
+
 /// The deepest chain of nested calls accepted at run time.
 pub const MAX_CALL_DEPTH: usize = 256;
 
@@ -112,6 +125,9 @@ pub struct Interpreter<'m> {
     /// runner when it is all scalar elementwise ops ([`scalar_block`],
     /// [`crate::sblock`]); loops run it with [`Self::run_scalar_block`].
     scalar_blocks: Vec<Vec<Option<Rc<[SOp]>>>>,
+    /// `banks[func][block]`: a scalar block with parameters in the form
+    /// [`Self::exec_fori`] runs a whole counted loop in ([`sblock::Bank`]).
+    banks: Vec<Vec<Option<Rc<Bank>>>>,
     opts: RunOptions,
     /// Bound values of the module's shape variables.
     sym: Vec<Option<u64>>,
@@ -279,7 +295,7 @@ impl<'m> Interpreter<'m> {
     pub fn new(m: &'m Module, opts: RunOptions) -> Interpreter<'m> {
         let meter = Meter::new(opts.max_steps, opts.max_memory, opts.timeout).with_cancel(opts.cancel.clone());
         let kscalars: Vec<Option<Scalar>> = m.consts.iter().map(Scalar::of).collect();
-        let scalar_blocks = m
+        let scalar_blocks: Vec<Vec<Option<Rc<[SOp]>>>> = m
             .funcs
             .iter()
             .map(|f| {
@@ -288,11 +304,28 @@ impl<'m> Interpreter<'m> {
                     .map(|b| scalar_block(f, &b.code).then(|| Rc::from(sblock::decode(&b.code, &kscalars))))
                     .collect()
             })
+            .collect::<Vec<Vec<Option<Rc<[SOp]>>>>>();
+        let banks = m
+            .funcs
+            .iter()
+            .zip(&scalar_blocks)
+            .map(|(f, decoded)| {
+                f.blocks
+                    .iter()
+                    .zip(decoded)
+                    .map(|(b, ops)| {
+                        let regs = |rs: &[Reg]| rs.iter().map(|r| r.0).collect::<Vec<u32>>();
+                        let ops = ops.as_deref()?;
+                        Bank::new(ops, &regs(&b.params), &regs(&b.results)).map(Rc::new)
+                    })
+                    .collect()
+            })
             .collect();
         Interpreter {
             m,
             kscalars,
             scalar_blocks,
+            banks,
             opts,
             sym: vec![None; m.symbols.len()],
             frames: vec![None; m.funcs.len()],
@@ -491,6 +524,11 @@ impl<'m> Interpreter<'m> {
     /// runner takes it; loops look it up once per entry.
     fn loop_block(&self, fid: FuncId, b: BlockId) -> Option<Rc<[SOp]>> {
         self.scalar_blocks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).cloned().flatten()
+    }
+
+    /// The bank form of block `b` of function `fid`, when it has one.
+    fn loop_bank(&self, fid: FuncId, b: BlockId) -> Option<Rc<Bank>> {
+        self.banks.get(fid.0 as usize).and_then(|f| f.get(b.0 as usize)).cloned().flatten()
     }
 
     /// Runs a loop's body or condition block: through the scalar runner
@@ -1004,16 +1042,33 @@ impl<'m> Interpreter<'m> {
         };
         Self::copy_in(frame, carry, init)?;
         let ops = self.loop_block(fid, body);
+        let bank = if self.opts.trace { None } else { self.loop_bank(fid, body) };
+        let wide = dtype == DType::I64;
         let mut i = lo_v;
         let mut n = 0u64;
         self.depth += 1;
         let r = (|| {
-            while i < hi_v {
-                put(frame, ireg, if dtype == DType::I64 { Scalar::I64(i) } else { Scalar::I32(i as i32) })?;
-                if self.opts.trace {
-                    self.trace_iter("fori_loop", n);
+            // The bank first; where it stops mid-iteration (`at`), that
+            // iteration and the rest run on the frame.
+            let mut stopped = None;
+            if let (Some(bk), true) = (bank.as_deref(), i < hi_v) {
+                match self.fori_banked(fid, func, frame, inst, body, bk, carry, &mut i, hi_v, wide, &mut n)? {
+                    Banked::Done(res) => return Ok(res),
+                    Banked::Stopped(at) => stopped = Some(at),
+                    Banked::Declined => {}
                 }
-                self.run_loop_block(fid, func, frame, body, ops.as_deref())?;
+            }
+            while i < hi_v {
+                match (stopped.take(), ops.as_deref()) {
+                    (Some(at), Some(ops)) => self.run_scalar_block(fid, func, frame, body, ops, at)?,
+                    _ => {
+                        put(frame, ireg, if wide { Scalar::I64(i) } else { Scalar::I32(i as i32) })?;
+                        if self.opts.trace {
+                            self.trace_iter("fori_loop", n);
+                        }
+                        self.run_loop_block(fid, func, frame, body, ops.as_deref())?;
+                    }
+                }
                 Self::swap_results(frame, carry, &blk.results)?;
                 self.back_edge()?;
                 i += 1;
@@ -1029,6 +1084,85 @@ impl<'m> Interpreter<'m> {
         self.depth -= 1;
         self.count_loop(fid, body, n);
         Self::finish(frame, dsts, carry, r?)
+    }
+
+    /// Runs iterations `*i..hi` of a `fori_loop` whose body has a bank
+    /// form ([`sblock::Bank`]): the carry and the body's registers live in
+    /// a bank of unboxed scalars on the stack, filled from the frame once
+    /// and written back once. The iterations run in chunks that end where
+    /// the per-iteration loop of [`Self::exec_fori`] would do something
+    /// besides the body: a multiple of 1024 steps (the deadline and cancel
+    /// check), the step limit plus one (so the charge fails after exactly
+    /// as many bodies as it would one by one), and, with a back end, every
+    /// [`RESUME_INTERVAL`] iterations (the bank is written back before the
+    /// back end is offered the loop). Each chunk charges the meter once.
+    /// Counts, limits, errors, profile and results are those of running
+    /// the body one iteration at a time; only the meter is charged per
+    /// chunk, which nothing can observe between chunks (the body is
+    /// scalar ops with no effects). Where an op cannot run on the bank
+    /// (an operand of another dtype, an op the scalar path does not take),
+    /// the bank is written back and [`Banked::Stopped`] says where the
+    /// frame must go on.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn fori_banked(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        inst: &'m Inst,
+        body: BlockId,
+        bk: &Bank,
+        carry: &[Reg],
+        i: &mut i64,
+        hi: i64,
+        wide: bool,
+        n: &mut u64,
+    ) -> Result<Banked, ExecError> {
+        let mut slots: sblock::Slots = [Scalar::Bool(false); sblock::BANK_SLOTS];
+        let bank = &mut slots;
+        if !bk.load(frame, bank) {
+            return Ok(Banked::Declined);
+        }
+        let mut whole = false;
+        while *i < hi {
+            let steps = self.meter.steps();
+            let mut chunk = hi.wrapping_sub(*i) as u64;
+            chunk = chunk.min(1024 - steps % 1024).min(self.meter.steps_left().saturating_add(1));
+            if self.backend.is_some() {
+                chunk = chunk.min(RESUME_INTERVAL - *n % RESUME_INTERVAL);
+            }
+            let (ran, stop) = bk.run(bank, i, chunk, wide);
+            self.stats.ops += ran * bk.ops() as u64;
+            *n += ran;
+            whole |= ran > 0;
+            if ran > 0 {
+                let charged = self.meter.charge(ran).and_then(|()| {
+                    if self.meter.steps().is_multiple_of(1024) {
+                        self.check_deadline()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = charged {
+                    bk.store(bank, frame, whole, 0);
+                    return Err(e);
+                }
+            }
+            if let Some(at) = stop {
+                bk.store(bank, frame, whole, at);
+                self.stats.ops += at as u64;
+                return Ok(Banked::Stopped(at));
+            }
+            if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) && *i < hi {
+                bk.store(bank, frame, true, 0);
+                if let Some(res) = self.offer_resume(fid, func, frame, inst, body, *n, carry, &[])? {
+                    return Ok(Banked::Done(Some(res)));
+                }
+            }
+        }
+        bk.store(bank, frame, whole, 0);
+        Ok(Banked::Done(None))
     }
 
     /// Writes a loop's results: the back end's, when it finished the loop,

@@ -40,6 +40,19 @@ pub(crate) enum SOp {
     BinKF32 { op: BinaryOp, dst: u32, a: u32, k: f32 },
     /// [`SOp::BinK`] with an `f64` constant
     BinKF64 { op: BinaryOp, dst: u32, a: u32, k: f64 },
+    /// R[dst] := R[a] + k, `i64` (wrapping)
+    AddKI64 { dst: u32, a: u32, k: i64 },
+    /// R[dst] := R[a] * k, `i64` (wrapping)
+    MulKI64 { dst: u32, a: u32, k: i64 },
+    /// R[dst] := R[a] % k, `i64`, k neither 0 nor -1 (so none of `%`'s
+    /// special cases, `x % 0 = x` and `MIN % -1 = 0`, can arise)
+    RemKI64 { dst: u32, a: u32, k: std::num::NonZeroI64 },
+    /// R[dst] := R[a] + k, `i32` (wrapping)
+    AddKI32 { dst: u32, a: u32, k: i32 },
+    /// R[dst] := R[a] * k, `i32` (wrapping)
+    MulKI32 { dst: u32, a: u32, k: i32 },
+    /// R[dst] := R[a] % k, `i32`, k neither 0 nor -1
+    RemKI32 { dst: u32, a: u32, k: std::num::NonZeroI32 },
     /// R[dst] := k op R[a]
     KBin { op: BinaryOp, dst: u32, k: Scalar, a: u32 },
     /// R[dst] := op(R[a])
@@ -66,8 +79,24 @@ pub(crate) fn decode(code: &[Inst], kscalars: &[Option<Scalar>]) -> Box<[SOp]> {
             Inst::BinaryK { op, dst, a, k: c } => {
                 let (op, dst, a) = (*op, dst.0, a.0);
                 match k(c) {
-                    Some(Scalar::I64(k)) => SOp::BinKI64 { op, dst, a, k },
-                    Some(Scalar::I32(k)) => SOp::BinKI32 { op, dst, a, k },
+                    Some(Scalar::I64(k)) => match op {
+                        BinaryOp::Add => SOp::AddKI64 { dst, a, k },
+                        BinaryOp::Mul => SOp::MulKI64 { dst, a, k },
+                        BinaryOp::Rem if k != -1 => match std::num::NonZeroI64::new(k) {
+                            Some(k) => SOp::RemKI64 { dst, a, k },
+                            None => SOp::BinKI64 { op, dst, a, k },
+                        },
+                        _ => SOp::BinKI64 { op, dst, a, k },
+                    },
+                    Some(Scalar::I32(k)) => match op {
+                        BinaryOp::Add => SOp::AddKI32 { dst, a, k },
+                        BinaryOp::Mul => SOp::MulKI32 { dst, a, k },
+                        BinaryOp::Rem if k != -1 => match std::num::NonZeroI32::new(k) {
+                            Some(k) => SOp::RemKI32 { dst, a, k },
+                            None => SOp::BinKI32 { op, dst, a, k },
+                        },
+                        _ => SOp::BinKI32 { op, dst, a, k },
+                    },
                     Some(Scalar::F32(k)) => SOp::BinKF32 { op, dst, a, k },
                     Some(Scalar::F64(k)) => SOp::BinKF64 { op, dst, a, k },
                     Some(k) => SOp::BinK { op, dst, a, k },
@@ -91,51 +120,356 @@ pub(crate) fn decode(code: &[Inst], kscalars: &[Option<Scalar>]) -> Box<[SOp]> {
         .collect()
 }
 
-/// Runs `ops` on `frame` from the first until one it cannot take; returns
-/// how many it ran (`ops.len()` when all).
-#[inline]
-pub(crate) fn run(ops: &[SOp], frame: &mut [Val]) -> usize {
+/// A register file the scalar runner reads and writes: a frame of [`Val`]s
+/// (a register that does not hold an unboxed scalar stops the run), or a
+/// loop's bank of unboxed [`Scalar`]s ([`Bank`]), where a read is a load
+/// and a write a plain store.
+pub(crate) trait Regs {
+    /// `R[r]` when it is an unboxed scalar.
+    fn get(&self, r: u32) -> Option<Scalar>;
+    /// `R[r] := v`; `false` when `r` is out of range.
+    fn put(&mut self, r: u32, v: Scalar) -> bool;
+}
+
+impl Regs for [Val] {
     #[inline(always)]
-    fn u(frame: &[Val], r: u32) -> Option<Scalar> {
-        match frame.get(r as usize) {
+    fn get(&self, r: u32) -> Option<Scalar> {
+        match <[Val]>::get(self, r as usize) {
             Some(Val::Scalar(s)) => Some(*s),
             _ => None,
         }
     }
+    #[inline(always)]
+    fn put(&mut self, r: u32, v: Scalar) -> bool {
+        match self.get_mut(r as usize) {
+            Some(slot) => {
+                slot.put_scalar(v);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A loop's bank: [`BANK_SLOTS`] unboxed scalars. Slot numbers come from
+/// [`Bank::new`], which gives none past the end; they are taken modulo the
+/// size, so that an access is a load or store with no bounds test.
+pub(crate) type Slots = [Scalar; BANK_SLOTS];
+
+impl Regs for Slots {
+    #[inline(always)]
+    fn get(&self, r: u32) -> Option<Scalar> {
+        Some(self[r as usize % BANK_SLOTS])
+    }
+    #[inline(always)]
+    fn put(&mut self, r: u32, v: Scalar) -> bool {
+        self[r as usize % BANK_SLOTS] = v;
+        true
+    }
+}
+
+/// Runs `ops` on `frame` from the first until one it cannot take; returns
+/// how many it ran (`ops.len()` when all).
+#[inline]
+pub(crate) fn run(ops: &[SOp], frame: &mut [Val]) -> usize {
+    run_on(ops, frame)
+}
+
+/// [`run`] on any register file.
+#[inline(always)]
+fn run_on<R: Regs + ?Sized>(ops: &[SOp], regs: &mut R) -> usize {
+    let mut it = ops.iter();
+    // Where the run stopped: the op just taken from `it`.
+    macro_rules! stop {
+        () => {
+            return ops.len() - it.len() - 1
+        };
+    }
+    // `R[dst] := v` for an `Option<Scalar>` result (`None` stops the run).
+    macro_rules! put {
+        ($dst:ident, $v:expr) => {
+            match $v {
+                Some(v) if regs.put($dst, v) => {}
+                _ => stop!(),
+            }
+        };
+    }
     // `R[a] op k` where R[a] holds an unboxed `$v` (else the op stops the
     // run): `sk::binary` inlined on known variants folds its dtype match.
     macro_rules! bin_k {
-        ($i:ident, $op:ident, $dst:ident, $a:ident, $k:ident, $v:ident) => {
-            match frame.get($a as usize) {
-                Some(Val::Scalar(Scalar::$v(x))) => ($dst, sk::binary($op, Scalar::$v(*x), Scalar::$v($k))),
-                _ => return $i,
+        ($op:ident, $dst:ident, $a:ident, $k:ident, $v:ident) => {
+            match regs.get($a) {
+                Some(Scalar::$v(x)) => put!($dst, sk::binary($op, Scalar::$v(x), Scalar::$v($k))),
+                _ => stop!(),
             }
         };
     }
-    for (i, op) in ops.iter().enumerate() {
-        let (dst, v) = match *op {
-            SOp::BinKI64 { op, dst, a, k } => bin_k!(i, op, dst, a, k, I64),
-            SOp::BinKI32 { op, dst, a, k } => bin_k!(i, op, dst, a, k, I32),
-            SOp::BinKF32 { op, dst, a, k } => bin_k!(i, op, dst, a, k, F32),
-            SOp::BinKF64 { op, dst, a, k } => bin_k!(i, op, dst, a, k, F64),
-            SOp::BinK { op, dst, a, k } => (dst, u(frame, a).and_then(|x| sk::binary(op, x, k))),
-            SOp::KBin { op, dst, k, a } => (dst, u(frame, a).and_then(|x| sk::binary(op, k, x))),
-            SOp::Bin { op, dst, a, b } => (dst, u(frame, a).zip(u(frame, b)).and_then(|(x, y)| sk::binary(op, x, y))),
-            SOp::Un { op, dst, a } => (dst, u(frame, a).and_then(|x| sk::unary(op, x))),
-            SOp::Cast { dst, a, to } => (dst, u(frame, a).map(|x| sk::cast(x, to))),
-            SOp::Select { dst, c, a, b } => {
-                (dst, u(frame, c).zip(u(frame, a)).zip(u(frame, b)).and_then(|((c, x), y)| sk::select(c, x, y)))
+    // `R[a] op k` for one integer op and dtype: `$f` on the unboxed value,
+    // stored straight into `R[dst]`.
+    macro_rules! int_k {
+        ($dst:ident, $a:ident, $v:ident, |$x:ident| $f:expr) => {
+            match regs.get($a) {
+                Some(Scalar::$v($x)) if regs.put($dst, Scalar::$v($f)) => {}
+                _ => stop!(),
             }
-            SOp::Const { dst, k } => (dst, Some(k)),
-            SOp::Move { dst, src } => (dst, u(frame, src)),
-            SOp::General => return i,
         };
-        match (v, frame.get_mut(dst as usize)) {
-            (Some(v), Some(slot)) => slot.put_scalar(v),
-            _ => return i,
+    }
+    while let Some(op) = it.next() {
+        match *op {
+            SOp::AddKI64 { dst, a, k } => int_k!(dst, a, I64, |x| x.wrapping_add(k)),
+            SOp::MulKI64 { dst, a, k } => int_k!(dst, a, I64, |x| x.wrapping_mul(k)),
+            SOp::RemKI64 { dst, a, k } => int_k!(dst, a, I64, |x| x.wrapping_rem(k.get())),
+            SOp::AddKI32 { dst, a, k } => int_k!(dst, a, I32, |x| x.wrapping_add(k)),
+            SOp::MulKI32 { dst, a, k } => int_k!(dst, a, I32, |x| x.wrapping_mul(k)),
+            SOp::RemKI32 { dst, a, k } => int_k!(dst, a, I32, |x| x.wrapping_rem(k.get())),
+            SOp::BinKI64 { op, dst, a, k } => bin_k!(op, dst, a, k, I64),
+            SOp::BinKI32 { op, dst, a, k } => bin_k!(op, dst, a, k, I32),
+            SOp::BinKF32 { op, dst, a, k } => bin_k!(op, dst, a, k, F32),
+            SOp::BinKF64 { op, dst, a, k } => bin_k!(op, dst, a, k, F64),
+            SOp::BinK { op, dst, a, k } => put!(dst, regs.get(a).and_then(|x| sk::binary(op, x, k))),
+            SOp::KBin { op, dst, k, a } => put!(dst, regs.get(a).and_then(|x| sk::binary(op, k, x))),
+            SOp::Bin { op, dst, a, b } => {
+                put!(dst, regs.get(a).zip(regs.get(b)).and_then(|(x, y)| sk::binary(op, x, y)))
+            }
+            SOp::Un { op, dst, a } => put!(dst, regs.get(a).and_then(|x| sk::unary(op, x))),
+            SOp::Cast { dst, a, to } => put!(dst, regs.get(a).map(|x| sk::cast(x, to))),
+            SOp::Select { dst, c, a, b } => {
+                put!(dst, regs.get(c).zip(regs.get(a)).zip(regs.get(b)).and_then(|((c, x), y)| sk::select(c, x, y)))
+            }
+            SOp::Const { dst, k } => put!(dst, Some(k)),
+            SOp::Move { dst, src } => put!(dst, regs.get(src)),
+            SOp::General => stop!(),
         }
     }
     ops.len()
+}
+
+/// The registers an op reads (up to three) and the one it writes.
+fn uses_def(op: &SOp) -> ([Option<u32>; 3], Option<u32>) {
+    match *op {
+        SOp::Bin { dst, a, b, .. } => ([Some(a), Some(b), None], Some(dst)),
+        SOp::BinK { dst, a, .. }
+        | SOp::BinKI64 { dst, a, .. }
+        | SOp::BinKI32 { dst, a, .. }
+        | SOp::BinKF32 { dst, a, .. }
+        | SOp::BinKF64 { dst, a, .. }
+        | SOp::AddKI64 { dst, a, .. }
+        | SOp::MulKI64 { dst, a, .. }
+        | SOp::RemKI64 { dst, a, .. }
+        | SOp::AddKI32 { dst, a, .. }
+        | SOp::MulKI32 { dst, a, .. }
+        | SOp::RemKI32 { dst, a, .. }
+        | SOp::KBin { dst, a, .. }
+        | SOp::Un { dst, a, .. }
+        | SOp::Cast { dst, a, .. }
+        | SOp::Move { dst, src: a } => ([Some(a), None, None], Some(dst)),
+        SOp::Select { dst, c, a, b } => ([Some(c), Some(a), Some(b)], Some(dst)),
+        SOp::Const { dst, .. } => ([None; 3], Some(dst)),
+        SOp::General => ([None; 3], None),
+    }
+}
+
+/// `op` with every register renamed by `f`.
+fn rename(op: &SOp, f: impl Fn(u32) -> u32) -> SOp {
+    let mut op = *op;
+    match &mut op {
+        SOp::Bin { dst, a, b, .. } => {
+            (*dst, *a, *b) = (f(*dst), f(*a), f(*b));
+        }
+        SOp::BinK { dst, a, .. }
+        | SOp::BinKI64 { dst, a, .. }
+        | SOp::BinKI32 { dst, a, .. }
+        | SOp::BinKF32 { dst, a, .. }
+        | SOp::BinKF64 { dst, a, .. }
+        | SOp::AddKI64 { dst, a, .. }
+        | SOp::MulKI64 { dst, a, .. }
+        | SOp::RemKI64 { dst, a, .. }
+        | SOp::AddKI32 { dst, a, .. }
+        | SOp::MulKI32 { dst, a, .. }
+        | SOp::RemKI32 { dst, a, .. }
+        | SOp::KBin { dst, a, .. }
+        | SOp::Un { dst, a, .. }
+        | SOp::Cast { dst, a, .. }
+        | SOp::Move { dst, src: a } => {
+            (*dst, *a) = (f(*dst), f(*a));
+        }
+        SOp::Select { dst, c, a, b } => {
+            (*dst, *c, *a, *b) = (f(*dst), f(*c), f(*a), f(*b));
+        }
+        SOp::Const { dst, .. } => *dst = f(*dst),
+        SOp::General => {}
+    }
+    op
+}
+
+/// The most registers a [`Bank`] holds (its bank lives on the stack).
+pub(crate) const BANK_SLOTS: usize = 32;
+
+/// A `fori_loop` body of scalar ops in bank form: the whole counted loop
+/// runs on a small array of unboxed [`Scalar`]s (the bank) instead of the
+/// frame, as Lua's `FORLOOP` runs on its stack slots. The registers the
+/// body touches (its counter, carry, results, the values it reads from
+/// outside) are renumbered to slots `0..regs.len()`; the bank is filled
+/// from the frame once on entry and written back once on exit, so an
+/// iteration is the ops, the counter's store and the carry's swaps, with
+/// no tag of the frame's [`Val`]s to decode and no old value to drop.
+#[derive(Debug)]
+pub(crate) struct Bank {
+    /// The body's ops on slots.
+    ops: Box<[SOp]>,
+    /// `regs[s]`: the frame register of slot `s`.
+    regs: Box<[u32]>,
+    /// Slots the body reads before it writes them (the counter aside):
+    /// the loop takes the bank only when each holds a scalar on entry.
+    live_in: Box<[u32]>,
+    /// Slots the loop writes (the counter, the ops' results, the carry's
+    /// swapped slots): written back into the frame on exit.
+    out: Box<[u32]>,
+    /// The counter's slot.
+    counter: u32,
+    /// `(param, result)` slots of the carry, swapped in order after each
+    /// iteration (as the interpreter swaps the carry registers).
+    swaps: Box<[(u32, u32)]>,
+}
+
+impl Bank {
+    /// The bank form of a decoded body `ops` whose block has `params`
+    /// (counter first) and `results`; `None` when an op is
+    /// [`SOp::General`] or the body touches more than [`BANK_SLOTS`]
+    /// registers.
+    pub(crate) fn new(ops: &[SOp], params: &[u32], results: &[u32]) -> Option<Bank> {
+        let (&counter, carry) = params.split_first()?;
+        if ops.iter().any(|op| matches!(op, SOp::General)) {
+            return None;
+        }
+        let mut regs: Vec<u32> = Vec::new();
+        let slot_of = |r: u32, regs: &mut Vec<u32>| match regs.iter().position(|&x| x == r) {
+            Some(s) => s as u32,
+            None => {
+                regs.push(r);
+                regs.len() as u32 - 1
+            }
+        };
+        let counter = slot_of(counter, &mut regs);
+        let mut written = vec![counter];
+        let mut live_in = Vec::new();
+        for op in ops {
+            let (uses, def) = uses_def(op);
+            for r in uses.into_iter().flatten() {
+                let s = slot_of(r, &mut regs);
+                if !written.contains(&s) && !live_in.contains(&s) {
+                    live_in.push(s);
+                }
+            }
+            if let Some(d) = def {
+                written.push(slot_of(d, &mut regs));
+            }
+        }
+        let swaps: Vec<(u32, u32)> =
+            carry.iter().zip(results).map(|(&p, &r)| (slot_of(p, &mut regs), slot_of(r, &mut regs))).collect();
+        // A result the body does not write (a carry passed through, a value
+        // from outside) is read by the swap: it must hold a value too.
+        for &(p, r) in &swaps {
+            for s in [p, r] {
+                if !written.contains(&s) && !live_in.contains(&s) {
+                    live_in.push(s);
+                }
+            }
+        }
+        if regs.len() > BANK_SLOTS {
+            return None;
+        }
+        let mut out = written.clone();
+        out.extend(swaps.iter().flat_map(|&(p, r)| [p, r]));
+        out.sort_unstable();
+        out.dedup();
+        let index: Vec<u32> = regs.clone();
+        let ops = ops
+            .iter()
+            .map(|op| rename(op, |r| index.iter().position(|&x| x == r).map_or(u32::MAX, |s| s as u32)))
+            .collect();
+        Some(Bank { ops, regs: regs.into(), live_in: live_in.into(), out: out.into(), counter, swaps: swaps.into() })
+    }
+
+    /// How many slots the bank uses.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.regs.len()
+    }
+
+    /// Ops per iteration.
+    pub(crate) fn ops(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Fills `bank` from `frame`: `false` (the loop then runs on the frame)
+    /// when a slot the body reads first does not hold a scalar (a boxed
+    /// rank-0 tensor is read as its value). The other slots get the
+    /// frame's value when it is a scalar and are written before read.
+    pub(crate) fn load(&self, frame: &[Val], bank: &mut Slots) -> bool {
+        for (s, &r) in self.regs.iter().enumerate() {
+            let v = frame.get(r as usize).and_then(Val::scalar);
+            match (v, bank.get_mut(s)) {
+                (Some(v), Some(b)) => *b = v,
+                (None, Some(_)) if !self.live_in.contains(&(s as u32)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes the slots the loop wrote back into `frame`. Before the
+    /// first iteration completed (`whole` false) only those that hold a
+    /// value: the counter, the slots read on entry and the results of the
+    /// first `ran` ops.
+    pub(crate) fn store(&self, bank: &Slots, frame: &mut [Val], whole: bool, ran: usize) {
+        for &s in &self.out[..] {
+            let holds = whole
+                || s == self.counter
+                || self.live_in.contains(&s)
+                || self.ops.iter().take(ran).any(|op| uses_def(op).1 == Some(s));
+            let r = self.regs.get(s as usize).and_then(|&r| frame.get_mut(r as usize));
+            if let (true, Some(slot), Some(v)) = (holds, r, <[Scalar]>::get(bank, s as usize).copied()) {
+                slot.put_scalar(v);
+            }
+        }
+    }
+
+    /// Runs up to `n` iterations on `bank`, the counter from `*i` (an
+    /// `i64` counter when `wide`, else `i32`); returns the iterations
+    /// completed, and with them the op index where the next one stopped
+    /// when an op could not run on the bank (a dtype it does not take, an
+    /// op outside the scalar path): the caller writes the bank back and
+    /// finishes that iteration on the frame.
+    #[inline(always)]
+    pub(crate) fn run(&self, bank: &mut Slots, i: &mut i64, n: u64, wide: bool) -> (u64, Option<usize>) {
+        if wide {
+            self.run_n::<true>(bank, i, n)
+        } else {
+            self.run_n::<false>(bank, i, n)
+        }
+    }
+
+    /// [`Bank::run`] for an `i64` (`WIDE`) or `i32` counter.
+    #[inline(always)]
+    fn run_n<const WIDE: bool>(&self, bank: &mut Slots, i: &mut i64, n: u64) -> (u64, Option<usize>) {
+        let (ops, swaps, counter) = (&self.ops[..], &self.swaps[..], self.counter);
+        let mut c = *i;
+        for k in 0..n {
+            bank.put(counter, if WIDE { Scalar::I64(c) } else { Scalar::I32(c as i32) });
+            let done = run_on(ops, bank);
+            if done != ops.len() {
+                *i = c;
+                return (k, Some(done));
+            }
+            for &(p, r) in swaps {
+                bank.swap(p as usize % BANK_SLOTS, r as usize % BANK_SLOTS);
+            }
+            c += 1;
+        }
+        *i = c;
+        (n, None)
+    }
 }
 
 #[cfg(test)]
@@ -158,7 +492,8 @@ mod tests {
     #[test]
     fn decoded_ops_compute_as_the_scalar_kernels() {
         let ops = lcg_ops();
-        assert!(matches!(ops[0], SOp::BinKI64 { k: 1_103_515_245, .. }));
+        assert!(matches!(ops[0], SOp::MulKI64 { k: 1_103_515_245, .. }));
+        assert!(matches!(ops[2], SOp::RemKI64 { .. }));
         let mut frame = vec![Val::Scalar(Scalar::I64(12_345)), Val::Empty, Val::Empty, Val::Empty];
         assert_eq!(run(&ops, &mut frame), 3);
         let want = (12_345i64.wrapping_mul(1_103_515_245) + 12_345) % (1 << 31);
@@ -179,5 +514,67 @@ mod tests {
         // A tensor constant is left to the general dispatch.
         let code = [Inst::Const { dst: Reg(0), k: ConstId(0) }];
         assert!(matches!(decode(&code, &[None])[..], [SOp::General]));
+    }
+
+    #[test]
+    fn a_constant_modulus_of_zero_or_minus_one_keeps_the_checked_op() {
+        for k in [0i64, -1] {
+            let code = [Inst::BinaryK { op: BinaryOp::Rem, dst: Reg(1), a: Reg(0), k: ConstId(0) }];
+            let ops = decode(&code, &[Some(Scalar::I64(k))]);
+            assert!(matches!(ops[..], [SOp::BinKI64 { op: BinaryOp::Rem, .. }]), "{ops:?}");
+            let mut frame = vec![Val::Scalar(Scalar::I64(i64::MIN)), Val::Empty];
+            assert_eq!(run(&ops, &mut frame), 1);
+            let want = if k == 0 { i64::MIN } else { 0 };
+            assert!(matches!(frame[1], Val::Scalar(Scalar::I64(x)) if x == want), "{:?}", frame[1]);
+        }
+    }
+
+    /// The LCG body as a `fori_loop` block: params (r4 counter, r0 carry),
+    /// result r3.
+    fn lcg_bank() -> Bank {
+        Bank::new(&lcg_ops(), &[4, 0], &[3]).expect("bank form")
+    }
+
+    #[test]
+    fn the_bank_runs_iterations_as_the_frame_does() {
+        let bk = lcg_bank();
+        assert_eq!((bk.len(), bk.ops()), (5, 3));
+        let mut frame = vec![Val::Scalar(Scalar::I64(12_345)), Val::Empty, Val::Empty, Val::Empty, Val::Empty];
+        let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+        let bank = &mut regs;
+        assert!(bk.load(&frame, bank));
+        let mut i = 0i64;
+        assert_eq!(bk.run(bank, &mut i, 10, true), (10, None));
+        assert_eq!(i, 10);
+        bk.store(bank, &mut frame, true, 0);
+        let mut x = 12_345i64;
+        for _ in 0..10 {
+            x = (x.wrapping_mul(1_103_515_245) + 12_345) % (1 << 31);
+        }
+        // The carry holds the last result; the counter the last iteration's.
+        assert!(matches!(frame[0], Val::Scalar(Scalar::I64(v)) if v == x), "{:?}", frame[0]);
+        assert!(matches!(frame[4], Val::Scalar(Scalar::I64(9))), "{:?}", frame[4]);
+    }
+
+    #[test]
+    fn the_bank_declines_a_carry_that_is_not_a_scalar_and_stops_at_a_mistyped_op() {
+        let bk = lcg_bank();
+        let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+        let bank = &mut regs;
+        // The carry unwritten or a vector: the loop stays on the frame.
+        let frame = vec![Val::Empty, Val::Empty, Val::Empty, Val::Empty, Val::Empty];
+        assert!(!bk.load(&frame, bank));
+        let v = Tensor::from_vec(&[2], vec![1i64, 2]).expect("tensor");
+        let frame = vec![Val::Tensor(v), Val::Empty, Val::Empty, Val::Empty, Val::Empty];
+        assert!(!bk.load(&frame, bank));
+        // An i32 carry (unverified bytecode): the first op stops, and the
+        // frame gets back only what the bank holds (the carry, the counter).
+        let mut frame = vec![Val::Scalar(Scalar::I32(7)), Val::Empty, Val::Empty, Val::Empty, Val::Empty];
+        assert!(bk.load(&frame, bank));
+        let mut i = 3i64;
+        assert_eq!(bk.run(bank, &mut i, 5, true), (0, Some(0)));
+        bk.store(bank, &mut frame, false, 0);
+        assert!(matches!(frame[4], Val::Scalar(Scalar::I64(3))), "{:?}", frame[4]);
+        assert!(matches!(frame[1], Val::Empty), "{:?}", frame[1]);
     }
 }
