@@ -374,7 +374,7 @@ pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) 
         Some(t) => t,
         None => unreachable!("out was filled above"),
     };
-    if t.shape.as_slice() != shape {
+    if !same_shape(&t.shape, shape) {
         t.shape.clear();
         t.shape.extend_from_slice(shape);
     }
@@ -393,6 +393,14 @@ pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) 
     }
     v.resize(n, T::ZERO);
     v.as_mut_slice()
+}
+
+/// `a == b` for two shapes, as a loop: a shape has a handful of dims, and
+/// the slice `==` calls `bcmp` (a library call, about 20 instructions more
+/// than this loop for the interpreter's small tensors).
+#[inline(always)]
+pub fn same_shape(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Writes a scalar into `out`, reusing its buffer when possible.

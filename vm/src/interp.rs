@@ -635,7 +635,7 @@ impl<'m> Interpreter<'m> {
             ($dst:expr, |$out:ident| $call:expr) => {{
                 let mut $out = slot(frame, $dst)?.take_tensor();
                 let r = $call;
-                *slot(frame, $dst)? = Val::from_slot($out);
+                slot(frame, $dst)?.put_slot($out);
                 r.map_err(|e| self.kernel_err(func, e))
             }};
         }

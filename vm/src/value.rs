@@ -94,6 +94,19 @@ impl Val {
         }
     }
 
+    /// Puts a kernel's output slot back into this register, which
+    /// [`Val::take_tensor`] emptied: no old value to drop (the common case
+    /// is known empty, so no call to the drop glue).
+    #[inline(always)]
+    pub(crate) fn put_slot(&mut self, t: Option<Tensor>) {
+        match (self, t) {
+            // The old value is `Empty`: nothing to drop, so none is run.
+            (v @ Val::Empty, Some(t)) => std::mem::forget(std::mem::replace(v, Val::Tensor(t))),
+            (Val::Empty, None) => {}
+            (v, t) => *v = Val::from_slot(t),
+        }
+    }
+
     /// A kernel's output slot back as a register value.
     #[inline]
     pub(crate) fn from_slot(t: Option<Tensor>) -> Val {

@@ -256,7 +256,7 @@ fn zip2<T: Element, U: Element>(
 ) -> Result<(), RuntimeError> {
     let (xa, xb) = (elems::<T>(op, a)?, elems::<T>(op, b)?);
     let (sa, sb) = (a.shape(), b.shape());
-    if sa == sb {
+    if crate::tensor::same_shape(sa, sb) {
         // Equal shapes (the interpreter's small tensors): one shape compare,
         // not a second one in `zip_into`.
         let o = out_buffer::<U>(out, sa);
