@@ -18,6 +18,11 @@ fn main(x: f32[64]) -> (f32[64], i32) {
 
 #[test]
 fn auto_sends_a_hot_tensor_loop_to_xla_and_a_scalar_loop_to_cranelift() {
+    // `auto` uses an installed plugin but never installs one (it says so
+    // and stays on the host tiers): on a fresh machine this test may run
+    // before any other test has installed the CPU plugin, so it installs
+    // it first, as `loopvm plugin install cpu` would.
+    loopvm_jit::xla::plugin::find_or_install_cpu().expect("the CPU plugin");
     let p = Program::from_source(SRC, "auto.lb").unwrap();
     let x = loopvm::Tensor::from_vec(&[64], (0..64).map(|i| i as f32 / 8.0).collect()).unwrap();
     let interp = p.run(std::slice::from_ref(&x), &RunConfig { tier: Tier::Interp, ..RunConfig::default() }).unwrap();

@@ -5,7 +5,7 @@
 //! `log1p` changed it, and the batched `@`, `einsum` and gather arms, u32 and u8 with the bit ops and `bitcast`, bf16 and f16, `shard`, the `vmap` arm of issue 18, reshape targets with products and `-1`, up to three prints a program, side by side, of issue 17, and main's parameters typed with shape variables, reshaped across them) updates `PINNED`.
 
 /// FNV-1a of the sources and arguments of the first 200 programs of batch 7.
-const PINNED: u64 = 0x3e3d_ed9b_8d6f_dd9c;
+const PINNED: u64 = 0x326e_8715_361c_5159;
 
 #[test]
 fn programs_of_a_seed_are_pinned() {
