@@ -125,6 +125,17 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("regress/abs_of_wrapped_square", &["main:scan:cranelift"]),
     ("regress/dot_of_length_one", &[]),
     ("regress/int_pow_of_wrapped_square", &["main:fori_loop:cranelift", "main:while_loop:cranelift"]),
+    (
+        "regress/loose_zero_through_loops",
+        &[
+            "main:fori_loop:cranelift",
+            "main:fori_loop:cranelift",
+            "main:fori_loop:cranelift",
+            "main:fori_loop:cranelift",
+            "main:scan:cranelift",
+            "main:while_loop:cranelift",
+        ],
+    ),
     // Prints inside native loops (issue 17).
     ("print/if_branches", &["main:fori_loop:cranelift"]),
     ("print/loop", &["main:fori_loop:cranelift"]),

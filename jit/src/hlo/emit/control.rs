@@ -168,6 +168,11 @@ impl Emitter<'_> {
             if self.is_const(&init[k]) || self.is_const(&next[k]) {
                 self.consts.insert(out.name.clone());
             }
+            // A loose carry is loose after the loop (its body returns it
+            // unsettled).
+            if self.loose.contains(&iters[k]) {
+                self.loose.insert(out.name.clone());
+            }
         }
         if let Some(k) = chain_at {
             self.chain = Some(outs[k].clone());
@@ -176,13 +181,17 @@ impl Emitter<'_> {
     }
 
     /// Loop-side values for `init`: fresh names, same types; `invariant[k]`
-    /// keeps the known constant value.
-    pub(super) fn iter_vals(&mut self, init: &[Val], invariant: &[bool]) -> (Vec<String>, Vec<Val>) {
+    /// keeps the known constant value. Value `k` is loose when `init[k]` is
+    /// or `loose[k]` says the body returns it loose ([`loose::loose_yields`]).
+    pub(super) fn iter_vals(&mut self, init: &[Val], invariant: &[bool], loose: &[bool]) -> (Vec<String>, Vec<Val>) {
         let names: Vec<String> = init.iter().map(|_| self.fresh_named("iterArg")).collect();
         for (k, (n, v)) in names.iter().zip(init).enumerate() {
             // XLA sinks constant loop invariants into the loop body.
             if invariant.get(k).copied().unwrap_or(false) && self.is_folded(v) {
                 self.folds.insert(n.clone());
+            }
+            if v.dtype.is_float() && (self.is_loose(v) || loose.get(k).copied().unwrap_or(false)) {
+                self.loose.insert(n.clone());
             }
         }
         let vals = names
@@ -261,7 +270,8 @@ impl Emitter<'_> {
                 e.fuel.clone_from(&fuel0);
                 e.chain.clone_from(&chain0);
                 e.block(func, b, env)?;
-                let mut r = Self::results(func, b, env, "if")?;
+                let r = Self::results(func, b, env, "if")?;
+                let mut r = e.settle_all(&r);
                 if chain0.is_some() {
                     r.push(e.chain_now());
                 }
@@ -426,7 +436,8 @@ impl Emitter<'_> {
         })?;
         // A loop without carry has nothing to unroll.
         let k = if nc == 0 { 1 } else { k };
-        let (names, vals) = self.iter_vals(&all, &inv);
+        let hint = loose::loose_yields(self.m, func, body, nc);
+        let (names, vals) = self.iter_vals(&all, &inv, &hint);
         let cs = self.chain_state(func, &[body]);
         let cs = cs.as_ref();
         let fs = self.fuel_state();
@@ -499,6 +510,9 @@ impl Emitter<'_> {
         }
         let n = n.ok_or_else(|| EmitError::new(what, "scan needs xs or a length"))?;
         let (cap_regs, cap_vals) = self.captures(func, inst, env)?;
+        // A scan's state is exact (see `loose`): its carries, xs and captures.
+        let (init, xs, cap_vals) = (self.settle_all(init), self.settle_all(xs), self.settle_all(&cap_vals));
+        let (init, xs) = (&init[..], &xs[..]);
         let ny = blk.results.len() - nc;
         let ys_shape = |y: &Val| {
             let mut s = vec![n];
@@ -511,6 +525,7 @@ impl Emitter<'_> {
             let steps = n.max(1);
             let (fuel0, chain0) = (self.fuel.clone(), self.chain.clone());
             let saved = (n == 0).then(|| std::mem::take(&mut self.out));
+            let settled0 = self.settled.clone();
             let whiles = self.whiles;
             let mut cur = init.to_vec();
             let mut rows: Vec<Vec<Val>> = vec![Vec::new(); ny];
@@ -539,6 +554,7 @@ impl Emitter<'_> {
                     Err(e) => {
                         if let Some(s) = saved {
                             self.out = s;
+                            self.settled = settled0;
                         }
                         return Err(e);
                     }
@@ -547,6 +563,7 @@ impl Emitter<'_> {
                     if a.dtype != b.dtype || a.shape != b.shape {
                         if let Some(s) = saved {
                             self.out = s;
+                            self.settled = settled0;
                         }
                         return Err(EmitError::new(
                             what,
@@ -558,11 +575,12 @@ impl Emitter<'_> {
                 cur = c.to_vec();
                 y_types = y.to_vec();
                 for (row, v) in rows.iter_mut().zip(y) {
-                    row.push(v.clone());
+                    row.push(self.settle(v));
                 }
             }
             if let Some(s) = saved {
                 self.out = s;
+                self.settled = settled0;
                 self.whiles = whiles;
                 self.fuel = fuel0;
                 self.chain = chain0;

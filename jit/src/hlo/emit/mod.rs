@@ -64,6 +64,7 @@ enum Lit {
 mod control;
 mod elementwise;
 mod gather;
+mod loose;
 mod meter;
 mod order;
 mod reduce;
@@ -126,6 +127,11 @@ struct Emitter<'m> {
     /// scalar) or a `broadcast_in_dim` (its operand). A barrier goes on the
     /// smaller value, before the spread (see [`Emitter::barrier`]).
     spreads: hashbrown::HashMap<String, Spread>,
+    /// Names of loose values: they may hold a -0 where the interpreter
+    /// holds +0 (see [`loose`]).
+    loose: hashbrown::HashSet<String>,
+    /// Loose values → their exact values emitted in the current region.
+    settled: hashbrown::HashMap<String, Val>,
     /// Metered modules: the iterations left at this point of the emission.
     fuel: Option<Val>,
     /// Modules that print: the value the next print waits for (see
@@ -156,6 +162,8 @@ impl<'m> Emitter<'m> {
             consts: hashbrown::HashSet::new(),
             makers: hashbrown::HashMap::new(),
             spreads: hashbrown::HashMap::new(),
+            loose: hashbrown::HashSet::new(),
+            settled: hashbrown::HashMap::new(),
             fuel: None,
             chain: None,
             peak: 0,
@@ -203,10 +211,13 @@ impl<'m> Emitter<'m> {
         }
         let saved = std::mem::take(&mut self.out);
         let chain = self.chain.clone();
+        // Exact values emitted inside the region are not visible outside it.
+        let settled = self.settled.clone();
         self.indent += 1;
         let r = f(self);
         self.indent -= 1;
         self.depth -= 1;
+        self.settled = settled;
         // A chain made or advanced inside the region is not visible outside
         // it: what leaves a region leaves as one of its results.
         self.chain = chain;
@@ -297,7 +308,19 @@ impl<'m> Emitter<'m> {
         if !info.flags.contains(OpFlags::XLA) && !host_print {
             return Err(EmitError::new(op_name(inst), info.no_xla));
         }
-        let g = |r: &Reg| Self::get(env, inst, *r);
+        // The operands of most ops are settled first (see [`loose`]).
+        let mut exact: HashMap<Reg, Val> = HashMap::new();
+        if !loose::reads_loose(inst) {
+            let mut uses = Vec::new();
+            inst.visit_uses(&mut |r| uses.push(r));
+            for r in uses {
+                if let Some(v) = env.get(&r).filter(|v| self.is_loose(v)).cloned() {
+                    let s = self.settle(&v);
+                    exact.insert(r, s);
+                }
+            }
+        }
+        let g = |r: &Reg| exact.get(r).cloned().map_or_else(|| Self::get(env, inst, *r), Ok);
         let name = || op_name(inst);
         let (dst, v) = match inst {
             Inst::Const { dst, k } => {
@@ -328,7 +351,8 @@ impl<'m> Emitter<'m> {
                 if !rules::reshapes_to(&a.shape, &s) {
                     return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
                 }
-                (*dst, self.reshape(&a, &s))
+                let r = self.reshape(&a, &s);
+                (*dst, self.loose_from(r, &a))
             }
             Inst::ReshapeAs { dst, a } => {
                 let a = g(a)?;
@@ -336,16 +360,22 @@ impl<'m> Emitter<'m> {
                 if !rules::reshapes_to(&a.shape, &s) {
                     return Err(EmitError::new(name(), format!("cannot reshape {} into shape {s:?}", a.ty())));
                 }
-                (*dst, self.reshape(&a, &s))
+                let r = self.reshape(&a, &s);
+                (*dst, self.loose_from(r, &a))
             }
-            Inst::Transpose { dst, a, perm } => (*dst, self.transpose(&g(a)?, perm.0.as_deref())?),
+            Inst::Transpose { dst, a, perm } => {
+                let a = g(a)?;
+                let r = self.transpose(&a, perm.0.as_deref())?;
+                (*dst, self.loose_from(r, &a))
+            }
             Inst::Broadcast { dst, a, shape } => {
                 let a = g(a)?;
                 let s = usize_dims(&shape.0).ok_or_else(|| EmitError::new(name(), "dimension too large"))?;
                 if !broadcasts_to(&a.shape, &s) || numel(&s).is_none() {
                     return Err(EmitError::new(name(), format!("cannot broadcast {} to shape {s:?}", a.ty())));
                 }
-                (*dst, self.broadcast_to(&a, &s))
+                let r = self.broadcast_to(&a, &s);
+                (*dst, self.loose_from(r, &a))
             }
             Inst::Concat { dst, srcs, axis } => {
                 let vs = srcs.iter().map(g).collect::<Result<Vec<_>>>()?;
@@ -557,7 +587,8 @@ pub(crate) fn lower_function(
     e.param_shards = shards.to_vec();
     e.fuel = metered_param(opts, &mut params);
     e.block(func, func.body, &mut env)?;
-    let mut results = Emitter::results(func, func.body, &env, "function")?;
+    let results = Emitter::results(func, func.body, &env, "function")?;
+    let mut results = e.settle_all(&results);
     results.extend(e.fuel.clone());
     Ok(finish(e, &format!("loopvm_{}", func.name), params, results))
 }
@@ -588,7 +619,8 @@ pub(crate) fn lower_loop(
     e.inst(func, inst, &mut env)?;
     let mut dsts = Vec::new();
     inst.visit_defs(&mut |r| dsts.push(r));
-    let mut results = dsts.iter().map(|r| Emitter::get(&env, inst, *r)).collect::<Result<Vec<_>>>()?;
+    let results = dsts.iter().map(|r| Emitter::get(&env, inst, *r)).collect::<Result<Vec<_>>>()?;
+    let mut results = e.settle_all(&results);
     results.extend(e.fuel.clone());
     Ok(finish(e, &format!("loopvm_{}_loop", func.name), params, results))
 }

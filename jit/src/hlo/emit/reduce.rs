@@ -48,19 +48,17 @@ impl Emitter<'_> {
 
     /// As for sums: the interpreter accumulates from +0, so a product is
     /// never -0, but XLA turns a dot over a length-1 dim into a multiply
-    /// (`0 * -38.25` is -0): adding a zero it cannot see makes it +0. For
+    /// (`0 * -38.25` is -0): the result is loose, made +0 by adding a zero
+    /// XLA cannot see where a consumer needs it ([`super::loose`]). For
     /// both `matmul` and `dot_general`.
     fn dot_plus_zero(&mut self, r: Val) -> Val {
-        if r.dtype.is_float() {
-            self.plus_hidden_zero(&r)
-        } else {
-            r
-        }
+        self.mark_loose(&r);
+        r
     }
 
     /// `r + 0`, the zero hidden from XLA (a -0 in `r` becomes +0). The add
     /// counts as one for the shield ([`Made::Add`]), as `float_bin`'s.
-    fn plus_hidden_zero(&mut self, r: &Val) -> Val {
+    pub(super) fn plus_hidden_zero(&mut self, r: &Val) -> Val {
         // The barrier hides the scalar zero; the broadcast after it fuses.
         let z = self.zero(r.dtype, &[]);
         let z = self.barrier(&z);
@@ -124,6 +122,7 @@ impl Emitter<'_> {
     ) -> Result<Val> {
         let (x, y) = (self.convert(a, DType::F32), self.convert(b, DType::F32));
         let r = f(self, &x, &y)?;
+        let r = self.settle(&r);
         Ok(self.convert(&r, a.dtype))
     }
 
@@ -186,17 +185,30 @@ impl Emitter<'_> {
                 // as the interpreter does.
                 let target = if result.is_half() { DType::F32 } else { result };
                 let x = self.convert(a, target);
-                let s = if dims.is_empty() {
-                    x
-                } else {
-                    let z = self.zero(target, &[]);
-                    self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin(op.hlo_name(), p, q))?
-                };
                 // A float sum is never -0 on the interpreter (it starts from
                 // +0), but XLA rewrites a reduction over a length-1 axis as
                 // a reshape (dropping the +0) and `sum(-x)` as `-sum(x)`:
-                // adding a zero it cannot see makes a -0 +0 again.
-                let s = if target.is_float() { self.plus_hidden_zero(&s) } else { s };
+                // the sum is loose, made +0 by adding a zero XLA cannot see
+                // where a consumer needs it ([`super::loose`]). Its operand
+                // may be loose: a zero's sign changes only that of a zero sum.
+                let s = if dims.is_empty() {
+                    // The sum of one element is that element plus +0 (a
+                    // -0 becomes +0), whether it is loose or not.
+                    if target.is_float() {
+                        self.plus_hidden_zero(&x)
+                    } else {
+                        x
+                    }
+                } else {
+                    let z = self.zero(target, &[]);
+                    let s = self.reduce_with(&x, &z, &dims, &out_shape, |e, p, q| e.bin(op.hlo_name(), p, q))?;
+                    self.mark_loose(&s);
+                    s
+                };
+                if op == ReduceOp::Sum && result == target {
+                    return Ok(s);
+                }
+                let s = self.settle(&s);
                 if op == ReduceOp::Sum {
                     return Ok(self.convert(&s, result));
                 }

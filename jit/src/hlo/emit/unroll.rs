@@ -26,7 +26,7 @@
 //!   order for `reverse: true`); then the rolled loop over the `n % k` steps
 //!   left, continuing the same step counter.
 
-use super::{bind_params, Emitter, Env, Lit, Result, Threaded, Val};
+use super::{bind_params, loose, Emitter, Env, Lit, Result, Threaded, Val};
 use crate::hlo::policy::{LoopUnroll, UnrollWhy};
 use crate::hlo::EmitError;
 use loopvm_runtime::DType;
@@ -162,6 +162,7 @@ impl Emitter<'_> {
     ) -> Result<Vec<Val>> {
         self.block(func, body, &mut env)?;
         let res = Self::results(func, body, &env, what)?;
+        let res = self.settle_yields(cur, res);
         if res.len() != expect {
             return Err(EmitError::new(what, format!("the body returns {} values, expected {expect}", res.len())));
         }
@@ -217,7 +218,7 @@ impl Emitter<'_> {
         self.indent -= 1;
         let res_ty = if n == 1 { types.clone() } else { format!("({types})") };
         self.line(&format!("}}) : (tensor<i1>) -> {res_ty}"));
-        otherwise
+        let outs: Vec<Val> = otherwise
             .iter()
             .enumerate()
             .map(|(k, v)| Val {
@@ -226,7 +227,13 @@ impl Emitter<'_> {
                 shape: v.shape.clone(),
                 konst: None,
             })
-            .collect()
+            .collect();
+        for (k, out) in outs.iter().enumerate() {
+            if self.is_loose(&otherwise[k]) || then_res.get(k).is_some_and(|v| self.is_loose(v)) {
+                self.mark_loose(out);
+            }
+        }
+        outs
     }
 
     // ------------------------------------------------------------ fori_loop
@@ -281,7 +288,9 @@ impl Emitter<'_> {
         let mut inv = vec![false, true];
         inv.extend(init.iter().map(|_| false));
         inv.extend(ctx.cap_vals.iter().map(|_| true));
-        let (names, vals) = self.iter_vals(&all, &inv);
+        let mut hint = vec![false, false];
+        hint.extend(loose::loose_yields(self.m, ctx.func, ctx.body, init.len()));
+        let (names, vals) = self.iter_vals(&all, &inv, &hint);
         (all, names, vals)
     }
 
@@ -345,7 +354,9 @@ impl Emitter<'_> {
         let mut inv = vec![false, true, false];
         inv.extend(init.iter().map(|_| false));
         inv.extend(ctx.cap_vals.iter().map(|_| true));
-        let (names, vals) = self.iter_vals(&all, &inv);
+        let mut hint = vec![false, false, false];
+        hint.extend(loose::loose_yields(self.m, ctx.func, ctx.body, nc));
+        let (names, vals) = self.iter_vals(&all, &inv, &hint);
         let (cond_text, cond) = self.region(|e| Ok(e.cmp("LT", &vals[0], &vals[1])))?;
         let (body_text, next) = self.region(|e| {
             let inv = &vals[3 + nc..];
