@@ -793,19 +793,63 @@ macro_rules! conv_num {
             impl Conv<i32> for $s { #[inline] fn conv(self) -> i32 { self as i32 } }
             impl Conv<i64> for $s { #[inline] fn conv(self) -> i64 { self as i64 } }
             impl Conv<f32> for $s { #[inline] fn conv(self) -> f32 { self as f32 } }
-            impl Conv<f64> for $s { #[inline] fn conv(self) -> f64 { self as f64 } }
             impl Conv<u32> for $s { #[inline] fn conv(self) -> u32 { self as u32 } }
             impl Conv<u8> for $s { #[inline] fn conv(self) -> u8 { self as u8 } }
-            impl Conv<bool> for $s {
-                #[inline]
-                #[allow(clippy::float_cmp)]
-                fn conv(self) -> bool { self != (0 as $s) }
-            }
         )*
     };
 }
 
 conv_num!(i32, i64, f32, f64, u32, u8);
+
+macro_rules! conv_int_to {
+    ($($s:ty),*) => {
+        $(
+            impl Conv<f64> for $s { #[inline] fn conv(self) -> f64 { self as f64 } }
+            impl Conv<bool> for $s { #[inline] fn conv(self) -> bool { self != 0 } }
+        )*
+    };
+}
+
+conv_int_to!(i32, i64, u32, u8);
+
+// A float is read as the mode says (`docs/semantics.md`, Floats): a
+// subnormal is a (signed) zero when it becomes `f64` or `bool`. Written
+// out rather than left to the hardware's DAZ flag: once a half float's
+// conversion to `f32` (an integer shift) is inlined, LLVM may compile
+// `x != 0` as an integer test of the bits and fold conversions of
+// constants, neither of which reads the flag (fuzz seed 2026120618).
+impl Conv<f64> for f32 {
+    #[inline]
+    fn conv(self) -> f64 {
+        if self.abs() < f32::MIN_POSITIVE {
+            0.0f64.copysign(f64::from(self))
+        } else {
+            f64::from(self)
+        }
+    }
+}
+
+impl Conv<f64> for f64 {
+    #[inline]
+    fn conv(self) -> f64 {
+        self
+    }
+}
+
+impl Conv<bool> for f32 {
+    #[inline]
+    fn conv(self) -> bool {
+        // NaN is true (`!=` 0), a subnormal false.
+        !(self.abs() < f32::MIN_POSITIVE)
+    }
+}
+
+impl Conv<bool> for f64 {
+    #[inline]
+    fn conv(self) -> bool {
+        !(self.abs() < f64::MIN_POSITIVE)
+    }
+}
 
 impl Conv<bool> for bool {
     #[inline]
