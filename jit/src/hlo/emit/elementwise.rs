@@ -51,7 +51,14 @@ impl Emitter<'_> {
     /// A float unary op on `a`, spelled as its table row says, shielded
     /// from the simplifier ([`shield`]); its result recorded as made by it.
     pub(super) fn float_un(&mut self, op: UnaryOp, a: &Val) -> Val {
-        let a = self.shield_unary(op, a);
+        // A constant operand: LLVM folds the op exactly, reading a
+        // subnormal (a `bitcast` of an integer literal) as itself, where
+        // every tier reads it as zero when it runs. For the ops whose
+        // result then differs by more than a subnormal (`log(1.4e-45)` is
+        // -inf, not -103.97: fuzz seed 2026120619), the operand is flushed.
+        let flush = matches!(op, UnaryOp::Log | UnaryOp::Log1p | UnaryOp::Sqrt | UnaryOp::Rsqrt);
+        let a = if flush && a.dtype.is_float() && self.is_const(a) { self.flushed(a) } else { a.clone() };
+        let a = self.shield_unary(op, &a);
         let mut r = self.row_un(op, &a);
         if op == UnaryOp::Exp && !self.is_folded(&a) {
             // XLA CPU bug: its exp of a NaN that LLVM sees as a constant
