@@ -124,7 +124,10 @@ const SPEC_LOOPS: &[(&str, &[&str])] = &[
     ("regress/subnormal_out_of_removed_loop", &["main:while_loop:cranelift"]),
     ("regress/abs_of_wrapped_square", &["main:scan:cranelift"]),
     ("regress/dot_of_length_one", &[]),
-    ("regress/half_subnormal_casts", &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:interp"]),
+    (
+        "regress/half_subnormal_casts",
+        &["main:fori_loop:cranelift", "main:fori_loop:cranelift", "main:fori_loop:interp"],
+    ),
     ("regress/subnormal_constant_compare", &["main:fori_loop:cranelift", "main:fori_loop:cranelift"]),
     ("regress/subnormal_constant_log", &["main:fori_loop:cranelift", "std.threefry2x32:fori_loop:cranelift"]),
     ("regress/int_pow_of_wrapped_square", &["main:fori_loop:cranelift", "main:while_loop:cranelift"]),

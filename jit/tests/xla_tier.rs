@@ -1168,6 +1168,18 @@ fn spec_programs_agree_and_lower() {
     assert!(failures.is_empty(), "{} spec programs failed:\n{}", failures.len(), failures.join("\n\n"));
 }
 
+/// `q`, `k`, `v` of `[2, 3, 8, 4]` in `[-2, 2)` and `n = 3`: the arguments
+/// of the attention programs below.
+fn attention_args() -> [Tensor; 4] {
+    let t = |seed: u32| {
+        let xs: Vec<f32> = (0..2 * 3 * 8 * 4)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        Tensor::from_vec(&[2, 3, 8, 4], xs).unwrap()
+    };
+    [t(1), t(2), t(3), Tensor::scalar(3i32)]
+}
+
 /// The shield hides a splat constant or a broadcast as its scalar (its
 /// operand) behind `stablehlo.optimization_barrier`, broadcast after the
 /// barrier: a barrier of the whole tensor is hoisted out of a `while` by
@@ -1189,13 +1201,7 @@ fn main(q: f32[2, 3, 8, 4], k: f32[2, 3, 8, 4], v: f32[2, 3, 8, 4], n: i32) -> f
 }
 "#;
     let m = loopvm_frontend::compile(src, "attention.lb").unwrap();
-    let t = |seed: u32| {
-        let xs: Vec<f32> = (0..2 * 3 * 8 * 4)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
-        Tensor::from_vec(&[2, 3, 8, 4], xs).unwrap()
-    };
-    let args = [t(1), t(2), t(3), Tensor::scalar(3i32)];
+    let args = attention_args();
     check(&m, &args, "attention");
     let text = emit_for(&m, m.main.unwrap(), &args, &EmitOptions::default()).unwrap();
     // Names of the values that are a whole tensor spread from a scalar or
@@ -1240,13 +1246,7 @@ fn main(q: f32[2, 3, 8, 4], k: f32[2, 3, 8, 4], v: f32[2, 3, 8, 4], n: i32) -> (
 }
 "#;
     let m = loopvm_frontend::compile(src, "attention.lb").unwrap();
-    let t = |seed: u32| {
-        let xs: Vec<f32> = (0..2 * 3 * 8 * 4)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
-        Tensor::from_vec(&[2, 3, 8, 4], xs).unwrap()
-    };
-    let args = [t(1), t(2), t(3), Tensor::scalar(3i32)];
+    let args = attention_args();
     check(&m, &args, "attention");
     // (The comparison takes -0 for +0: the infinity tells.)
     let got = with_backend(&m, &args, XlaMode::Functions).0.unwrap();

@@ -244,9 +244,10 @@ fn run_on<R: Regs + ?Sized>(ops: &[SOp], regs: &mut R) -> usize {
     ops.len()
 }
 
-/// The registers an op reads (up to three) and the one it writes.
-fn uses_def(op: &SOp) -> ([Option<u32>; 3], Option<u32>) {
-    match *op {
+/// The registers an op reads (up to three) and the one it writes, to
+/// read or rename in place (the one list of which field is which).
+fn regs_mut(op: &mut SOp) -> ([Option<&mut u32>; 3], Option<&mut u32>) {
+    match op {
         SOp::Bin { dst, a, b, .. } => ([Some(a), Some(b), None], Some(dst)),
         SOp::BinK { dst, a, .. }
         | SOp::BinKI64 { dst, a, .. }
@@ -264,40 +265,24 @@ fn uses_def(op: &SOp) -> ([Option<u32>; 3], Option<u32>) {
         | SOp::Cast { dst, a, .. }
         | SOp::Move { dst, src: a } => ([Some(a), None, None], Some(dst)),
         SOp::Select { dst, c, a, b } => ([Some(c), Some(a), Some(b)], Some(dst)),
-        SOp::Const { dst, .. } => ([None; 3], Some(dst)),
-        SOp::General => ([None; 3], None),
+        SOp::Const { dst, .. } => ([None, None, None], Some(dst)),
+        SOp::General => ([None, None, None], None),
     }
+}
+
+/// The registers an op reads (up to three) and the one it writes.
+fn uses_def(op: &SOp) -> ([Option<u32>; 3], Option<u32>) {
+    let mut op = *op;
+    let (uses, def) = regs_mut(&mut op);
+    (uses.map(|r| r.map(|r| *r)), def.map(|r| *r))
 }
 
 /// `op` with every register renamed by `f`.
 fn rename(op: &SOp, f: impl Fn(u32) -> u32) -> SOp {
     let mut op = *op;
-    match &mut op {
-        SOp::Bin { dst, a, b, .. } => {
-            (*dst, *a, *b) = (f(*dst), f(*a), f(*b));
-        }
-        SOp::BinK { dst, a, .. }
-        | SOp::BinKI64 { dst, a, .. }
-        | SOp::BinKI32 { dst, a, .. }
-        | SOp::BinKF32 { dst, a, .. }
-        | SOp::BinKF64 { dst, a, .. }
-        | SOp::AddKI64 { dst, a, .. }
-        | SOp::MulKI64 { dst, a, .. }
-        | SOp::RemKI64 { dst, a, .. }
-        | SOp::AddKI32 { dst, a, .. }
-        | SOp::MulKI32 { dst, a, .. }
-        | SOp::RemKI32 { dst, a, .. }
-        | SOp::KBin { dst, a, .. }
-        | SOp::Un { dst, a, .. }
-        | SOp::Cast { dst, a, .. }
-        | SOp::Move { dst, src: a } => {
-            (*dst, *a) = (f(*dst), f(*a));
-        }
-        SOp::Select { dst, c, a, b } => {
-            (*dst, *c, *a, *b) = (f(*dst), f(*c), f(*a), f(*b));
-        }
-        SOp::Const { dst, .. } => *dst = f(*dst),
-        SOp::General => {}
+    let (uses, def) = regs_mut(&mut op);
+    for r in uses.into_iter().flatten().chain(def) {
+        *r = f(*r);
     }
     op
 }
