@@ -89,7 +89,12 @@ impl Emitter<'_> {
         // when it runs (`1.2e-38 / 34.375` is 0): the result is flushed
         // explicitly.
         let constants = a.dtype.is_float() && self.is_const(a) && self.is_const(b) && name != "power";
-        let (a, b) = self.shield_binary(name, a, b);
+        // And it reads a subnormal operand as itself, where every tier reads
+        // it as zero when it runs (`0 / 9.2e-41` is NaN, not 0;
+        // `bitcast(1u32, f32) / 0` NaN, not inf: fuzz seed 2026120619): the
+        // operands of two constants are flushed too.
+        let (a, b) = if constants { (self.flushed(a), self.flushed(b)) } else { (a.clone(), b.clone()) };
+        let (a, b) = self.shield_binary(name, &a, &b);
         let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
         let (a, b) = if name == "power" {
             // XLA's power reads a subnormal operand as zero in its

@@ -190,7 +190,32 @@ impl Emitter<'_> {
         Ok(out)
     }
 
+    /// `starts` clamped so that a window of `sizes` fits in `a`, as the
+    /// op itself clamps them. Written out because XLA's simplifier merges
+    /// a slice of a slice by adding their starts and clamps only the sum,
+    /// against the outer operand: `dynamic_slice(a, [k], [2])[k]` with `k`
+    /// = `i64::MAX` read `a[0]`, not `a[1]` (fuzz seed 2026120619).
+    fn clamped_starts(&mut self, a: &Val, starts: &[Val], sizes: &[usize]) -> Vec<Val> {
+        starts
+            .iter()
+            .zip(a.shape.iter().zip(sizes))
+            .map(|(s, (&dim, &size))| {
+                let hi = i64::try_from(dim.saturating_sub(size)).unwrap_or(i64::MAX);
+                match s.konst {
+                    Some(k) => self.splat(s.dtype, &[], Lit::I(k.clamp(0, hi))),
+                    None => {
+                        let lo = self.splat(s.dtype, &[], Lit::I(0));
+                        let hi = self.splat(s.dtype, &[], Lit::I(hi));
+                        let ty = s.ty();
+                        self.op(s.dtype, &[], format!("stablehlo.clamp {}, {}, {} : {ty}", lo.name, s.name, hi.name))
+                    }
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn dynamic_slice(&mut self, a: &Val, starts: &[Val], sizes: &[usize]) -> Val {
+        let starts = &self.clamped_starts(a, starts, sizes)[..];
         let names: Vec<&str> = starts.iter().map(|v| v.name.as_str()).collect();
         let types: Vec<String> = starts.iter().map(Val::ty).collect();
         let sep = if names.is_empty() { "" } else { ", " };
@@ -210,6 +235,7 @@ impl Emitter<'_> {
     }
 
     pub(super) fn dynamic_update_slice(&mut self, a: &Val, upd: &Val, starts: &[Val]) -> Val {
+        let starts = &self.clamped_starts(a, starts, &upd.shape)[..];
         let names: Vec<&str> = starts.iter().map(|v| v.name.as_str()).collect();
         let types: Vec<String> = starts.iter().map(Val::ty).collect();
         let sep = if names.is_empty() { "" } else { ", " };
