@@ -179,12 +179,12 @@ pub(crate) fn num_binary<T: Num, V: BinaryVisitor<T>>(op: BinaryOp, v: V) -> Opt
         BinaryOp::Pow => v.apply(T::pow),
         BinaryOp::Max => v.apply(max_nan::<T>),
         BinaryOp::Min => v.apply(min_nan::<T>),
-        BinaryOp::Eq => v.apply(|x: T, y: T| x == y),
-        BinaryOp::Ne => v.apply(|x: T, y: T| x != y),
-        BinaryOp::Lt => v.apply(|x: T, y: T| x < y),
-        BinaryOp::Le => v.apply(|x: T, y: T| x <= y),
-        BinaryOp::Gt => v.apply(|x: T, y: T| x > y),
-        BinaryOp::Ge => v.apply(|x: T, y: T| x >= y),
+        BinaryOp::Eq => v.apply(|x: T, y: T| T::ord(x) == T::ord(y)),
+        BinaryOp::Ne => v.apply(|x: T, y: T| T::ord(x) != T::ord(y)),
+        BinaryOp::Lt => v.apply(|x: T, y: T| T::ord(x) < T::ord(y)),
+        BinaryOp::Le => v.apply(|x: T, y: T| T::ord(x) <= T::ord(y)),
+        BinaryOp::Gt => v.apply(|x: T, y: T| T::ord(x) > T::ord(y)),
+        BinaryOp::Ge => v.apply(|x: T, y: T| T::ord(x) >= T::ord(y)),
         BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl | BinaryOp::Shr => return None,
     })
 }

@@ -27,6 +27,13 @@ pub trait Num: Element + PartialOrd {
     fn abs(a: Self) -> Self;
     /// `n` converted (used by `iota`).
     fn from_usize(n: usize) -> Self;
+    /// What comparisons order (`<`, `==`, `maximum`, `max`, `argmax`):
+    /// the element itself, except that a half float compares as its `f32`
+    /// value read as the mode says (a `bf16` subnormal is zero, as XLA
+    /// compares it in `f32`), not by `half`'s order, which reads the bits.
+    type Ord: PartialOrd + Copy;
+    /// `a` as comparisons read it ([`Num::Ord`]).
+    fn ord(a: Self) -> Self::Ord;
 }
 
 /// Float element types.
@@ -62,6 +69,11 @@ pub trait Float: Num {
 macro_rules! int_num {
     ($t:ty) => {
         impl Num for $t {
+            type Ord = Self;
+            #[inline]
+            fn ord(a: Self) -> Self {
+                a
+            }
             #[inline]
             fn add(a: Self, b: Self) -> Self {
                 a.wrapping_add(b)
@@ -134,6 +146,11 @@ int_num!(i64);
 macro_rules! uint_num {
     ($t:ty) => {
         impl Num for $t {
+            type Ord = Self;
+            #[inline]
+            fn ord(a: Self) -> Self {
+                a
+            }
             #[inline]
             fn add(a: Self, b: Self) -> Self {
                 a.wrapping_add(b)
@@ -261,6 +278,11 @@ int_bits!(u8, u8, |a| 0);
 macro_rules! float_num {
     ($t:ty, $erf:path, $erfc:path, $erf_inv:path, $tanh:path) => {
         impl Num for $t {
+            type Ord = Self;
+            #[inline]
+            fn ord(a: Self) -> Self {
+                a
+            }
             #[inline]
             fn add(a: Self, b: Self) -> Self {
                 a + b
@@ -375,6 +397,11 @@ float_num!(f64, libm::erf, libm::erfc, erf_inv_f64, f64::tanh);
 macro_rules! half_num {
     ($t:ty) => {
         impl Num for $t {
+            type Ord = f32;
+            #[inline]
+            fn ord(a: Self) -> f32 {
+                crate::fpmode::as_flushed(a.to_f32())
+            }
             #[inline]
             fn add(a: Self, b: Self) -> Self {
                 <$t>::from_f32(<f32 as Num>::add(a.to_f32(), b.to_f32()))
@@ -726,8 +753,9 @@ pub fn float_unary_scalar<T: Float>(op: crate::UnaryOp, x: T) -> T {
 /// `maximum(a, b)`: NaN if either is NaN, else the larger (the first on ties).
 #[inline]
 #[allow(clippy::eq_op)]
-pub(crate) fn max_nan<T: PartialOrd + Copy>(a: T, b: T) -> T {
-    if a != a || (b == b && b <= a) {
+pub(crate) fn max_nan<T: Num>(a: T, b: T) -> T {
+    let (x, y) = (T::ord(a), T::ord(b));
+    if x != x || (y == y && y <= x) {
         a
     } else {
         b
@@ -737,8 +765,9 @@ pub(crate) fn max_nan<T: PartialOrd + Copy>(a: T, b: T) -> T {
 /// `minimum(a, b)`: NaN if either is NaN, else the smaller (the first on ties).
 #[inline]
 #[allow(clippy::eq_op)]
-pub(crate) fn min_nan<T: PartialOrd + Copy>(a: T, b: T) -> T {
-    if a != a || (b == b && b >= a) {
+pub(crate) fn min_nan<T: Num>(a: T, b: T) -> T {
+    let (x, y) = (T::ord(a), T::ord(b));
+    if x != x || (y == y && y >= x) {
         a
     } else {
         b

@@ -87,7 +87,7 @@ pub(crate) fn reduce_io<'a>(
                 ReduceOp::Mean => mean_as_f32(x, g, io.output::<f32>(), |v| f32::from(u8::from(v))),
                 ReduceOp::Max => fold(x, g, io.output::<bool>(), false, |s, v| s | v),
                 ReduceOp::Min => fold(x, g, io.output::<bool>(), true, |s, v| s & v),
-                ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+                ReduceOp::Argmax => argmax(x, g, io.output::<i32>(), |v| v),
             }
         }
         DType::I32 => reduce_int::<i32>(op, g, io, |v| v as f32)?,
@@ -114,7 +114,7 @@ fn reduce_int<'a, T: Num>(
         ReduceOp::Mean => mean_as_f32(x, g, io.output::<f32>(), to_f32),
         ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
         ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
-        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>(), T::ord),
     }
     Ok(())
 }
@@ -140,7 +140,7 @@ where
         ReduceOp::Mean => sum(io.output::<T>(), true),
         ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
         ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
-        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>(), T::ord),
     }
     Ok(())
 }
@@ -162,7 +162,7 @@ fn reduce_float<'a, T: Num>(
         }
         ReduceOp::Max => fold1(x, g, io.output::<T>(), max_nan::<T>),
         ReduceOp::Min => fold1(x, g, io.output::<T>(), min_nan::<T>),
-        ReduceOp::Argmax => argmax(x, g, io.output::<i32>()),
+        ReduceOp::Argmax => argmax(x, g, io.output::<i32>(), T::ord),
     }
     Ok(())
 }
@@ -219,8 +219,9 @@ fn mean_as_f32<T: Copy>(x: &[T], g: Geom, o: &mut [f32], to_f32: impl Fn(T) -> f
 }
 
 /// The index of the first maximum of each reduced row (`g.len > 0`, and
-/// `g.len - 1` fits `i32`).
-fn argmax<T: PartialOrd + Copy>(x: &[T], g: Geom, o: &mut [i32]) {
+/// `g.len - 1` fits `i32`), elements compared as `key` reads them
+/// ([`Num::ord`]).
+fn argmax<T: Copy, K: PartialOrd + Copy>(x: &[T], g: Geom, o: &mut [i32], key: impl Fn(T) -> K) {
     if g.inner == 0 || g.len == 0 {
         return;
     }
@@ -229,7 +230,7 @@ fn argmax<T: PartialOrd + Copy>(x: &[T], g: Geom, o: &mut [i32]) {
             let mut best = block[i];
             let mut at = 0usize;
             for (l, &v) in block.iter().skip(i).step_by(g.inner).enumerate().skip(1) {
-                if argmax_better(v, best) {
+                if argmax_better(key(v), key(best)) {
                     best = v;
                     at = l;
                 }

@@ -205,12 +205,12 @@ fn num<T: Num + ScalarElement>(op: BinaryOp, x: T, y: T) -> Option<Scalar> {
         BinaryOp::Pow => v(T::pow(x, y)),
         BinaryOp::Max => v(max_nan(x, y)),
         BinaryOp::Min => v(min_nan(x, y)),
-        BinaryOp::Eq => c(x == y),
-        BinaryOp::Ne => c(x != y),
-        BinaryOp::Lt => c(x < y),
-        BinaryOp::Le => c(x <= y),
-        BinaryOp::Gt => c(x > y),
-        BinaryOp::Ge => c(x >= y),
+        BinaryOp::Eq => c(T::ord(x) == T::ord(y)),
+        BinaryOp::Ne => c(T::ord(x) != T::ord(y)),
+        BinaryOp::Lt => c(T::ord(x) < T::ord(y)),
+        BinaryOp::Le => c(T::ord(x) <= T::ord(y)),
+        BinaryOp::Gt => c(T::ord(x) > T::ord(y)),
+        BinaryOp::Ge => c(T::ord(x) >= T::ord(y)),
         BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl | BinaryOp::Shr => None,
     }
 }
