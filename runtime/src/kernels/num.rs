@@ -869,14 +869,14 @@ impl Conv<bool> for f32 {
     #[inline]
     fn conv(self) -> bool {
         // NaN is true (`!=` 0), a subnormal false.
-        !(self.abs() < f32::MIN_POSITIVE)
+        self.abs() >= f32::MIN_POSITIVE || self.is_nan()
     }
 }
 
 impl Conv<bool> for f64 {
     #[inline]
     fn conv(self) -> bool {
-        !(self.abs() < f64::MIN_POSITIVE)
+        self.abs() >= f64::MIN_POSITIVE || self.is_nan()
     }
 }
 
