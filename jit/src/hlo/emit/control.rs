@@ -326,6 +326,14 @@ impl Emitter<'_> {
                 konst: None,
             })
             .collect();
+        // XLA folds an `if` whose condition it knows: a result may be a
+        // constant when either branch's is (`(if false { 0 } else { s }) /
+        // 0` with `s` a subnormal literal: fuzz seed 2026120621).
+        for (k, o) in out.iter().enumerate() {
+            if t_res.get(k).is_some_and(|v| self.is_const(v)) || e_res.get(k).is_some_and(|v| self.is_const(v)) {
+                self.consts.insert(o.name.clone());
+            }
+        }
         if self.fuel.is_some() {
             self.fuel = out.pop();
         }
