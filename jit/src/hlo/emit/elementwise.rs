@@ -60,11 +60,15 @@ impl Emitter<'_> {
         let a = if flush && a.dtype.is_float() && self.is_const(a) { self.flushed(a) } else { a.clone() };
         let a = self.shield_unary(op, &a);
         let mut r = self.row_un(op, &a);
-        if op == UnaryOp::Exp && !self.is_folded(&a) {
+        let via_exp = matches!(op, UnaryOp::Exp | UnaryOp::Erfc | UnaryOp::Erf | UnaryOp::Sigmoid | UnaryOp::ErfInv);
+        if via_exp && !self.is_folded(&a) {
             // XLA CPU bug: its exp of a NaN that LLVM sees as a constant
             // (`exp(x + 0.0 / 0.0)`) is garbage (5.9e-13, 3.1e-41, ...),
-            // while a run-time NaN gives NaN. A NaN operand is its own
-            // result, chosen after the exp.
+            // while a run-time NaN gives NaN; so is `erfc`'s, which XLA
+            // computes with an exp (`gelu(..., approximate: false)` of a
+            // constant NaN in bf16 gave 1.6e37: fuzz seed 2026120621),
+            // and the functions XLA expands alike. A NaN operand is its
+            // own result, chosen after the op.
             let nan = self.cmp("NE", &a, &a);
             r = self.select(&nan, &a, &r);
         }
