@@ -368,10 +368,9 @@ impl Bank {
         out.extend(swaps.iter().flat_map(|&(p, r)| [p, r]));
         out.sort_unstable();
         out.dedup();
-        let index: Vec<u32> = regs.clone();
         let ops = ops
             .iter()
-            .map(|op| rename(op, |r| index.iter().position(|&x| x == r).map_or(u32::MAX, |s| s as u32)))
+            .map(|op| rename(op, |r| regs.iter().position(|&x| x == r).map_or(u32::MAX, |s| s as u32)))
             .collect();
         Some(Bank { ops, regs: regs.into(), live_in: live_in.into(), out: out.into(), counter, swaps: swaps.into() })
     }

@@ -484,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn stores_keep_the_cap_with_few_walks() {
+    fn stores_keep_the_cap_and_evict_the_oldest() {
         let dir = tmpdir("cap-tally");
         let entry = encode(&DiskCache::key("m", b"", "p", ""), "r", &[0; 1000]).len() as u64;
         let c = DiskCache::new(&dir, 10 * entry);

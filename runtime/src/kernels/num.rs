@@ -842,19 +842,15 @@ macro_rules! conv_int_to {
 conv_int_to!(i32, i64, u32, u8);
 
 // A float is read as the mode says (`docs/semantics.md`, Floats): a
-// subnormal is a (signed) zero when it becomes `f64` or `bool`. Written
-// out rather than left to the hardware's DAZ flag: once a half float's
-// conversion to `f32` (an integer shift) is inlined, LLVM may compile
-// `x != 0` as an integer test of the bits and fold conversions of
-// constants, neither of which reads the flag (fuzz seed 2026120618).
+// subnormal is a (signed) zero when it becomes `f64` or `bool`. Through
+// `fpmode::as_flushed` rather than left to the conversion alone: once a
+// half float's conversion to `f32` (an integer shift) is inlined, LLVM may
+// compile `x != 0` as an integer test of the bits and fold conversions of
+// constants, neither of which reads the mode (fuzz seed 2026120618).
 impl Conv<f64> for f32 {
     #[inline]
     fn conv(self) -> f64 {
-        if self.abs() < f32::MIN_POSITIVE {
-            0.0f64.copysign(f64::from(self))
-        } else {
-            f64::from(self)
-        }
+        f64::from(crate::fpmode::as_flushed(self))
     }
 }
 
@@ -867,16 +863,17 @@ impl Conv<f64> for f64 {
 
 impl Conv<bool> for f32 {
     #[inline]
+    #[allow(clippy::float_cmp)]
     fn conv(self) -> bool {
-        // NaN is true (`!=` 0), a subnormal false.
-        self.abs() >= f32::MIN_POSITIVE || self.is_nan()
+        crate::fpmode::as_flushed(self) != 0.0
     }
 }
 
 impl Conv<bool> for f64 {
     #[inline]
+    #[allow(clippy::float_cmp)]
     fn conv(self) -> bool {
-        self.abs() >= f64::MIN_POSITIVE || self.is_nan()
+        crate::fpmode::as_flushed(self) != 0.0
     }
 }
 

@@ -93,11 +93,9 @@ impl Emitter<'_> {
         // when it runs (`1.2e-38 / 34.375` is 0): the result is flushed
         // explicitly.
         let constants = a.dtype.is_float() && self.is_const(a) && self.is_const(b) && name != "power";
-        // And it reads a subnormal operand as itself, where every tier reads
-        // it as zero when it runs (`0 / 9.2e-41` is NaN, not 0;
-        // `bitcast(1u32, f32) / 0` NaN, not inf: fuzz seed 2026120619): the
-        // operands of two constants are flushed too.
-        let (a, b) = if constants { (self.flushed(a), self.flushed(b)) } else { (a.clone(), b.clone()) };
+        // And it reads a subnormal operand as itself: flushed first (power's
+        // operands are flushed below in any case).
+        let (a, b) = if name == "power" { (a.clone(), b.clone()) } else { self.flushed_constants(a, b) };
         let (a, b) = self.shield_binary(name, &a, &b);
         let b = if name == "divide" { self.opaque_divisor(&a, &b) } else { b };
         let (a, b) = if name == "power" {
@@ -119,15 +117,9 @@ impl Emitter<'_> {
 
     /// A comparison, float operands shielded from the simplifier's folds.
     pub(super) fn compare(&mut self, dir: &str, a: &Val, b: &Val) -> Val {
-        // Two constants: LLVM folds the compare exactly, reading a
-        // subnormal (a `bitcast` of an integer literal) as itself, where
-        // every tier's compare at run time reads it as zero: the operands
-        // are flushed (fuzz seed 2026120618, `bitcast(10u32, f32) <= 0`).
-        let (a, b) = if a.dtype.is_float() && self.is_const(a) && self.is_const(b) {
-            (self.flushed(a), self.flushed(b))
-        } else {
-            (a.clone(), b.clone())
-        };
+        // Two constants: LLVM folds the compare exactly
+        // ([`Emitter::flushed_constants`]).
+        let (a, b) = self.flushed_constants(a, b);
         let (a, b) = self.shield_binary("compare", &a, &b);
         self.cmp(dir, &a, &b)
     }

@@ -202,6 +202,8 @@ impl Emitter<'_> {
             .map(|(s, (&dim, &size))| {
                 let hi = i64::try_from(dim.saturating_sub(size)).unwrap_or(i64::MAX);
                 match s.konst {
+                    // The index and window rules clamp a constant already.
+                    Some(k) if (0..=hi).contains(&k) => s.clone(),
                     Some(k) => self.splat(s.dtype, &[], Lit::I(k.clamp(0, hi))),
                     None => {
                         let lo = self.splat(s.dtype, &[], Lit::I(0));

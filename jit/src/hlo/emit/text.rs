@@ -204,6 +204,19 @@ pub(super) fn sanitize(name: &str) -> String {
 }
 
 impl Emitter<'_> {
+    /// `a` and `b` flushed ([`Emitter::flushed`]) when both are floats that
+    /// may be constants, else as they are: LLVM folds an op on two
+    /// constants exactly, reading a subnormal as itself, where every tier
+    /// reads it as zero when it runs (`0 / 9.2e-41` is NaN,
+    /// `bitcast(10u32, f32) <= 0.0` true: fuzz seeds 2026120618-19).
+    pub(super) fn flushed_constants(&mut self, a: &Val, b: &Val) -> (Val, Val) {
+        if a.dtype.is_float() && self.is_const(a) && self.is_const(b) {
+            (self.flushed(a), self.flushed(b))
+        } else {
+            (a.clone(), b.clone())
+        }
+    }
+
     /// A float `v` with subnormal elements made (signed) zeros, whatever
     /// code XLA picks for the op that reads or made it.
     pub(super) fn flushed(&mut self, v: &Val) -> Val {
