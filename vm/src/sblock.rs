@@ -296,11 +296,21 @@ pub(crate) const BANK_SLOTS: usize = 32;
 /// body touches (its counter, carry, results, the values it reads from
 /// outside) are renumbered to slots `0..regs.len()`; the bank is filled
 /// from the frame once on entry and written back once on exit, so an
-/// iteration is the ops, the counter's store and the carry's swaps, with
-/// no tag of the frame's [`Val`]s to decode and no old value to drop.
+/// iteration is the ops and the counter's store, with no tag of the
+/// frame's [`Val`]s to decode and no old value to drop.
+///
+/// The carry is not swapped from the results into the params after each
+/// iteration, as the frame does: the iterations cycle through renamed
+/// copies of the body ([`Phase`]) in which the slots trade places instead
+/// (iteration `k` reads its carry where iteration `k - 1` wrote its
+/// results), and the bank is put back in order once, where a run of
+/// iterations ends. A swap moved each carry value through memory on the
+/// loop's critical path, in a 16-byte load of a slot that the op had
+/// written in two narrower stores, which the processor cannot forward
+/// (about half of an LCG iteration's time).
 #[derive(Debug)]
 pub(crate) struct Bank {
-    /// The body's ops on slots.
+    /// The body's ops on slots, in order (the first phase's).
     ops: Box<[SOp]>,
     /// `regs[s]`: the frame register of slot `s`.
     regs: Box<[u32]>,
@@ -312,9 +322,30 @@ pub(crate) struct Bank {
     out: Box<[u32]>,
     /// The counter's slot.
     counter: u32,
+    /// The body as iterations `0, 1, ...` run it, cyclically: phase `k`
+    /// is the body with slot `s` renamed to where it lives after `k`
+    /// iterations.
+    phases: Box<[Phase]>,
     /// `(param, result)` slots of the carry, swapped in order after each
-    /// iteration (as the interpreter swaps the carry registers).
+    /// iteration, when the renaming would need more than [`MAX_PHASES`]
+    /// phases (then there is one phase, the body as it is).
     swaps: Box<[(u32, u32)]>,
+}
+
+/// The most renamed copies of a body a [`Bank`] keeps: the carry's
+/// permutation of slots has this order at most (a carry of fresh results
+/// has order 2; `(a, b) -> (b, a + b)` order 3).
+const MAX_PHASES: usize = 8;
+
+/// One renamed copy of a [`Bank`]'s body.
+#[derive(Debug)]
+struct Phase {
+    /// The body's ops with every slot `s` renamed to `map[s]`.
+    ops: Box<[SOp]>,
+    /// The counter's slot, renamed.
+    counter: u32,
+    /// `map[s]`: where slot `s` lives in this phase.
+    map: Box<[u32]>,
 }
 
 impl Bank {
@@ -368,11 +399,50 @@ impl Bank {
         out.extend(swaps.iter().flat_map(|&(p, r)| [p, r]));
         out.sort_unstable();
         out.dedup();
-        let ops = ops
+        let ops: Box<[SOp]> = ops
             .iter()
             .map(|op| rename(op, |r| regs.iter().position(|&x| x == r).map_or(u32::MAX, |s| s as u32)))
             .collect();
-        Some(Bank { ops, regs: regs.into(), live_in: live_in.into(), out: out.into(), counter, swaps: swaps.into() })
+        // What the swaps do to the slots: after them, slot `s` holds what
+        // slot `perm[s]` held. After `k` iterations slot `s` lives in
+        // `map_k[s]`, with `map_0` the identity and
+        // `map_{k+1}[s] = map_k[perm[s]]`.
+        let mut perm: Vec<u32> = (0..regs.len() as u32).collect();
+        for &(p, r) in &swaps {
+            perm.swap(p as usize, r as usize);
+        }
+        let mut maps = vec![(0..regs.len() as u32).collect::<Vec<u32>>()];
+        while let Some(last) = maps.last().filter(|_| maps.len() <= MAX_PHASES) {
+            let next: Vec<u32> = perm.iter().map(|&p| last[p as usize]).collect();
+            if next.iter().enumerate().all(|(s, &m)| m == s as u32) {
+                break;
+            }
+            maps.push(next);
+        }
+        let (maps, swaps) = if maps.len() > MAX_PHASES { (vec![maps.swap_remove(0)], swaps) } else { (maps, vec![]) };
+        let phases = maps
+            .into_iter()
+            .map(|map| Phase {
+                ops: ops.iter().map(|op| rename(op, |s| map[s as usize])).collect(),
+                counter: map[counter as usize],
+                map: map.into(),
+            })
+            .collect();
+        Some(Bank {
+            ops,
+            regs: regs.into(),
+            live_in: live_in.into(),
+            out: out.into(),
+            counter,
+            phases,
+            swaps: swaps.into(),
+        })
+    }
+
+    /// How many renamed copies of the body the iterations cycle through.
+    #[cfg(test)]
+    pub(crate) fn phases(&self) -> usize {
+        self.phases.len()
     }
 
     /// How many slots the bank uses.
@@ -437,12 +507,15 @@ impl Bank {
     /// [`Bank::run`] for an `i64` (`WIDE`) or `i32` counter.
     #[inline(always)]
     fn run_n<const WIDE: bool>(&self, bank: &mut Slots, i: &mut i64, n: u64) -> (u64, Option<usize>) {
-        let (ops, swaps, counter) = (&self.ops[..], &self.swaps[..], self.counter);
+        let (phases, swaps) = (&self.phases[..], &self.swaps[..]);
         let mut c = *i;
+        let mut at = 0;
         for k in 0..n {
-            bank.put(counter, if WIDE { Scalar::I64(c) } else { Scalar::I32(c as i32) });
-            let done = run_on(ops, bank);
-            if done != ops.len() {
+            let Some(ph) = phases.get(at) else { break };
+            bank.put(ph.counter, if WIDE { Scalar::I64(c) } else { Scalar::I32(c as i32) });
+            let done = run_on(&ph.ops, bank);
+            if done != ph.ops.len() {
+                self.settle(bank, at);
                 *i = c;
                 return (k, Some(done));
             }
@@ -450,9 +523,26 @@ impl Bank {
                 bank.swap(p as usize % BANK_SLOTS, r as usize % BANK_SLOTS);
             }
             c += 1;
+            at += 1;
+            if at == phases.len() {
+                at = 0;
+            }
         }
+        self.settle(bank, at);
         *i = c;
         (n, None)
+    }
+
+    /// Puts the bank back in order after iterations that ended in phase
+    /// `at`: slot `s` gets the value that lives in `map[s]`.
+    fn settle(&self, bank: &mut Slots, at: usize) {
+        let Some(ph) = self.phases.get(at).filter(|_| at != 0) else { return };
+        let held = *bank;
+        for (s, &m) in ph.map.iter().enumerate() {
+            if let (Some(b), Some(&v)) = (bank.get_mut(s), <[Scalar]>::get(&held, m as usize)) {
+                *b = v;
+            }
+        }
     }
 }
 
@@ -538,6 +628,62 @@ mod tests {
         // The carry holds the last result; the counter the last iteration's.
         assert!(matches!(frame[0], Val::Scalar(Scalar::I64(v)) if v == x), "{:?}", frame[0]);
         assert!(matches!(frame[4], Val::Scalar(Scalar::I64(9))), "{:?}", frame[4]);
+    }
+
+    #[test]
+    fn the_banks_phases_give_the_swapped_carry_after_any_number_of_iterations_and_chunks() {
+        // The LCG: a fresh result swaps with the param, two phases.
+        let bk = lcg_bank();
+        assert_eq!(bk.phases(), 2);
+        // `(a, b) -> (b, a + b)` (r1 counter, r2 a, r3 b, r4 := a + b):
+        // the slots rotate, three phases.
+        let fib = decode(&[Inst::Binary { op: BinaryOp::Add, dst: Reg(4), a: Reg(2), b: Reg(3) }], &[]);
+        let fb = Bank::new(&fib, &[1, 2, 3], &[3, 4]).expect("bank form");
+        assert_eq!(fb.phases(), 3);
+        for n in 0..12u64 {
+            for split in [0, 1, n / 2, n] {
+                let mut frame = vec![Val::Empty; 5];
+                frame[2] = Val::Scalar(Scalar::I64(0));
+                frame[3] = Val::Scalar(Scalar::I64(1));
+                let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+                assert!(fb.load(&frame, &mut regs));
+                let mut i = 0i64;
+                assert_eq!(fb.run(&mut regs, &mut i, split.min(n), true), (split.min(n), None));
+                assert_eq!(fb.run(&mut regs, &mut i, n - split.min(n), true), (n - split.min(n), None));
+                assert_eq!(i, n as i64);
+                fb.store(&regs, &mut frame, n > 0, 0);
+                let (mut a, mut b) = (0i64, 1i64);
+                for _ in 0..n {
+                    (a, b) = (b, a + b);
+                }
+                assert!(matches!(frame[2], Val::Scalar(Scalar::I64(v)) if v == a), "n = {n}: {:?}", frame[2]);
+                assert!(matches!(frame[3], Val::Scalar(Scalar::I64(v)) if v == b), "n = {n}: {:?}", frame[3]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_in_a_later_phase_writes_back_the_carry_as_swapped() {
+        // params (r1 counter, r2 a: i64, r3 b: an i32, mistyped), results
+        // (r3, r4 := a + 1): the second iteration reads the i32 as `a`
+        // and stops at its first op, in the second phase.
+        let ks = [Some(Scalar::I64(1))];
+        let code = [Inst::BinaryK { op: BinaryOp::Add, dst: Reg(4), a: Reg(2), k: ConstId(0) }];
+        let bk = Bank::new(&decode(&code, &ks), &[1, 2, 3], &[3, 4]).expect("bank form");
+        let mut frame = vec![Val::Empty; 5];
+        frame[2] = Val::Scalar(Scalar::I64(10));
+        frame[3] = Val::Scalar(Scalar::I32(7));
+        let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+        assert!(bk.load(&frame, &mut regs));
+        let mut i = 0i64;
+        assert_eq!(bk.run(&mut regs, &mut i, 5, true), (1, Some(0)));
+        assert_eq!(i, 1);
+        bk.store(&regs, &mut frame, true, 0);
+        // After one iteration's swaps: a = b, b = a + 1, r4 = a.
+        assert!(matches!(frame[2], Val::Scalar(Scalar::I32(7))), "{:?}", frame[2]);
+        assert!(matches!(frame[3], Val::Scalar(Scalar::I64(11))), "{:?}", frame[3]);
+        assert!(matches!(frame[4], Val::Scalar(Scalar::I64(10))), "{:?}", frame[4]);
+        assert!(matches!(frame[1], Val::Scalar(Scalar::I64(1))), "{:?}", frame[1]);
     }
 
     #[test]
