@@ -353,7 +353,31 @@ impl Tensor {
 /// when the kernel was called through [`crate::kernels`] (it unwinds to the
 /// kernel's entry point, see [`crate::alloc`]); elsewhere it is allocated
 /// infallibly.
+#[inline]
 pub fn out_buffer<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) -> &'a mut [T] {
+    // The steady state of a loop, inline in the kernel: `out` holds the
+    // only reference to a buffer of this dtype and shape.
+    if let Some(t) = out {
+        if same_shape(&t.shape, shape) {
+            if let Some(arc) = T::arc_mut(&mut t.buf).filter(|a| Arc::strong_count(a) == 1 && Arc::weak_count(a) == 0) {
+                let n: usize = shape.iter().product();
+                if arc.len() == n {
+                    // SAFETY: as in `out_buffer_slow`: one strong reference,
+                    // held through `out` (borrowed mutably here), and no
+                    // weak ones, so no other reference exists or can be made
+                    // while the returned borrow lives.
+                    return unsafe { (*Arc::as_ptr(arc).cast_mut()).as_mut_slice() };
+                }
+            }
+        }
+    }
+    out_buffer_slow(out, shape)
+}
+
+/// [`out_buffer`] when the slot's buffer cannot be taken as it is: a new
+/// buffer, or the old one reshaped or resized.
+#[inline(never)]
+fn out_buffer_slow<'a, T: Element>(out: &'a mut Option<Tensor>, shape: &[usize]) -> &'a mut [T] {
     let n: usize = shape.iter().product();
     let reusable = match out {
         // Plain loads, not `Arc::get_mut` (a compare-and-swap): with one

@@ -123,13 +123,14 @@ pub(crate) fn int_unary<T: Int, V: FloatUnaryVisitor<T>>(op: UnaryOp, v: V) -> O
 /// `and` / `or` take bools.
 #[inline]
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    if a.dtype() != b.dtype() {
+    let dtype = a.dtype();
+    if dtype != b.dtype() {
         return Err(binary_error(op.as_str(), "dtype mismatch in", a, b));
     }
-    if !op.accepts().accepts(a.dtype()) {
+    if !op.accepts().accepts(dtype) {
         return Err(binary_dtype_error(op, a, b));
     }
-    match a.dtype() {
+    match dtype {
         DType::Bool => binary_bool(op, a, b, out),
         DType::I32 => binary_int::<i32>(op, a, b, out),
         DType::I64 => binary_int::<i64>(op, a, b, out),

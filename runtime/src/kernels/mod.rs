@@ -64,10 +64,18 @@ pub fn unary(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), Ru
 }
 
 /// The elementwise binary `op` of `a` and `b` (one dtype), with NumPy broadcasting.
+#[inline]
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     if small(&[a.numel(), b.numel()]) {
         return elementwise::binary(op, a, b, out);
     }
+    binary_guarded(op, a, b, out)
+}
+
+/// [`binary`] of a large result, under `catch_oom` (out of line, so that
+/// [`binary`] inlines into the interpreter's dispatch).
+#[inline(never)]
+fn binary_guarded(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
     catch_oom(op.as_str(), || elementwise::binary(op, a, b, out))
 }
 
