@@ -1062,7 +1062,7 @@ impl<'m> Interpreter<'m> {
                 match (stopped.take(), ops.as_deref()) {
                     (Some(at), Some(ops)) => self.run_scalar_block(fid, func, frame, body, ops, at)?,
                     _ => {
-                        put(frame, ireg, if wide { Scalar::I64(i) } else { Scalar::I32(i as i32) })?;
+                        slot(frame, ireg)?.put_counter(i, wide);
                         if self.opts.trace {
                             self.trace_iter("fori_loop", n);
                         }

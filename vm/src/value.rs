@@ -67,6 +67,21 @@ impl Val {
         }
     }
 
+    /// Writes a loop counter: `i` as an `i64` when `wide`, else as an
+    /// `i32`. Into an unboxed register it is stored as the variant it is
+    /// (a tag byte and the integer): a `Scalar` chosen first is built on the
+    /// stack and copied in with one 16-byte load, which the processor cannot
+    /// forward from those two narrower stores (a stall every iteration).
+    #[inline(always)]
+    pub(crate) fn put_counter(&mut self, i: i64, wide: bool) {
+        match (self, wide) {
+            (Val::Scalar(s), true) => *s = Scalar::I64(i),
+            (Val::Scalar(s), false) => *s = Scalar::I32(i as i32),
+            (v, true) => v.put_scalar(Scalar::I64(i)),
+            (v, false) => v.put_scalar(Scalar::I32(i as i32)),
+        }
+    }
+
     /// Boxes an unboxed scalar in place, so that the register holds a tensor.
     #[inline]
     pub(crate) fn make_tensor(&mut self) {

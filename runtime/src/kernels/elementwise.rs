@@ -79,11 +79,30 @@ fn unary_type_error(op: UnaryOp, a: &Tensor) -> RuntimeError {
 }
 
 fn unary_int<T: Int>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    int_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }).unwrap_or_else(|| Err(unary_type_error(op, a)))
+    unbox(int_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }), || unary_type_error(op, a))
 }
 
 fn unary_float<T: Float>(op: UnaryOp, a: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    float_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }).unwrap_or_else(|| Err(unary_type_error(op, a)))
+    unbox(float_unary::<T, _>(op, Map1 { name: op.as_str(), a, out }), || unary_type_error(op, a))
+}
+
+/// What the tensor kernels' visitors ([`Map1`], [`Zip2`]) give back: the
+/// error boxed, so that the common `Ok` (and the op table's `None`) comes
+/// back in registers. A `RuntimeError` by value is seven words, returned
+/// through memory and copied out again by each caller, and that copy reads
+/// the tag the callee just stored as part of a wider load, which stalls
+/// (about a third of a small-tensor op's time).
+type Fallible = Result<(), Box<RuntimeError>>;
+
+/// A visitor's result (`None`: the op takes no operands of this dtype,
+/// the error `or`) as a kernel's.
+#[inline(always)]
+fn unbox(r: Option<Fallible>, or: impl FnOnce() -> RuntimeError) -> Result<(), RuntimeError> {
+    match r {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(*e),
+        None => Err(or()),
+    }
 }
 
 /// The tensor kernels' visitor for unary ops: maps `a` into `out`.
@@ -94,9 +113,9 @@ struct Map1<'a, 'o> {
 }
 
 impl<T: Element> FloatUnaryVisitor<T> for Map1<'_, '_> {
-    type Out = Result<(), RuntimeError>;
+    type Out = Fallible;
     fn apply<F: Fn(T) -> T + Copy + Send + Sync>(self, f: F) -> Self::Out {
-        map1::<T, T>(self.name, self.a, self.out, f)
+        map1::<T, T>(self.name, self.a, self.out, f).map_err(Box::new)
     }
 }
 
@@ -228,22 +247,22 @@ struct Zip2<'a, 'o> {
 }
 
 impl<T: Element> BinaryVisitor<T> for Zip2<'_, '_> {
-    type Out = Result<(), RuntimeError>;
+    type Out = Fallible;
     fn apply<U: Element, F: Fn(T, T) -> U + Copy + Send + Sync>(self, f: F) -> Self::Out {
-        zip2::<T, U>(self.name, self.a, self.b, self.out, f)
+        zip2::<T, U>(self.name, self.a, self.b, self.out, f).map_err(Box::new)
     }
 }
 
 fn binary_num<T: Num>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    num_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
+    unbox(num_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }), || binary_dtype_error(op, a, b))
 }
 
 fn binary_int<T: Int>(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    int_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
+    unbox(int_binary::<T, _>(op, Zip2 { name: op.as_str(), a, b, out }), || binary_dtype_error(op, a, b))
 }
 
 fn binary_bool(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Option<Tensor>) -> Result<(), RuntimeError> {
-    bool_binary(op, Zip2 { name: op.as_str(), a, b, out }).unwrap_or_else(|| Err(binary_dtype_error(op, a, b)))
+    unbox(bool_binary(op, Zip2 { name: op.as_str(), a, b, out }), || binary_dtype_error(op, a, b))
 }
 
 /// `out := f(a, b)` elementwise with NumPy broadcasting.
