@@ -184,12 +184,6 @@ fn scalar(frame: &[Val], r: Reg) -> Option<Scalar> {
     frame.get(r.0 as usize).and_then(Val::scalar)
 }
 
-/// The value in register `r` when it is an unboxed scalar.
-#[inline(always)]
-fn unboxed(frame: &[Val], r: Reg) -> Option<Scalar> {
-    frame.get(r.0 as usize).and_then(Val::unboxed)
-}
-
 /// Boxes register `r` in place when it holds an unboxed scalar.
 #[inline(always)]
 fn box_reg(frame: &mut [Val], r: Reg) {
@@ -659,7 +653,7 @@ impl<'m> Interpreter<'m> {
                 Ok(())
             }
             Inst::Unary { op, dst, a } => {
-                if let Some(v) = unboxed(frame, *a).and_then(|x| sk::unary(*op, x)) {
+                if let Some(v) = scalar(frame, *a).and_then(|x| sk::unary(*op, x)) {
                     return put(frame, *dst, v);
                 }
                 box_reg(frame, *a);
@@ -672,7 +666,7 @@ impl<'m> Interpreter<'m> {
                 {
                     return kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, get(frame, *b)?, &mut out));
                 }
-                if let (Some(x), Some(y)) = (unboxed(frame, *a), unboxed(frame, *b)) {
+                if let (Some(x), Some(y)) = (scalar(frame, *a), scalar(frame, *b)) {
                     if let Some(v) = sk::binary(*op, x, y) {
                         return put(frame, *dst, v);
                     }
@@ -686,7 +680,7 @@ impl<'m> Interpreter<'m> {
                     let c = self.konst(*k)?;
                     return kernel!(*dst, |out| kernels::binary(*op, get(frame, *a)?, c, &mut out));
                 }
-                if let (Some(x), Some(Some(y))) = (unboxed(frame, *a), self.kscalars.get(k.0 as usize)) {
+                if let (Some(x), Some(Some(y))) = (scalar(frame, *a), self.kscalars.get(k.0 as usize)) {
                     if let Some(v) = sk::binary(*op, x, *y) {
                         return put(frame, *dst, v);
                     }
@@ -700,7 +694,7 @@ impl<'m> Interpreter<'m> {
                     let c = self.konst(*k)?;
                     return kernel!(*dst, |out| kernels::binary(*op, c, get(frame, *a)?, &mut out));
                 }
-                if let (Some(Some(x)), Some(y)) = (self.kscalars.get(k.0 as usize), unboxed(frame, *a)) {
+                if let (Some(Some(x)), Some(y)) = (self.kscalars.get(k.0 as usize), scalar(frame, *a)) {
                     if let Some(v) = sk::binary(*op, *x, y) {
                         return put(frame, *dst, v);
                     }
@@ -710,7 +704,7 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::binary(*op, c, get(frame, *a)?, &mut out))
             }
             Inst::Select { dst, c, a, b } => {
-                if let (Some(k), Some(x), Some(y)) = (unboxed(frame, *c), unboxed(frame, *a), unboxed(frame, *b)) {
+                if let (Some(k), Some(x), Some(y)) = (scalar(frame, *c), scalar(frame, *a), scalar(frame, *b)) {
                     if let Some(v) = sk::select(k, x, y) {
                         return put(frame, *dst, v);
                     }
@@ -721,7 +715,7 @@ impl<'m> Interpreter<'m> {
                 kernel!(*dst, |out| kernels::select(get(frame, *c)?, get(frame, *a)?, get(frame, *b)?, &mut out))
             }
             Inst::Cast { dst, a, to } => {
-                if let Some(x) = unboxed(frame, *a) {
+                if let Some(x) = scalar(frame, *a) {
                     return put(frame, *dst, sk::cast(x, *to));
                 }
                 kernel!(*dst, |out| kernels::cast(get(frame, *a)?, *to, &mut out))

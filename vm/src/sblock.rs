@@ -121,11 +121,11 @@ pub(crate) fn decode(code: &[Inst], kscalars: &[Option<Scalar>]) -> Box<[SOp]> {
 }
 
 /// A register file the scalar runner reads and writes: a frame of [`Val`]s
-/// (a register that does not hold an unboxed scalar stops the run), or a
-/// loop's bank of unboxed [`Scalar`]s ([`Bank`]), where a read is a load
-/// and a write a plain store.
+/// (a register that holds no scalar, unboxed or a boxed rank-0 tensor,
+/// stops the run), or a loop's bank of unboxed [`Scalar`]s ([`Bank`]),
+/// where a read is a load and a write a plain store.
 pub(crate) trait Regs {
-    /// `R[r]` when it is an unboxed scalar.
+    /// `R[r]` when it holds a scalar.
     fn get(&self, r: u32) -> Option<Scalar>;
     /// `R[r] := v`; `false` when `r` is out of range.
     fn put(&mut self, r: u32, v: Scalar) -> bool;
@@ -136,7 +136,10 @@ impl Regs for [Val] {
     fn get(&self, r: u32) -> Option<Scalar> {
         match <[Val]>::get(self, r as usize) {
             Some(Val::Scalar(s)) => Some(*s),
-            _ => None,
+            // A boxed rank-0 value (a function's argument, a reduction's
+            // result) is read as its element, not boxed again per use.
+            Some(v) => v.scalar(),
+            None => None,
         }
     }
     #[inline(always)]
@@ -575,12 +578,20 @@ mod tests {
     }
 
     #[test]
-    fn a_boxed_or_mistyped_operand_stops_the_run_before_it() {
+    fn a_vector_or_mistyped_operand_stops_the_run_before_it() {
         let ops = lcg_ops();
-        // A boxed operand: nothing runs, the general dispatch takes the op.
-        let mut frame = vec![Val::Tensor(Tensor::scalar(5i64)), Val::Empty, Val::Empty, Val::Empty];
+        // A vector operand: nothing runs, the general dispatch takes the op.
+        let v = Tensor::from_vec(&[2], vec![5i64, 6]).expect("tensor");
+        let mut frame = vec![Val::Tensor(v), Val::Empty, Val::Empty, Val::Empty];
         assert_eq!(run(&ops, &mut frame), 0);
         assert!(matches!(frame[1], Val::Empty));
+        // A boxed rank-0 operand (an argument) is read as its element and
+        // stays boxed; the results are unboxed.
+        let mut frame = vec![Val::Tensor(Tensor::scalar(5i64)), Val::Empty, Val::Empty, Val::Empty];
+        assert_eq!(run(&ops, &mut frame), 3);
+        assert!(matches!(frame[0], Val::Tensor(_)));
+        let want = (5i64 * 1_103_515_245 + 12_345) % (1 << 31);
+        assert!(matches!(frame[3], Val::Scalar(Scalar::I64(x)) if x == want), "{:?}", frame[3]);
         // An operand of another dtype than the constant (unverified
         // bytecode): stops too, so the kernel reports the mismatch.
         let mut frame = vec![Val::Scalar(Scalar::I32(5)), Val::Empty, Val::Empty, Val::Empty];

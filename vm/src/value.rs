@@ -10,9 +10,10 @@
 //! that holds a boxed rank-0 tensor of its own stays boxed: the scalar ops
 //! write into its buffer ([`Val::put_scalar`]), so a loop that feeds a
 //! scalar to a tensor op allocates the box once, not every iteration. The
-//! fast paths test only for unboxed operands ([`Val::unboxed`], one tag
-//! compare); an op with a boxed operand runs the tensor kernel, as every op
-//! did before scalars were unboxed.
+//! scalar paths read a boxed rank-0 operand (a function's argument, a
+//! reduction's result) as its element ([`Val::scalar`]: the unboxed tag
+//! first), so that a loop comparing its counter with an argument does not
+//! box the counter for the tensor kernel every iteration.
 //! `Val::Scalar` only ever holds a rank-0 value.
 
 use loopvm_runtime::kernels::Scalar;
@@ -38,16 +39,6 @@ impl Val {
             Val::Scalar(s) => Some(*s),
             Val::Tensor(t) => Scalar::of(t),
             Val::Empty => None,
-        }
-    }
-
-    /// The value when it is an unboxed scalar: the ops' fast paths test
-    /// only this (a tag compare); a boxed rank-0 operand takes the kernel.
-    #[inline(always)]
-    pub(crate) fn unboxed(&self) -> Option<Scalar> {
-        match self {
-            Val::Scalar(s) => Some(*s),
-            _ => None,
         }
     }
 

@@ -668,3 +668,71 @@ fn an_op_the_bank_cannot_take_fails_as_on_the_frame() {
     assert_eq!(plain, traced);
     assert!(plain.to_string().contains("mul"), "{plain}");
 }
+
+/// `main(n: i64) -> i64 { while_loop(|i| i < n, |i| i + 1, 0) }`: the
+/// condition compares the counter with the argument `n`, which comes in
+/// boxed (a rank-0 tensor).
+fn while_count_module() -> Module {
+    let i64s = t(DType::I64, &[]);
+    let cond = Block {
+        params: vec![Reg(3)],
+        code: vec![Inst::Binary { op: BinaryOp::Lt, dst: Reg(4), a: Reg(3), b: Reg(0) }],
+        results: vec![Reg(4)],
+    };
+    let body = Block {
+        params: vec![Reg(5)],
+        code: vec![Inst::BinaryK { op: BinaryOp::Add, dst: Reg(6), a: Reg(5), k: ConstId(1) }],
+        results: vec![Reg(6)],
+    };
+    let entry = Block {
+        params: vec![Reg(0)],
+        code: vec![
+            Inst::Const { dst: Reg(1), k: ConstId(0) },
+            Inst::While { dsts: vec![Reg(2)], init: vec![Reg(1)], cond: BlockId(1), body: BlockId(2) },
+        ],
+        results: vec![Reg(2)],
+    };
+    let mut reg_types = vec![i64s.clone(); 7];
+    reg_types[4] = t(DType::Bool, &[]);
+    Module {
+        symbols: vec![],
+        consts: vec![Tensor::scalar(0i64), Tensor::scalar(1i64)],
+        funcs: vec![Func {
+            name: "main".into(),
+            params: vec![Param { name: "n".into(), ty: TypeTree::Tensor(i64s.clone()) }],
+            result: TypeTree::Tensor(i64s),
+            reg_types,
+            blocks: vec![entry, cond, body],
+            body: BlockId(0),
+        }],
+        main: Some(FuncId(0)),
+    }
+}
+
+#[test]
+fn a_scalar_while_loop_against_a_boxed_argument_counts_as_one_at_a_time_and_allocates_nothing() {
+    let m = while_count_module();
+    verify(&m).unwrap();
+    let run = |n: i64, opts: RunOptions| {
+        let mut it = Interpreter::new(&m, opts);
+        let r = it.call(FuncId(0), &[Tensor::scalar(n)]).map(|o| o[0].as_slice::<i64>().unwrap()[0]);
+        (r, it.stats, it.profile.get(FuncId(0), BlockId(2)))
+    };
+    for n in [0i64, 1, 7, 3000] {
+        let (r, stats, lp) = run(n, RunOptions::default());
+        assert_eq!(r.unwrap(), n);
+        // The constant, the loop, n + 1 conditions and n bodies.
+        assert_eq!(stats.ops, 2 + (n as u64 + 1) + n as u64, "n = {n}");
+        assert_eq!(lp, LoopStats { entries: 1, iterations: n as u64, offloaded: 0 });
+    }
+    // The step limit: `max` iterations pass, one more fails.
+    for max in [100u64, 1024, 2999] {
+        let opts = RunOptions { max_steps: Some(max), ..RunOptions::default() };
+        assert_eq!(run(max as i64, opts.clone()).0.unwrap(), max as i64);
+        assert_eq!(run(5000, opts).0.unwrap_err(), ExecError::StepLimit { max });
+    }
+    let _ = run(3, RunOptions::default());
+    let (_, short) = count_allocs(|| run(10, RunOptions::default()));
+    let (_, long) = count_allocs(|| run(10_000, RunOptions::default()));
+    assert_eq!(short, long, "10 and 10000 iterations made different numbers of allocations");
+}
