@@ -19,17 +19,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 steps="${STEPS:-200000}"
 runs="${RUNS:-15}"
-missing=()
-command -v hyperfine >/dev/null || missing+=(hyperfine)
-if [ "${CALLGRIND:-0}" = 1 ]; then command -v valgrind >/dev/null || missing+=(valgrind); fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]} (Debian)"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y "${missing[@]}" >/dev/null
-fi
-bin="${LOOPVM_BIN:-$root/target/release/loopvm}"
-if [ -z "${LOOPVM_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
+. "$here/peers/host.sh"
+tools=(hyperfine)
+if [ "${CALLGRIND:-0}" = 1 ]; then tools+=(valgrind); fi
+need_debian "${tools[@]}"
+loopvm_bin "$root"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 programs() {

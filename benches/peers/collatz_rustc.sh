@@ -17,19 +17,9 @@ n="${COLLATZ_N:-1000000}"
 runs="${RUNS:-10}"
 mkdir -p "$here/results"
 
-if ! command -v hyperfine >/dev/null; then
-    echo "== installing hyperfine (Debian)"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y hyperfine >/dev/null
-fi
-
-bin="${LOOPVM_BIN:-}"
-if [ -z "$bin" ]; then
-    echo "== building loopvm (release)"
-    (cd "$root" && cargo build --release --bin loopvm --quiet)
-    bin="${CARGO_TARGET_DIR:-$root/target}/release/loopvm"
-fi
+. "$here/host.sh"
+need_debian hyperfine
+loopvm_bin "$root"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 rustc -O "$here/collatz.rs" -o "$tmp/collatz"
@@ -47,11 +37,11 @@ hyperfine -N --warmup 1 --runs "$runs" --export-json "$here/results/collatz_rust
     -n rustc-O "$tmp/collatz $n" \
     -n loopvm-jit "$bin run $prog --arg n=$n --tier jit" >/dev/null
 
-python3 - "$here/results/collatz_rustc.json" "$n" <<'PY'
-import json, sys
-r = {x["command"]: min(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
-rs, vm = r["rustc-O"], r["loopvm-jit"]
-print(f"Collatz 1..={int(sys.argv[2]):,}, best of each (whole process):")
+read -r rs vm < <(best_of "$here/results/collatz_rustc.json" rustc-O loopvm-jit)
+python3 - "$rs" "$vm" "$n" <<'PY'
+import sys
+rs, vm, n = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"Collatz 1..={n:,}, best of each (whole process):")
 print(f"  rustc -O     {rs * 1e3:8.1f} ms")
 print(f"  loopvm jit   {vm * 1e3:8.1f} ms   ({vm / rs:.2f}x rustc -O)")
 PY

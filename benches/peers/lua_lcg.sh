@@ -19,22 +19,9 @@ runs="${RUNS:-10}"
 out="$here/results"
 mkdir -p "$out"
 
-missing=()
-command -v lua5.4 >/dev/null || missing+=(lua5.4)
-command -v hyperfine >/dev/null || missing+=(hyperfine)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]} (Debian)"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y "${missing[@]}" >/dev/null
-fi
-
-bin="${LOOPVM_BIN:-}"
-if [ -z "$bin" ]; then
-    echo "== building loopvm (release)"
-    (cd "$root" && cargo build --release --bin loopvm --quiet)
-    bin="${CARGO_TARGET_DIR:-$root/target}/release/loopvm"
-fi
+. "$here/host.sh"
+need_debian lua5.4 hyperfine
+loopvm_bin "$root"
 prog="$root/benches/workloads/lcg31.lb"
 
 # Both must print the same final state (loopvm prints it as `i64 <x>`).
@@ -49,11 +36,11 @@ hyperfine -N --warmup 2 --runs "$runs" --export-json "$out/lua_lcg.json" \
     -n lua5.4 "lua5.4 $here/lcg.lua $steps" \
     -n loopvm-interp "$bin run $prog --arg n=$steps --tier interp" >/dev/null
 
-python3 - "$out/lua_lcg.json" "$steps" <<'PY'
-import json, sys
-r = {x["command"]: min(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
-lua, vm = r["lua5.4"], r["loopvm-interp"]
-print(f"LCG, {int(sys.argv[2]):,} steps, best of each (whole process):")
+read -r lua vm < <(best_of "$out/lua_lcg.json" lua5.4 loopvm-interp)
+python3 - "$lua" "$vm" "$steps" <<'PY'
+import sys
+lua, vm, steps = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"LCG, {steps:,} steps, best of each (whole process):")
 print(f"  lua5.4         {lua * 1e3:8.1f} ms")
 print(f"  loopvm interp  {vm * 1e3:8.1f} ms   ({vm / lua:.2f}x Lua)")
 PY
