@@ -20,7 +20,7 @@ use crate::inst::Inst;
 use crate::meter::Meter;
 use crate::module::{Dim, Func, Module, TensorType};
 use crate::operand::{BlockId, ConstId, FuncId, Reg};
-use crate::sblock::{self, Bank, SOp};
+use crate::sblock::{self, Bank, SOp, WhileAt, WhileEnd};
 use crate::value::Val;
 use loopvm_runtime::kernels::{self, scalar as sk, Scalar};
 use loopvm_runtime::{DType, RuntimeError, Tensor, UpdateMode};
@@ -101,13 +101,13 @@ pub struct Stats {
 type Frame = Vec<Val>;
 
 /// How [`Interpreter::fori_banked`] left a loop.
-enum Banked {
+enum Banked<At = usize> {
     /// The loop is finished (`Some`: a back end finished it, with these
     /// results); the carry is in the frame.
     Done(Option<Vec<Tensor>>),
     /// An op could not run on the bank: the bank is in the frame, and the
     /// current iteration goes on there from this op.
-    Stopped(usize),
+    Stopped(At),
     /// The bank does not take the loop's values (a carry that is not a
     /// scalar): the loop runs on the frame from the start.
     Declined,
@@ -304,13 +304,33 @@ impl<'m> Interpreter<'m> {
             .iter()
             .zip(&scalar_blocks)
             .map(|(f, decoded)| {
+                // Each `while_loop` body's condition block.
+                let conds: Vec<(usize, usize)> = f
+                    .blocks
+                    .iter()
+                    .flat_map(|b| &b.code)
+                    .filter_map(|i| match i {
+                        Inst::While { cond, body, .. } => Some((body.0 as usize, cond.0 as usize)),
+                        _ => None,
+                    })
+                    .collect();
+                let regs = |rs: &[Reg]| rs.iter().map(|r| r.0).collect::<Vec<u32>>();
                 f.blocks
                     .iter()
                     .zip(decoded)
-                    .map(|(b, ops)| {
-                        let regs = |rs: &[Reg]| rs.iter().map(|r| r.0).collect::<Vec<u32>>();
+                    .enumerate()
+                    .map(|(i, (b, ops))| {
                         let ops = ops.as_deref()?;
-                        Bank::new(ops, &regs(&b.params), &regs(&b.results)).map(Rc::new)
+                        let (params, results) = (regs(&b.params), regs(&b.results));
+                        match conds.iter().find(|&&(body, _)| body == i) {
+                            Some(&(_, c)) => {
+                                let cb = f.blocks.get(c)?;
+                                let (cops, test) = (decoded.get(c)?.as_deref()?, cb.results.first()?.0);
+                                Bank::new_while(cops, &regs(&cb.params), test, ops, &params, &results)
+                            }
+                            None => Bank::new(ops, &params, &results),
+                        }
+                        .map(Rc::new)
                     })
                     .collect()
             })
@@ -1036,7 +1056,7 @@ impl<'m> Interpreter<'m> {
         };
         Self::copy_in(frame, carry, init)?;
         let ops = self.loop_block(fid, body);
-        let bank = if self.opts.trace { None } else { self.loop_bank(fid, body) };
+        let bank = if self.opts.trace { None } else { self.loop_bank(fid, body).filter(|b| !b.is_while()) };
         let wide = dtype == DType::I64;
         let mut i = lo_v;
         let mut n = 0u64;
@@ -1198,38 +1218,149 @@ impl<'m> Interpreter<'m> {
         };
         Self::copy_in(frame, &bb.params, init)?;
         let (cops, bops) = (self.loop_block(fid, cond), self.loop_block(fid, body));
+        let bank = if self.opts.trace { None } else { self.loop_bank(fid, body).filter(|b| b.is_while()) };
         let mut n = 0u64;
         self.depth += 1;
-        let r = (|| loop {
-            Self::copy_in(frame, &cb.params, &bb.params)?;
-            self.run_loop_block(fid, func, frame, cond, cops.as_deref())?;
-            let go = scalar(frame, creg)
-                .and_then(Scalar::to_bool)
-                .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
-            // Drop the condition's references to the carry so the body's
-            // output slots stay uniquely owned.
-            for p in &cb.params {
-                *slot(frame, *p)? = Val::Empty;
+        let r = (|| {
+            // The bank first; where it stops mid-iteration (`at`), that
+            // iteration and the rest run on the frame.
+            let mut at = None;
+            if let Some(bk) = bank.as_deref() {
+                match self.while_banked(fid, func, frame, inst, body, bk, &bb.params, &mut n)? {
+                    Banked::Done(res) => return Ok(res),
+                    Banked::Stopped(w) => at = Some(w),
+                    Banked::Declined => {}
+                }
             }
-            if !go {
-                return Ok(None);
-            }
-            if self.opts.trace {
-                self.trace_iter("while_loop", n);
-            }
-            self.run_loop_block(fid, func, frame, body, bops.as_deref())?;
-            Self::swap_results(frame, &bb.params, &bb.results)?;
-            self.back_edge()?;
-            n += 1;
-            if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) {
-                if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, &bb.params, &[])? {
-                    return Ok(Some(res));
+            loop {
+                let in_body = match at.take() {
+                    Some(WhileAt::Body(i)) => Some(i),
+                    Some(WhileAt::Cond(i)) => {
+                        // The condition's params, as the frame's iteration
+                        // copies them in, then the rest of the condition.
+                        Self::copy_in(frame, &cb.params, &bb.params)?;
+                        if let Some(ops) = cops.as_deref() {
+                            self.run_scalar_block(fid, func, frame, cond, ops, i)?;
+                        }
+                        None
+                    }
+                    None => {
+                        Self::copy_in(frame, &cb.params, &bb.params)?;
+                        self.run_loop_block(fid, func, frame, cond, cops.as_deref())?;
+                        None
+                    }
+                };
+                match (in_body, bops.as_deref()) {
+                    (Some(i), Some(ops)) => self.run_scalar_block(fid, func, frame, body, ops, i)?,
+                    _ => {
+                        let go = scalar(frame, creg)
+                            .and_then(Scalar::to_bool)
+                            .ok_or_else(|| ExecError::Internal("while_loop condition is not a bool scalar".into()))?;
+                        // Drop the condition's references to the carry so the
+                        // body's output slots stay uniquely owned.
+                        for p in &cb.params {
+                            *slot(frame, *p)? = Val::Empty;
+                        }
+                        if !go {
+                            return Ok(None);
+                        }
+                        if self.opts.trace {
+                            self.trace_iter("while_loop", n);
+                        }
+                        self.run_loop_block(fid, func, frame, body, bops.as_deref())?;
+                    }
+                }
+                Self::swap_results(frame, &bb.params, &bb.results)?;
+                self.back_edge()?;
+                n += 1;
+                if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) {
+                    if let Some(res) = self.offer_resume(fid, func, frame, inst, body, n, &bb.params, &[])? {
+                        return Ok(Some(res));
+                    }
                 }
             }
         })();
         self.depth -= 1;
         self.count_loop(fid, body, n);
         Self::finish(frame, dsts, &bb.params, r?)
+    }
+
+    /// Runs a `while_loop` whose condition and body have a bank form
+    /// ([`sblock::Bank::new_while`]) on its bank, as [`Self::fori_banked`]
+    /// runs a `fori_loop`: in chunks that end where the frame's loop does
+    /// anything besides the condition and the body (the deadline check
+    /// every 1024 steps, the step limit plus one, the back end's offer),
+    /// the meter charged once per chunk. Counts, limits, errors, profile
+    /// and results are those of running the loop one iteration at a time.
+    /// Where an op cannot run on the bank, the bank is written back and
+    /// [`Banked::Stopped`] says where the frame must go on.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn while_banked(
+        &mut self,
+        fid: FuncId,
+        func: &'m Func,
+        frame: &mut Frame,
+        inst: &'m Inst,
+        body: BlockId,
+        bk: &Bank,
+        carry: &[Reg],
+        n: &mut u64,
+    ) -> Result<Banked<WhileAt>, ExecError> {
+        let mut slots: sblock::Slots = [Scalar::Bool(false); sblock::BANK_SLOTS];
+        let bank = &mut slots;
+        if !bk.load(frame, bank) {
+            return Ok(Banked::Declined);
+        }
+        let (cond_ops, ops) = (bk.cond_ops() as u64, bk.ops() as u64);
+        let mut whole = false;
+        loop {
+            let steps = self.meter.steps();
+            let mut chunk = (1024 - steps % 1024).min(self.meter.steps_left().saturating_add(1));
+            if self.backend.is_some() {
+                chunk = chunk.min(RESUME_INTERVAL - *n % RESUME_INTERVAL);
+            }
+            let (ran, end) = bk.run_while(bank, chunk);
+            self.stats.ops += ran * ops;
+            *n += ran;
+            whole |= ran > 0;
+            if ran > 0 {
+                let charged = self.meter.charge(ran).and_then(|()| {
+                    if self.meter.steps().is_multiple_of(1024) {
+                        self.check_deadline()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = charged {
+                    bk.store(bank, frame, whole, 0);
+                    return Err(e);
+                }
+            }
+            match end {
+                WhileEnd::Ran => {}
+                WhileEnd::Exit => {
+                    self.stats.ops += cond_ops;
+                    bk.store(bank, frame, true, 0);
+                    return Ok(Banked::Done(None));
+                }
+                WhileEnd::Stopped(at) => {
+                    let ran = match at {
+                        WhileAt::Cond(i) => i,
+                        WhileAt::Body(i) => cond_ops as usize + i,
+                    };
+                    bk.store(bank, frame, whole, ran);
+                    self.stats.ops += ran as u64;
+                    return Ok(Banked::Stopped(at));
+                }
+            }
+            if self.backend.is_some() && n.is_multiple_of(RESUME_INTERVAL) {
+                bk.store(bank, frame, true, 0);
+                if let Some(res) = self.offer_resume(fid, func, frame, inst, body, *n, carry, &[])? {
+                    return Ok(Banked::Done(Some(res)));
+                }
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

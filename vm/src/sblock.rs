@@ -293,18 +293,21 @@ fn rename(op: &SOp, f: impl Fn(u32) -> u32) -> SOp {
 /// The most registers a [`Bank`] holds (its bank lives on the stack).
 pub(crate) const BANK_SLOTS: usize = 32;
 
-/// A `fori_loop` body of scalar ops in bank form: the whole counted loop
-/// runs on a small array of unboxed [`Scalar`]s (the bank) instead of the
-/// frame, as Lua's `FORLOOP` runs on its stack slots. The registers the
-/// body touches (its counter, carry, results, the values it reads from
-/// outside) are renumbered to slots `0..regs.len()`; the bank is filled
-/// from the frame once on entry and written back once on exit, so an
-/// iteration is the ops and the counter's store, with no tag of the
-/// frame's [`Val`]s to decode and no old value to drop.
+/// A `fori_loop` body, or a `while_loop`'s condition and body, of scalar
+/// ops in bank form: the whole loop runs on a small array of unboxed
+/// [`Scalar`]s (the bank) instead of the frame, as Lua's `FORLOOP` runs on
+/// its stack slots. The registers the loop touches (a counter, the carry,
+/// results, the values it reads from outside) are renumbered to slots
+/// `0..regs.len()`; the bank is filled from the frame once on entry and
+/// written back once on exit, so an iteration is the ops and the counter's
+/// store (or the condition's test), with no tag of the frame's [`Val`]s to
+/// decode and no old value to drop. A `while_loop`'s condition reads the
+/// body's params where the frame copies them into its own: the two share
+/// slots.
 ///
 /// The carry is not swapped from the results into the params after each
 /// iteration, as the frame does: the iterations cycle through renamed
-/// copies of the body ([`Phase`]) in which the slots trade places instead
+/// copies of the loop ([`Phase`]) in which the slots trade places instead
 /// (iteration `k` reads its carry where iteration `k - 1` wrote its
 /// results), and the bank is put back in order once, where a run of
 /// iterations ends. A swap moved each carry value through memory on the
@@ -313,51 +316,110 @@ pub(crate) const BANK_SLOTS: usize = 32;
 /// (about half of an LCG iteration's time).
 #[derive(Debug)]
 pub(crate) struct Bank {
-    /// The body's ops on slots, in order (the first phase's).
+    /// The ops on slots, in order (the first phase's): a `while_loop`'s
+    /// condition's first, then the body's.
     ops: Box<[SOp]>,
+    /// `None` for a `fori_loop`; for a `while_loop`, how many of `ops` are
+    /// the condition's.
+    cond: Option<usize>,
     /// `regs[s]`: the frame register of slot `s`.
     regs: Box<[u32]>,
-    /// Slots the body reads before it writes them (the counter aside):
-    /// the loop takes the bank only when each holds a scalar on entry.
+    /// Slots the loop reads before it writes them (a counter aside): the
+    /// loop takes the bank only when each holds a scalar on entry.
     live_in: Box<[u32]>,
-    /// Slots the loop writes (the counter, the ops' results, the carry's
+    /// Slots the loop writes (a counter, the ops' results, the carry's
     /// swapped slots): written back into the frame on exit.
     out: Box<[u32]>,
-    /// The counter's slot.
-    counter: u32,
-    /// The body as iterations `0, 1, ...` run it, cyclically: phase `k`
-    /// is the body with slot `s` renamed to where it lives after `k`
+    /// The counter's slot (a `fori_loop`), else the condition's result's.
+    head: u32,
+    /// The loop as iterations `0, 1, ...` run it, cyclically: phase `k`
+    /// is the loop with slot `s` renamed to where it lives after `k`
     /// iterations.
     phases: Box<[Phase]>,
     /// `(param, result)` slots of the carry, swapped in order after each
     /// iteration, when the renaming would need more than [`MAX_PHASES`]
-    /// phases (then there is one phase, the body as it is).
+    /// phases (then there is one phase, the loop as it is).
     swaps: Box<[(u32, u32)]>,
 }
 
-/// The most renamed copies of a body a [`Bank`] keeps: the carry's
+/// The most renamed copies of a loop a [`Bank`] keeps: the carry's
 /// permutation of slots has this order at most (a carry of fresh results
 /// has order 2; `(a, b) -> (b, a + b)` order 3).
 const MAX_PHASES: usize = 8;
 
-/// One renamed copy of a [`Bank`]'s body.
+/// One renamed copy of a [`Bank`]'s loop.
 #[derive(Debug)]
 struct Phase {
-    /// The body's ops with every slot `s` renamed to `map[s]`.
+    /// The ops with every slot `s` renamed to `map[s]`.
     ops: Box<[SOp]>,
-    /// The counter's slot, renamed.
-    counter: u32,
+    /// [`Bank::head`], renamed.
+    head: u32,
     /// `map[s]`: where slot `s` lives in this phase.
     map: Box<[u32]>,
 }
 
+/// Where a `while_loop`'s iteration stopped on its bank, for the frame to
+/// go on from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhileAt {
+    /// At this op of the condition; at its end when the result is not a
+    /// `bool` (the frame reports that).
+    Cond(usize),
+    /// At this op of the body.
+    Body(usize),
+}
+
+/// How [`Bank::run_while`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhileEnd {
+    /// The iterations asked for ran; the loop goes on.
+    Ran,
+    /// The condition was false: the loop is finished.
+    Exit,
+    /// An op could not run on the bank.
+    Stopped(WhileAt),
+}
+
 impl Bank {
-    /// The bank form of a decoded body `ops` whose block has `params`
-    /// (counter first) and `results`; `None` when an op is
+    /// The bank form of a `fori_loop` body decoded as `ops`, whose block has
+    /// `params` (counter first) and `results`; `None` when an op is
     /// [`SOp::General`] or the body touches more than [`BANK_SLOTS`]
     /// registers.
     pub(crate) fn new(ops: &[SOp], params: &[u32], results: &[u32]) -> Option<Bank> {
         let (&counter, carry) = params.split_first()?;
+        Bank::build(None, ops, Some(counter), carry, results)
+    }
+
+    /// The bank form of a `while_loop` whose condition (`cond`, with
+    /// `cond_params` and one result, `test`) and body (`ops`, `params`,
+    /// `results`) are decoded scalar blocks.
+    pub(crate) fn new_while(
+        cond: &[SOp],
+        cond_params: &[u32],
+        test: u32,
+        ops: &[SOp],
+        params: &[u32],
+        results: &[u32],
+    ) -> Option<Bank> {
+        if cond_params.len() != params.len() {
+            return None;
+        }
+        // The condition reads the body's params (the frame copies them in).
+        let shared = |r: u32| cond_params.iter().position(|&p| p == r).map_or(r, |i| params[i]);
+        let cond: Vec<SOp> = cond.iter().map(|op| rename(op, shared)).collect();
+        Bank::build(Some((&cond, shared(test))), ops, None, params, results)
+    }
+
+    /// [`Bank::new`] and [`Bank::new_while`]: `cond` the condition's ops
+    /// (on the body's params) and result, `counter` a `fori_loop`'s.
+    fn build(
+        cond: Option<(&[SOp], u32)>,
+        body: &[SOp],
+        counter: Option<u32>,
+        carry: &[u32],
+        results: &[u32],
+    ) -> Option<Bank> {
+        let ops: Vec<SOp> = cond.map_or(&[][..], |(c, _)| c).iter().chain(body).copied().collect();
         if ops.iter().any(|op| matches!(op, SOp::General)) {
             return None;
         }
@@ -369,16 +431,31 @@ impl Bank {
                 regs.len() as u32 - 1
             }
         };
-        let counter = slot_of(counter, &mut regs);
-        let mut written = vec![counter];
-        let mut live_in = Vec::new();
-        for op in ops {
+        // Slots read before the loop writes them must hold values on entry.
+        let read = |s: u32, written: &[u32], live_in: &mut Vec<u32>| {
+            if !written.contains(&s) && !live_in.contains(&s) {
+                live_in.push(s);
+            }
+        };
+        let (mut written, mut live_in) = (Vec::new(), Vec::new());
+        // A `fori_loop`'s counter is written before the body; a
+        // `while_loop`'s condition result is read after the condition's ops.
+        let mut head = 0;
+        if let Some(c) = counter {
+            head = slot_of(c, &mut regs);
+            written.push(head);
+        }
+        let cond_len = cond.map(|(c, _)| c.len());
+        for i in 0..=ops.len() {
+            if let (Some((_, test)), true) = (cond, cond_len == Some(i)) {
+                head = slot_of(test, &mut regs);
+                read(head, &written, &mut live_in);
+            }
+            let Some(op) = ops.get(i) else { continue };
             let (uses, def) = uses_def(op);
             for r in uses.into_iter().flatten() {
                 let s = slot_of(r, &mut regs);
-                if !written.contains(&s) && !live_in.contains(&s) {
-                    live_in.push(s);
-                }
+                read(s, &written, &mut live_in);
             }
             if let Some(d) = def {
                 written.push(slot_of(d, &mut regs));
@@ -389,11 +466,8 @@ impl Bank {
         // A result the body does not write (a carry passed through, a value
         // from outside) is read by the swap: it must hold a value too.
         for &(p, r) in &swaps {
-            for s in [p, r] {
-                if !written.contains(&s) && !live_in.contains(&s) {
-                    live_in.push(s);
-                }
-            }
+            read(p, &written, &mut live_in);
+            read(r, &written, &mut live_in);
         }
         if regs.len() > BANK_SLOTS {
             return None;
@@ -427,16 +501,17 @@ impl Bank {
             .into_iter()
             .map(|map| Phase {
                 ops: ops.iter().map(|op| rename(op, |s| map[s as usize])).collect(),
-                counter: map[counter as usize],
+                head: map[head as usize],
                 map: map.into(),
             })
             .collect();
         Some(Bank {
             ops,
+            cond: cond_len,
             regs: regs.into(),
             live_in: live_in.into(),
             out: out.into(),
-            counter,
+            head,
             phases,
             swaps: swaps.into(),
         })
@@ -452,6 +527,16 @@ impl Bank {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.regs.len()
+    }
+
+    /// `true` for a `while_loop`'s bank.
+    pub(crate) fn is_while(&self) -> bool {
+        self.cond.is_some()
+    }
+
+    /// The condition's ops (a `while_loop`'s bank).
+    pub(crate) fn cond_ops(&self) -> usize {
+        self.cond.unwrap_or(0)
     }
 
     /// Ops per iteration.
@@ -482,7 +567,7 @@ impl Bank {
     pub(crate) fn store(&self, bank: &Slots, frame: &mut [Val], whole: bool, ran: usize) {
         for &s in &self.out[..] {
             let holds = whole
-                || s == self.counter
+                || (self.cond.is_none() && s == self.head)
                 || self.live_in.contains(&s)
                 || self.ops.iter().take(ran).any(|op| uses_def(op).1 == Some(s));
             let r = self.regs.get(s as usize).and_then(|&r| frame.get_mut(r as usize));
@@ -515,7 +600,7 @@ impl Bank {
         let mut at = 0;
         for k in 0..n {
             let Some(ph) = phases.get(at) else { break };
-            bank.put(ph.counter, if WIDE { Scalar::I64(c) } else { Scalar::I32(c as i32) });
+            bank.put(ph.head, if WIDE { Scalar::I64(c) } else { Scalar::I32(c as i32) });
             let done = run_on(&ph.ops, bank);
             if done != ph.ops.len() {
                 self.settle(bank, at);
@@ -534,6 +619,47 @@ impl Bank {
         self.settle(bank, at);
         *i = c;
         (n, None)
+    }
+
+    /// Runs up to `n` iterations of a `while_loop` on `bank` (each its
+    /// condition, its test and its body); returns the iterations whose
+    /// bodies ran, and how the run ended: the condition false (the loop is
+    /// done), or where an op could not run on the bank (the caller writes
+    /// the bank back and finishes that iteration on the frame).
+    pub(crate) fn run_while(&self, bank: &mut Slots, n: u64) -> (u64, WhileEnd) {
+        let (phases, swaps, cond) = (&self.phases[..], &self.swaps[..], self.cond.unwrap_or(0));
+        let mut at = 0;
+        for k in 0..n {
+            let Some(ph) = phases.get(at) else { break };
+            let (c, b) = ph.ops.split_at(cond.min(ph.ops.len()));
+            let done = run_on(c, bank);
+            let end = if done != c.len() {
+                Some(WhileEnd::Stopped(WhileAt::Cond(done)))
+            } else {
+                match bank.get(ph.head) {
+                    Some(Scalar::Bool(true)) => None,
+                    Some(Scalar::Bool(false)) => Some(WhileEnd::Exit),
+                    _ => Some(WhileEnd::Stopped(WhileAt::Cond(c.len()))),
+                }
+            };
+            let end = end.or_else(|| {
+                let done = run_on(b, bank);
+                (done != b.len()).then_some(WhileEnd::Stopped(WhileAt::Body(done)))
+            });
+            if let Some(end) = end {
+                self.settle(bank, at);
+                return (k, end);
+            }
+            for &(p, r) in swaps {
+                bank.swap(p as usize % BANK_SLOTS, r as usize % BANK_SLOTS);
+            }
+            at += 1;
+            if at == phases.len() {
+                at = 0;
+            }
+        }
+        self.settle(bank, at);
+        (n, WhileEnd::Ran)
     }
 
     /// Puts the bank back in order after iterations that ended in phase
@@ -671,6 +797,55 @@ mod tests {
                 assert!(matches!(frame[3], Val::Scalar(Scalar::I64(v)) if v == b), "n = {n}: {:?}", frame[3]);
             }
         }
+    }
+
+    #[test]
+    fn a_while_bank_runs_its_condition_on_the_bodys_params_in_chunks_until_false() {
+        // cond (r10 i, r11 x): r12 := r10 < 5; body (r1 i, r2 x):
+        // r3 := r1 + 1, r4 := r2 * 3; results (r3, r4).
+        let ks = [Some(Scalar::I64(5)), Some(Scalar::I64(1)), Some(Scalar::I64(3))];
+        let cond = decode(&[Inst::BinaryK { op: BinaryOp::Lt, dst: Reg(12), a: Reg(10), k: ConstId(0) }], &ks);
+        let body = decode(
+            &[
+                Inst::BinaryK { op: BinaryOp::Add, dst: Reg(3), a: Reg(1), k: ConstId(1) },
+                Inst::BinaryK { op: BinaryOp::Mul, dst: Reg(4), a: Reg(2), k: ConstId(2) },
+            ],
+            &ks,
+        );
+        let bk = Bank::new_while(&cond, &[10, 11], 12, &body, &[1, 2], &[3, 4]).expect("bank form");
+        assert!(bk.is_while());
+        assert_eq!((bk.cond_ops(), bk.ops(), bk.phases()), (1, 3, 2));
+        for chunk in [1u64, 2, 3, 100] {
+            let mut frame = vec![Val::Empty; 13];
+            frame[1] = Val::Scalar(Scalar::I64(0));
+            frame[2] = Val::Scalar(Scalar::I64(1));
+            let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+            assert!(bk.load(&frame, &mut regs));
+            let mut total = 0;
+            let end = loop {
+                let (ran, end) = bk.run_while(&mut regs, chunk);
+                total += ran;
+                if end != WhileEnd::Ran {
+                    break end;
+                }
+            };
+            assert_eq!((total, end), (5, WhileEnd::Exit), "chunk {chunk}");
+            bk.store(&regs, &mut frame, true, 0);
+            assert!(matches!(frame[1], Val::Scalar(Scalar::I64(5))), "{:?}", frame[1]);
+            assert!(matches!(frame[2], Val::Scalar(Scalar::I64(243))), "{:?}", frame[2]);
+            assert!(matches!(frame[12], Val::Scalar(Scalar::Bool(false))), "{:?}", frame[12]);
+        }
+        // A condition that is a param itself (no ops): `while go { ... }`.
+        let bk = Bank::new_while(&[], &[10, 11], 10, &body, &[1, 2], &[3, 4]);
+        assert!(bk.is_some_and(|b| b.cond_ops() == 0));
+        // A test that is not a bool stops at the condition's end.
+        let bk = Bank::new_while(&[], &[10, 11], 11, &body, &[1, 2], &[3, 4]).expect("bank form");
+        let mut frame = vec![Val::Empty; 13];
+        frame[1] = Val::Scalar(Scalar::I64(0));
+        frame[2] = Val::Scalar(Scalar::I64(1));
+        let mut regs = [Scalar::Bool(false); BANK_SLOTS];
+        assert!(bk.load(&frame, &mut regs));
+        assert_eq!(bk.run_while(&mut regs, 10), (0, WhileEnd::Stopped(WhileAt::Cond(0))));
     }
 
     #[test]

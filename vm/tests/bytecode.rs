@@ -736,3 +736,65 @@ fn a_scalar_while_loop_against_a_boxed_argument_counts_as_one_at_a_time_and_allo
     let (_, long) = count_allocs(|| run(10_000, RunOptions::default()));
     assert_eq!(short, long, "10 and 10000 iterations made different numbers of allocations");
 }
+
+#[test]
+fn a_scalar_while_loop_in_the_bank_runs_as_on_the_frame() {
+    let m = while_count_module();
+    // The trace runs the frame path, one op at a time: the same result and
+    // counts as the bank.
+    for n in [0i64, 5, 3000] {
+        let mut plain = Interpreter::new(&m, RunOptions::default());
+        let a = plain.call(FuncId(0), &[Tensor::scalar(n)]).unwrap();
+        let mut traced = Interpreter::new(&m, RunOptions { trace: true, ..RunOptions::default() });
+        traced.set_trace_output(Box::new(std::io::sink()));
+        let b = traced.call(FuncId(0), &[Tensor::scalar(n)]).unwrap();
+        assert_eq!(a[0].as_slice::<i64>(), Some(&[n][..]));
+        assert_eq!(b[0].as_slice::<i64>(), Some(&[n][..]));
+        assert_eq!(plain.stats.ops, traced.stats.ops, "n = {n}");
+        assert_eq!(plain.stats.loop_iterations, traced.stats.loop_iterations);
+    }
+    // The back end is offered the running loop every RESUME_INTERVAL
+    // iterations, with the carry written back from the bank.
+    let mut rec = Recorder::default();
+    {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_backend(&mut rec);
+        let out = it.call(FuncId(0), &[Tensor::scalar(3000i64)]).unwrap();
+        assert_eq!(out[0].as_slice::<i64>(), Some(&[3000i64][..]));
+    }
+    assert_eq!(rec.resumes, vec![RESUME_INTERVAL, 2 * RESUME_INTERVAL]);
+    let mut rec = Recorder { take_over: true, ..Recorder::default() };
+    let got = {
+        let mut it = Interpreter::new(&m, RunOptions::default());
+        it.set_backend(&mut rec);
+        it.call(FuncId(0), &[Tensor::scalar(3000i64)]).unwrap()
+    };
+    assert_eq!(got[0].as_slice::<i64>(), Some(&[RESUME_INTERVAL as i64][..]));
+}
+
+#[test]
+fn a_while_loop_whose_op_the_bank_cannot_take_finishes_on_the_frame() {
+    // The body adds an i64 constant to the carry; the carry starts as an
+    // i32 (unverified bytecode) that the condition compares with an i32
+    // constant, so the bank stops at the body's op and the frame's kernel
+    // reports the mismatch, as under the trace.
+    let mut m = while_count_module();
+    m.consts[0] = Tensor::scalar(0i32);
+    m.consts.push(Tensor::scalar(10i32));
+    m.funcs[0].blocks[1].code = vec![Inst::BinaryK { op: BinaryOp::Lt, dst: Reg(4), a: Reg(3), k: ConstId(2) }];
+    let mut plain = Interpreter::new(&m, RunOptions::default());
+    let e = plain.call(FuncId(0), &[Tensor::scalar(5i64)]).unwrap_err();
+    let mut traced = Interpreter::new(&m, RunOptions { trace: true, ..RunOptions::default() });
+    traced.set_trace_output(Box::new(std::io::sink()));
+    assert_eq!(e, traced.call(FuncId(0), &[Tensor::scalar(5i64)]).unwrap_err());
+    assert!(e.to_string().contains("add"), "{e}");
+    assert_eq!(plain.stats.ops, traced.stats.ops);
+    // The condition compares an i32 with the i64 argument: the bank stops
+    // in the condition.
+    let mut m = while_count_module();
+    m.consts[0] = Tensor::scalar(0i32);
+    m.funcs[0].blocks[2].code = vec![Inst::Move { dst: Reg(6), src: Reg(5) }];
+    let mut plain = Interpreter::new(&m, RunOptions::default());
+    let e = plain.call(FuncId(0), &[Tensor::scalar(5i64)]).unwrap_err();
+    assert!(e.to_string().contains("lt"), "{e}");
+}
