@@ -1,5 +1,6 @@
 //! Interpreter benchmarks: dispatch cost per op (a scalar loop and the
-//! LCG), small-tensor ops, an RNN-cell scan, and a batched matrix product.
+//! LCG as a `fori_loop` and a `while_loop`), small-tensor ops, an RNN-cell
+//! scan, and a batched matrix product.
 //! Workloads are `.lb` files under `benches/workloads/`.
 //! Throughput is reported in executed ops (or scan steps) per second.
 
@@ -35,12 +36,15 @@ fn execute_interp(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| run(&p, black_box(&args))));
     }
     // Issue 19's LCG: three binary ops with a constant operand per
-    // iteration (`benches/peers/lua_lcg.sh` runs it beside Lua 5.4).
-    let p = load("lcg31.lb");
-    let args = [Tensor::scalar(1_000_000i64)];
-    let ops = run(&p, &args);
-    g.throughput(Throughput::Elements(ops));
-    g.bench_function("lcg31_1e6", |b| b.iter(|| run(&p, black_box(&args))));
+    // iteration, and as a `while_loop` (`benches/peers/lua_lcg.sh` runs
+    // both beside Lua 5.4).
+    for (name, file) in [("lcg31_1e6", "lcg31.lb"), ("lcg31_while_1e6", "lcg31_while.lb")] {
+        let p = load(file);
+        let args = [Tensor::scalar(1_000_000i64)];
+        let ops = run(&p, &args);
+        g.throughput(Throughput::Elements(ops));
+        g.bench_function(name, |b| b.iter(|| run(&p, black_box(&args))));
+    }
     let p = load("rnn_cell.lb");
     let (h, t) = (128usize, 1000usize);
     let w: Vec<f32> = (0..h * h).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect();

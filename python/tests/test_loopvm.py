@@ -284,7 +284,9 @@ def test_two_threads_run_at_once():
     """The GIL is released while a program runs: two threads' runs overlap
     (on one core as on two), and on two cores take about one run's time."""
     prog = loopvm.compile(LOOP)
-    n = 200_000
+    # Long enough (about 0.1 s a run or more) that the threads' start skew
+    # on a loaded machine is small beside a run.
+    n = 2_000_000
     prog.run(1000, tier="interp")
 
     def one():
