@@ -1140,28 +1140,14 @@ impl<'m> Interpreter<'m> {
         }
         let mut whole = false;
         while *i < hi {
-            let steps = self.meter.steps();
-            let mut chunk = hi.wrapping_sub(*i) as u64;
-            chunk = chunk.min(1024 - steps % 1024).min(self.meter.steps_left().saturating_add(1));
-            if self.backend.is_some() {
-                chunk = chunk.min(RESUME_INTERVAL - *n % RESUME_INTERVAL);
-            }
+            let chunk = self.bank_chunk(*n).min(hi.wrapping_sub(*i) as u64);
             let (ran, stop) = bk.run(bank, i, chunk, wide);
             self.stats.ops += ran * bk.ops() as u64;
             *n += ran;
             whole |= ran > 0;
-            if ran > 0 {
-                let charged = self.meter.charge(ran).and_then(|()| {
-                    if self.meter.steps().is_multiple_of(1024) {
-                        self.check_deadline()
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(e) = charged {
-                    bk.store(bank, frame, whole, 0);
-                    return Err(e);
-                }
+            if let Err(e) = self.charge_chunk(ran) {
+                bk.store(bank, frame, whole, 0);
+                return Err(e);
             }
             if let Some(at) = stop {
                 bk.store(bank, frame, whole, at);
@@ -1285,6 +1271,35 @@ impl<'m> Interpreter<'m> {
         Self::finish(frame, dsts, &bb.params, r?)
     }
 
+    /// The most iterations a bank may run before the loop must do what the
+    /// frame's iteration does besides its ops, after `n` iterations: the
+    /// deadline check at every multiple of 1024 steps, the step limit plus
+    /// one (so the charge fails after exactly as many bodies as one at a
+    /// time), and, with a back end, the offer every [`RESUME_INTERVAL`].
+    fn bank_chunk(&self, n: u64) -> u64 {
+        let steps = self.meter.steps();
+        let chunk = (1024 - steps % 1024).min(self.meter.steps_left().saturating_add(1));
+        if self.backend.is_some() {
+            chunk.min(RESUME_INTERVAL - n % RESUME_INTERVAL)
+        } else {
+            chunk
+        }
+    }
+
+    /// Charges the meter for `ran` iterations a bank ran, as that many
+    /// [`Self::back_edge`]s would (the deadline when a multiple of 1024
+    /// steps is reached: a chunk ends there).
+    fn charge_chunk(&mut self, ran: u64) -> Result<(), ExecError> {
+        if ran == 0 {
+            return Ok(());
+        }
+        self.meter.charge(ran)?;
+        if self.meter.steps().is_multiple_of(1024) {
+            self.check_deadline()?;
+        }
+        Ok(())
+    }
+
     /// Runs a `while_loop` whose condition and body have a bank form
     /// ([`sblock::Bank::new_while`]) on its bank, as [`Self::fori_banked`]
     /// runs a `fori_loop`: in chunks that end where the frame's loop does
@@ -1315,27 +1330,13 @@ impl<'m> Interpreter<'m> {
         let (cond_ops, ops) = (bk.cond_ops() as u64, bk.ops() as u64);
         let mut whole = false;
         loop {
-            let steps = self.meter.steps();
-            let mut chunk = (1024 - steps % 1024).min(self.meter.steps_left().saturating_add(1));
-            if self.backend.is_some() {
-                chunk = chunk.min(RESUME_INTERVAL - *n % RESUME_INTERVAL);
-            }
-            let (ran, end) = bk.run_while(bank, chunk);
+            let (ran, end) = bk.run_while(bank, self.bank_chunk(*n));
             self.stats.ops += ran * ops;
             *n += ran;
             whole |= ran > 0;
-            if ran > 0 {
-                let charged = self.meter.charge(ran).and_then(|()| {
-                    if self.meter.steps().is_multiple_of(1024) {
-                        self.check_deadline()
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(e) = charged {
-                    bk.store(bank, frame, whole, 0);
-                    return Err(e);
-                }
+            if let Err(e) = self.charge_chunk(ran) {
+                bk.store(bank, frame, whole, 0);
+                return Err(e);
             }
             match end {
                 WhileEnd::Ran => {}
