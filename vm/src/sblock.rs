@@ -20,7 +20,7 @@
 
 use crate::inst::Inst;
 use crate::value::Val;
-use loopvm_runtime::kernels::{scalar as sk, Scalar};
+use loopvm_runtime::kernels::{scalar as sk, Num, Scalar};
 use loopvm_runtime::{BinaryOp, DType, UnaryOp};
 
 /// One decoded instruction of a scalar block (`R[i]`: register `i` of the
@@ -231,9 +231,29 @@ fn run_on<R: Regs + ?Sized>(ops: &[SOp], regs: &mut R) -> usize {
             SOp::BinKF64 { op, dst, a, k } => bin_k!(op, dst, a, k, F64),
             SOp::BinK { op, dst, a, k } => put!(dst, regs.get(a).and_then(|x| sk::binary(op, x, k))),
             SOp::KBin { op, dst, k, a } => put!(dst, regs.get(a).and_then(|x| sk::binary(op, k, x))),
-            SOp::Bin { op, dst, a, b } => {
-                put!(dst, regs.get(a).zip(regs.get(b)).and_then(|(x, y)| sk::binary(op, x, y)))
-            }
+            // `+`, `-` and `*` of two registers of the common dtypes store
+            // their result's variant directly (as the constant forms do);
+            // the rest through the scalar kernel's table.
+            SOp::Bin { op, dst, a, b } => match (op, regs.get(a), regs.get(b)) {
+                (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul, Some(x), Some(y)) => {
+                    macro_rules! arith {
+                        ($($v:ident),*) => {
+                            match (op, x, y) {
+                                $(
+                                    (BinaryOp::Add, Scalar::$v(x), Scalar::$v(y)) => regs.put(dst, Scalar::$v(Num::add(x, y))),
+                                    (BinaryOp::Sub, Scalar::$v(x), Scalar::$v(y)) => regs.put(dst, Scalar::$v(Num::sub(x, y))),
+                                    (BinaryOp::Mul, Scalar::$v(x), Scalar::$v(y)) => regs.put(dst, Scalar::$v(Num::mul(x, y))),
+                                )*
+                                _ => sk::binary(op, x, y).is_some_and(|v| regs.put(dst, v)),
+                            }
+                        };
+                    }
+                    if !arith!(I64, I32, F32, F64) {
+                        stop!()
+                    }
+                }
+                (_, x, y) => put!(dst, x.zip(y).and_then(|(x, y)| sk::binary(op, x, y))),
+            },
             SOp::Un { op, dst, a } => put!(dst, regs.get(a).and_then(|x| sk::unary(op, x))),
             SOp::Cast { dst, a, to } => put!(dst, regs.get(a).map(|x| sk::cast(x, to))),
             SOp::Select { dst, c, a, b } => {
