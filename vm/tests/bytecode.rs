@@ -796,5 +796,9 @@ fn a_while_loop_whose_op_the_bank_cannot_take_finishes_on_the_frame() {
     m.funcs[0].blocks[2].code = vec![Inst::Move { dst: Reg(6), src: Reg(5) }];
     let mut plain = Interpreter::new(&m, RunOptions::default());
     let e = plain.call(FuncId(0), &[Tensor::scalar(5i64)]).unwrap_err();
+    let mut traced = Interpreter::new(&m, RunOptions { trace: true, ..RunOptions::default() });
+    traced.set_trace_output(Box::new(std::io::sink()));
+    assert_eq!(e, traced.call(FuncId(0), &[Tensor::scalar(5i64)]).unwrap_err());
     assert!(e.to_string().contains("lt"), "{e}");
+    assert_eq!(plain.stats.ops, traced.stats.ops);
 }
